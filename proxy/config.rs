@@ -1,0 +1,821 @@
+//! The configuration file: Salt's own minion keys plus a `sidecar:` section.
+//!
+//! [`load`] reads YAML into raw serde structs (unknown keys rejected), then
+//! [`validate`](RawConfig::validate) turns them into the typed [`Config`] the
+//! rest of the sidecar uses. Every error carries the file, line and key, and
+//! nothing after this module parses a string. No I/O except reading the file.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use crate::master::{label_for, Host, MasterId, MasterSpec};
+
+/// Salt's default `publish_port`.
+pub const DEFAULT_PUBLISH_PORT: u16 = 4505;
+/// Salt's default `master_port` (the ret port).
+pub const DEFAULT_RET_PORT: u16 = 4506;
+/// Used when `master_alive_interval` is missing (Salt would then never check).
+pub const DEFAULT_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Salt's default `random_reauth_delay`.
+pub const DEFAULT_RANDOM_REAUTH_DELAY: Duration = Duration::from_secs(10);
+/// Default admin endpoint.
+pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
+
+/// How a master's health is probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// Read the ZMTP greeting and READY, check the socket type (transport zeromq).
+    Zmtp,
+    /// A plain TCP connect (transport tcp: a ZMTP greeting would make it log a traceback).
+    Tcp,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Zmtp => "zmtp",
+            ProbeKind::Tcp => "tcp",
+        }
+    }
+}
+
+/// Salt's `master_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MasterType {
+    Failover,
+    Str,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The file this came from (for messages and reloads).
+    pub source: PathBuf,
+    /// Masters in configured order; `masters[i].id == MasterId(i)`.
+    pub masters: Vec<MasterSpec>,
+    pub master_type: MasterType,
+    pub alive_interval: Duration,
+    pub failback: bool,
+    pub failback_interval: Duration,
+    pub reauth_delay: Duration,
+    pub shuffle: bool,
+    /// The minion id (for shuffle and jitter seeds).
+    pub minion_id: String,
+    pub sidecar: SidecarConfig,
+    /// Things worth a warning at start-up (e.g. a defaulted alive interval).
+    pub warnings: Vec<String>,
+    /// Things worth one info line at start-up (e.g. a list taken as failover).
+    pub notes: Vec<String>,
+}
+
+/// The `sidecar:` section, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SidecarConfig {
+    pub listen_publish: SocketAddr,
+    pub listen_ret: SocketAddr,
+    pub admin: SocketAddr,
+    pub probe: ProbeKind,
+    pub rise: u32,
+    pub fall: u32,
+    pub connect_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// A configuration error: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    /// Dotted key path, e.g. `sidecar.rise` or `master[1]`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        key: String::new(),
+        message: format!("cannot read config file: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates config text; `path` is only used in messages.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let raw = parse_raw(path, text)?;
+    raw.validate(path)
+}
+
+fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    if text.trim().is_empty() {
+        return Err(ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            key: "master".into(),
+            message: "the file is empty; at least `master:` is required".into(),
+        });
+    }
+    let mut key_path = String::new();
+    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
+            key_path = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| {
+        let loc = e.location();
+        let message = e.without_snippet().to_string();
+        // The crate prefixes "error: line L column C: "; we print the location ourselves.
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if head.starts_with("error") => rest.to_string(),
+            _ => message,
+        };
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
+            _ => message,
+        };
+        ConfigError {
+            file: path.to_path_buf(),
+            line: loc.map(|l| l.line() as u32),
+            column: loc.map(|l| l.column() as u32),
+            key: if key_path == "." {
+                String::new()
+            } else {
+                key_path
+            },
+            message,
+        }
+    })
+}
+
+// === raw serde structs ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    master: Option<Spanned<RawMasters>>,
+    master_type: Option<Spanned<String>>,
+    master_alive_interval: Option<Spanned<u64>>,
+    master_failback: Option<Spanned<bool>>,
+    master_failback_interval: Option<Spanned<u64>>,
+    random_reauth_delay: Option<Spanned<u64>>,
+    #[serde(alias = "random_master")]
+    master_shuffle: Option<Spanned<bool>>,
+    publish_port: Option<Spanned<u16>>,
+    master_port: Option<Spanned<u16>>,
+    id: Option<Spanned<String>>,
+    /// Salt's `transport`: picks the default probe (zeromq → zmtp, tcp → tcp).
+    transport: Option<Spanned<String>>,
+    sidecar: Option<Spanned<RawSidecar>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSidecar {
+    listen: Option<Spanned<String>>,
+    listen_publish: Option<Spanned<String>>,
+    listen_ret: Option<Spanned<String>>,
+    admin: Option<Spanned<String>>,
+    probe: Option<Spanned<String>>,
+    rise: Option<Spanned<u32>>,
+    fall: Option<Spanned<u32>>,
+    connect_timeout: Option<Spanned<DurationValue>>,
+    drain_timeout: Option<Spanned<DurationValue>>,
+}
+
+/// `master:` as Salt accepts it: one entry or a list of entries.
+#[derive(Debug)]
+struct RawMasters(Vec<Spanned<RawEntry>>);
+
+/// One `master:` entry: `host`, `host:port`, `[v6]:port`, or a mapping.
+#[derive(Debug)]
+enum RawEntry {
+    Text(String),
+    Map(RawEntryMap),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntryMap {
+    host: String,
+    master_port: Option<u16>,
+    publish_port: Option<u16>,
+}
+
+/// A duration written as seconds (`2`, `0.5`) or with a unit (`"500ms"`, `"2s"`).
+#[derive(Debug, Clone, Copy)]
+struct DurationValue(Duration);
+
+impl<'de> Deserialize<'de> for RawEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a master address (`host`, `host:port`, `[v6]:port`) or a mapping {host, master_port, publish_port}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawEntry, E> {
+                Ok(RawEntry::Text(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawEntry, A::Error> {
+                RawEntryMap::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawEntry::Map)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawMasters {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawMasters;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a master address or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawMasters, E> {
+                let unknown = Location::UNKNOWN;
+                Ok(RawMasters(vec![Spanned::new(
+                    RawEntry::Text(v.to_string()),
+                    unknown,
+                    unknown,
+                )]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawMasters, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = seq.next_element::<Spanned<RawEntry>>()? {
+                    out.push(entry);
+                }
+                Ok(RawMasters(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawMasters, A::Error> {
+                let unknown = Location::UNKNOWN;
+                let entry = RawEntryMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawMasters(vec![Spanned::new(
+                    RawEntry::Map(entry),
+                    unknown,
+                    unknown,
+                )]))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration: seconds (`2`, `0.5`) or with a unit (`500ms`, `2s`, `1m`)")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationValue, E> {
+                Ok(DurationValue(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationValue, E> {
+                u64::try_from(v)
+                    .map(|s| DurationValue(Duration::from_secs(s)))
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<DurationValue, E> {
+                Duration::try_from_secs_f64(v)
+                    .map(DurationValue)
+                    .map_err(|_| {
+                        E::custom("a duration must be a finite, non-negative number of seconds")
+                    })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationValue, E> {
+                let v = v.trim();
+                if let Ok(secs) = v.parse::<f64>() {
+                    return self.visit_f64(secs);
+                }
+                humantime::parse_duration(v)
+                    .map(DurationValue)
+                    .map_err(|e| {
+                        E::custom(format!(
+                            "`{v}` is not a duration ({e}); write e.g. `500ms`, `2s` or `2`"
+                        ))
+                    })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// === validation ===
+
+/// Collects the location of a value for error messages.
+struct Ctx<'a> {
+    file: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, at: Option<&Location>, key: &str, message: impl Into<String>) -> ConfigError {
+        let known = at.filter(|l| l.line() > 0);
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: known.map(|l| l.line() as u32),
+            column: known.map(|l| l.column() as u32),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+fn loc<T>(s: &Spanned<T>) -> Option<&Location> {
+    Some(&s.referenced)
+}
+
+impl RawConfig {
+    fn validate(self, file: &Path) -> Result<Config, ConfigError> {
+        let cx = Ctx { file };
+        let mut warnings = Vec::new();
+        let mut notes = Vec::new();
+
+        let publish_port = port_or(
+            &cx,
+            self.publish_port.as_ref(),
+            "publish_port",
+            DEFAULT_PUBLISH_PORT,
+        )?;
+        let ret_port = port_or(
+            &cx,
+            self.master_port.as_ref(),
+            "master_port",
+            DEFAULT_RET_PORT,
+        )?;
+
+        let Some(raw_masters) = self.master else {
+            return Err(cx.err(
+                None,
+                "master",
+                "is required: the ordered list of masters to fail over between",
+            ));
+        };
+        let masters_loc = raw_masters.referenced;
+        let entries = raw_masters.value.0;
+        if entries.is_empty() {
+            return Err(cx.err(
+                Some(&masters_loc),
+                "master",
+                "the list is empty; name at least one master",
+            ));
+        }
+        if entries.len() > usize::from(u16::MAX) {
+            return Err(cx.err(Some(&masters_loc), "master", "too many masters"));
+        }
+        let mut masters: Vec<MasterSpec> = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let key = format!("master[{i}]");
+            let at = if entry.referenced.line() > 0 {
+                &entry.referenced
+            } else {
+                &masters_loc
+            };
+            let (host, publish, ret) = match &entry.value {
+                RawEntry::Text(text) => {
+                    let (host, port) =
+                        parse_host_port(text).map_err(|m| cx.err(Some(at), &key, m))?;
+                    (host, publish_port, port.unwrap_or(ret_port))
+                }
+                RawEntry::Map(map) => {
+                    let (host, port) = parse_host_port(&map.host)
+                        .map_err(|m| cx.err(Some(at), &format!("{key}.host"), m))?;
+                    if port.is_some() {
+                        return Err(cx.err(
+                            Some(at),
+                            &format!("{key}.host"),
+                            "in the mapping form, give the port as `master_port:`, not in `host:`",
+                        ));
+                    }
+                    (
+                        host,
+                        map.publish_port.unwrap_or(publish_port),
+                        map.master_port.unwrap_or(ret_port),
+                    )
+                }
+            };
+            if publish == 0 || ret == 0 {
+                return Err(cx.err(
+                    Some(at),
+                    &key,
+                    "port 0 is not a port a master can listen on",
+                ));
+            }
+            let label = label_for(
+                &host,
+                publish,
+                ret,
+                (DEFAULT_PUBLISH_PORT, DEFAULT_RET_PORT),
+            );
+            if let Some(prev) = masters
+                .iter()
+                .find(|m| m.host == host && m.ret_port == ret && m.publish_port == publish)
+            {
+                return Err(cx.err(
+                    Some(at),
+                    &key,
+                    format!(
+                        "`{label}` is listed twice (also master[{}]); each master may appear once",
+                        prev.id.0
+                    ),
+                ));
+            }
+            masters.push(MasterSpec {
+                id: MasterId(i as u16),
+                host,
+                publish_port: publish,
+                ret_port: ret,
+                label,
+            });
+        }
+
+        let master_type = match &self.master_type {
+            None => {
+                if masters.len() > 1 {
+                    notes.push("`master` is a list without `master_type`: taking it as `master_type: failover`".into());
+                }
+                MasterType::Failover
+            }
+            Some(s) => match s.value.trim() {
+                "failover" => MasterType::Failover,
+                "str" if masters.len() > 1 => {
+                    return Err(cx.err(
+                        loc(s),
+                        "master_type",
+                        "`str` with several masters is Salt's hot multi-master (connected to all at once), which a proxy that forwards to one master at a time cannot do; salt-sidecar does failover: write `master_type: failover` (or drop the key) and list the masters in order of preference",
+                    ));
+                }
+                "str" => MasterType::Str,
+                "func" | "disable" => {
+                    return Err(cx.err(loc(s), "master_type", format!("`{}` is not supported by salt-sidecar; use `failover` (or `str` with one master)", s.value)));
+                }
+                other => {
+                    return Err(cx.err(
+                        loc(s),
+                        "master_type",
+                        format!("`{other}` is not a master_type; expected `failover` or `str`"),
+                    ));
+                }
+            },
+        };
+
+        let alive_interval = match &self.master_alive_interval {
+            None => {
+                warnings.push(format!(
+                    "`master_alive_interval` is missing: checking every master every {}s (Salt itself would silently never check)",
+                    DEFAULT_ALIVE_INTERVAL.as_secs()
+                ));
+                DEFAULT_ALIVE_INTERVAL
+            }
+            Some(s) if s.value == 0 => {
+                return Err(cx.err(
+                    loc(s),
+                    "master_alive_interval",
+                    "must be at least 1 second; 0 would mean never checking",
+                ));
+            }
+            Some(s) if s.value > 86_400 => {
+                return Err(cx.err(
+                    loc(s),
+                    "master_alive_interval",
+                    "must be at most 86400 seconds (one day)",
+                ));
+            }
+            Some(s) => Duration::from_secs(s.value),
+        };
+        let failback = self.master_failback.as_ref().is_some_and(|s| s.value);
+        // Salt's default is 0; we wait one alive interval so a master that just
+        // came back proves itself before a fleet moves onto it.
+        let failback_interval = match &self.master_failback_interval {
+            None => alive_interval,
+            Some(s) if s.value > 86_400 => {
+                return Err(cx.err(
+                    loc(s),
+                    "master_failback_interval",
+                    "must be at most 86400 seconds (one day)",
+                ));
+            }
+            Some(s) => Duration::from_secs(s.value),
+        };
+        let reauth_delay = match &self.random_reauth_delay {
+            None => DEFAULT_RANDOM_REAUTH_DELAY,
+            Some(s) if s.value > 3_600 => {
+                return Err(cx.err(
+                    loc(s),
+                    "random_reauth_delay",
+                    "must be at most 3600 seconds",
+                ));
+            }
+            Some(s) => Duration::from_secs(s.value),
+        };
+        let shuffle = self.master_shuffle.as_ref().is_some_and(|s| s.value);
+        let minion_id = match &self.id {
+            Some(s) if s.value.trim().is_empty() => {
+                return Err(cx.err(loc(s), "id", "must not be empty"))
+            }
+            Some(s) => s.value.trim().to_string(),
+            None => gethostname::gethostname().to_string_lossy().into_owned(),
+        };
+        let transport_probe = match &self.transport {
+            None => None,
+            Some(s) => match s.value.trim() {
+                "zeromq" => Some(ProbeKind::Zmtp),
+                "tcp" => Some(ProbeKind::Tcp),
+                other => return Err(cx.err(loc(s), "transport", format!("`{other}` is not a transport salt-sidecar forwards; expected `zeromq` or `tcp`"))),
+            },
+        };
+
+        let sidecar = self.sidecar.map(|s| s.value).unwrap_or_default();
+        let sidecar = sidecar.validate(&cx, publish_port, ret_port, transport_probe)?;
+
+        Ok(Config {
+            source: file.to_path_buf(),
+            masters,
+            master_type,
+            alive_interval,
+            failback,
+            failback_interval,
+            reauth_delay,
+            shuffle,
+            minion_id,
+            sidecar,
+            warnings,
+            notes,
+        })
+    }
+}
+
+impl RawSidecar {
+    fn validate(
+        self,
+        cx: &Ctx<'_>,
+        publish_port: u16,
+        ret_port: u16,
+        transport_probe: Option<ProbeKind>,
+    ) -> Result<SidecarConfig, ConfigError> {
+        let listen_ip = match &self.listen {
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(s) => s
+                .value
+                .trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_err(|_| {
+                    cx.err(
+                        loc(s),
+                        "sidecar.listen",
+                        format!("`{}` is not an IP address (e.g. 127.0.0.1)", s.value),
+                    )
+                })?,
+        };
+        let listen_publish = socket_or(
+            cx,
+            self.listen_publish.as_ref(),
+            "sidecar.listen_publish",
+            SocketAddr::new(listen_ip, publish_port),
+        )?;
+        let listen_ret = socket_or(
+            cx,
+            self.listen_ret.as_ref(),
+            "sidecar.listen_ret",
+            SocketAddr::new(listen_ip, ret_port),
+        )?;
+        if listen_publish == listen_ret {
+            return Err(cx.err(
+                self.listen_ret.as_ref().or(self.listen_publish.as_ref()).map(|s| &s.referenced),
+                "sidecar.listen_ret",
+                format!("the publish and ret listeners are both {listen_ret}; the minion needs two distinct ports"),
+            ));
+        }
+        let admin = socket_or(cx, self.admin.as_ref(), "sidecar.admin", DEFAULT_ADMIN)?;
+        if admin == listen_publish || admin == listen_ret {
+            return Err(cx.err(
+                self.admin.as_ref().map(|s| &s.referenced),
+                "sidecar.admin",
+                format!("{admin} is already a minion listener"),
+            ));
+        }
+        let probe = match (&self.probe, transport_probe) {
+            (None, t) => t.unwrap_or(ProbeKind::Zmtp),
+            (Some(s), t) => {
+                let p = match s.value.trim() {
+                    "zmtp" => ProbeKind::Zmtp,
+                    "tcp" => ProbeKind::Tcp,
+                    other => return Err(cx.err(loc(s), "sidecar.probe", format!("`{other}` is not a probe; expected `zmtp` (transport zeromq) or `tcp` (transport tcp)"))),
+                };
+                if t == Some(ProbeKind::Tcp) && p == ProbeKind::Zmtp {
+                    return Err(cx.err(loc(s), "sidecar.probe", "`zmtp` contradicts `transport: tcp`: a tcp-transport master does not speak ZMTP (and logs a traceback for every probe); use `probe: tcp`"));
+                }
+                p
+            }
+        };
+        let rise = count_or(cx, self.rise.as_ref(), "sidecar.rise", 2)?;
+        let fall = count_or(cx, self.fall.as_ref(), "sidecar.fall", 2)?;
+        let connect_timeout = duration_or(
+            cx,
+            self.connect_timeout.as_ref(),
+            "sidecar.connect_timeout",
+            Duration::from_secs(2),
+            Duration::from_millis(10),
+            Duration::from_secs(300),
+        )?;
+        let drain_timeout = duration_or(
+            cx,
+            self.drain_timeout.as_ref(),
+            "sidecar.drain_timeout",
+            Duration::from_secs(60),
+            Duration::ZERO,
+            Duration::from_secs(86_400),
+        )?;
+        Ok(SidecarConfig {
+            listen_publish,
+            listen_ret,
+            admin,
+            probe,
+            rise,
+            fall,
+            connect_timeout,
+            drain_timeout,
+        })
+    }
+}
+
+fn port_or(
+    cx: &Ctx<'_>,
+    v: Option<&Spanned<u16>>,
+    key: &str,
+    default: u16,
+) -> Result<u16, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) if s.value == 0 => {
+            Err(cx.err(loc(s), key, "port 0 is not a port a master can listen on"))
+        }
+        Some(s) => Ok(s.value),
+    }
+}
+
+fn count_or(
+    cx: &Ctx<'_>,
+    v: Option<&Spanned<u32>>,
+    key: &str,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) if s.value == 0 || s.value > 100 => {
+            Err(cx.err(loc(s), key, "must be between 1 and 100 consecutive probes"))
+        }
+        Some(s) => Ok(s.value),
+    }
+}
+
+fn duration_or(
+    cx: &Ctx<'_>,
+    v: Option<&Spanned<DurationValue>>,
+    key: &str,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) if s.value.0 < min || s.value.0 > max => Err(cx.err(
+            loc(s),
+            key,
+            format!(
+                "{} is out of range [{}, {}]",
+                humantime::format_duration(s.value.0),
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        )),
+        Some(s) => Ok(s.value.0),
+    }
+}
+
+fn socket_or(
+    cx: &Ctx<'_>,
+    v: Option<&Spanned<String>>,
+    key: &str,
+    default: SocketAddr,
+) -> Result<SocketAddr, ConfigError> {
+    let Some(s) = v else { return Ok(default) };
+    let addr: SocketAddr = s.value.trim().parse().map_err(|_| {
+        cx.err(
+            loc(s),
+            key,
+            format!(
+                "`{}` is not an IP:port address (e.g. 127.0.0.1:4505 or [::1]:4505)",
+                s.value
+            ),
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(cx.err(
+            loc(s),
+            key,
+            "port 0 would pick a random port the minion cannot know; give a port",
+        ));
+    }
+    Ok(addr)
+}
+
+/// Parses `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address.
+pub fn parse_host_port(text: &str) -> Result<(Host, Option<u16>), String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty master address".into());
+    }
+    let parse_port = |p: &str| -> Result<u16, String> {
+        match p.parse::<u16>() {
+            Ok(0) => Err("port 0 is not a port a master can listen on".into()),
+            Ok(n) => Ok(n),
+            Err(_) => Err(format!("`{p}` is not a port number (1-65535)")),
+        }
+    };
+    if let Some(rest) = text.strip_prefix('[') {
+        let (ip, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{text}`: missing `]` after an IPv6 address"))?;
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("`{ip}` is not an IPv6 address"))?;
+        let port = match after {
+            "" => None,
+            p => Some(parse_port(p.strip_prefix(':').ok_or_else(|| {
+                format!("`{text}`: expected `:port` after `]`")
+            })?)?),
+        };
+        return Ok((Host::Ip(ip), port));
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok((Host::Ip(ip), None));
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) => (h, Some(parse_port(p)?)),
+        None => (text, None),
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok((Host::Ip(ip), port));
+    }
+    validate_hostname(host)?;
+    Ok((Host::Name(host.to_ascii_lowercase()), port))
+}
+
+fn validate_hostname(host: &str) -> Result<(), String> {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok {
+        Ok(())
+    } else if host.contains(':') {
+        Err(format!(
+            "`{host}` is not a host name; write an IPv6 address with a port as `[addr]:port`"
+        ))
+    } else {
+        Err(format!("`{host}` is not a valid host name or IP address"))
+    }
+}

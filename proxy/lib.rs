@@ -1,0 +1,20 @@
+//! salt-sidecar: a transport-layer failover proxy for SaltStack minions.
+//!
+//! The minion keeps `master: 127.0.0.1`; the sidecar listens on the master
+//! ports, health-checks the configured masters and forwards every TCP session
+//! byte for byte to the one master currently selected.
+//!
+//! How the pieces fit:
+//! - [`config`] turns the YAML file into a typed [`config::Config`], once.
+//! - [`resolve`] keeps each master's addresses fresh (DNS, per TTL).
+//! - [`health`] probes every master ([`probe`], [`zmtp`]) and reports up/down
+//!   after rise/fall hysteresis.
+//! - [`select`] is the pure policy: which master is active, when to fail over
+//!   or back, what happens to open sessions.
+//! - [`supervisor`] drives `select` with events and time, and publishes the
+//!   [`route::Route`] that [`forward`] reads for every new minion connection.
+//! - [`metrics`] holds the Prometheus families every module updates.
+
+pub mod config;
+pub mod master;
+pub mod select;

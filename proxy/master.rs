@@ -1,0 +1,101 @@
+//! Who the masters are: typed identities and addresses, shared by every module.
+//!
+//! `config` builds these once at load; the rest of the sidecar only ever
+//! handles a [`MasterId`] (the master's rank in the configured list) and looks
+//! the static facts up in [`MasterSpec`]. Nothing here does I/O.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// A master's rank in the configured `master:` list (0 = first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MasterId(pub u16);
+
+impl MasterId {
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl fmt::Display for MasterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// The two TCP ports a minion opens to its master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// 4505: the master publishes jobs (ZeroMQ PUB, or Salt `tcp` transport).
+    Publish,
+    /// 4506: auth, returns, pillar and file requests (ZeroMQ ROUTER, or `tcp`).
+    Ret,
+}
+
+impl Port {
+    pub const ALL: [Port; 2] = [Port::Publish, Port::Ret];
+
+    /// Metric label value and log word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Port::Publish => "publish",
+            Port::Ret => "ret",
+        }
+    }
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a master lives: a literal address, or a DNS name re-resolved per TTL.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// One configured master, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterSpec {
+    pub id: MasterId,
+    pub host: Host,
+    pub publish_port: u16,
+    pub ret_port: u16,
+    /// Human name used in logs, metrics (`master` label) and the admin API:
+    /// `host` when both ports are the defaults, else `host:ret` or
+    /// `host:ret/publish`.
+    pub label: String,
+}
+
+impl MasterSpec {
+    pub fn port(&self, port: Port) -> u16 {
+        match port {
+            Port::Publish => self.publish_port,
+            Port::Ret => self.ret_port,
+        }
+    }
+}
+
+/// Builds the label for a master (see [`MasterSpec::label`]).
+pub fn label_for(host: &Host, publish: u16, ret: u16, defaults: (u16, u16)) -> String {
+    if (publish, ret) == defaults {
+        host.to_string()
+    } else if publish == defaults.0 {
+        format!("{host}:{ret}")
+    } else {
+        format!("{host}:{ret}/{publish}")
+    }
+}

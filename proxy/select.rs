@@ -1,0 +1,498 @@
+//! Picks the active master. Pure: no sockets, no clock, no tokio tasks.
+//!
+//! Inputs are [`Event`]s (health transitions after hysteresis, admin commands,
+//! the passing of time) with the current instant; outputs are [`Action`]s the
+//! supervisor carries out (switch the route and close or drain the old
+//! master's sessions, or re-probe everything). Randomness (reconnect jitter,
+//! recycle backoff) comes from a seeded generator so tests are repeatable.
+//!
+//! The rules, in order:
+//! - **Pinned** (admin): the pinned master is active whatever its health.
+//! - **Failover**: the active master went down (or was drained): move to the
+//!   first usable master in preference order; old sessions are reset.
+//! - **Failback** (`master_failback`): a master ranked better than the active
+//!   one has been up for `master_failback_interval`: move to it; old sessions
+//!   drain.
+//! - **All down**: no active master; re-probe everything on an exponential
+//!   backoff with full jitter (the article's "recycle"), until one is up.
+//! - **Start-up**: while a better-ranked master has not reported yet, wait (at
+//!   most `startup_grace`) rather than settle on a worse one.
+//! - Every switch except the first choice sets `connect_after`, a reconnect
+//!   delay drawn from `[0, random_reauth_delay]`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::master::MasterId;
+
+/// Policy knobs, from the config.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub failback: bool,
+    pub failback_interval: Duration,
+    pub reauth_delay: Duration,
+    /// First step of the all-down re-probe backoff.
+    pub recycle_base: Duration,
+    /// Cap of the all-down re-probe backoff (the alive interval).
+    pub recycle_cap: Duration,
+    /// How long to wait at start for better-ranked masters' first probe.
+    pub startup_grace: Duration,
+}
+
+/// What the selector knows of one master's health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// No probe result yet.
+    Unknown,
+    Up {
+        since: Instant,
+    },
+    Down,
+}
+
+/// Inputs to the state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Health says the master is up (after `rise` successes, or its first probe).
+    Up(MasterId),
+    /// Health says the master is down (after `fall` failures, or its first probe).
+    Down(MasterId),
+    /// Admin: route to this master only, whatever its health.
+    Pin(MasterId),
+    Unpin,
+    /// Admin: take this master out of rotation (its sessions drain).
+    Drain(MasterId),
+    Undrain(MasterId),
+    /// Time passed (the supervisor calls this at [`Selector::next_deadline`]).
+    Tick,
+}
+
+/// Why a switch happened (the `reason` label of `switches_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The first choice after start-up (not counted as a switch).
+    Initial,
+    Failover,
+    Failback,
+    Admin,
+    Reload,
+}
+
+impl Reason {
+    pub const COUNTED: [Reason; 4] = [
+        Reason::Failover,
+        Reason::Failback,
+        Reason::Admin,
+        Reason::Reload,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Initial => "initial",
+            Reason::Failover => "failover",
+            Reason::Failback => "failback",
+            Reason::Admin => "admin",
+            Reason::Reload => "reload",
+        }
+    }
+}
+
+/// What to do with the sessions open to the master we leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionFate {
+    /// Close at once with RST: the master is gone, make the minion reconnect now.
+    Reset,
+    /// Close each when idle, or at `drain_timeout`: the master is fine, leave gently.
+    Drain,
+}
+
+/// Outputs of the state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Switch {
+        from: Option<MasterId>,
+        to: Option<MasterId>,
+        reason: Reason,
+        /// Applies to `from`'s sessions; `None` when there was no `from`.
+        old_sessions: Option<SessionFate>,
+        /// New upstream connections wait until then (reconnect jitter).
+        connect_after: Instant,
+    },
+    /// Every master is down: probe them all now (recycle).
+    ProbeAll,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Recycle {
+    attempt: u32,
+    at: Instant,
+}
+
+/// The selection state machine.
+#[derive(Debug)]
+pub struct Selector {
+    policy: Policy,
+    /// Preference order (configured, or shuffled by id).
+    order: Vec<MasterId>,
+    /// Indexed by `MasterId`.
+    health: Vec<Health>,
+    drained: Vec<bool>,
+    active: Option<MasterId>,
+    pinned: Option<MasterId>,
+    /// Set once a first choice was made (later choices are switches).
+    decided: bool,
+    started: Instant,
+    connect_after: Instant,
+    recycle: Option<Recycle>,
+    rng: fastrand::Rng,
+}
+
+// === impl Selector ===
+
+impl Selector {
+    /// `order` must be a permutation of `MasterId(0..n)`.
+    pub fn new(order: Vec<MasterId>, policy: Policy, seed: u64, now: Instant) -> Self {
+        let n = order.len();
+        Selector {
+            policy,
+            order,
+            health: vec![Health::Unknown; n],
+            drained: vec![false; n],
+            active: None,
+            pinned: None,
+            decided: false,
+            started: now,
+            connect_after: now,
+            recycle: None,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    pub fn active(&self) -> Option<MasterId> {
+        self.active
+    }
+
+    pub fn pinned(&self) -> Option<MasterId> {
+        self.pinned
+    }
+
+    pub fn is_drained(&self, m: MasterId) -> bool {
+        self.drained.get(m.index()).copied().unwrap_or(false)
+    }
+
+    pub fn health(&self, m: MasterId) -> Health {
+        self.health
+            .get(m.index())
+            .copied()
+            .unwrap_or(Health::Unknown)
+    }
+
+    pub fn order(&self) -> &[MasterId] {
+        &self.order
+    }
+
+    pub fn connect_after(&self) -> Instant {
+        self.connect_after
+    }
+
+    /// Masters a new connection may try after the active one, in order: the
+    /// other usable masters, or every non-drained master while none is up.
+    /// Empty while pinned (enrollment must reach the pinned master only).
+    pub fn fallbacks(&self) -> Vec<MasterId> {
+        if self.pinned.is_some() {
+            return Vec::new();
+        }
+        let others = |m: &MasterId| Some(*m) != self.active && !self.is_drained(*m);
+        let usable: Vec<MasterId> = self
+            .order
+            .iter()
+            .copied()
+            .filter(others)
+            .filter(|m| self.is_up(*m))
+            .collect();
+        if self.active.is_some() || !usable.is_empty() {
+            usable
+        } else {
+            self.order.iter().copied().filter(others).collect()
+        }
+    }
+
+    /// When the supervisor must send [`Event::Tick`] next, if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(r) = self.recycle {
+            consider(r.at);
+        }
+        if !self.decided && self.health.contains(&Health::Unknown) {
+            consider(self.started + self.policy.startup_grace);
+        }
+        if let Some(t) = self.failback_due() {
+            consider(t);
+        }
+        next
+    }
+
+    /// Feeds one input; returns what to do, in order.
+    pub fn on_event(&mut self, ev: Event, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match ev {
+            Event::Up(m) => {
+                if let Some(h) = self.health.get_mut(m.index()) {
+                    if !matches!(h, Health::Up { .. }) {
+                        *h = Health::Up { since: now };
+                    }
+                }
+            }
+            Event::Down(m) => {
+                if let Some(h) = self.health.get_mut(m.index()) {
+                    *h = Health::Down;
+                }
+            }
+            Event::Pin(m) => {
+                if m.index() < self.order.len() {
+                    self.pinned = Some(m);
+                }
+            }
+            Event::Unpin => {
+                if self.pinned.take().is_some() {
+                    // Back to the normal choice: the best usable master.
+                    if let Ok(Some(best)) = self.first_usable(now) {
+                        if self.active != Some(best) {
+                            self.switch(
+                                Some(best),
+                                Reason::Admin,
+                                SessionFate::Drain,
+                                now,
+                                &mut actions,
+                            );
+                        }
+                    }
+                }
+            }
+            Event::Drain(m) => {
+                if let Some(d) = self.drained.get_mut(m.index()) {
+                    *d = true;
+                }
+            }
+            Event::Undrain(m) => {
+                if let Some(d) = self.drained.get_mut(m.index()) {
+                    *d = false;
+                }
+            }
+            Event::Tick => {}
+        }
+        self.reconcile(now, &mut actions);
+        self.recycle_step(now, &mut actions);
+        actions
+    }
+
+    fn is_up(&self, m: MasterId) -> bool {
+        matches!(self.health(m), Health::Up { .. })
+    }
+
+    fn usable(&self, m: MasterId) -> bool {
+        self.is_up(m) && !self.is_drained(m)
+    }
+
+    fn rank(&self, m: MasterId) -> usize {
+        self.order
+            .iter()
+            .position(|x| *x == m)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// The first usable master in order; `Err(())` while start-up says wait.
+    fn first_usable(&self, now: Instant) -> Result<Option<MasterId>, ()> {
+        let in_grace = !self.decided && now < self.started + self.policy.startup_grace;
+        for m in &self.order {
+            if self.is_drained(*m) {
+                continue;
+            }
+            match self.health(*m) {
+                Health::Up { .. } => return Ok(Some(*m)),
+                Health::Unknown if in_grace => return Err(()),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Usable masters ranked better than the active one, best first, each
+    /// with the instant it will have been up for the failback interval.
+    fn failback_candidates(&self) -> impl Iterator<Item = (MasterId, Instant)> + '_ {
+        let active_rank = match self.active {
+            Some(a) if self.policy.failback && self.pinned.is_none() => self.rank(a),
+            _ => 0,
+        };
+        self.order
+            .iter()
+            .take(active_rank)
+            .filter(|m| !self.is_drained(**m))
+            .filter_map(|m| match self.health(*m) {
+                Health::Up { since } => Some((*m, since + self.policy.failback_interval)),
+                _ => None,
+            })
+    }
+
+    /// The best master that has been up long enough to fail back to.
+    fn failback_target(&self, now: Instant) -> Option<MasterId> {
+        self.failback_candidates()
+            .find(|(_, at)| now >= *at)
+            .map(|(m, _)| m)
+    }
+
+    /// When the next better master becomes eligible for failback.
+    fn failback_due(&self) -> Option<Instant> {
+        self.failback_candidates().map(|(_, at)| at).min()
+    }
+
+    fn reconcile(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        // Pinned => (pinned): admin override, whatever the health.
+        if let Some(p) = self.pinned {
+            if self.active != Some(p) {
+                self.switch(Some(p), Reason::Admin, SessionFate::Drain, now, actions);
+            }
+            return;
+        }
+        match self.active {
+            // Active(a) + a usable => Active(a) | Failback(better).
+            Some(a) if self.usable(a) => {
+                if let Some(better) = self.failback_target(now) {
+                    self.switch(
+                        Some(better),
+                        Reason::Failback,
+                        SessionFate::Drain,
+                        now,
+                        actions,
+                    );
+                }
+                // Leaving a pin or an undrain also lands here: nothing to do
+                // unless failback says so.
+            }
+            // Active(a) + a down/drained, or no active => first usable | AllDown.
+            current => {
+                let Ok(next) = self.first_usable(now) else {
+                    return;
+                };
+                if next == current && self.decided {
+                    return;
+                }
+                let fate = match current {
+                    Some(a) if self.is_drained(a) && self.is_up(a) => SessionFate::Drain,
+                    _ => SessionFate::Reset,
+                };
+                let reason = match current {
+                    Some(a) if self.is_drained(a) && self.is_up(a) => Reason::Admin,
+                    _ => Reason::Failover,
+                };
+                self.switch(next, reason, fate, now, actions);
+            }
+        }
+    }
+
+    fn switch(
+        &mut self,
+        to: Option<MasterId>,
+        reason: Reason,
+        fate: SessionFate,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let from = self.active;
+        let first = !self.decided;
+        self.decided = true;
+        if from == to {
+            return;
+        }
+        let reason = if first && from.is_none() {
+            Reason::Initial
+        } else {
+            reason
+        };
+        self.connect_after = if reason == Reason::Initial || to.is_none() {
+            now
+        } else {
+            now + self.jitter(self.policy.reauth_delay)
+        };
+        self.active = to;
+        actions.push(Action::Switch {
+            from,
+            to,
+            reason,
+            old_sessions: from.map(|_| fate),
+            connect_after: self.connect_after,
+        });
+    }
+
+    /// All down => schedule re-probes with exponential backoff and full jitter.
+    fn recycle_step(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let all_down = self.active.is_none() && self.decided;
+        if !all_down {
+            self.recycle = None;
+            return;
+        }
+        match self.recycle {
+            None => {
+                let at = now + self.backoff(0);
+                self.recycle = Some(Recycle { attempt: 0, at });
+            }
+            Some(r) if now >= r.at => {
+                actions.push(Action::ProbeAll);
+                let attempt = r.attempt.saturating_add(1);
+                self.recycle = Some(Recycle {
+                    attempt,
+                    at: now + self.backoff(attempt),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let ceiling = self
+            .policy
+            .recycle_base
+            .checked_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+            .unwrap_or(self.policy.recycle_cap)
+            .min(self.policy.recycle_cap);
+        // Full jitter, but never a busy loop.
+        self.jitter(ceiling).max(Duration::from_millis(50))
+    }
+
+    /// Uniform in `[0, max]`.
+    fn jitter(&mut self, max: Duration) -> Duration {
+        let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(self.rng.u64(0..=nanos))
+    }
+}
+
+/// Preference order for `master_shuffle`: rendezvous (highest random weight)
+/// hashing of (minion id, master label). Stable across restarts; when a master
+/// leaves, only the minions that ranked it first move.
+pub fn shuffled_order(minion_id: &str, labels: &[&str]) -> Vec<MasterId> {
+    let mut scored: Vec<(u64, MasterId)> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, label)| (rendezvous_weight(minion_id, label), MasterId(i as u16)))
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().map(|(_, m)| m).collect()
+}
+
+/// FNV-1a over `id \0 master`, finished with a 64-bit mixer (splitmix64) so
+/// similar ids spread well. Fixed forever: changing it would move minions.
+fn rendezvous_weight(minion_id: &str, master: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in minion_id.bytes().chain([0u8]).chain(master.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests;
