@@ -15,6 +15,21 @@
 //!   [`route::Route`] that [`forward`] reads for every new minion connection.
 //! - [`metrics`] holds the Prometheus families every module updates.
 
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod duplex;
+pub mod forward;
+pub mod health;
 pub mod master;
+pub mod metrics;
+pub mod probe;
+pub mod resolve;
+pub mod route;
 pub mod select;
+pub mod sessions;
+pub mod standin;
+pub mod supervisor;
+pub mod upstream;
+pub mod zmtp;

@@ -1,1 +1,154 @@
-fn main() {}
+//! The `salt-sidecar` binary: parses the command line, sets up logging and
+//! signals, and runs the chosen subcommand. All logic lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+use salt_sidecar::cli::{Cli, Command};
+use salt_sidecar::{app, config, demo};
+
+/// Exit status for an invalid configuration (sysexits EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+
+    match cli.command {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Run { config } => {
+            let config = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("salt-sidecar: invalid configuration: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            runtime().block_on(run(config))
+        }
+        Command::Demo {
+            net,
+            alive_interval,
+        } => runtime().block_on(async {
+            match demo::run(&net, alive_interval).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("demo failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("salt-sidecar: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
+            let order = app::preference_order(&c);
+            println!("{}: ok", path.display());
+            println!("  minion id:       {}", c.minion_id);
+            println!("  masters (in the order this minion prefers them):");
+            for id in order {
+                if let Some(m) = c.masters.get(id.index()) {
+                    println!(
+                        "    - {} (publish {}, ret {})",
+                        m.label, m.publish_port, m.ret_port
+                    );
+                }
+            }
+            println!(
+                "  listen:          publish {}, ret {}",
+                c.sidecar.listen_publish, c.sidecar.listen_ret
+            );
+            println!("  admin:           {}", c.sidecar.admin);
+            println!(
+                "  health:          {} probe every {}s, rise {}, fall {}, timeout {}",
+                c.sidecar.probe.as_str(),
+                c.alive_interval.as_secs(),
+                c.sidecar.rise,
+                c.sidecar.fall,
+                humantime::format_duration(c.sidecar.connect_timeout)
+            );
+            println!(
+                "  failback:        {}",
+                if c.failback {
+                    format!("after {}s healthy", c.failback_interval.as_secs())
+                } else {
+                    "off".into()
+                }
+            );
+            println!(
+                "  reconnect delay: random in [0, {}s]",
+                c.reauth_delay.as_secs()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: config::Config) -> ExitCode {
+    let token = CancellationToken::new();
+    let running = match app::start(&config, token.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::spawn(signals(token));
+    // A drain that hit its timeout is logged by `wait`; stopping is still a success.
+    running.wait().await;
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM / SIGINT: drain and exit. SIGHUP: reported, not yet a reload.
+async fn signals(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: draining sessions, then exiting"); break }
+            _ = int.recv() => { info!("SIGINT: draining sessions, then exiting"); break }
+            _ = hup.recv() => warn!("SIGHUP: config reload is not implemented yet; the running config is unchanged"),
+        }
+    }
+    token.cancel();
+}

@@ -1,0 +1,217 @@
+//! Wires the modules together for one validated [`Config`] and runs them
+//! until shutdown.
+//!
+//! Order: metrics → listeners bound (so a port clash fails before anything
+//! starts) → DNS → health tasks → supervisor → accept loops. Shutdown (the
+//! token) stops accepting, asks every session to drain, and waits at most
+//! `drain_timeout` for them. Owns no policy of its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::forward::Forwarder;
+use crate::health::{self, HealthHandle};
+use crate::master::{MasterId, Port};
+use crate::metrics::Metrics;
+use crate::resolve;
+use crate::select::{self, Policy, Selector};
+use crate::sessions::Sessions;
+use crate::supervisor::{Command, Supervisor};
+use crate::upstream::SocketOptions;
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({port} port): {source}")]
+    Bind {
+        addr: SocketAddr,
+        port: Port,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A started sidecar: handles for the admin API and for shutdown.
+pub struct Running {
+    pub metrics: Arc<Metrics>,
+    pub commands: mpsc::Sender<Command>,
+    pub health: Vec<Arc<HealthHandle>>,
+    pub route: watch::Receiver<crate::route::Route>,
+    pub listen_publish: SocketAddr,
+    pub listen_ret: SocketAddr,
+    tracker: TaskTracker,
+    token: CancellationToken,
+    drain_timeout: Duration,
+}
+
+/// The preference order for this minion.
+pub fn preference_order(config: &Config) -> Vec<MasterId> {
+    if config.shuffle {
+        let labels: Vec<&str> = config.masters.iter().map(|m| m.label.as_str()).collect();
+        select::shuffled_order(&config.minion_id, &labels)
+    } else {
+        config.masters.iter().map(|m| m.id).collect()
+    }
+}
+
+/// Seed for reconnect jitter: the minion id and the start time, so a fleet
+/// restarted together still spreads out.
+fn jitter_seed(minion_id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in minion_id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    h ^ now
+}
+
+/// Starts every task of the sidecar for `config`; returns once listening.
+pub async fn start(config: &Config, token: CancellationToken) -> Result<Running, StartError> {
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    for n in &config.notes {
+        info!("{n}");
+    }
+    let metrics = Metrics::new(&config.masters)?;
+    let sc = &config.sidecar;
+    let bind = |addr: SocketAddr, port: Port| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, port, source })
+    };
+    let publish_listener = bind(sc.listen_publish, Port::Publish).await?;
+    let ret_listener = bind(sc.listen_ret, Port::Ret).await?;
+    let listen_publish = publish_listener.local_addr().unwrap_or(sc.listen_publish);
+    let listen_ret = ret_listener.local_addr().unwrap_or(sc.listen_ret);
+
+    let tracker = TaskTracker::new();
+    let addrs = resolve::start(&config.masters, &metrics, &tracker, &token);
+    let health: Vec<Arc<HealthHandle>> = config
+        .masters
+        .iter()
+        .map(|_| Arc::new(HealthHandle::default()))
+        .collect();
+    let (transitions_tx, transitions_rx) = mpsc::channel(64);
+    let settings = health::Settings {
+        kind: sc.probe,
+        interval: config.alive_interval,
+        timeout: sc.connect_timeout,
+        rise: sc.rise,
+        fall: sc.fall,
+    };
+    for (i, m) in config.masters.iter().enumerate() {
+        tracker.spawn(health::watch(
+            m.clone(),
+            addrs[i].clone(),
+            health[i].clone(),
+            settings.clone(),
+            transitions_tx.clone(),
+            metrics.clone(),
+            token.clone(),
+        ));
+    }
+
+    let order = preference_order(config);
+    let now = Instant::now();
+    let policy = Policy {
+        failback: config.failback,
+        failback_interval: config.failback_interval,
+        reauth_delay: config.reauth_delay,
+        recycle_base: Duration::from_secs(1).min(config.alive_interval),
+        recycle_cap: config.alive_interval,
+        startup_grace: sc.connect_timeout + Duration::from_millis(500),
+    };
+    let labels: Vec<&str> = order.iter().map(|m| metrics.label(*m)).collect();
+    info!(
+        minion_id = %config.minion_id,
+        order = ?labels,
+        probe = sc.probe.as_str(),
+        alive_interval_s = config.alive_interval.as_secs(),
+        failback = config.failback,
+        "salt-sidecar starting"
+    );
+    let selector = Selector::new(order, policy, jitter_seed(&config.minion_id), now);
+    let (route_tx, route_rx) = watch::channel(Supervisor::current_route(&selector));
+    let sessions = Arc::new(Sessions::new(config.masters.len()));
+    let (commands_tx, commands_rx) = mpsc::channel(16);
+    let supervisor = Supervisor {
+        selector,
+        route: route_tx,
+        sessions: sessions.clone(),
+        health: health.clone(),
+        metrics: metrics.clone(),
+    };
+    tracker.spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
+
+    let forwarder = Arc::new(Forwarder {
+        masters: config.masters.clone(),
+        addrs,
+        health: health.clone(),
+        route: route_rx.clone(),
+        sessions,
+        metrics: metrics.clone(),
+        connect_timeout: sc.connect_timeout,
+        drain_timeout: sc.drain_timeout,
+        socket_options: SocketOptions::for_health(
+            config.alive_interval,
+            sc.fall,
+            sc.connect_timeout,
+        ),
+    });
+    for (listener, port) in [(publish_listener, Port::Publish), (ret_listener, Port::Ret)] {
+        tracker.spawn(
+            forwarder
+                .clone()
+                .serve(listener, port, token.clone(), tracker.clone()),
+        );
+    }
+    info!(publish = %listen_publish, ret = %listen_ret, "listening for the minion");
+    Ok(Running {
+        metrics,
+        commands: commands_tx,
+        health,
+        route: route_rx,
+        listen_publish,
+        listen_ret,
+        tracker,
+        token,
+        drain_timeout: sc.drain_timeout,
+    })
+}
+
+impl Running {
+    /// Waits for the shutdown token, then drains sessions (bounded by the
+    /// drain timeout). Returns `false` if sessions had to be abandoned.
+    pub async fn wait(self) -> bool {
+        self.token.cancelled().await;
+        self.tracker.close();
+        let deadline = self.drain_timeout + Duration::from_millis(500);
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                drain_timeout_s = self.drain_timeout.as_secs(),
+                "drain timeout: closing the remaining sessions"
+            );
+            return false;
+        }
+        info!("all sessions closed; bye");
+        true
+    }
+}

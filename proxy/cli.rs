@@ -1,0 +1,63 @@
+//! Command-line interface: what each subcommand is and what it takes.
+//!
+//! Only argument definitions live here; `main` dispatches.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Transport-layer failover proxy for SaltStack minions.
+///
+/// Runs next to an unmodified salt-minion (which keeps `master: 127.0.0.1`),
+/// listens on the master ports 4505/4506, health-checks your ordered list of
+/// masters and forwards the minion's TCP sessions to one healthy master at a
+/// time: failover, failback, shuffle and jittered reconnect, done once,
+/// outside the minion.
+#[derive(Debug, Parser)]
+#[command(name = "salt-sidecar", version, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    /// RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar with a config file (see config/example.yaml).
+    ///
+    /// Exits 78 if the config is invalid (so systemd does not restart-loop),
+    /// 1 if it cannot listen. SIGTERM/SIGINT stop accepting and drain open
+    /// sessions for up to `sidecar.drain_timeout`.
+    Run {
+        /// Path of the YAML config file.
+        #[arg(short, long, default_value = "/etc/salt-sidecar/config.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and print what it means; exit 0 if valid, 1 if
+    /// not (the error, with file, line and key, goes to stderr).
+    CheckConfig {
+        /// Path of the YAML config file.
+        #[arg(short, long, default_value = "/etc/salt-sidecar/config.yaml")]
+        config: PathBuf,
+    },
+    /// Watch a failover live: starts two stand-in masters on loopback, the
+    /// sidecar in front and a stand-in minion, kills the primary, brings it
+    /// back, and narrates each step with timestamps. Needs nothing installed.
+    Demo {
+        /// Loopback address prefix for the demo (masters on .2 and .3 of it,
+        /// the sidecar on .1 of it, ports 4505/4506).
+        #[arg(long, default_value = "127.0.77")]
+        net: String,
+        /// Seconds between health checks in the demo.
+        #[arg(long, default_value_t = 1)]
+        alive_interval: u64,
+    },
+}
+
+/// Default admin address shown in help texts of later subcommands.
+pub const DEFAULT_ADMIN: SocketAddr = crate::config::DEFAULT_ADMIN;

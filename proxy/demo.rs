@@ -1,0 +1,195 @@
+//! `salt-sidecar demo`: a failover you can watch, with nothing installed.
+//!
+//! Starts two stand-in masters (real ZMTP greetings, see [`standin`]) on
+//! loopback, the sidecar in front of them (configured through the same YAML
+//! loader as production), and a stand-in minion sending a request every
+//! 500 ms through the sidecar. Then it kills the primary, brings it back, and
+//! narrates what the minion sees, with timestamps; the sidecar's own log
+//! lines (stderr) show each decision as it is made.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::sync::watch;
+use tokio::time::{sleep, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::standin::{StandinMaster, ZmtpClient};
+use crate::zmtp::SocketType;
+use crate::{app, config};
+
+const FAILBACK_S: u64 = 5;
+
+/// What the stand-in minion saw, for the narration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Seen {
+    /// The master that answered the last request.
+    master: Option<String>,
+    answered: u64,
+    failed: u64,
+}
+
+/// Runs the demo on `<net>.1` (sidecar), `<net>.2` (A) and `<net>.3` (B).
+pub async fn run(net: &str, alive_interval: u64) -> anyhow::Result<()> {
+    let ip = |last: u8| -> anyhow::Result<IpAddr> {
+        let text = format!("{net}.{last}");
+        let ip: IpAddr = text
+            .parse()
+            .with_context(|| format!("--net {net}: `{text}` is not an IP address"))?;
+        if !ip.is_loopback() {
+            bail!("--net {net}: the demo only uses loopback addresses (127.x.y)");
+        }
+        Ok(ip)
+    };
+    let (side, a_ip, b_ip) = (ip(1)?, ip(2)?, ip(3)?);
+    let at = |ip: IpAddr, port: u16| SocketAddr::new(ip, port);
+    let t0 = Instant::now();
+    let say = move |msg: &str| println!("[+{:6.2}s] {msg}", t0.elapsed().as_secs_f64());
+
+    let mut a = StandinMaster::start("A", at(a_ip, 4505), at(a_ip, 4506))
+        .await
+        .context("starting master A")?;
+    let b = StandinMaster::start("B", at(b_ip, 4505), at(b_ip, 4506))
+        .await
+        .context("starting master B")?;
+    say(&format!("started stand-in master A on {a_ip} and master B on {b_ip} (ports 4505/4506, ZeroMQ greetings)"));
+
+    let yaml = format!(
+        "master:\n  - {a_ip}\n  - {b_ip}\nmaster_type: failover\nmaster_alive_interval: {alive_interval}\n\
+         master_failback: true\nmaster_failback_interval: {FAILBACK_S}\nrandom_reauth_delay: 1\nid: demo-minion\n\
+         sidecar:\n  listen: {side}\n  admin: {side}:9464\n  rise: 2\n  fall: 2\n  connect_timeout: 500ms\n  drain_timeout: 5s\n"
+    );
+    let cfg = config::parse(Path::new("<demo>"), &yaml).context("demo config")?;
+    say(&format!(
+        "sidecar config: masters [A, B], alive interval {alive_interval}s, rise 2 / fall 2, failback after {FAILBACK_S}s, reconnect jitter up to 1s"
+    ));
+    let token = CancellationToken::new();
+    let running = app::start(&cfg, token.clone())
+        .await
+        .context("starting the sidecar")?;
+    say(&format!(
+        "sidecar listening on {side}:4505/4506 — the minion's `master: {side}`"
+    ));
+
+    // The stand-in minion: a request every 500 ms to the sidecar's ret port.
+    let (seen_tx, mut seen_rx) = watch::channel(Seen::default());
+    let minion_stop = CancellationToken::new();
+    let minion = tokio::spawn(minion_loop(
+        at(side, 4506),
+        seen_tx,
+        minion_stop.clone(),
+        t0,
+    ));
+
+    let on_master = |rx: &mut watch::Receiver<Seen>, name: &'static str, limit: Duration| {
+        let mut rx = rx.clone();
+        async move {
+            tokio::time::timeout(limit, rx.wait_for(|s| s.master.as_deref() == Some(name)))
+                .await
+                .map(|r| r.is_ok())
+                .unwrap_or(false)
+        }
+    };
+    let limit = Duration::from_secs(5 * alive_interval + 10);
+    if !on_master(&mut seen_rx, "A", limit).await {
+        bail!("the minion never got an answer from master A");
+    }
+    say("minion: requests are answered by master A (the primary)");
+    sleep(Duration::from_secs(2)).await;
+
+    let killed = Instant::now();
+    say(">>> killing master A (every connection reset, listeners closed)");
+    a.stop();
+    let failover_ok = on_master(&mut seen_rx, "B", limit).await;
+    let failover_s = killed.elapsed().as_secs_f64();
+    if !failover_ok {
+        bail!(
+            "the minion did not reach master B within {}s",
+            limit.as_secs()
+        );
+    }
+    say(&format!(
+        "minion: requests are answered by master B — {failover_s:.2}s after the kill"
+    ));
+    sleep(Duration::from_secs(2)).await;
+
+    say(">>> restarting master A");
+    a = StandinMaster::start("A", at(a_ip, 4505), at(a_ip, 4506))
+        .await
+        .context("restarting master A")?;
+    let back = Instant::now();
+    say(&format!("the sidecar fails back only after A stayed healthy for {FAILBACK_S}s, and drains B's sessions gently"));
+    let failback_ok = on_master(&mut seen_rx, "A", limit + Duration::from_secs(FAILBACK_S)).await;
+    let failback_s = back.elapsed().as_secs_f64();
+    if !failback_ok {
+        bail!("the minion did not return to master A");
+    }
+    say(&format!(
+        "minion: requests are answered by master A again — {failback_s:.2}s after it came back"
+    ));
+    sleep(Duration::from_millis(500)).await;
+
+    minion_stop.cancel();
+    let _ = minion.await;
+    let seen = seen_rx.borrow().clone();
+    token.cancel();
+    running.wait().await;
+    a.stop();
+    b.stop();
+    println!();
+    println!("summary: failover {failover_s:.2}s, failback {failback_s:.2}s; {} requests answered, {} retried while switching", seen.answered, seen.failed);
+    println!("next: `salt-sidecar check-config --config config/example.yaml`, then `salt-sidecar run --config ...`");
+    Ok(())
+}
+
+/// Sends `ping N` every 500 ms, reconnecting on failure; publishes what it sees.
+async fn minion_loop(
+    sidecar: SocketAddr,
+    seen: watch::Sender<Seen>,
+    stop: CancellationToken,
+    t0: Instant,
+) {
+    let mut client: Option<ZmtpClient> = None;
+    let mut n: u64 = 0;
+    let say = |msg: &str| println!("[+{:6.2}s]     minion: {msg}", t0.elapsed().as_secs_f64());
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = sleep(Duration::from_millis(500)) => {}
+        }
+        if client.is_none() {
+            match ZmtpClient::connect(sidecar, SocketType::Dealer, Duration::from_secs(2)).await {
+                Ok(c) => client = Some(c),
+                Err(_) => {
+                    seen.send_modify(|s| s.failed += 1);
+                    continue;
+                }
+            }
+        }
+        let Some(c) = client.as_mut() else { continue };
+        n += 1;
+        match c
+            .request(format!("ping {n}").as_bytes(), Duration::from_secs(2))
+            .await
+        {
+            Ok(reply) => {
+                let text = String::from_utf8_lossy(&reply);
+                let who = text.split(':').next().unwrap_or("?").to_string();
+                seen.send_modify(|s| {
+                    s.answered += 1;
+                    s.master = Some(who);
+                });
+            }
+            Err(e) => {
+                say(&format!("request {n} failed ({e}); reconnecting"));
+                seen.send_modify(|s| {
+                    s.failed += 1;
+                    s.master = None;
+                });
+                client = None;
+            }
+        }
+    }
+}

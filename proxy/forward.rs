@@ -1,0 +1,194 @@
+//! The minion-facing listeners: accept, pick an upstream, copy bytes.
+//!
+//! Each accepted connection reads the current [`Route`], waits out the
+//! reconnect jitter, and connects to the active master — or, if that master
+//! refuses or times out, to the next candidate, inside the same minion
+//! connection (a failed connect also tells `health`). Bytes are then copied
+//! by [`duplex`]. Layer 4 only: payload is never decoded. Logs per session
+//! at debug level only; state changes are the supervisor's to log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::duplex::{self, End};
+use crate::health::HealthHandle;
+use crate::master::{MasterId, MasterSpec, Port};
+use crate::metrics::Metrics;
+use crate::resolve::Addresses;
+use crate::route::Route;
+use crate::sessions::{SessionTokens, Sessions};
+use crate::upstream::{self, SocketOptions};
+
+/// Shared state of both listeners.
+pub struct Forwarder {
+    pub masters: Vec<MasterSpec>,
+    pub addrs: Vec<Addresses>,
+    pub health: Vec<Arc<HealthHandle>>,
+    pub route: watch::Receiver<Route>,
+    pub sessions: Arc<Sessions>,
+    pub metrics: Arc<Metrics>,
+    pub connect_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub socket_options: SocketOptions,
+}
+
+// === impl Forwarder ===
+
+impl Forwarder {
+    /// Accepts minion connections on `listener` until `token` is cancelled.
+    /// Sessions are spawned on `tracker` with a child of `token`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        port: Port,
+        token: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                _ = token.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let fwd = self.clone();
+                    let token = token.clone();
+                    tracker.spawn(async move { fwd.session(stream, peer, port, token).await });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(port = port.as_str(), error = %e, "accept failed; retrying in 100 ms");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        minion: TcpStream,
+        peer: SocketAddr,
+        port: Port,
+        shutdown: CancellationToken,
+    ) {
+        let _ = minion.set_nodelay(true);
+        let Some((master, upstream, tokens)) = (tokio::select! {
+            _ = shutdown.cancelled() => None,
+            c = self.connect_upstream(port) => c,
+        }) else {
+            debug!(port = port.as_str(), %peer, "no master reachable; closing the minion connection");
+            return;
+        };
+        let label = self.metrics.label(master);
+        let counters = self.metrics.session(master, port);
+        self.metrics
+            .sessions_total
+            .with_label_values(&[label, port.as_str()])
+            .inc();
+        counters.active.inc();
+        debug!(port = port.as_str(), %peer, master = label, "session open");
+
+        // Shutdown of the sidecar drains like a failback does.
+        let drain_on_shutdown = {
+            let drain = tokens.drain.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                drain.cancel();
+            }
+        };
+        let ctl = duplex::Control {
+            port,
+            tokens: &tokens,
+            drain_timeout: self.drain_timeout,
+            to_master: &counters.to_master,
+            to_minion: &counters.to_minion,
+        };
+        let end = tokio::select! {
+            end = duplex::run(&minion, &upstream, ctl) => end,
+            _ = drain_on_shutdown => std::future::pending().await,
+        };
+        counters.active.dec();
+        match &end {
+            End::Reset => {
+                upstream::reset_on_close(&minion);
+                upstream::reset_on_close(&upstream);
+            }
+            End::MasterError(_) => {
+                upstream::reset_on_close(&minion);
+                if let Some(h) = self.health.get(master.index()) {
+                    h.reprobe();
+                }
+            }
+            End::MinionError(_) => upstream::reset_on_close(&upstream),
+            End::Closed | End::Drained => {}
+        }
+        debug!(port = port.as_str(), %peer, master = label, end = ?end, "session closed");
+    }
+
+    /// Connects to the first candidate that answers; `None` if none does.
+    async fn connect_upstream(&self, port: Port) -> Option<(MasterId, TcpStream, SessionTokens)> {
+        // Reconnect jitter after a switch.
+        let after = self.route.borrow().connect_after;
+        if after > Instant::now() {
+            tokio::time::sleep_until(after).await;
+        }
+        let candidates: Vec<MasterId> = self.route.borrow().candidates().collect();
+        for m in candidates {
+            let Some(spec) = self.masters.get(m.index()) else {
+                continue;
+            };
+            // Register before connecting, then re-check the route: a switch
+            // publishes the route before closing sessions, so a session that
+            // slipped past the close sees the change here.
+            let tokens = self.sessions.join(m);
+            if !self.route.borrow().allows(m) {
+                continue;
+            }
+            let addrs = self
+                .addrs
+                .get(m.index())
+                .map(|a| a.borrow().clone())
+                .unwrap_or_default();
+            let started = Instant::now();
+            let connected = tokio::select! {
+                c = upstream::connect(&addrs, spec.port(port), self.connect_timeout) => c,
+                _ = tokens.reset.cancelled() => continue,
+            };
+            match connected {
+                Ok(stream) => {
+                    self.metrics
+                        .upstream_connect_duration_seconds
+                        .with_label_values(&[spec.label.as_str()])
+                        .observe(started.elapsed().as_secs_f64());
+                    if let Err(e) = upstream::configure(&stream, &self.socket_options) {
+                        debug!(master = %spec.label, error = %e, "could not set upstream socket options");
+                    }
+                    return Some((m, stream, tokens));
+                }
+                Err(e) => {
+                    self.metrics
+                        .upstream_connect_errors_total
+                        .with_label_values(&[spec.label.as_str(), e.kind().as_str()])
+                        .inc();
+                    debug!(master = %spec.label, port = port.as_str(), error = %e, "upstream connect failed; trying the next master");
+                    if let Some(h) = self.health.get(m.index()) {
+                        h.suspect();
+                    }
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,301 @@
+//! Health of every master: active probes on the alive interval, passive
+//! signals from forwarding, and rise/fall hysteresis.
+//!
+//! One task per master probes both ports every `master_alive_interval` (with
+//! ±10 % jitter so a fleet does not probe in lockstep) and reports only
+//! *transitions* to the supervisor. A master is up only if both ports are.
+//! Forwarding calls [`HealthHandle::suspect`] when a connect to the master is
+//! refused or times out (counted as a failed check, then an immediate
+//! re-probe) and [`HealthHandle::reprobe`] when a live session is cut.
+//! This module never chooses a master.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::ProbeKind;
+use crate::master::{MasterId, MasterSpec, Port};
+use crate::metrics::{CheckResult, Metrics};
+use crate::probe::{self, ProbeError};
+use crate::resolve::Addresses;
+
+/// Rise/fall hysteresis. Pure.
+///
+/// The first observation decides the state at once (a sidecar must not wait
+/// `rise` intervals at start); after that, `rise` consecutive successes flip
+/// down→up and `fall` consecutive failures flip up→down.
+#[derive(Clone, Debug)]
+pub struct Hysteresis {
+    rise: u32,
+    fall: u32,
+    up: Option<bool>,
+    streak: u32,
+}
+
+// === impl Hysteresis ===
+
+impl Hysteresis {
+    pub fn new(rise: u32, fall: u32) -> Self {
+        Hysteresis {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            up: None,
+            streak: 0,
+        }
+    }
+
+    pub fn is_up(&self) -> Option<bool> {
+        self.up
+    }
+
+    /// Records one check; returns the new state if it flipped.
+    pub fn observe(&mut self, ok: bool) -> Option<bool> {
+        match self.up {
+            None => {
+                self.up = Some(ok);
+                self.streak = 0;
+                Some(ok)
+            }
+            Some(up) if up == ok => {
+                self.streak = 0;
+                None
+            }
+            Some(_) => {
+                self.streak += 1;
+                let needed = if ok { self.rise } else { self.fall };
+                if self.streak >= needed {
+                    self.up = Some(ok);
+                    self.streak = 0;
+                    Some(ok)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// A health transition, sent to the supervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub master: MasterId,
+    pub up: bool,
+    /// Why (the failing probe's error, or "probes ok").
+    pub detail: String,
+}
+
+/// What the admin API shows about a master's last probe.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeStatus {
+    pub up: Option<bool>,
+    pub last_probe: Option<SystemTime>,
+    pub last_result: Option<String>,
+}
+
+/// Shared between a master's health task and the forwarders.
+#[derive(Debug, Default)]
+pub struct HealthHandle {
+    wake: Notify,
+    suspect: AtomicBool,
+    status: Mutex<ProbeStatus>,
+}
+
+// === impl HealthHandle ===
+
+impl HealthHandle {
+    /// A live session to this master was cut: probe now.
+    pub fn reprobe(&self) {
+        self.wake.notify_one();
+    }
+
+    /// A connect to this master failed: count a failed check and probe now.
+    pub fn suspect(&self) {
+        self.suspect.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    pub fn status(&self) -> ProbeStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Probe settings, from the config.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub kind: ProbeKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+/// Probes one master until cancelled, reporting transitions on `events`.
+pub async fn watch(
+    master: MasterSpec,
+    mut addrs: Addresses,
+    handle: Arc<HealthHandle>,
+    settings: Settings,
+    events: mpsc::Sender<Transition>,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) {
+    let mut hyst = Hysteresis::new(settings.rise, settings.fall);
+    let mut rng = fastrand::Rng::new();
+    let label = master.label.as_str();
+    loop {
+        if handle.suspect.swap(false, Ordering::Relaxed) {
+            debug!(
+                master = label,
+                "passive failure: a connect to this master failed"
+            );
+            if let Some(up) = hyst.observe(false) {
+                report(
+                    &events,
+                    &handle,
+                    &master,
+                    up,
+                    "a minion connection to it failed".into(),
+                )
+                .await;
+            }
+        }
+        let current: Arc<[std::net::IpAddr]> = addrs.borrow_and_update().clone();
+        let start = Instant::now();
+        let (publish, ret) = tokio::join!(
+            probe::probe(
+                settings.kind,
+                &current,
+                master.publish_port,
+                Port::Publish,
+                settings.timeout
+            ),
+            probe::probe(
+                settings.kind,
+                &current,
+                master.ret_port,
+                Port::Ret,
+                settings.timeout
+            ),
+        );
+        let elapsed = start.elapsed().as_secs_f64();
+        for (port, result) in [(Port::Publish, &publish), (Port::Ret, &ret)] {
+            let outcome = result
+                .as_ref()
+                .map_or_else(ProbeError::result, |_| CheckResult::Ok);
+            metrics
+                .health_checks_total
+                .with_label_values(&[label, port.as_str(), outcome.as_str()])
+                .inc();
+            metrics
+                .health_check_duration_seconds
+                .with_label_values(&[label, port.as_str()])
+                .observe(elapsed);
+        }
+        let detail = match (&publish, &ret) {
+            (Ok(()), Ok(())) => "probes ok".to_string(),
+            (Err(e), _) => format!("publish port {}: {e}", master.publish_port),
+            (_, Err(e)) => format!("ret port {}: {e}", master.ret_port),
+        };
+        let ok = publish.is_ok() && ret.is_ok();
+        debug!(master = label, ok, detail = %detail, "probe");
+        if let Ok(mut s) = handle.status.lock() {
+            s.last_probe = Some(SystemTime::now());
+            s.last_result = Some(detail.clone());
+        }
+        if let Some(up) = hyst.observe(ok) {
+            report(&events, &handle, &master, up, detail).await;
+        }
+
+        // Next probe after the jittered interval, or at once when woken.
+        let jitter = settings.interval.mul_f64(0.9 + 0.2 * rng.f64());
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(jitter) => {}
+            _ = handle.wake.notified() => {}
+            changed = addrs.changed() => {
+                if changed.is_err() {
+                    // The resolver ended (shutdown); keep probing what we have.
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(jitter) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn report(
+    events: &mpsc::Sender<Transition>,
+    handle: &HealthHandle,
+    master: &MasterSpec,
+    up: bool,
+    detail: String,
+) {
+    if up {
+        info!(master = %master.label, "master is up");
+    } else {
+        warn!(master = %master.label, reason = %detail, "master is down");
+    }
+    if let Ok(mut s) = handle.status.lock() {
+        s.up = Some(up);
+    }
+    // The supervisor outlives health tasks; a send error means shutdown.
+    let _ = events
+        .send(Transition {
+            master: master.id,
+            up,
+            detail,
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_observation_decides_at_once() {
+        let mut h = Hysteresis::new(2, 2);
+        assert_eq!(h.observe(true), Some(true));
+        let mut h = Hysteresis::new(2, 2);
+        assert_eq!(h.observe(false), Some(false));
+    }
+
+    #[test]
+    fn fall_needs_consecutive_failures() {
+        let mut h = Hysteresis::new(2, 3);
+        h.observe(true);
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(true), None, "a success resets the streak");
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(false), Some(false));
+        assert_eq!(h.is_up(), Some(false));
+    }
+
+    #[test]
+    fn rise_needs_consecutive_successes() {
+        let mut h = Hysteresis::new(2, 1);
+        h.observe(false);
+        assert_eq!(h.observe(true), None);
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(true), None);
+        assert_eq!(h.observe(true), Some(true));
+    }
+
+    #[test]
+    fn alternating_results_never_flip() {
+        let mut h = Hysteresis::new(2, 2);
+        h.observe(true);
+        for i in 0..100 {
+            assert_eq!(h.observe(i % 2 == 0), None);
+        }
+    }
+}

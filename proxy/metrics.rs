@@ -1,0 +1,324 @@
+//! The Prometheus families of SPEC §4, registered once at start-up.
+//!
+//! One [`Metrics`] struct is built from the master list and shared as `Arc`;
+//! every labelled series is created up front so dashboards never show "no
+//! data". Label values come from enums (`Port`, `Reason`, ...). The data path
+//! resolves its counters once per session ([`SessionCounters`]) and then only
+//! does atomic adds. Serving `/metrics` is the admin module's job.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::master::{MasterSpec, Port};
+use crate::select::Reason;
+
+/// Label value for "no master" in `switches_total{from,to}`.
+pub const NONE: &str = "none";
+
+/// Why a probe failed, or `ok` (the `result` label of `health_checks_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckResult {
+    Ok,
+    Refused,
+    Timeout,
+    Reset,
+    /// The peer answered, but not as a master of the expected kind.
+    Protocol,
+    /// The master's name has no address (yet).
+    Unresolved,
+    Other,
+}
+
+impl CheckResult {
+    pub const ALL: [CheckResult; 7] = [
+        CheckResult::Ok,
+        CheckResult::Refused,
+        CheckResult::Timeout,
+        CheckResult::Reset,
+        CheckResult::Protocol,
+        CheckResult::Unresolved,
+        CheckResult::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::Ok => "ok",
+            CheckResult::Refused => "refused",
+            CheckResult::Timeout => "timeout",
+            CheckResult::Reset => "reset",
+            CheckResult::Protocol => "protocol",
+            CheckResult::Unresolved => "unresolved",
+            CheckResult::Other => "other",
+        }
+    }
+}
+
+/// Why an upstream connect failed (the `kind` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectErrorKind {
+    Refused,
+    Timeout,
+    Unreachable,
+    Unresolved,
+    Other,
+}
+
+impl ConnectErrorKind {
+    pub const ALL: [ConnectErrorKind; 5] = [
+        ConnectErrorKind::Refused,
+        ConnectErrorKind::Timeout,
+        ConnectErrorKind::Unreachable,
+        ConnectErrorKind::Unresolved,
+        ConnectErrorKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectErrorKind::Refused => "refused",
+            ConnectErrorKind::Timeout => "timeout",
+            ConnectErrorKind::Unreachable => "unreachable",
+            ConnectErrorKind::Unresolved => "unresolved",
+            ConnectErrorKind::Other => "other",
+        }
+    }
+}
+
+/// Direction of bytes, seen from the sidecar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Minion → master.
+    ToMaster,
+    /// Master → minion.
+    ToMinion,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::ToMaster => "to_master",
+            Direction::ToMinion => "to_minion",
+        }
+    }
+}
+
+/// Every family, by name without the `salt_sidecar_` prefix.
+pub struct Metrics {
+    pub registry: Registry,
+    labels: Vec<String>,
+    pub master_up: IntGaugeVec,
+    pub master_active: IntGaugeVec,
+    pub health_checks_total: IntCounterVec,
+    pub health_check_duration_seconds: HistogramVec,
+    pub switches_total: IntCounterVec,
+    pub sessions_active: IntGaugeVec,
+    pub sessions_total: IntCounterVec,
+    pub bytes_total: IntCounterVec,
+    pub upstream_connect_duration_seconds: HistogramVec,
+    pub upstream_connect_errors_total: IntCounterVec,
+    pub dns_resolutions_total: IntCounterVec,
+    pub build_info: IntGaugeVec,
+    pub last_switch_timestamp_seconds: Gauge,
+}
+
+/// The counters one proxied session touches, resolved once.
+#[derive(Clone)]
+pub struct SessionCounters {
+    pub to_master: IntCounter,
+    pub to_minion: IntCounter,
+    pub active: IntGauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub fn new(masters: &[MasterSpec]) -> prometheus::Result<Arc<Self>> {
+        let registry = Registry::new_custom(Some("salt_sidecar".into()), None)?;
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<HistogramVec> {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                    labels,
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let last_switch = Gauge::new(
+            "last_switch_timestamp_seconds",
+            "Unix time of the last switch of the active master (0: none since start).",
+        )?;
+        registry.register(Box::new(last_switch.clone()))?;
+
+        let m = Metrics {
+            labels: masters.iter().map(|m| m.label.clone()).collect(),
+            master_up: gauge(
+                "master_up",
+                "1 if the master passes its health checks (both ports).",
+                &["master"],
+            )?,
+            master_active: gauge(
+                "master_active",
+                "1 for the master the minion is routed to.",
+                &["master"],
+            )?,
+            health_checks_total: counter(
+                "health_checks_total",
+                "Health probes by master, port and result (ok or why not).",
+                &["master", "port", "result"],
+            )?,
+            health_check_duration_seconds: histogram(
+                "health_check_duration_seconds",
+                "Duration of health probes.",
+                &["master", "port"],
+            )?,
+            switches_total: counter(
+                "switches_total",
+                "Changes of the active master, by reason (failover, failback, admin, reload).",
+                &["from", "to", "reason"],
+            )?,
+            sessions_active: gauge(
+                "sessions_active",
+                "Open proxied sessions.",
+                &["master", "port"],
+            )?,
+            sessions_total: counter(
+                "sessions_total",
+                "Proxied sessions opened.",
+                &["master", "port"],
+            )?,
+            bytes_total: counter(
+                "bytes_total",
+                "Bytes forwarded, by direction (to_master, to_minion).",
+                &["master", "port", "direction"],
+            )?,
+            upstream_connect_duration_seconds: histogram(
+                "upstream_connect_duration_seconds",
+                "Time to connect to a master for a minion session.",
+                &["master"],
+            )?,
+            upstream_connect_errors_total: counter(
+                "upstream_connect_errors_total",
+                "Failed connects to a master for a minion session, by kind.",
+                &["master", "kind"],
+            )?,
+            dns_resolutions_total: counter(
+                "dns_resolutions_total",
+                "DNS lookups of master names, by result (success, failure).",
+                &["result"],
+            )?,
+            build_info: gauge(
+                "build_info",
+                "Always 1; the version label says which build runs.",
+                &["version"],
+            )?,
+            last_switch_timestamp_seconds: last_switch,
+            registry,
+        };
+        m.precreate();
+        Ok(Arc::new(m))
+    }
+
+    fn precreate(&self) {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for result in ["success", "failure"] {
+            self.dns_resolutions_total.with_label_values(&[result]);
+        }
+        let mut ends: Vec<&str> = self.labels.iter().map(String::as_str).collect();
+        ends.push(NONE);
+        for from in &ends {
+            for to in &ends {
+                if from != to {
+                    for reason in Reason::COUNTED {
+                        self.switches_total
+                            .with_label_values(&[from, to, reason.as_str()]);
+                    }
+                }
+            }
+        }
+        for master in &self.labels {
+            let master = master.as_str();
+            self.master_up.with_label_values(&[master]);
+            self.master_active.with_label_values(&[master]);
+            self.upstream_connect_duration_seconds
+                .with_label_values(&[master]);
+            for kind in ConnectErrorKind::ALL {
+                self.upstream_connect_errors_total
+                    .with_label_values(&[master, kind.as_str()]);
+            }
+            for port in Port::ALL {
+                let port = port.as_str();
+                self.health_check_duration_seconds
+                    .with_label_values(&[master, port]);
+                self.sessions_active.with_label_values(&[master, port]);
+                self.sessions_total.with_label_values(&[master, port]);
+                for result in CheckResult::ALL {
+                    self.health_checks_total
+                        .with_label_values(&[master, port, result.as_str()]);
+                }
+                for dir in [Direction::ToMaster, Direction::ToMinion] {
+                    self.bytes_total
+                        .with_label_values(&[master, port, dir.as_str()]);
+                }
+            }
+        }
+    }
+
+    /// The label of a master (by rank); `none` for out-of-range ids.
+    pub fn label(&self, master: crate::master::MasterId) -> &str {
+        self.labels
+            .get(master.index())
+            .map(String::as_str)
+            .unwrap_or(NONE)
+    }
+
+    /// Counters for one session to `master` on `port`.
+    pub fn session(&self, master: crate::master::MasterId, port: Port) -> SessionCounters {
+        let label = self.label(master);
+        SessionCounters {
+            to_master: self.bytes_total.with_label_values(&[
+                label,
+                port.as_str(),
+                Direction::ToMaster.as_str(),
+            ]),
+            to_minion: self.bytes_total.with_label_values(&[
+                label,
+                port.as_str(),
+                Direction::ToMinion.as_str(),
+            ]),
+            active: self
+                .sessions_active
+                .with_label_values(&[label, port.as_str()]),
+        }
+    }
+
+    /// The text exposition format of every family.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for the text format except on
+        // invalid metric data, which we never produce; report it inline.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            return format!("# encoding error: {e}\n");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}

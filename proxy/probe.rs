@@ -1,0 +1,124 @@
+//! One health probe of one port of one master.
+//!
+//! `tcp`: a connect. `zmtp`: read the master's 10-byte signature, answer a
+//! NULL-mechanism greeting, read its greeting and READY, check the socket
+//! type (PUB on publish, ROUTER on ret), send our READY and close — a complete
+//! handshake, so the master logs nothing. The whole probe is bounded by one
+//! timeout and reads a bounded number of bytes. Hysteresis is `health`'s job.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::config::ProbeKind;
+use crate::master::Port;
+use crate::metrics::{CheckResult, ConnectErrorKind};
+use crate::upstream::{self, ConnectError};
+use crate::zmtp::{self, SocketType, ZmtpError};
+
+/// Largest frame we accept while waiting for READY.
+const MAX_FRAME: usize = 64 * 1024;
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("connect failed: {0}")]
+    Connect(#[from] ConnectError),
+    #[error("timed out")]
+    Timeout,
+    #[error("connection closed during the handshake")]
+    Closed,
+    #[error("connection reset: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a ZeroMQ master: {0}")]
+    Protocol(#[from] ZmtpError),
+}
+
+impl ProbeError {
+    /// The `result` label for `health_checks_total`.
+    pub fn result(&self) -> CheckResult {
+        match self {
+            ProbeError::Connect(e) => match e.kind() {
+                ConnectErrorKind::Refused => CheckResult::Refused,
+                ConnectErrorKind::Timeout => CheckResult::Timeout,
+                ConnectErrorKind::Unresolved => CheckResult::Unresolved,
+                ConnectErrorKind::Unreachable | ConnectErrorKind::Other => CheckResult::Other,
+            },
+            ProbeError::Timeout => CheckResult::Timeout,
+            ProbeError::Closed | ProbeError::Io(_) => CheckResult::Reset,
+            ProbeError::Protocol(_) => CheckResult::Protocol,
+        }
+    }
+}
+
+/// The socket type a Salt master has on `port` (and ours, to answer with).
+fn socket_types(port: Port) -> (SocketType, SocketType) {
+    match port {
+        Port::Publish => (SocketType::Pub, SocketType::Sub),
+        Port::Ret => (SocketType::Router, SocketType::Dealer),
+    }
+}
+
+/// Probes `port` of a master at `addrs`, all within `limit`.
+pub async fn probe(
+    kind: ProbeKind,
+    addrs: &[IpAddr],
+    tcp_port: u16,
+    port: Port,
+    limit: Duration,
+) -> Result<(), ProbeError> {
+    let attempt = async {
+        let stream = upstream::connect(addrs, tcp_port, limit).await?;
+        match kind {
+            ProbeKind::Tcp => Ok(()),
+            ProbeKind::Zmtp => handshake(stream, port).await,
+        }
+    };
+    match timeout(limit, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(ProbeError::Timeout),
+    }
+}
+
+/// The ZMTP 3 handshake as a peer of the master's socket.
+pub async fn handshake(mut stream: TcpStream, port: Port) -> Result<(), ProbeError> {
+    let (expected, ours) = socket_types(port);
+    let mut greeting = [0u8; zmtp::GREETING_LEN];
+    read_exact(&mut stream, &mut greeting[..zmtp::SIGNATURE_LEN]).await?;
+    zmtp::check_signature(&greeting[..zmtp::SIGNATURE_LEN])?;
+    stream.write_all(&zmtp::greeting_null(false)).await?;
+    read_exact(&mut stream, &mut greeting[zmtp::SIGNATURE_LEN..]).await?;
+    zmtp::parse_greeting(&greeting)?;
+
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some((frame, _)) = zmtp::decode_frame(&buf, MAX_FRAME)? {
+            zmtp::expect_socket_type(&frame, expected)?;
+            break;
+        }
+        if buf.len() > MAX_FRAME + 16 {
+            return Err(ZmtpError::Malformed("READY too large").into());
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(ProbeError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    // Complete the handshake so the master sees a well-behaved peer leave.
+    stream.write_all(&zmtp::encode_ready(ours)).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
+async fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), ProbeError> {
+    match stream.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ProbeError::Closed),
+        Err(e) => Err(e.into()),
+    }
+}

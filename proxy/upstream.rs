@@ -1,0 +1,114 @@
+//! Connecting to a master: one place for timeouts and socket options.
+//!
+//! Used by the health probes and by forwarding. Tries the master's addresses
+//! in order within one overall timeout, then sets TCP_NODELAY, keepalive and
+//! TCP_USER_TIMEOUT so a blackholed master (no RST) is noticed in seconds, not
+//! after the kernel's 15 minutes. Never reads or writes payload.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+use crate::metrics::ConnectErrorKind;
+
+/// Keepalive and user-timeout settings for upstream sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Idle time before the first keepalive probe.
+    pub keepalive_idle: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_count: u32,
+    /// How long sent data may stay unacknowledged before the kernel gives up.
+    pub user_timeout: Duration,
+}
+
+impl SocketOptions {
+    /// Derived from the health settings: a dead peer is given up on about
+    /// when the health checks would call it down.
+    pub fn for_health(alive_interval: Duration, fall: u32, connect_timeout: Duration) -> Self {
+        let detect = alive_interval.saturating_mul(fall.max(1)) + connect_timeout;
+        let keepalive_interval =
+            (alive_interval / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        SocketOptions {
+            keepalive_idle: alive_interval.clamp(Duration::from_secs(1), Duration::from_secs(300)),
+            keepalive_interval,
+            keepalive_count: 3,
+            user_timeout: detect.clamp(Duration::from_secs(2), Duration::from_secs(600)),
+        }
+    }
+}
+
+/// Why a connect to a master failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no address known (DNS has not resolved the name)")]
+    Unresolved,
+    #[error("{addr}: connect timed out")]
+    Timeout { addr: SocketAddr },
+    #[error("{addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ConnectError {
+    pub fn kind(&self) -> ConnectErrorKind {
+        match self {
+            ConnectError::Unresolved => ConnectErrorKind::Unresolved,
+            ConnectError::Timeout { .. } => ConnectErrorKind::Timeout,
+            ConnectError::Io { source, .. } => match source.kind() {
+                io::ErrorKind::ConnectionRefused => ConnectErrorKind::Refused,
+                io::ErrorKind::TimedOut => ConnectErrorKind::Timeout,
+                io::ErrorKind::HostUnreachable
+                | io::ErrorKind::NetworkUnreachable
+                | io::ErrorKind::PermissionDenied => ConnectErrorKind::Unreachable,
+                _ => ConnectErrorKind::Other,
+            },
+        }
+    }
+}
+
+/// Connects to the first of `addrs` that accepts, all within `timeout`.
+pub async fn connect(
+    addrs: &[IpAddr],
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let deadline = Instant::now() + timeout;
+    let mut last = ConnectError::Unresolved;
+    for ip in addrs {
+        let addr = SocketAddr::new(*ip, port);
+        match timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(source)) => last = ConnectError::Io { addr, source },
+            Err(_) => return Err(ConnectError::Timeout { addr }),
+        }
+    }
+    Err(last)
+}
+
+/// Sets the forwarding socket options on an upstream socket.
+pub fn configure(stream: &TcpStream, opts: &SocketOptions) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let sock = SockRef::from(stream);
+    sock.set_tcp_keepalive(
+        &TcpKeepalive::new()
+            .with_time(opts.keepalive_idle)
+            .with_interval(opts.keepalive_interval)
+            .with_retries(opts.keepalive_count),
+    )?;
+    sock.set_tcp_user_timeout(Some(opts.user_timeout))?;
+    Ok(())
+}
+
+/// Makes the next close of `stream` send RST instead of FIN.
+pub fn reset_on_close(stream: &TcpStream) {
+    // Best effort: if this fails the peer sees a FIN, which also ends the session.
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
