@@ -163,14 +163,21 @@ fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
             Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
             _ => message,
         };
+        // Some messages repeat the location we print ourselves.
+        let message = match message.rfind(" at line ") {
+            Some(i) if message[i..].contains(", column ") => message[..i].to_string(),
+            _ => message,
+        };
+        // Spanned<T> shows up as a `.value` segment in the path; drop it.
+        let key = key_path.replace(".value", "");
         ConfigError {
             file: path.to_path_buf(),
             line: loc.map(|l| l.line() as u32),
             column: loc.map(|l| l.column() as u32),
-            key: if key_path == "." {
+            key: if key == "." || key == "value" {
                 String::new()
             } else {
-                key_path
+                key
             },
             message,
         }
@@ -320,13 +327,9 @@ impl<'de> Deserialize<'de> for DurationValue {
                 if let Ok(secs) = v.parse::<f64>() {
                     return self.visit_f64(secs);
                 }
-                humantime::parse_duration(v)
-                    .map(DurationValue)
-                    .map_err(|e| {
-                        E::custom(format!(
-                            "`{v}` is not a duration ({e}); write e.g. `500ms`, `2s` or `2`"
-                        ))
-                    })
+                humantime::parse_duration(v).map(DurationValue).map_err(|_| {
+                    E::custom(format!("`{v}` is not a duration; write e.g. `500ms`, `2s`, `1m` or a number of seconds"))
+                })
             }
         }
         d.deserialize_any(V)

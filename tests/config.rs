@@ -1,0 +1,284 @@
+//! The config loader against fixture files, and `check-config` as a user runs it.
+//!
+//! Every file in `tests/fixtures/config/invalid/` starts with
+//! `# expect: LINE:COL: KEY: TEXT` — the error must name that file, line,
+//! column and key, and contain TEXT. Every file in `valid/` must load.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use salt_sidecar::config::{self, MasterType, ProbeKind};
+use salt_sidecar::master::{Host, MasterId};
+
+fn fixtures(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+    files
+}
+
+#[test]
+fn every_invalid_fixture_fails_with_file_line_and_key() {
+    for path in fixtures("invalid") {
+        let text = std::fs::read_to_string(&path).expect("read fixture");
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{}: first line must be `# expect: ...`", path.display()));
+        let err = config::load(&path).expect_err(&format!("{} should be rejected", path.display()));
+        let shown = err.to_string();
+        let want = if expect.starts_with(':') {
+            format!("{}{}", path.display(), expect)
+        } else {
+            format!("{}:{}", path.display(), expect)
+        };
+        assert!(
+            shown.starts_with(want.trim_end()),
+            "{}:\n  got:  {shown}\n  want: {want}…",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn every_valid_fixture_loads() {
+    for path in fixtures("valid") {
+        if let Err(e) = config::load(&path) {
+            panic!("{} should load: {e}", path.display());
+        }
+    }
+}
+
+#[test]
+fn the_article_block_means_what_salt_means() {
+    let c = config::load(
+        &fixtures("valid")
+            .into_iter()
+            .find(|p| p.ends_with("article.yaml"))
+            .expect("article.yaml"),
+    )
+    .expect("loads");
+    assert_eq!(c.masters.len(), 2);
+    assert_eq!(
+        c.masters[0].host,
+        Host::Ip("192.168.57.12".parse().unwrap())
+    );
+    assert_eq!(
+        (c.masters[1].publish_port, c.masters[1].ret_port),
+        (4505, 4506)
+    );
+    assert_eq!(c.master_type, MasterType::Failover);
+    assert_eq!(c.alive_interval, Duration::from_secs(60));
+    assert!(c.failback);
+    assert_eq!(c.failback_interval, Duration::from_secs(30));
+    assert_eq!(c.reauth_delay, Duration::from_secs(60));
+    assert!(!c.shuffle);
+    assert!(c.warnings.is_empty());
+    // Sidecar defaults.
+    assert_eq!(c.sidecar.listen_publish, "127.0.0.1:4505".parse().unwrap());
+    assert_eq!(c.sidecar.listen_ret, "127.0.0.1:4506".parse().unwrap());
+    assert_eq!(c.sidecar.admin, "127.0.0.1:9464".parse().unwrap());
+    assert_eq!(c.sidecar.probe, ProbeKind::Zmtp);
+    assert_eq!((c.sidecar.rise, c.sidecar.fall), (2, 2));
+    assert_eq!(c.sidecar.connect_timeout, Duration::from_secs(2));
+    assert_eq!(c.sidecar.drain_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn every_entry_form_and_key_is_understood() {
+    let c = config::load(
+        &fixtures("valid")
+            .into_iter()
+            .find(|p| p.ends_with("full.yaml"))
+            .expect("full.yaml"),
+    )
+    .expect("loads");
+    let m: Vec<(String, u16, u16)> = c
+        .masters
+        .iter()
+        .map(|m| (m.host.to_string(), m.publish_port, m.ret_port))
+        .collect();
+    assert_eq!(
+        m,
+        vec![
+            ("salt-a.example.net".into(), 4505, 4506),
+            ("salt-b.example.net".into(), 4505, 14506),
+            ("[2001:db8::5]".into(), 4505, 4506),
+            ("salt-c.example.net".into(), 5505, 5506),
+        ]
+    );
+    assert_eq!(c.masters[1].label, "salt-b.example.net:14506");
+    assert_eq!(c.masters[3].label, "salt-c.example.net:5506/5505");
+    assert!(c.shuffle, "random_master is an alias of master_shuffle");
+    assert_eq!(c.minion_id, "web-01");
+    assert_eq!(c.sidecar.listen_publish, "127.0.0.1:14505".parse().unwrap());
+    assert_eq!(
+        c.sidecar.listen_ret,
+        "127.0.0.1:4506".parse().unwrap(),
+        "listen_ret defaults to <listen>:<master_port>"
+    );
+    assert_eq!((c.sidecar.rise, c.sidecar.fall), (3, 1));
+    assert_eq!(c.sidecar.connect_timeout, Duration::from_millis(500));
+    assert_eq!(c.sidecar.drain_timeout, Duration::from_secs(120));
+    assert_eq!(
+        c.masters.iter().map(|m| m.id).collect::<Vec<_>>(),
+        (0..4).map(MasterId).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_single_string_master_and_transport_tcp() {
+    let c = config::load(
+        &fixtures("valid")
+            .into_iter()
+            .find(|p| p.ends_with("single-string.yaml"))
+            .expect("fixture"),
+    )
+    .expect("loads");
+    assert_eq!(c.masters.len(), 1);
+    assert_eq!(c.masters[0].host, Host::Name("salt.example.net".into()));
+    assert_eq!(
+        c.sidecar.probe,
+        ProbeKind::Tcp,
+        "transport: tcp picks the tcp probe"
+    );
+}
+
+#[test]
+fn missing_alive_interval_defaults_with_a_warning_never_no_checks() {
+    let c = config::parse(Path::new("m.yaml"), "master: [a, b]\n").expect("loads");
+    assert_eq!(c.alive_interval, config::DEFAULT_ALIVE_INTERVAL);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("master_alive_interval")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(
+        c.notes.iter().any(|n| n.contains("failover")),
+        "a list without master_type is logged as failover"
+    );
+}
+
+#[test]
+fn a_truly_empty_file_says_so() {
+    let e = config::parse(Path::new("e.yaml"), "  \n").expect_err("empty");
+    assert_eq!(
+        e.to_string(),
+        "e.yaml: master: the file is empty; at least `master:` is required"
+    );
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let e = config::load(Path::new("/nonexistent/salt-sidecar.yaml")).expect_err("missing");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/salt-sidecar.yaml: cannot read config file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn hostile_input_never_panics() {
+    let samples = [
+        "master: &a [*a]",
+        "master: !!binary aGVsbG8=",
+        "master:\n  - {host: [1, 2]}",
+        "master: [\"[::1\"]",
+        "master: [\"[::1]x\"]",
+        "master: [\"host:\"]",
+        "master: [\":\"]",
+        "master: [\"-bad\"]",
+        "master: [a]\nsidecar: 5",
+        "master: [a]\nsidecar:\n  connect_timeout: -3",
+        "master: [a]\nsidecar:\n  connect_timeout: 1e400",
+        "master: [a]\nsidecar:\n  drain_timeout: 99999999999999999999d",
+        "\u{feff}master: [a]",
+        "---\n...\n---\n",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+    ];
+    for s in samples {
+        let _ = config::parse(Path::new("h.yaml"), s);
+    }
+}
+
+fn sidecar() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_salt-sidecar"))
+}
+
+#[test]
+fn check_config_exit_codes_and_messages() {
+    let ok = fixtures("valid")
+        .into_iter()
+        .find(|p| p.ends_with("article.yaml"))
+        .expect("fixture");
+    let out = sidecar()
+        .args(["check-config", "--config"])
+        .arg(&ok)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(": ok") && stdout.contains("192.168.57.12"),
+        "{stdout}"
+    );
+
+    let bad = fixtures("invalid")
+        .into_iter()
+        .find(|p| p.ends_with("hot-multimaster.yaml"))
+        .expect("fixture");
+    let out = sidecar()
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("hot-multimaster.yaml:5:14: master_type:") && stderr.contains("failover"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_an_invalid_config_with_exit_78() {
+    let bad = fixtures("invalid")
+        .into_iter()
+        .find(|p| p.ends_with("unknown-key.yaml"))
+        .expect("fixture");
+    let out = sidecar()
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("master_alive_intervall"));
+}
+
+#[test]
+fn help_explains_every_subcommand() {
+    let out = sidecar().arg("--help").output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["run", "check-config", "demo", "failover"] {
+        assert!(text.contains(word), "--help lacks {word}:\n{text}");
+    }
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.yaml");
+    let c = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
