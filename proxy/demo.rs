@@ -101,7 +101,7 @@ pub async fn run(net: &str, alive_interval: u64) -> anyhow::Result<()> {
 
     let killed = Instant::now();
     say(">>> killing master A (every connection reset, listeners closed)");
-    a.stop();
+    a.kill().await;
     let failover_ok = on_master(&mut seen_rx, "B", limit).await;
     let failover_s = killed.elapsed().as_secs_f64();
     if !failover_ok {

@@ -147,6 +147,7 @@ pub async fn watch(
     let mut hyst = Hysteresis::new(settings.rise, settings.fall);
     let mut rng = fastrand::Rng::new();
     let label = master.label.as_str();
+    let mut resolver_alive = matches!(master.host, crate::master::Host::Name(_));
     loop {
         if handle.suspect.swap(false, Ordering::Relaxed) {
             debug!(
@@ -211,21 +212,15 @@ pub async fn watch(
             report(&events, &handle, &master, up, detail).await;
         }
 
-        // Next probe after the jittered interval, or at once when woken.
+        // Next probe after the jittered interval, or at once when woken or
+        // when DNS changes the addresses (a literal IP has no resolver, so
+        // its channel is closed from the start).
         let jitter = settings.interval.mul_f64(0.9 + 0.2 * rng.f64());
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(jitter) => {}
             _ = handle.wake.notified() => {}
-            changed = addrs.changed() => {
-                if changed.is_err() {
-                    // The resolver ended (shutdown); keep probing what we have.
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(jitter) => {}
-                    }
-                }
-            }
+            changed = addrs.changed(), if resolver_alive => resolver_alive = changed.is_ok(),
         }
     }
 }

@@ -91,7 +91,8 @@ pub async fn handshake(mut stream: TcpStream, port: Port) -> Result<(), ProbeErr
     zmtp::check_signature(&greeting[..zmtp::SIGNATURE_LEN])?;
     stream.write_all(&zmtp::greeting_null(false)).await?;
     read_exact(&mut stream, &mut greeting[zmtp::SIGNATURE_LEN..]).await?;
-    zmtp::parse_greeting(&greeting)?;
+    // A CURVE/PLAIN master would never send READY to a NULL peer: fail now.
+    zmtp::parse_greeting(&greeting)?.require_null()?;
 
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 1024];

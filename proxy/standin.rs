@@ -148,6 +148,18 @@ impl StandinMaster {
         drop(self);
     }
 
+    /// Like [`StandinMaster::stop`], but returns only once every listener
+    /// and connection socket is closed — as when a master process is killed.
+    pub async fn kill(mut self) {
+        self.shutdown();
+        for listener in &mut self.listeners {
+            // Aborted: the result is a cancellation error, which is the point.
+            let _ = listener.await;
+        }
+        let mut tasks = std::mem::take(&mut lock(&self.connections).tasks);
+        while tasks.join_next().await.is_some() {}
+    }
+
     fn shutdown(&mut self) {
         for listener in &self.listeners {
             listener.abort();

@@ -1,0 +1,473 @@
+//! Failover behaviour of the real binary, on loopback, with stand-in masters
+//! that speak ZMTP (see `proxy/standin.rs`) and a stand-in minion client.
+//!
+//! Each test owns a loopback /24: the sidecar on .1, masters on .2, .3, ...
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use salt_sidecar::standin::{StandinMaster, ZmtpClient};
+use salt_sidecar::zmtp::SocketType;
+use support::{addr, config, Sidecar};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const T: Duration = Duration::from_secs(2);
+
+async fn master(name: &str, net: u8, host: u8) -> StandinMaster {
+    StandinMaster::start(name, addr(net, host, 4505), addr(net, host, 4506))
+        .await
+        .expect("start stand-in master")
+}
+
+/// Sends one request through the sidecar's ret port on a fresh connection;
+/// returns the name of the master that answered.
+async fn ask(sidecar_ret: SocketAddr) -> Option<String> {
+    let mut c = ZmtpClient::connect(sidecar_ret, SocketType::Dealer, T)
+        .await
+        .ok()?;
+    let reply = c.request(b"ping", T).await.ok()?;
+    String::from_utf8_lossy(&reply)
+        .split(':')
+        .next()
+        .map(str::to_string)
+}
+
+/// Keeps asking (a fresh connection each time, as a reconnecting minion does)
+/// until `name` answers; returns how long that took.
+async fn until_answered_by(sidecar_ret: SocketAddr, name: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if ask(sidecar_ret).await.as_deref() == Some(name) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "master {name} did not answer within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_stream_survives_a_primary_kill_and_fails_back() {
+    let net = 10;
+    let a = master("A", net, 2).await;
+    let _b = master("B", net, 3).await;
+    let sidecar = Sidecar::start(&config(
+        net,
+        &["127.0.10.2", "127.0.10.3"],
+        "master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0",
+    ));
+    let ret = addr(net, 1, 4506);
+    until_answered_by(ret, "A", Duration::from_secs(5)).await;
+
+    // A long-lived stream: one connection, a request every 100 ms.
+    let mut stream = ZmtpClient::connect(ret, SocketType::Dealer, T)
+        .await
+        .expect("connect");
+    assert_eq!(stream.request(b"1", T).await.expect("reply"), b"A:1");
+
+    let killed = Instant::now();
+    a.kill().await;
+    // The stream is cut (the master died) ...
+    assert!(
+        stream.request(b"2", T).await.is_err(),
+        "the session to a dead master must end"
+    );
+    // ... and the reconnecting minion is answered by B within 3 × alive interval.
+    let took = until_answered_by(ret, "B", Duration::from_secs(3)).await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(3),
+        "failover took {:?}",
+        killed.elapsed()
+    );
+    sidecar.log.wait_for(
+        &[
+            "switched master",
+            "reason=\"failover\"",
+            "old_sessions=\"reset\"",
+        ],
+        T,
+    );
+    eprintln!("failover: answered by B {took:?} after the kill");
+
+    // Failback: A returns; after rise (2 × 1 s) + failback interval (2 s) the minion is back on A.
+    let mut on_b = ZmtpClient::connect(ret, SocketType::Dealer, T)
+        .await
+        .expect("connect");
+    assert_eq!(on_b.request(b"3", T).await.expect("reply"), b"B:3");
+    let back = Instant::now();
+    let _a = master("A", net, 2).await;
+    sidecar
+        .log
+        .wait_for_async(
+            &[
+                "switched master",
+                "reason=\"failback\"",
+                "old_sessions=\"draining\"",
+            ],
+            Duration::from_secs(10),
+        )
+        .await;
+    // The drained session to B closes gracefully once idle; a new connection lands on A.
+    let took = until_answered_by(ret, "A", Duration::from_secs(5)).await;
+    assert!(
+        back.elapsed() >= Duration::from_secs(3),
+        "failback before A proved itself: {:?}",
+        back.elapsed()
+    );
+    assert!(
+        on_b.request(b"4", T).await.is_err(),
+        "the drained session to B is closed"
+    );
+    eprintln!(
+        "failback: answered by A {:?} after it returned ({took:?} after the switch)",
+        back.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_ports_go_to_the_same_master_and_move_together() {
+    let net = 11;
+    let a = master("A", net, 2).await;
+    let _b = master("B", net, 3).await;
+    let sidecar = Sidecar::start(&config(
+        net,
+        &["127.0.11.2", "127.0.11.3"],
+        "master_alive_interval: 1\nrandom_reauth_delay: 0",
+    ));
+    until_answered_by(addr(net, 1, 4506), "A", Duration::from_secs(5)).await;
+
+    async fn publisher(net: u8) -> Option<String> {
+        let mut sub = ZmtpClient::connect(addr(net, 1, 4505), SocketType::Sub, T)
+            .await
+            .ok()?;
+        assert_eq!(sub.peer_socket_type(), SocketType::Pub);
+        let tick = sub.recv(T).await.ok()?.pop()?;
+        String::from_utf8_lossy(&tick)
+            .split(':')
+            .next()
+            .map(str::to_string)
+    }
+    assert_eq!(publisher(net).await.as_deref(), Some("A"));
+    assert_eq!(ask(addr(net, 1, 4506)).await.as_deref(), Some("A"));
+
+    a.kill().await;
+    sidecar
+        .log
+        .wait_for_async(
+            &["switched master", "to=\"127.0.11.3\""],
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(publisher(net).await.as_deref(), Some("B"));
+    assert_eq!(ask(addr(net, 1, 4506)).await.as_deref(), Some("B"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_master_is_skipped_inside_the_same_connection() {
+    let net = 12;
+    let a = master("A", net, 2).await;
+    let _b = master("B", net, 3).await;
+    // A long alive interval: only the passive signal can notice A's death quickly.
+    let sidecar = Sidecar::start(&config(
+        net,
+        &["127.0.12.2", "127.0.12.3"],
+        "master_alive_interval: 60\nrandom_reauth_delay: 0",
+    ));
+    until_answered_by(addr(net, 1, 4506), "A", Duration::from_secs(5)).await;
+    a.kill().await;
+    // The very first connection after the crash is answered, by B: the
+    // sidecar retried inside it instead of handing the minion a dead master.
+    let start = Instant::now();
+    let mut c = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
+        .await
+        .expect("first connection after the crash");
+    assert_eq!(c.request(b"x", T).await.expect("reply"), b"B:x");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
+    // The refused connect marked A down right away (failed connect + immediate re-probe = fall 2).
+    sidecar
+        .log
+        .wait_for_async(
+            &["master is down", "master=127.0.12.2"],
+            Duration::from_secs(3),
+        )
+        .await;
+    sidecar
+        .log
+        .wait_for_async(
+            &["switched master", "reason=\"failover\""],
+            Duration::from_secs(3),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_master_answering_garbage_is_down_and_never_used() {
+    let net = 13;
+    // A: something that is not a Salt master (an HTTP server, say) on both ports.
+    for port in [4505, 4506] {
+        let l = TcpListener::bind(addr(net, 2, port)).await.expect("bind");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+    }
+    let _b = master("B", net, 3).await;
+    let sidecar = Sidecar::start(&config(
+        net,
+        &["127.0.13.2", "127.0.13.3"],
+        "master_alive_interval: 1",
+    ));
+    let line = sidecar
+        .log
+        .wait_for_async(
+            &["master is down", "master=127.0.13.2"],
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(line.contains("not a ZeroMQ master"), "{line}");
+    sidecar
+        .log
+        .wait_for_async(&["selected master", "127.0.13.3"], Duration::from_secs(5))
+        .await;
+    for _ in 0..5 {
+        assert_eq!(ask(addr(net, 1, 4506)).await.as_deref(), Some("B"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unresolvable_master_is_reported_and_the_next_one_serves() {
+    let net = 14;
+    let _b = master("B", net, 3).await;
+    // `.invalid` is answered NXDOMAIN by the resolver itself: nothing leaves the machine.
+    let sidecar = Sidecar::start(&config(
+        net,
+        &["salt-a.invalid", "127.0.14.3"],
+        "master_alive_interval: 1",
+    ));
+    sidecar
+        .log
+        .wait_for_async(
+            &["DNS lookup failed", "salt-a.invalid"],
+            Duration::from_secs(5),
+        )
+        .await;
+    let down = sidecar
+        .log
+        .wait_for_async(
+            &["master is down", "master=salt-a.invalid"],
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(down.contains("no address known"), "{down}");
+    until_answered_by(addr(net, 1, 4506), "B", Duration::from_secs(5)).await;
+    assert!(
+        sidecar
+            .log
+            .lines()
+            .iter()
+            .all(|l| !(l.contains("resolved") && l.contains("127.0.0.1"))),
+        "an unresolvable name must never map to 127.0.0.1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_down_keeps_accepting_and_recovers_when_one_returns() {
+    let net = 15;
+    let a = master("A", net, 2).await;
+    let b = master("B", net, 3).await;
+    let sidecar = Sidecar::start(&config(
+        net,
+        &["127.0.15.2", "127.0.15.3"],
+        "master_alive_interval: 1\nrandom_reauth_delay: 0",
+    ));
+    until_answered_by(addr(net, 1, 4506), "A", Duration::from_secs(5)).await;
+    a.kill().await;
+    b.kill().await;
+    sidecar
+        .log
+        .wait_for_async(&["no master is up"], Duration::from_secs(5))
+        .await;
+    // The listener still accepts (the minion sees a connection, then a close), never hangs.
+    let s = tokio::net::TcpStream::connect(addr(net, 1, 4506))
+        .await
+        .expect("still accepting");
+    let mut s = s;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("closed promptly");
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "nothing to say without a master: {n:?}"
+    );
+    // B returns: the recycle probes find it and the minion is served again.
+    let _b = master("B", net, 3).await;
+    until_answered_by(addr(net, 1, 4506), "B", Duration::from_secs(6)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_probe_mode_forwards_plain_tcp() {
+    let net = 16;
+    // Plain TCP "masters" (Salt's tcp transport): echo with a name prefix.
+    async fn echo(net: u8, host: u8, name: &'static str) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for port in [4505, 4506] {
+            let l = TcpListener::bind(addr(net, host, port))
+                .await
+                .expect("bind");
+            tasks.push(tokio::spawn(async move {
+                while let Ok((mut s, _)) = l.accept().await {
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 64];
+                        while let Ok(n) = s.read(&mut buf).await {
+                            if n == 0 || s.write_all(format!("{name}:").as_bytes()).await.is_err() {
+                                break;
+                            }
+                            let _ = s.write_all(&buf[..n]).await;
+                        }
+                    });
+                }
+            }));
+        }
+        tasks
+    }
+    let a = echo(net, 2, "A").await;
+    let _b = echo(net, 3, "B").await;
+    let sidecar = Sidecar::start(&config(
+        net,
+        &["127.0.16.2", "127.0.16.3"],
+        "master_alive_interval: 1\nrandom_reauth_delay: 0\ntransport: tcp",
+    ));
+    sidecar
+        .log
+        .wait_for_async(&["salt-sidecar starting", "probe=\"tcp\""], T)
+        .await;
+    async fn say(net: u8) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr(net, 1, 4506))
+            .await
+            .expect("connect");
+        s.write_all(b"hi").await.expect("write");
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        let mut got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !got.ends_with("hi") {
+            let m = tokio::time::timeout(T, s.read(&mut buf))
+                .await
+                .expect("reply in time")
+                .expect("read");
+            got.push_str(&String::from_utf8_lossy(&buf[..m]));
+        }
+        got
+    }
+    sidecar
+        .log
+        .wait_for_async(&["selected master", "127.0.16.2"], Duration::from_secs(5))
+        .await;
+    assert_eq!(say(net).await, "A:hi");
+    for t in a {
+        t.abort();
+    }
+    sidecar
+        .log
+        .wait_for_async(
+            &["switched master", "to=\"127.0.16.3\""],
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(say(net).await, "B:hi");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_close_is_passed_on_and_the_reply_still_arrives() {
+    let net = 17;
+    // A tcp "master" that reads until EOF, then answers with the byte count.
+    for port in [4505, 4506] {
+        let l = TcpListener::bind(addr(net, 2, port)).await.expect("bind");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut all = Vec::new();
+                    if s.read_to_end(&mut all).await.is_ok() {
+                        let _ = s.write_all(format!("got {}", all.len()).as_bytes()).await;
+                    }
+                });
+            }
+        });
+    }
+    let sidecar = Sidecar::start(&config(
+        net,
+        &["127.0.17.2"],
+        "master_alive_interval: 1\ntransport: tcp",
+    ));
+    sidecar
+        .log
+        .wait_for_async(&["selected master"], Duration::from_secs(5))
+        .await;
+    let mut s = tokio::net::TcpStream::connect(addr(net, 1, 4506))
+        .await
+        .expect("connect");
+    let payload = vec![7u8; 300_000];
+    s.write_all(&payload).await.expect("write");
+    s.shutdown().await.expect("half-close");
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut reply))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(reply, "got 300000");
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let net = 18;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _a = rt.block_on(master("A", net, 2));
+    let mut sidecar = Sidecar::start(&config(net, &["127.0.18.2"], "master_alive_interval: 1"));
+    sidecar
+        .log
+        .wait_for(&["selected master"], Duration::from_secs(5));
+    sidecar.signal("TERM");
+    assert_eq!(sidecar.wait_exit(Duration::from_secs(5)), Some(0));
+    sidecar.log.wait_for(&["SIGTERM"], T);
+}
+
+#[test]
+fn the_demo_runs_start_to_finish() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_salt-sidecar"))
+        .args(["demo", "--net", "127.0.99"])
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "killing master A",
+        "answered by master B",
+        "restarting master A",
+        "answered by master A again",
+        "summary: failover",
+    ] {
+        assert!(
+            stdout.contains(step),
+            "demo output lacks `{step}`:\n{stdout}"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Shared helpers for integration tests: run the real `salt-sidecar` binary
+//! with a config, watch its log, and clean up by PID.
+//!
+//! Each test uses its own loopback /24 (127.0.N.x) so tests run in parallel
+//! without port clashes; nothing leaves 127.0.0.0/8.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Log lines of a child process, awaitable.
+#[derive(Clone, Default)]
+pub struct Log {
+    inner: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Log {
+    fn push(&self, line: String) {
+        let (lines, cv) = &*self.inner;
+        if let Ok(mut l) = lines.lock() {
+            l.push(line);
+        }
+        cv.notify_all();
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.inner.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Number of lines containing every one of `parts`.
+    pub fn count(&self, parts: &[&str]) -> usize {
+        self.lines()
+            .iter()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
+    }
+
+    /// Blocks until a line contains every one of `parts` (returns it), or panics after `limit`.
+    pub fn wait_for(&self, parts: &[&str], limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        let (lines, cv) = &*self.inner;
+        let mut guard = lines.lock().expect("log lock");
+        loop {
+            if let Some(l) = guard.iter().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return l.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!(
+                    "no log line with {parts:?} within {limit:?}; log:\n{}",
+                    guard.join("\n")
+                );
+            }
+            guard = cv.wait_timeout(guard, deadline - now).expect("log wait").0;
+        }
+    }
+
+    /// Async-friendly wrapper of [`Log::wait_for`].
+    pub async fn wait_for_async(&self, parts: &[&str], limit: Duration) -> String {
+        let log = self.clone();
+        let parts: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            log.wait_for(&refs, limit)
+        })
+        .await
+        .expect("wait task")
+    }
+}
+
+/// A running `salt-sidecar run` process; killed (by PID) on drop.
+pub struct Sidecar {
+    pub child: Child,
+    pub log: Log,
+    _dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    /// Starts the binary with `yaml` as its config and waits until it listens.
+    pub fn start(yaml: &str) -> Sidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_salt-sidecar"))
+            .args(["--log-level", "salt_sidecar=debug", "run", "--config"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn salt-sidecar");
+        let log = Log::default();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("SIDECAR_TEST_ECHO").is_some() {
+                    eprintln!("sidecar| {line}");
+                }
+                sink.push(line);
+            }
+            sink.push("<process exited>".into());
+        });
+        let sidecar = Sidecar {
+            child,
+            log,
+            _dir: dir,
+        };
+        sidecar
+            .log
+            .wait_for(&["listening for the minion"], Duration::from_secs(10));
+        sidecar
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by PID.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} {}", self.pid());
+    }
+
+    /// Waits for the process to exit (up to `limit`); returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // Polling a child's exit status has no awaitable event in std.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `127.0.<net>.<host>:<port>`.
+pub fn addr(net: u8, host: u8, port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, net, host], port))
+}
+
+/// A sidecar config for masters on 127.0.<net>.2.. and the sidecar on .1.
+pub fn config(net: u8, masters: &[&str], extra: &str) -> String {
+    let list: String = masters.iter().map(|m| format!("  - {m}\n")).collect();
+    format!(
+        "master:\n{list}master_type: failover\nid: test-minion\n{extra}\nsidecar:\n  listen: 127.0.{net}.1\n  admin: 127.0.{net}.1:9464\n  connect_timeout: 500ms\n  drain_timeout: 3s\n"
+    )
+}
