@@ -1,9 +1,10 @@
 //! The minion-facing listeners: accept, pick an upstream, copy bytes.
 //!
-//! Each accepted connection reads the current [`Route`], waits out the
-//! reconnect jitter, and connects to the active master — or, if that master
-//! refuses or times out, to the next candidate, inside the same minion
-//! connection (a failed connect also tells `health`). Bytes are then copied
+//! Each accepted connection reads the current [`Route`] (waiting, connection
+//! held open, while no master is up), waits out the reconnect jitter, and
+//! connects to the active master — or, if that master refuses or times out,
+//! to the next candidate, inside the same minion connection (a failed connect
+//! also tells `health`). Bytes are then copied
 //! by [`duplex`]. Layer 4 only: payload is never decoded. Logs per session
 //! at debug level only; state changes are the supervisor's to log.
 
@@ -139,12 +140,26 @@ impl Forwarder {
 
     /// Connects to the first candidate that answers; `None` if none does.
     async fn connect_upstream(&self, port: Port) -> Option<(MasterId, TcpStream, SessionTokens)> {
+        // While no master is selected (start-up, or every master down) the
+        // minion's connection is held open, not closed: a closed connection
+        // makes libzmq reconnect ~20 times a second, and each retry would
+        // become connects to masters that are trying to recover. It is served
+        // as soon as the supervisor selects a master.
+        let mut route = self.route.clone();
+        if route.borrow().active.is_none() {
+            debug!(
+                port = port.as_str(),
+                "no master is up; holding the minion connection until one is"
+            );
+        }
+        let (after, candidates) = match route.wait_for(|r| r.active.is_some()).await {
+            Ok(r) => (r.connect_after, r.candidates().collect::<Vec<MasterId>>()),
+            Err(_) => return None,
+        };
         // Reconnect jitter after a switch.
-        let after = self.route.borrow().connect_after;
         if after > Instant::now() {
             tokio::time::sleep_until(after).await;
         }
-        let candidates: Vec<MasterId> = self.route.borrow().candidates().collect();
         for m in candidates {
             let Some(spec) = self.masters.get(m.index()) else {
                 continue;

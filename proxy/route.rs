@@ -13,8 +13,8 @@ use crate::master::MasterId;
 pub struct Route {
     /// The selected master, if any is up (or pinned).
     pub active: Option<MasterId>,
-    /// Masters to try, in order, when the active one refuses or times out
-    /// (or every master, while none is up). Empty while pinned.
+    /// Masters to try, in order, when the active one refuses or times out.
+    /// Empty while pinned, and while no master is up.
     pub fallbacks: Vec<MasterId>,
     /// New upstream connections wait until then (reconnect jitter).
     pub connect_after: Instant,

@@ -197,25 +197,17 @@ impl Selector {
     }
 
     /// Masters a new connection may try after the active one, in order: the
-    /// other usable masters, or every non-drained master while none is up.
-    /// Empty while pinned (enrollment must reach the pinned master only).
+    /// other usable masters. Empty while pinned (enrollment must reach the
+    /// pinned master only) and while none is up (connections wait instead).
     pub fn fallbacks(&self) -> Vec<MasterId> {
         if self.pinned.is_some() {
             return Vec::new();
         }
-        let others = |m: &MasterId| Some(*m) != self.active && !self.is_drained(*m);
-        let usable: Vec<MasterId> = self
-            .order
+        self.order
             .iter()
             .copied()
-            .filter(others)
-            .filter(|m| self.is_up(*m))
-            .collect();
-        if self.active.is_some() || !usable.is_empty() {
-            usable
-        } else {
-            self.order.iter().copied().filter(others).collect()
-        }
+            .filter(|m| Some(*m) != self.active && self.usable(*m))
+            .collect()
     }
 
     /// When the supervisor must send [`Event::Tick`] next, if ever.

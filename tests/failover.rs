@@ -299,21 +299,45 @@ async fn all_down_keeps_accepting_and_recovers_when_one_returns() {
         .log
         .wait_for_async(&["no master is up"], Duration::from_secs(5))
         .await;
-    // The listener still accepts (the minion sees a connection, then a close), never hangs.
-    let s = tokio::net::TcpStream::connect(addr(net, 1, 4506))
-        .await
-        .expect("still accepting");
-    let mut s = s;
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
-        .await
-        .expect("closed promptly");
+    // The listener still accepts, and holds the connection (a close would
+    // make a ZeroMQ minion reconnect in a tight loop) ...
+    let holding = sidecar.log.count(&["holding the minion connection"]);
+    let held = tokio::spawn(async move {
+        let mut c = ZmtpClient::connect(
+            addr(net, 1, 4506),
+            SocketType::Dealer,
+            Duration::from_secs(15),
+        )
+        .await?;
+        c.request(b"held", T).await
+    });
+    let log = sidecar.log.clone();
+    tokio::task::spawn_blocking(move || {
+        log.wait_for_more(
+            &["holding the minion connection"],
+            holding,
+            Duration::from_secs(3),
+        )
+    })
+    .await
+    .expect("wait");
     assert!(
-        matches!(n, Ok(0) | Err(_)),
-        "nothing to say without a master: {n:?}"
+        !held.is_finished(),
+        "nothing can answer while every master is down"
     );
-    // B returns: the recycle probes find it and the minion is served again.
+    // ... B returns: the recycle probes find it and the held connection is served.
     let _b = master("B", net, 3).await;
+    let reply = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("in time")
+        .expect("task");
+    match reply {
+        Ok(reply) => assert_eq!(reply, b"B:held"),
+        Err(e) => panic!(
+            "the held connection was not served: {e}\n{}",
+            sidecar.log.lines().join("\n")
+        ),
+    }
     until_answered_by(addr(net, 1, 4506), "B", Duration::from_secs(6)).await;
 }
 

@@ -18,7 +18,7 @@ pub struct Log {
 }
 
 impl Log {
-    fn push(&self, line: String) {
+    pub fn push(&self, line: String) {
         let (lines, cv) = &*self.inner;
         if let Ok(mut l) = lines.lock() {
             l.push(line);
@@ -36,6 +36,31 @@ impl Log {
             .iter()
             .filter(|l| parts.iter().all(|p| l.contains(p)))
             .count()
+    }
+
+    /// Blocks until more than `seen` lines contain every one of `parts`, or panics after `limit`.
+    pub fn wait_for_more(&self, parts: &[&str], seen: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let (lines, cv) = &*self.inner;
+        let mut guard = lines.lock().expect("log lock");
+        loop {
+            if guard
+                .iter()
+                .filter(|l| parts.iter().all(|p| l.contains(p)))
+                .count()
+                > seen
+            {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!(
+                    "no new log line with {parts:?} within {limit:?}; log:\n{}",
+                    guard.join("\n")
+                );
+            }
+            guard = cv.wait_timeout(guard, deadline - now).expect("log wait").0;
+        }
     }
 
     /// Blocks until a line contains every one of `parts` (returns it), or panics after `limit`.

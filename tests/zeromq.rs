@@ -1,0 +1,250 @@
+//! The sidecar between real ZeroMQ peers: Python `pyzmq` masters (PUB on the
+//! publish port, ROUTER on the ret port) and a `pyzmq` minion (DEALER + SUB),
+//! from `tests/helpers/`. Masters are SIGKILLed by PID to simulate a crash.
+//!
+//! Needs the test venv (`./scripts/test-deps`); fails with that advice if missing.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use salt_sidecar::config::ProbeKind;
+use salt_sidecar::master::Port;
+use salt_sidecar::probe::{self, ProbeError};
+use support::{config, Log, Sidecar};
+
+fn python() -> PathBuf {
+    let venv = std::env::var("SALT_SIDECAR_VENV")
+        .unwrap_or_else(|_| "/var/cache/salt-sidecar/venv".into());
+    let py = PathBuf::from(venv).join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run ./scripts/test-deps (or ./scripts/test) first",
+        py.display()
+    );
+    py
+}
+
+fn helper(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/helpers")
+        .join(name)
+}
+
+/// A Python helper process; its stdout lines are collected; killed by PID on drop.
+struct Py {
+    child: Child,
+    out: Log,
+}
+
+impl Py {
+    fn spawn(script: &str, args: &[String]) -> Py {
+        let mut child = Command::new(python())
+            .arg(helper(script))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python helper");
+        let out = Log::default();
+        let sink = out.clone();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.push(line);
+            }
+        });
+        Py { child, out }
+    }
+
+    /// A ZeroMQ stand-in master on 127.0.<net>.<host>:4505/4506.
+    fn master(name: &str, net: u8, host: u8) -> Py {
+        Self::master_on(
+            name,
+            &format!("127.0.{net}.{host}:4505"),
+            &format!("127.0.{net}.{host}:4506"),
+        )
+    }
+
+    fn master_on(name: &str, publish: &str, ret: &str) -> Py {
+        let p = Py::spawn(
+            "zmq_master.py",
+            &[
+                "--name",
+                name,
+                "--publish",
+                publish,
+                "--ret",
+                ret,
+                "--tick",
+                "0.1",
+            ]
+            .map(String::from),
+        );
+        p.out.wait_for(&["ready"], Duration::from_secs(20));
+        p
+    }
+
+    fn sigkill(&mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Py {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Seconds (unix time) of the first minion event matching all `parts`, after `after`.
+fn first_event_after(log: &Log, parts: &[&str], after: f64) -> Option<f64> {
+    log.lines()
+        .iter()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .find_map(|l| {
+            let t: f64 = l
+                .split("\"t\": ")
+                .nth(1)?
+                .split([',', '}'])
+                .next()?
+                .trim()
+                .parse()
+                .ok()?;
+            (t > after).then_some(t)
+        })
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_zmtp_probe_accepts_real_pub_and_router_and_rejects_swapped_ports() {
+    let _m = Py::master("A", 20, 2);
+    let addrs = ["127.0.20.2".parse().unwrap()];
+    let t = Duration::from_secs(2);
+    probe::probe(ProbeKind::Zmtp, &addrs, 4505, Port::Publish, t)
+        .await
+        .expect("PUB on the publish port");
+    probe::probe(ProbeKind::Zmtp, &addrs, 4506, Port::Ret, t)
+        .await
+        .expect("ROUTER on the ret port");
+    // A master whose ports are swapped (ROUTER on 4505, PUB on 4506) is not healthy.
+    let _s = Py::master_on("S", "127.0.20.3:4506", "127.0.20.3:4505");
+    let swapped = ["127.0.20.3".parse().unwrap()];
+    let e = probe::probe(ProbeKind::Zmtp, &swapped, 4505, Port::Publish, t)
+        .await
+        .expect_err("ROUTER is not PUB");
+    assert!(matches!(e, ProbeError::Protocol(_)), "{e}");
+    assert!(
+        e.to_string().contains("ROUTER"),
+        "the error names what was found: {e}"
+    );
+}
+
+#[test]
+fn a_zeromq_minion_survives_a_master_sigkill_and_fails_back() {
+    let net = 21;
+    let mut a = Py::master("A", net, 2);
+    let _b = Py::master("B", net, 3);
+    let interval = 1.0;
+    let sidecar = Sidecar::start(&config(
+        net,
+        &["127.0.21.2", "127.0.21.3"],
+        "master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0",
+    ));
+    let minion = Py::spawn(
+        "zmq_minion.py",
+        &[
+            "--ret",
+            "127.0.21.1:4506",
+            "--publish",
+            "127.0.21.1:4505",
+            "--interval",
+            "0.05",
+            "--duration",
+            "60",
+        ]
+        .map(String::from),
+    );
+    minion.out.wait_for(
+        &["\"event\": \"reply\"", "\"from\": \"A\""],
+        Duration::from_secs(10),
+    );
+    minion.out.wait_for(
+        &["\"event\": \"tick\"", "\"from\": \"A\""],
+        Duration::from_secs(10),
+    );
+
+    let killed = unix_now();
+    a.sigkill();
+    minion.out.wait_for(
+        &["\"event\": \"reply\"", "\"from\": \"B\""],
+        Duration::from_secs(10),
+    );
+    let first_b = first_event_after(
+        &minion.out,
+        &["\"event\": \"reply\"", "\"from\": \"B\""],
+        killed,
+    )
+    .expect("a reply from B after the kill");
+    let failover = first_b - killed;
+    eprintln!("zeromq failover: first reply from B {failover:.2}s after SIGKILL of A");
+    assert!(
+        failover < 3.0 * interval,
+        "failover took {failover:.2}s, more than 3 × alive interval"
+    );
+    // The publish side moved too (both ports go to the same master).
+    minion.out.wait_for(
+        &["\"event\": \"tick\"", "\"from\": \"B\""],
+        Duration::from_secs(5),
+    );
+    sidecar.log.wait_for(
+        &["switched master", "reason=\"failover\""],
+        Duration::from_secs(5),
+    );
+
+    // Failback: A restarts; after rise + failback interval the minion is on A again.
+    let restarted = unix_now();
+    let started = Instant::now();
+    let _a2 = Py::master("A", net, 2);
+    sidecar.log.wait_for(
+        &["switched master", "reason=\"failback\""],
+        Duration::from_secs(15),
+    );
+    minion.out.wait_for(
+        &["\"event\": \"reply\"", "\"from\": \"A\"", "seq"],
+        Duration::from_secs(10),
+    );
+    let back_on_a = first_event_after(
+        &minion.out,
+        &["\"event\": \"reply\"", "\"from\": \"A\""],
+        restarted,
+    )
+    .expect("a reply from A after the restart");
+    eprintln!(
+        "zeromq failback: first reply from A {:.2}s after A restarted",
+        back_on_a - restarted
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "no failback before the interval"
+    );
+    minion.out.wait_for(
+        &["\"event\": \"tick\"", "\"from\": \"A\""],
+        Duration::from_secs(5),
+    );
+}
