@@ -112,3 +112,61 @@ pub fn reset_on_close(stream: &TcpStream) {
     // Best effort: if this fails the peer sees a FIN, which also ends the session.
     let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn forwarding_sockets_get_nodelay_keepalive_and_user_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let stream = connect(
+            &["127.0.0.1".parse().expect("ip")],
+            port,
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("connect");
+        let opts = SocketOptions::for_health(Duration::from_secs(30), 2, Duration::from_secs(2));
+        configure(&stream, &opts).expect("configure");
+        let sock = SockRef::from(&stream);
+        assert!(stream.nodelay().expect("nodelay"));
+        assert!(sock.keepalive().expect("keepalive"));
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("idle"),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            sock.tcp_keepalive_interval().expect("interval"),
+            Duration::from_secs(15)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().expect("count"), 3);
+        // fall × interval + connect timeout: a blackholed master is given up on in ~a minute, not 15.
+        assert_eq!(
+            sock.tcp_user_timeout().expect("user timeout"),
+            Some(Duration::from_secs(62))
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_errors_are_classified_for_metrics() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let e = connect(
+            &["127.0.0.1".parse().expect("ip")],
+            port,
+            Duration::from_secs(1),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(e.kind(), ConnectErrorKind::Refused);
+        let e = connect(&[], port, Duration::from_secs(1))
+            .await
+            .expect_err("nothing to try");
+        assert_eq!(e.kind(), ConnectErrorKind::Unresolved);
+    }
+}
