@@ -38,49 +38,45 @@ impl Log {
             .count()
     }
 
-    /// Blocks until more than `seen` lines contain every one of `parts`, or panics after `limit`.
-    pub fn wait_for_more(&self, parts: &[&str], seen: usize, limit: Duration) {
+    /// Blocks until `done` holds for the lines (returning what it returns), or
+    /// panics after `limit` with `what` and the whole log.
+    fn wait_until<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&[String]) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + limit;
         let (lines, cv) = &*self.inner;
         let mut guard = lines.lock().expect("log lock");
         loop {
-            if guard
-                .iter()
-                .filter(|l| parts.iter().all(|p| l.contains(p)))
-                .count()
-                > seen
-            {
-                return;
+            if let Some(found) = done(&guard) {
+                return found;
             }
             let now = Instant::now();
             if now >= deadline {
-                panic!(
-                    "no new log line with {parts:?} within {limit:?}; log:\n{}",
-                    guard.join("\n")
-                );
+                panic!("no {what} within {limit:?}; log:\n{}", guard.join("\n"));
             }
             guard = cv.wait_timeout(guard, deadline - now).expect("log wait").0;
         }
     }
 
+    /// Blocks until more than `seen` lines contain every one of `parts`, or panics after `limit`.
+    pub fn wait_for_more(&self, parts: &[&str], seen: usize, limit: Duration) {
+        let matches = |l: &String| parts.iter().all(|p| l.contains(p));
+        self.wait_until(&format!("new log line with {parts:?}"), limit, |lines| {
+            (lines.iter().filter(|l| matches(l)).count() > seen).then_some(())
+        })
+    }
+
     /// Blocks until a line contains every one of `parts` (returns it), or panics after `limit`.
     pub fn wait_for(&self, parts: &[&str], limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        let (lines, cv) = &*self.inner;
-        let mut guard = lines.lock().expect("log lock");
-        loop {
-            if let Some(l) = guard.iter().find(|l| parts.iter().all(|p| l.contains(p))) {
-                return l.clone();
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                panic!(
-                    "no log line with {parts:?} within {limit:?}; log:\n{}",
-                    guard.join("\n")
-                );
-            }
-            guard = cv.wait_timeout(guard, deadline - now).expect("log wait").0;
-        }
+        self.wait_until(&format!("log line with {parts:?}"), limit, |lines| {
+            lines
+                .iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+                .cloned()
+        })
     }
 
     /// Async-friendly wrapper of [`Log::wait_for`].
