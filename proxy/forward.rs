@@ -88,7 +88,6 @@ impl Forwarder {
             _ = shutdown.cancelled() => None,
             c = self.connect_upstream(port) => c,
         }) else {
-            debug!(port = port.as_str(), %peer, "no master reachable; closing the minion connection");
             return;
         };
         let label = self.metrics.label(master);
@@ -138,72 +137,90 @@ impl Forwarder {
         debug!(port = port.as_str(), %peer, master = label, end = ?end, "session closed");
     }
 
-    /// Connects to the first candidate that answers; `None` if none does.
+    /// Connects to the first candidate that answers. While none is
+    /// selected, or every candidate fails, the minion's connection is held
+    /// and retried when the route changes; `None` only at shutdown.
     async fn connect_upstream(&self, port: Port) -> Option<(MasterId, TcpStream, SessionTokens)> {
-        // While no master is selected (start-up, or every master down) the
-        // minion's connection is held open, not closed: a closed connection
-        // makes libzmq reconnect ~20 times a second, and each retry would
-        // become connects to masters that are trying to recover. It is served
-        // as soon as the supervisor selects a master.
+        // Holding, not closing: a closed connection makes libzmq reconnect
+        // ~20 times a second, and each retry would become connects to masters
+        // that are trying to recover.
         let mut route = self.route.clone();
-        if route.borrow().active.is_none() {
+        loop {
+            if route.borrow().active.is_none() {
+                debug!(
+                    port = port.as_str(),
+                    "holding the minion connection until a master is up"
+                );
+            }
+            let (after, candidates) = match route.wait_for(|r| r.active.is_some()).await {
+                Ok(r) => (r.connect_after, r.candidates().collect::<Vec<MasterId>>()),
+                Err(_) => return None,
+            };
+            // Reconnect jitter after a switch.
+            if after > Instant::now() {
+                tokio::time::sleep_until(after).await;
+            }
+            for m in candidates {
+                if let Some(connected) = self.try_master(m, port).await {
+                    return Some(connected);
+                }
+            }
+            // Every candidate failed; each failure told health, which will
+            // change the route shortly. Hold the connection until it does.
             debug!(
                 port = port.as_str(),
-                "no master is up; holding the minion connection until one is"
+                "no master reachable; holding the minion connection until the route changes"
             );
+            route.changed().await.ok()?;
         }
-        let (after, candidates) = match route.wait_for(|r| r.active.is_some()).await {
-            Ok(r) => (r.connect_after, r.candidates().collect::<Vec<MasterId>>()),
-            Err(_) => return None,
+    }
+
+    /// One connect attempt to master `m` for a session on `port`.
+    async fn try_master(
+        &self,
+        m: MasterId,
+        port: Port,
+    ) -> Option<(MasterId, TcpStream, SessionTokens)> {
+        let spec = self.masters.get(m.index())?;
+        // Register before connecting, then re-check the route: a switch
+        // publishes the route before closing sessions, so a session that
+        // slipped past the close sees the change here.
+        let tokens = self.sessions.join(m);
+        if !self.route.borrow().allows(m) {
+            return None;
+        }
+        let addrs = self
+            .addrs
+            .get(m.index())
+            .map(|a| a.borrow().clone())
+            .unwrap_or_default();
+        let started = Instant::now();
+        let connected = tokio::select! {
+            c = upstream::connect(&addrs, spec.port(port), self.connect_timeout) => c,
+            _ = tokens.reset.cancelled() => return None,
         };
-        // Reconnect jitter after a switch.
-        if after > Instant::now() {
-            tokio::time::sleep_until(after).await;
-        }
-        for m in candidates {
-            let Some(spec) = self.masters.get(m.index()) else {
-                continue;
-            };
-            // Register before connecting, then re-check the route: a switch
-            // publishes the route before closing sessions, so a session that
-            // slipped past the close sees the change here.
-            let tokens = self.sessions.join(m);
-            if !self.route.borrow().allows(m) {
-                continue;
+        match connected {
+            Ok(stream) => {
+                self.metrics
+                    .upstream_connect_duration_seconds
+                    .with_label_values(&[spec.label.as_str()])
+                    .observe(started.elapsed().as_secs_f64());
+                if let Err(e) = upstream::configure(&stream, &self.socket_options) {
+                    debug!(master = %spec.label, error = %e, "could not set upstream socket options");
+                }
+                Some((m, stream, tokens))
             }
-            let addrs = self
-                .addrs
-                .get(m.index())
-                .map(|a| a.borrow().clone())
-                .unwrap_or_default();
-            let started = Instant::now();
-            let connected = tokio::select! {
-                c = upstream::connect(&addrs, spec.port(port), self.connect_timeout) => c,
-                _ = tokens.reset.cancelled() => continue,
-            };
-            match connected {
-                Ok(stream) => {
-                    self.metrics
-                        .upstream_connect_duration_seconds
-                        .with_label_values(&[spec.label.as_str()])
-                        .observe(started.elapsed().as_secs_f64());
-                    if let Err(e) = upstream::configure(&stream, &self.socket_options) {
-                        debug!(master = %spec.label, error = %e, "could not set upstream socket options");
-                    }
-                    return Some((m, stream, tokens));
+            Err(e) => {
+                self.metrics
+                    .upstream_connect_errors_total
+                    .with_label_values(&[spec.label.as_str(), e.kind().as_str()])
+                    .inc();
+                debug!(master = %spec.label, port = port.as_str(), error = %e, "upstream connect failed; trying the next master");
+                if let Some(h) = self.health.get(m.index()) {
+                    h.suspect();
                 }
-                Err(e) => {
-                    self.metrics
-                        .upstream_connect_errors_total
-                        .with_label_values(&[spec.label.as_str(), e.kind().as_str()])
-                        .inc();
-                    debug!(master = %spec.label, port = port.as_str(), error = %e, "upstream connect failed; trying the next master");
-                    if let Some(h) = self.health.get(m.index()) {
-                        h.suspect();
-                    }
-                }
+                None
             }
         }
-        None
     }
 }

@@ -163,7 +163,7 @@ impl Supervisor {
                 from = name(from),
                 reason = reason.as_str(),
                 old_sessions = sessions,
-                "no master is up; minion connections will try every master until one answers"
+                "every master is down; holding minion connections until one is back"
             ),
         }
     }

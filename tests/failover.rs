@@ -297,11 +297,13 @@ async fn all_down_keeps_accepting_and_recovers_when_one_returns() {
     b.kill().await;
     sidecar
         .log
-        .wait_for_async(&["no master is up"], Duration::from_secs(5))
+        .wait_for_async(&["every master is down"], Duration::from_secs(5))
         .await;
     // The listener still accepts, and holds the connection (a close would
     // make a ZeroMQ minion reconnect in a tight loop) ...
-    let holding = sidecar.log.count(&["holding the minion connection"]);
+    let holding = sidecar
+        .log
+        .count(&["holding the minion connection until a master is up"]);
     let held = tokio::spawn(async move {
         let mut c = ZmtpClient::connect(
             addr(net, 1, 4506),
@@ -314,7 +316,7 @@ async fn all_down_keeps_accepting_and_recovers_when_one_returns() {
     let log = sidecar.log.clone();
     tokio::task::spawn_blocking(move || {
         log.wait_for_more(
-            &["holding the minion connection"],
+            &["holding the minion connection until a master is up"],
             holding,
             Duration::from_secs(3),
         )
