@@ -80,6 +80,9 @@ pub struct SidecarConfig {
     pub listen_publish: SocketAddr,
     pub listen_ret: SocketAddr,
     pub admin: SocketAddr,
+    /// `admin` may be a non-loopback address (it serves `/status` and the
+    /// admin API without authentication).
+    pub admin_allow_remote: bool,
     pub probe: ProbeKind,
     pub rise: u32,
     pub fall: u32,
@@ -212,6 +215,7 @@ struct RawSidecar {
     listen_publish: Option<Spanned<String>>,
     listen_ret: Option<Spanned<String>>,
     admin: Option<Spanned<String>>,
+    admin_allow_remote: Option<Spanned<bool>>,
     probe: Option<Spanned<String>>,
     rise: Option<Spanned<u32>>,
     fall: Option<Spanned<u32>>,
@@ -631,6 +635,14 @@ impl RawSidecar {
                 format!("{admin} is already a minion listener"),
             ));
         }
+        let admin_allow_remote = self.admin_allow_remote.as_ref().is_some_and(|s| s.value);
+        if !admin.ip().is_loopback() && !admin_allow_remote {
+            return Err(cx.err(
+                self.admin.as_ref().map(|s| &s.referenced),
+                "sidecar.admin",
+                format!("{admin} is not a loopback address; the admin endpoint has no authentication, so exposing it needs `admin_allow_remote: true` (admin commands are still accepted from loopback only)"),
+            ));
+        }
         let probe = match (&self.probe, transport_probe) {
             (None, t) => t.unwrap_or(ProbeKind::Zmtp),
             (Some(s), t) => {
@@ -667,6 +679,7 @@ impl RawSidecar {
             listen_publish,
             listen_ret,
             admin,
+            admin_allow_remote,
             probe,
             rise,
             fall,
