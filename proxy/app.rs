@@ -1,8 +1,9 @@
 //! Wires the modules together for one validated [`Config`] and runs them
 //! until shutdown.
 //!
-//! Order: metrics → listeners bound (so a port clash fails before anything
-//! starts) → DNS → health tasks → supervisor → accept loops. Shutdown (the
+//! Order: metrics → listeners bound, the admin endpoint's too (so a port
+//! clash fails before anything starts) → DNS → health tasks → supervisor →
+//! admin endpoint → accept loops. Shutdown (the
 //! token) stops accepting, asks every session to drain, and waits at most
 //! `drain_timeout` for them. Owns no policy of its own.
 
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::forward::Forwarder;
 use crate::health::{self, HealthHandle};
@@ -25,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::resolve;
 use crate::select::{self, Policy, Selector};
 use crate::sessions::Sessions;
-use crate::supervisor::{Command, Supervisor};
+use crate::supervisor::{Command, Snapshot, Supervisor};
 use crate::upstream::SocketOptions;
 
 /// Why the sidecar could not start.
@@ -35,6 +37,12 @@ pub enum StartError {
     Bind {
         addr: SocketAddr,
         port: Port,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr} (admin endpoint, `sidecar.admin`): {source}")]
+    AdminBind {
+        addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
@@ -48,8 +56,11 @@ pub struct Running {
     pub commands: mpsc::Sender<Command>,
     pub health: Vec<Arc<HealthHandle>>,
     pub route: watch::Receiver<crate::route::Route>,
+    /// The selector's state as the admin endpoint shows it.
+    pub snapshot: watch::Receiver<Snapshot>,
     pub listen_publish: SocketAddr,
     pub listen_ret: SocketAddr,
+    pub admin: SocketAddr,
     tracker: TaskTracker,
     token: CancellationToken,
     drain_timeout: Duration,
@@ -98,6 +109,14 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
     let ret_listener = bind(sc.listen_ret, Port::Ret).await?;
     let listen_publish = publish_listener.local_addr().unwrap_or(sc.listen_publish);
     let listen_ret = ret_listener.local_addr().unwrap_or(sc.listen_ret);
+    let admin_listener =
+        TcpListener::bind(sc.admin)
+            .await
+            .map_err(|source| StartError::AdminBind {
+                addr: sc.admin,
+                source,
+            })?;
+    let admin_addr = admin_listener.local_addr().unwrap_or(sc.admin);
 
     let tracker = TaskTracker::new();
     let addrs = resolve::start(&config.masters, &metrics, &tracker, &token);
@@ -147,16 +166,30 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
     );
     let selector = Selector::new(order, policy, jitter_seed(&config.minion_id), now);
     let (route_tx, route_rx) = watch::channel(Supervisor::current_route(&selector));
+    let (snapshot_tx, snapshot_rx) = watch::channel(Supervisor::current_snapshot(&selector));
     let sessions = Arc::new(Sessions::new(config.masters.len()));
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let supervisor = Supervisor {
         selector,
         route: route_tx,
+        snapshot: snapshot_tx,
         sessions: sessions.clone(),
         health: health.clone(),
         metrics: metrics.clone(),
     };
     tracker.spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
+
+    let admin = Arc::new(Admin {
+        masters: config.masters.clone(),
+        minion_id: config.minion_id.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        addrs: addrs.clone(),
+        snapshot: snapshot_rx.clone(),
+        commands: commands_tx.clone(),
+    });
+    tracker.spawn(admin::serve(admin_listener, admin, token.clone()));
+    info!(admin = %admin_addr, "admin endpoint: /metrics /healthz /readyz /status /admin/*");
 
     let forwarder = Arc::new(Forwarder {
         masters: config.masters.clone(),
@@ -186,8 +219,10 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         commands: commands_tx,
         health,
         route: route_rx,
+        snapshot: snapshot_rx,
         listen_publish,
         listen_ret,
+        admin: admin_addr,
         tracker,
         token,
         drain_timeout: sc.drain_timeout,

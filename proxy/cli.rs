@@ -45,6 +45,19 @@ pub enum Command {
         #[arg(short, long, default_value = "/etc/salt-sidecar/config.yaml")]
         config: PathBuf,
     },
+    /// Show a running sidecar's masters: health, last probe, which one is
+    /// active, pin/drain state and open sessions (from its `/status`).
+    ///
+    /// Exits 0 when the status was shown (whatever it says), 1 when the admin
+    /// endpoint cannot be reached or answers something else.
+    Status {
+        /// The sidecar's admin endpoint (`sidecar.admin`).
+        #[arg(long, default_value_t = DEFAULT_ADMIN)]
+        admin: SocketAddr,
+        /// Print the raw JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Watch a failover live: starts two stand-in masters on loopback, the
     /// sidecar in front and a stand-in minion, kills the primary, brings it
     /// back, and narrates each step with timestamps. Needs nothing installed.
@@ -59,5 +72,5 @@ pub enum Command {
     },
 }
 
-/// Default admin address shown in help texts of later subcommands.
+/// Default admin address (`sidecar.admin`), for `status`.
 pub const DEFAULT_ADMIN: SocketAddr = crate::config::DEFAULT_ADMIN;

@@ -13,8 +13,11 @@
 //!   or back, what happens to open sessions.
 //! - [`supervisor`] drives `select` with events and time, and publishes the
 //!   [`route::Route`] that [`forward`] reads for every new minion connection.
-//! - [`metrics`] holds the Prometheus families every module updates.
+//! - [`metrics`] holds the Prometheus families every module updates;
+//!   [`admin`] serves them with `/status` and the admin commands, and
+//!   [`status`] is the client side (`salt-sidecar status`).
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -30,6 +33,7 @@ pub mod route;
 pub mod select;
 pub mod sessions;
 pub mod standin;
+pub mod status;
 pub mod supervisor;
 pub mod upstream;
 pub mod zmtp;

@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use salt_sidecar::cli::{Cli, Command};
-use salt_sidecar::{app, config, demo};
+use salt_sidecar::{app, config, demo, status};
 
 /// Exit status for an invalid configuration (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             };
             runtime().block_on(run(config))
         }
+        Command::Status { admin, json } => runtime().block_on(show_status(admin, json)),
         Command::Demo {
             net,
             alive_interval,
@@ -112,6 +113,23 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn show_status(admin: std::net::SocketAddr, json: bool) -> ExitCode {
+    match status::fetch(admin, std::time::Duration::from_secs(5)).await {
+        Ok((report, raw)) => {
+            if json {
+                print!("{raw}");
+            } else {
+                print!("{}", status::render_table(&report, admin));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("salt-sidecar status: {e}");
             ExitCode::FAILURE
         }
     }

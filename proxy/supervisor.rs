@@ -2,8 +2,9 @@
 //! time, and carries out its actions.
 //!
 //! It is the only writer of the [`Route`] (a `watch` channel read by both
-//! listeners), the only one to close sessions on a switch, and the one place
-//! that logs and counts switches. One task; no sockets.
+//! listeners) and of the [`Snapshot`] the admin API shows, the only one to
+//! close sessions on a switch, and the one place that logs and counts
+//! switches. One task; no sockets.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -29,10 +30,22 @@ pub enum Command {
     Undrain(MasterId),
 }
 
+/// The selector's state as the admin API shows it; published after every event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub active: Option<MasterId>,
+    pub pinned: Option<MasterId>,
+    /// Preference order (configured, or shuffled by minion id).
+    pub order: Vec<MasterId>,
+    /// Indexed by `MasterId`.
+    pub drained: Vec<bool>,
+}
+
 /// Everything the supervisor acts on.
 pub struct Supervisor {
     pub selector: Selector,
     pub route: watch::Sender<Route>,
+    pub snapshot: watch::Sender<Snapshot>,
     pub sessions: Arc<Sessions>,
     pub health: Vec<Arc<HealthHandle>>,
     pub metrics: Arc<Metrics>,
@@ -47,6 +60,23 @@ impl Supervisor {
             active: selector.active(),
             fallbacks: selector.fallbacks(),
             connect_after: selector.connect_after(),
+        }
+    }
+
+    /// The admin view of the selector's current state.
+    pub fn current_snapshot(selector: &Selector) -> Snapshot {
+        let order = selector.order().to_vec();
+        let mut drained = vec![false; order.len()];
+        for m in &order {
+            if let Some(d) = drained.get_mut(m.index()) {
+                *d = selector.is_drained(*m);
+            }
+        }
+        Snapshot {
+            active: selector.active(),
+            pinned: selector.pinned(),
+            order,
+            drained,
         }
     }
 
@@ -90,6 +120,12 @@ impl Supervisor {
         self.route.send_if_modified(|r| {
             let changed = *r != route;
             *r = route;
+            changed
+        });
+        let snapshot = Self::current_snapshot(&self.selector);
+        self.snapshot.send_if_modified(|s| {
+            let changed = *s != snapshot;
+            *s = snapshot;
             changed
         });
         for action in actions {

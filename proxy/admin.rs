@@ -1,0 +1,557 @@
+//! The admin HTTP endpoint on `sidecar.admin` (default 127.0.0.1:9464).
+//!
+//! Serves `GET /metrics` (Prometheus text), `/healthz` (the process
+//! answers), `/readyz` (200 only while a master is selected and up),
+//! `/status` (JSON, see [`crate::status`]), and the admin commands
+//! `POST /admin/pin|unpin|drain|undrain`, which it hands to the supervisor
+//! and answers once the supervisor's snapshot shows them applied. Every
+//! error is a 4xx with a one-line reason. Admin commands are accepted from
+//! loopback peers only, and never from a browser page (an `Origin` header).
+//!
+//! It owns no state and makes no decision: it reads metrics, health
+//! handles and the supervisor's [`Snapshot`], and sends [`Command`]s.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::header::{CONTENT_TYPE, ORIGIN};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::health::HealthHandle;
+use crate::master::{MasterId, MasterSpec, Port};
+use crate::metrics::Metrics;
+use crate::resolve::Addresses;
+use crate::status::{HealthState, MasterStatus, SessionCounts, StatusReport};
+use crate::supervisor::{Command, Snapshot};
+
+/// How long a command waits for the supervisor to apply it.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the endpoint reads and where it sends commands.
+pub struct Admin {
+    pub masters: Vec<MasterSpec>,
+    pub minion_id: String,
+    pub metrics: Arc<Metrics>,
+    pub health: Vec<Arc<HealthHandle>>,
+    pub addrs: Vec<Addresses>,
+    pub snapshot: watch::Receiver<Snapshot>,
+    pub commands: mpsc::Sender<Command>,
+}
+
+/// A plain-text answer of one line.
+struct Line(StatusCode, String);
+
+impl IntoResponse for Line {
+    fn into_response(self) -> Response {
+        // One line, whatever the reason contains.
+        let mut text = self.1.replace(['\r', '\n'], " ");
+        text.push('\n');
+        (self.0, [(CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+    }
+}
+
+/// `?master=X`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MasterParam {
+    master: Option<String>,
+}
+
+/// No parameters at all.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+/// Serves the endpoint on `listener` until `token` is cancelled.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, token: CancellationToken) {
+    let router = router(admin);
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(token.cancelled_owned())
+    .await;
+    if let Err(e) = served {
+        warn!(error = %e, "admin endpoint stopped");
+    }
+}
+
+/// The routes (public for in-process tests).
+pub fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/admin/pin", post(pin))
+        .route("/admin/unpin", post(unpin))
+        .route("/admin/drain", post(drain))
+        .route("/admin/undrain", post(undrain))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(admin)
+}
+
+// === handlers ===
+
+async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+    (
+        [(CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        admin.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> Line {
+    Line(StatusCode::OK, "ok: salt-sidecar is running".into())
+}
+
+async fn readyz(State(admin): State<Arc<Admin>>) -> Line {
+    let snapshot = admin.snapshot.borrow().clone();
+    match admin.readiness(&snapshot) {
+        Ok(why) => Line(StatusCode::OK, format!("ready: {why}")),
+        Err(why) => Line(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
+    }
+}
+
+async fn status(State(admin): State<Arc<Admin>>) -> Response {
+    let report = admin.report();
+    match serde_json::to_string_pretty(&report) {
+        Ok(mut json) => {
+            json.push('\n');
+            ([(CONTENT_TYPE, "application/json")], json).into_response()
+        }
+        Err(e) => Line(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the status: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+async fn pin(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<MasterParam>, QueryRejection>,
+) -> Line {
+    let m = match admin.command_target(peer, &headers, query) {
+        Ok(m) => m,
+        Err(line) => return line,
+    };
+    let label = admin.label(m);
+    admin
+        .apply(
+            Command::Pin(m),
+            |s| s.pinned == Some(m),
+            format!("pinned to {label}"),
+        )
+        .await
+}
+
+async fn unpin(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<NoParams>, QueryRejection>,
+) -> Line {
+    if let Err(line) = allowed(peer, &headers) {
+        return line;
+    }
+    if query.is_err() {
+        return Line(
+            StatusCode::BAD_REQUEST,
+            "bad query: /admin/unpin takes no parameters".into(),
+        );
+    }
+    if admin.snapshot.borrow().pinned.is_none() {
+        return Line(StatusCode::OK, "not pinned; nothing to do".into());
+    }
+    admin
+        .apply(Command::Unpin, |s| s.pinned.is_none(), "unpinned".into())
+        .await
+}
+
+async fn drain(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<MasterParam>, QueryRejection>,
+) -> Line {
+    let m = match admin.command_target(peer, &headers, query) {
+        Ok(m) => m,
+        Err(line) => return line,
+    };
+    let label = admin.label(m);
+    let drained = move |s: &Snapshot| s.drained.get(m.index()).copied().unwrap_or(false);
+    admin
+        .apply(Command::Drain(m), drained, format!("draining {label}"))
+        .await
+}
+
+async fn undrain(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<MasterParam>, QueryRejection>,
+) -> Line {
+    let m = match admin.command_target(peer, &headers, query) {
+        Ok(m) => m,
+        Err(line) => return line,
+    };
+    let label = admin.label(m);
+    let undrained = move |s: &Snapshot| !s.drained.get(m.index()).copied().unwrap_or(false);
+    admin
+        .apply(Command::Undrain(m), undrained, format!("undrained {label}"))
+        .await
+}
+
+async fn not_found(uri: Uri) -> Line {
+    Line(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint: {}; try /metrics, /healthz, /readyz, /status, or POST /admin/pin|unpin|drain|undrain",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Line {
+    let want = if uri.path().starts_with("/admin/") {
+        "POST"
+    } else {
+        "GET"
+    };
+    Line(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}; use {want}", uri.path()),
+    )
+}
+
+/// Admin commands come from loopback, and not from a browser page (which
+/// could be made to POST here by any web site).
+fn allowed(peer: SocketAddr, headers: &HeaderMap) -> Result<(), Line> {
+    if !peer.ip().is_loopback() && !peer.ip().to_canonical().is_loopback() {
+        return Err(Line(
+            StatusCode::FORBIDDEN,
+            format!(
+                "admin commands are accepted from loopback only, not from {}",
+                peer.ip()
+            ),
+        ));
+    }
+    if headers.contains_key(ORIGIN) {
+        return Err(Line(
+            StatusCode::FORBIDDEN,
+            "admin commands are not accepted from a browser page (Origin header present); use curl or salt-sidecar".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn bad_query(e: &QueryRejection) -> Line {
+    Line(
+        StatusCode::BAD_REQUEST,
+        format!("bad query: {}", e.body_text()),
+    )
+}
+
+// === impl Admin ===
+
+impl Admin {
+    fn label(&self, m: MasterId) -> &str {
+        self.metrics.label(m)
+    }
+
+    /// The master a command names, or the 4xx to answer.
+    fn command_target(
+        &self,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        query: Result<Query<MasterParam>, QueryRejection>,
+    ) -> Result<MasterId, Line> {
+        allowed(peer, headers)?;
+        let Query(param) = query.map_err(|e| bad_query(&e))?;
+        let Some(text) = param.master else {
+            return Err(Line(
+                StatusCode::BAD_REQUEST,
+                "missing ?master=: give a master's label or id as shown by /status".into(),
+            ));
+        };
+        self.find_master(&text).ok_or_else(|| {
+            let known: Vec<String> = self
+                .masters
+                .iter()
+                .map(|m| format!("{} (id {})", m.label, m.id.0))
+                .collect();
+            Line(
+                StatusCode::NOT_FOUND,
+                format!("no master `{}`; known: {}", text.trim(), known.join(", ")),
+            )
+        })
+    }
+
+    /// A master by label (as in metrics), by host when that is unambiguous,
+    /// or by id (its index in the configured list, `1` or `#1`).
+    pub fn find_master(&self, text: &str) -> Option<MasterId> {
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        if let Some(m) = self.masters.iter().find(|m| m.label == text) {
+            return Some(m.id);
+        }
+        if let Some(m) = self
+            .masters
+            .iter()
+            .find(|m| m.label.eq_ignore_ascii_case(text))
+        {
+            return Some(m.id);
+        }
+        let by_host: Vec<&MasterSpec> = self
+            .masters
+            .iter()
+            .filter(|m| m.host.to_string().eq_ignore_ascii_case(text))
+            .collect();
+        if let [m] = by_host.as_slice() {
+            return Some(m.id);
+        }
+        let index: u16 = text.strip_prefix('#').unwrap_or(text).parse().ok()?;
+        self.masters.get(usize::from(index)).map(|m| m.id)
+    }
+
+    /// Sends `command`, waits until the snapshot satisfies `applied`, logs
+    /// and answers `done` with the resulting active master.
+    async fn apply(
+        &self,
+        command: Command,
+        applied: impl FnMut(&Snapshot) -> bool,
+        done: String,
+    ) -> Line {
+        let mut snapshot = self.snapshot.clone();
+        if self.commands.send(command).await.is_err() {
+            return Line(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the sidecar is shutting down".into(),
+            );
+        }
+        let active = match tokio::time::timeout(APPLY_TIMEOUT, snapshot.wait_for(applied)).await {
+            Ok(Ok(s)) => s.active,
+            Ok(Err(_)) => {
+                return Line(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the sidecar is shutting down".into(),
+                )
+            }
+            Err(_) => {
+                return Line(
+                    StatusCode::ACCEPTED,
+                    format!("{done} requested; not applied within {APPLY_TIMEOUT:?}, see /status"),
+                )
+            }
+        };
+        info!("admin: {done}");
+        let active = active.map_or("none (no master is usable)", |m| self.label(m));
+        Line(StatusCode::OK, format!("ok: {done}; active: {active}"))
+    }
+
+    /// `Ok(why)` when a master is selected and up, else `Err(why not)`.
+    fn readiness(&self, snapshot: &Snapshot) -> Result<String, String> {
+        let Some(m) = snapshot.active else {
+            return Err(
+                "no master is selected (none is up yet, or all are down or drained)".into(),
+            );
+        };
+        let label = self.label(m);
+        let up = self
+            .health
+            .get(m.index())
+            .and_then(|h| h.status().up)
+            .unwrap_or(false);
+        match (up, snapshot.pinned == Some(m)) {
+            (true, _) => Ok(format!("{label} is active and up")),
+            (false, true) => Err(format!("{label} is pinned but down")),
+            (false, false) => Err(format!("{label} is active but down")),
+        }
+    }
+
+    /// The `/status` document, now.
+    pub fn report(&self) -> StatusReport {
+        let snapshot = self.snapshot.borrow().clone();
+        let now = SystemTime::now();
+        let ready = self.readiness(&snapshot);
+        let sessions = |label: &str, port: Port| {
+            self.metrics
+                .sessions_active
+                .with_label_values(&[label, port.as_str()])
+                .get()
+        };
+        let masters = snapshot
+            .order
+            .iter()
+            .enumerate()
+            .filter_map(|(rank, id)| {
+                let spec = self.masters.get(id.index())?;
+                let probe = self
+                    .health
+                    .get(id.index())
+                    .map(|h| h.status())
+                    .unwrap_or_default();
+                let label = spec.label.as_str();
+                Some(MasterStatus {
+                    id: id.0,
+                    rank,
+                    master: spec.label.clone(),
+                    host: spec.host.to_string(),
+                    publish_port: spec.publish_port,
+                    ret_port: spec.ret_port,
+                    addresses: self
+                        .addrs
+                        .get(id.index())
+                        .map(|a| a.borrow().to_vec())
+                        .unwrap_or_default(),
+                    health: match probe.up {
+                        Some(true) => HealthState::Up,
+                        Some(false) => HealthState::Down,
+                        None => HealthState::Unknown,
+                    },
+                    last_probe: probe
+                        .last_probe
+                        .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                    last_probe_age_seconds: probe
+                        .last_probe
+                        .map(|t| now.duration_since(t).unwrap_or_default().as_secs_f64()),
+                    last_result: probe.last_result,
+                    active: snapshot.active == Some(*id),
+                    pinned: snapshot.pinned == Some(*id),
+                    drained: snapshot.drained.get(id.index()).copied().unwrap_or(false),
+                    sessions: SessionCounts {
+                        publish: sessions(label, Port::Publish),
+                        ret: sessions(label, Port::Ret),
+                    },
+                })
+            })
+            .collect();
+        let last_switch =
+            Some(self.metrics.last_switch_timestamp_seconds.get()).filter(|t| *t > 0.0);
+        let now_unix = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            minion_id: self.minion_id.clone(),
+            ready: ready.is_ok(),
+            ready_reason: ready.unwrap_or_else(|e| e),
+            active: snapshot.active.map(|m| self.label(m).to_string()),
+            pinned: snapshot.pinned.map(|m| self.label(m).to_string()),
+            last_switch_unix_seconds: last_switch,
+            last_switch_age_seconds: last_switch.map(|t| (now_unix - t).max(0.0)),
+            masters,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin() -> Admin {
+        let config = crate::config::parse(
+            std::path::Path::new("t.yaml"),
+            "master:\n  - 192.0.2.1\n  - Salt-B.example.net:14506\n  - salt-c.example.net\n  - salt-c.example.net:5506\nmaster_alive_interval: 5\n",
+        )
+        .expect("config");
+        let masters = config.masters;
+        let n = masters.len();
+        let metrics = Metrics::new(&masters).expect("metrics");
+        let (_, snapshot) = watch::channel(Snapshot::default());
+        let (commands, _) = mpsc::channel(1);
+        Admin {
+            masters,
+            minion_id: "t".into(),
+            metrics,
+            health: (0..n).map(|_| Arc::new(HealthHandle::default())).collect(),
+            addrs: (0..n)
+                .map(|_| watch::channel(Arc::from(Vec::new())).1)
+                .collect(),
+            snapshot,
+            commands,
+        }
+    }
+
+    #[test]
+    fn masters_are_found_by_label_host_or_id() {
+        let a = admin();
+        let find = |t: &str| a.find_master(t).map(|m| m.0);
+        assert_eq!(find("192.0.2.1"), Some(0));
+        assert_eq!(find(" salt-b.example.net:14506 "), Some(1));
+        assert_eq!(
+            find("SALT-B.EXAMPLE.NET:14506"),
+            Some(1),
+            "labels ignore case"
+        );
+        assert_eq!(find("salt-b.example.net"), Some(1), "a unique host");
+        assert_eq!(
+            find("salt-c.example.net"),
+            Some(2),
+            "the label wins over the host"
+        );
+        assert_eq!(find("salt-c.example.net:5506"), Some(3));
+        assert_eq!(find("1"), Some(1));
+        assert_eq!(find("#3"), Some(3));
+        assert_eq!(find("4"), None);
+        assert_eq!(find("-1"), None);
+        assert_eq!(find("99999999999"), None);
+        assert_eq!(find(""), None);
+        assert_eq!(find("salt-d.example.net"), None);
+    }
+
+    #[test]
+    fn admin_commands_need_a_loopback_peer_and_no_browser_origin() {
+        let none = HeaderMap::new();
+        let peer = |ip: &str| SocketAddr::new(ip.parse().expect("ip"), 40000);
+        assert!(allowed(peer("127.0.0.1"), &none).is_ok());
+        assert!(allowed(peer("127.9.9.9"), &none).is_ok());
+        assert!(allowed(peer("::1"), &none).is_ok());
+        assert!(allowed(peer("::ffff:127.0.0.1"), &none).is_ok());
+        let refused = allowed(peer("192.0.2.44"), &none).expect_err("remote");
+        assert_eq!(refused.0, StatusCode::FORBIDDEN);
+        assert!(refused.1.contains("loopback only"), "{}", refused.1);
+        let mut browser = HeaderMap::new();
+        browser.insert(ORIGIN, "http://evil.example".parse().expect("header"));
+        let refused = allowed(peer("127.0.0.1"), &browser).expect_err("browser");
+        assert_eq!(refused.0, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn readiness_needs_an_active_master_that_is_up() {
+        let a = admin();
+        let snap = |active: Option<u16>, pinned: Option<u16>| Snapshot {
+            active: active.map(MasterId),
+            pinned: pinned.map(MasterId),
+            order: (0..4).map(MasterId).collect(),
+            drained: vec![false; 4],
+        };
+        assert!(a.readiness(&snap(None, None)).is_err());
+        // Health unknown (never probed) is not up.
+        let why = a
+            .readiness(&snap(Some(1), Some(1)))
+            .expect_err("pinned, unknown");
+        assert!(why.contains("pinned but down"), "{why}");
+        let report = a.report();
+        assert!(!report.ready);
+        assert_eq!(report.masters.len(), 0, "the default snapshot has no order");
+    }
+}

@@ -1,0 +1,455 @@
+//! The `/status` document and `salt-sidecar status`.
+//!
+//! Owns the document's schema ([`StatusReport`], written by the admin server,
+//! read back here), a small HTTP/1.1 client for the admin endpoint (hyper,
+//! one request per connection, bounded by a timeout), and the table printed
+//! for an operator. Never serves HTTP and never touches a running sidecar's
+//! state: everything here is a client.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+
+/// Largest answer the client reads (a Prometheus query answer, a `/status`).
+const MAX_BODY: usize = 4 << 20;
+
+/// What `/status` returns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The sidecar's version.
+    pub version: String,
+    pub minion_id: String,
+    /// Whether `/readyz` answers 200: a master is selected and up.
+    pub ready: bool,
+    /// One line saying why (not) ready.
+    pub ready_reason: String,
+    /// Label of the master the minion is routed to.
+    pub active: Option<String>,
+    /// Label of the master pinned by the admin API.
+    pub pinned: Option<String>,
+    /// Unix time of the last switch (`None`: no switch since start).
+    pub last_switch_unix_seconds: Option<f64>,
+    /// Seconds since the last switch, measured by the sidecar.
+    pub last_switch_age_seconds: Option<f64>,
+    /// Every configured master, in this minion's preference order.
+    pub masters: Vec<MasterStatus>,
+}
+
+/// One master in `/status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MasterStatus {
+    /// Its index in the configured `master:` list (`?master=ID` accepts it).
+    pub id: u16,
+    /// Its position in this minion's preference order (0 = preferred).
+    pub rank: usize,
+    /// Its label, as in metrics and logs (`?master=LABEL` accepts it).
+    pub master: String,
+    pub host: String,
+    pub publish_port: u16,
+    pub ret_port: u16,
+    /// Current addresses (a DNS name's last good answer; empty: unresolved).
+    pub addresses: Vec<IpAddr>,
+    pub health: HealthState,
+    /// RFC 3339 time of the last probe.
+    pub last_probe: Option<String>,
+    /// Seconds since the last probe, measured by the sidecar.
+    pub last_probe_age_seconds: Option<f64>,
+    /// The last probe's outcome: `probes ok`, or why not.
+    pub last_result: Option<String>,
+    pub active: bool,
+    pub pinned: bool,
+    pub drained: bool,
+    /// Open proxied sessions to this master.
+    pub sessions: SessionCounts,
+}
+
+/// Health after rise/fall hysteresis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    Up,
+    Down,
+    /// Not probed yet.
+    Unknown,
+}
+
+impl HealthState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Up => "up",
+            HealthState::Down => "down",
+            HealthState::Unknown => "unknown",
+        }
+    }
+}
+
+/// Open sessions by port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCounts {
+    pub publish: i64,
+    pub ret: i64,
+}
+
+/// Why a request to an HTTP endpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: no answer in time")]
+    Timeout(SocketAddr),
+    #[error("{addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("{addr}: invalid request: {source}")]
+    Request {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::http::Error,
+    },
+    #[error("{addr}: the answer is larger than {MAX_BODY} bytes or was cut off")]
+    Body { addr: SocketAddr },
+}
+
+/// Why `salt-sidecar status` could not show the status.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(
+        "{0}; is the sidecar running, with `sidecar.admin` at this address? (use --admin ADDR)"
+    )]
+    Unreachable(#[source] ClientError),
+    #[error("{addr}/status answered {status}: {body}")]
+    Refused {
+        addr: SocketAddr,
+        status: u16,
+        body: String,
+    },
+    #[error("{addr}/status is not a salt-sidecar status document: {source}")]
+    Invalid {
+        addr: SocketAddr,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// An HTTP answer: status code and body text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request to `addr` (`path` includes any query string), on
+/// its own connection, all of it bounded by `limit`.
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    limit: Duration,
+) -> Result<Reply, ClientError> {
+    tokio::time::timeout(limit, request_inner(addr, method, path))
+        .await
+        .unwrap_or(Err(ClientError::Timeout(addr)))
+}
+
+async fn request_inner(addr: SocketAddr, method: Method, path: &str) -> Result<Reply, ClientError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    let http = |source| ClientError::Http { addr, source };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
+    let conn = tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, addr.to_string())
+        .body(Body::empty())
+        .map_err(|source| ClientError::Request { addr, source })?;
+    let resp = sender.send_request(req).await.map_err(http)?;
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = axum::body::to_bytes(Body::new(resp.into_body()), MAX_BODY)
+        .await
+        .map_err(|_| ClientError::Body { addr })?;
+    conn.abort();
+    Ok(Reply {
+        status,
+        content_type,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}
+
+/// `GET /status` from the admin endpoint at `admin`, parsed.
+pub async fn fetch(
+    admin: SocketAddr,
+    limit: Duration,
+) -> Result<(StatusReport, String), StatusError> {
+    let reply = request(admin, Method::GET, "/status", limit)
+        .await
+        .map_err(StatusError::Unreachable)?;
+    if reply.status != 200 {
+        return Err(StatusError::Refused {
+            addr: admin,
+            status: reply.status,
+            body: reply.body.trim().to_string(),
+        });
+    }
+    let report = serde_json::from_str(&reply.body).map_err(|source| StatusError::Invalid {
+        addr: admin,
+        source,
+    })?;
+    Ok((report, reply.body))
+}
+
+/// The report as an operator reads it.
+pub fn render_table(report: &StatusReport, admin: SocketAddr) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "salt-sidecar {} for minion {} (admin {admin})",
+        report.version, report.minion_id
+    );
+    let _ = writeln!(
+        out,
+        "ready:       {}: {}",
+        if report.ready { "yes" } else { "NO" },
+        report.ready_reason
+    );
+    let _ = writeln!(
+        out,
+        "active:      {}",
+        report.active.as_deref().unwrap_or("none")
+    );
+    if let Some(p) = &report.pinned {
+        let _ = writeln!(out, "pinned:      {p} (POST /admin/unpin to release)");
+    }
+    let _ = writeln!(
+        out,
+        "last switch: {}",
+        report
+            .last_switch_age_seconds
+            .map_or_else(|| "none since start".to_string(), age)
+    );
+    out.push('\n');
+
+    let header = [
+        "",
+        "ID",
+        "MASTER",
+        "ADDRESSES",
+        "HEALTH",
+        "STATE",
+        "SESSIONS",
+        "LAST PROBE",
+    ];
+    let rows: Vec<[String; 8]> = report
+        .masters
+        .iter()
+        .map(|m| {
+            let mut state = Vec::new();
+            if m.active {
+                state.push("active");
+            }
+            if m.pinned {
+                state.push("pinned");
+            }
+            if m.drained {
+                state.push("drained");
+            }
+            if state.is_empty() {
+                state.push("standby");
+            }
+            let addresses = if m.addresses.is_empty() {
+                "unresolved".to_string()
+            } else {
+                m.addresses
+                    .iter()
+                    .map(IpAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let probe = match (m.last_probe_age_seconds, &m.last_result) {
+                (Some(a), Some(r)) => format!("{}: {r}", age(a)),
+                (Some(a), None) => age(a),
+                _ => "never".to_string(),
+            };
+            [
+                if m.active { "*" } else { "" }.to_string(),
+                m.id.to_string(),
+                m.master.clone(),
+                addresses,
+                m.health.as_str().to_string(),
+                state.join(","),
+                format!("{}/{}", m.sessions.publish, m.sessions.ret),
+                probe,
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$} ");
+            }
+        }
+        let _ = writeln!(out, "{}", l.trim_end());
+    };
+    line(&header);
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cells);
+    }
+    out.push_str("\nSESSIONS are open minion sessions (publish/ret); rows in preference order.\n");
+    out
+}
+
+/// `0.4s ago`, `3m 12s ago`, `2h 5m ago`.
+fn age(seconds: f64) -> String {
+    let s = if seconds.is_finite() {
+        seconds.max(0.0)
+    } else {
+        0.0
+    };
+    if s < 60.0 {
+        return format!("{s:.1}s ago");
+    }
+    let whole = s as u64;
+    let (h, m, sec) = (whole / 3600, (whole % 3600) / 60, whole % 60);
+    if h > 0 {
+        format!("{h}h {m}m ago")
+    } else {
+        format!("{m}m {sec}s ago")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> StatusReport {
+        let master = |id: u16, label: &str, active: bool| MasterStatus {
+            id,
+            rank: usize::from(id),
+            master: label.to_string(),
+            host: label.to_string(),
+            publish_port: 4505,
+            ret_port: 4506,
+            addresses: vec![IpAddr::from([192, 0, 2, 10 + id as u8])],
+            health: if active {
+                HealthState::Up
+            } else {
+                HealthState::Down
+            },
+            last_probe: Some("2025-01-01T00:00:00Z".into()),
+            last_probe_age_seconds: Some(0.4),
+            last_result: Some(if active {
+                "probes ok".into()
+            } else {
+                "publish port 4505: connection refused".into()
+            }),
+            active,
+            pinned: false,
+            drained: !active,
+            sessions: SessionCounts {
+                publish: i64::from(active),
+                ret: 2 * i64::from(active),
+            },
+        };
+        StatusReport {
+            version: "0.1.0".into(),
+            minion_id: "web-01".into(),
+            ready: true,
+            ready_reason: "salt-b.example.net is active and up".into(),
+            active: Some("salt-b.example.net".into()),
+            pinned: None,
+            last_switch_unix_seconds: Some(1.7e9),
+            last_switch_age_seconds: Some(192.0),
+            masters: vec![
+                master(0, "salt-a.example.net", false),
+                master(1, "salt-b.example.net", true),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_table_marks_the_active_master_and_aligns_columns() {
+        let t = render_table(&report(), SocketAddr::from(([127, 0, 0, 1], 9464)));
+        assert!(
+            t.contains("ready:       yes: salt-b.example.net is active and up"),
+            "{t}"
+        );
+        assert!(t.contains("last switch: 3m 12s ago"), "{t}");
+        let lines: Vec<&str> = t.lines().collect();
+        let head = lines
+            .iter()
+            .position(|l| l.contains("MASTER") && l.contains("HEALTH"))
+            .expect("header");
+        let a = lines[head + 1];
+        let b = lines[head + 2];
+        assert!(
+            a.contains("salt-a.example.net") && a.contains("down") && a.contains("drained"),
+            "{a}"
+        );
+        assert!(
+            b.starts_with('*') && b.contains("active") && b.contains("1/2"),
+            "{b}"
+        );
+        let col = |l: &str, w: &str| l.find(w);
+        assert_eq!(
+            col(lines[head], "HEALTH"),
+            col(a, "down"),
+            "columns align:\n{t}"
+        );
+        assert!(
+            a.contains("0.4s ago: publish port 4505: connection refused"),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn the_document_round_trips_through_json() {
+        let r = report();
+        let text = serde_json::to_string_pretty(&r).expect("serialize");
+        assert!(text.contains("\"health\": \"up\""), "{text}");
+        let back: StatusReport = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(age(0.04), "0.0s ago");
+        assert_eq!(age(59.94), "59.9s ago");
+        assert_eq!(age(61.0), "1m 1s ago");
+        assert_eq!(age(7_500.0), "2h 5m ago");
+        assert_eq!(age(f64::NAN), "0.0s ago");
+        assert_eq!(age(-3.0), "0.0s ago");
+    }
+}
