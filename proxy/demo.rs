@@ -46,7 +46,7 @@ pub async fn run(net: &str, alive_interval: u64) -> anyhow::Result<()> {
     let (side, a_ip, b_ip) = (ip(1)?, ip(2)?, ip(3)?);
     let at = |ip: IpAddr, port: u16| SocketAddr::new(ip, port);
     let t0 = Instant::now();
-    let say = move |msg: &str| println!("[+{:6.2}s] {msg}", t0.elapsed().as_secs_f64());
+    let say = move |msg: &str| line(&format!("[+{:6.2}s] {msg}", t0.elapsed().as_secs_f64()));
 
     let mut a = StandinMaster::start("A", at(a_ip, 4505), at(a_ip, 4506))
         .await
@@ -138,9 +138,12 @@ pub async fn run(net: &str, alive_interval: u64) -> anyhow::Result<()> {
     running.wait().await;
     a.stop();
     b.stop();
-    println!();
-    println!("summary: failover {failover_s:.2}s, failback {failback_s:.2}s; {} requests answered, {} retried while switching", seen.answered, seen.failed);
-    println!("next: `salt-sidecar check-config --config config/example.yaml`, then `salt-sidecar run --config ...`");
+    line("");
+    line(&format!(
+        "summary: failover {failover_s:.2}s, failback {failback_s:.2}s; {} requests answered, {} retried while switching",
+        seen.answered, seen.failed
+    ));
+    line("next: `salt-sidecar check-config --config config/example.yaml`, then `salt-sidecar run --config ...`");
     Ok(())
 }
 
@@ -153,7 +156,12 @@ async fn minion_loop(
 ) {
     let mut client: Option<ZmtpClient> = None;
     let mut n: u64 = 0;
-    let say = |msg: &str| println!("[+{:6.2}s]     minion: {msg}", t0.elapsed().as_secs_f64());
+    let say = |msg: &str| {
+        line(&format!(
+            "[+{:6.2}s]     minion: {msg}",
+            t0.elapsed().as_secs_f64()
+        ))
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -192,4 +200,10 @@ async fn minion_loop(
             }
         }
     }
+}
+
+/// Prints one line of narration; a closed stdout (`| head`) is not an error.
+fn line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }

@@ -1,6 +1,7 @@
 //! The `salt-sidecar` binary: parses the command line, sets up logging and
 //! signals, and runs the chosen subcommand. All logic lives in the library.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -66,6 +67,15 @@ fn runtime() -> tokio::runtime::Runtime {
     }
 }
 
+/// Writes command output to stdout; a closed pipe (`| head`) just ends it.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
 fn check_config(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(c) => {
@@ -73,23 +83,27 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                 eprintln!("warning: {w}");
             }
             let order = app::preference_order(&c);
-            println!("{}: ok", path.display());
-            println!("  minion id:       {}", c.minion_id);
-            println!("  masters (in the order this minion prefers them):");
+            let mut out = String::new();
+            let _ = writeln!(out, "{}: ok", path.display());
+            let _ = writeln!(out, "  minion id:       {}", c.minion_id);
+            let _ = writeln!(out, "  masters (in the order this minion prefers them):");
             for id in order {
                 if let Some(m) = c.masters.get(id.index()) {
-                    println!(
+                    let _ = writeln!(
+                        out,
                         "    - {} (publish {}, ret {})",
                         m.label, m.publish_port, m.ret_port
                     );
                 }
             }
-            println!(
+            let _ = writeln!(
+                out,
                 "  listen:          publish {}, ret {}",
                 c.sidecar.listen_publish, c.sidecar.listen_ret
             );
-            println!("  admin:           {}", c.sidecar.admin);
-            println!(
+            let _ = writeln!(out, "  admin:           {}", c.sidecar.admin);
+            let _ = writeln!(
+                out,
                 "  health:          {} probe every {}s, rise {}, fall {}, timeout {}",
                 c.sidecar.probe.as_str(),
                 c.alive_interval.as_secs(),
@@ -97,7 +111,8 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                 c.sidecar.fall,
                 humantime::format_duration(c.sidecar.connect_timeout)
             );
-            println!(
+            let _ = writeln!(
+                out,
                 "  failback:        {}",
                 if c.failback {
                     format!("after {}s healthy", c.failback_interval.as_secs())
@@ -105,10 +120,12 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                     "off".into()
                 }
             );
-            println!(
+            let _ = writeln!(
+                out,
                 "  reconnect delay: random in [0, {}s]",
                 c.reauth_delay.as_secs()
             );
+            emit(&out);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -122,9 +139,9 @@ async fn show_status(admin: std::net::SocketAddr, json: bool) -> ExitCode {
     match status::fetch(admin, std::time::Duration::from_secs(5)).await {
         Ok((report, raw)) => {
             if json {
-                print!("{raw}");
+                emit(&raw);
             } else {
-                print!("{}", status::render_table(&report, admin));
+                emit(&status::render_table(&report, admin));
             }
             ExitCode::SUCCESS
         }

@@ -282,3 +282,24 @@ fn the_shipped_example_config_is_valid() {
     let c = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    // `salt-sidecar check-config ... | head -1`: the reader goes away early.
+    let ok = fixtures("valid")
+        .into_iter()
+        .find(|p| p.ends_with("full.yaml"))
+        .expect("fixture");
+    let mut child = sidecar()
+        .args(["check-config", "--config"])
+        .arg(&ok)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{out:?}");
+}
