@@ -58,6 +58,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Get this minion's key accepted on every master, without stopping any.
+    ///
+    /// Talks to the running sidecar's admin API: pins the minion to each
+    /// master in turn, prints `accept the key of <id> on <master>`, waits
+    /// until that master has accepted it (a publish session that stays open
+    /// and a sign-in reply on the ret port), moves on, and unpins at the end
+    /// (also on Ctrl-C). Exits 0 only if every master accepted the minion.
+    Enroll {
+        /// The sidecar's admin endpoint (`sidecar.admin`).
+        #[arg(long, default_value_t = DEFAULT_ADMIN)]
+        admin: SocketAddr,
+        /// Give up on a master after this long (e.g. 90s, 5m).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        per_master_timeout: std::time::Duration,
+        /// How long a publish session must stay open to count.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        settle: std::time::Duration,
+    },
     /// Watch a failover live: starts two stand-in masters on loopback, the
     /// sidecar in front and a stand-in minion, kills the primary, brings it
     /// back, and narrates each step with timestamps. Needs nothing installed.

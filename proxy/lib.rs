@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod duplex;
+pub mod enroll;
 pub mod forward;
 pub mod health;
 pub mod master;

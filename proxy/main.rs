@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use salt_sidecar::cli::{Cli, Command};
-use salt_sidecar::{app, config, demo, status};
+use salt_sidecar::{app, config, demo, enroll, status};
 
 /// Exit status for an invalid configuration (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -39,6 +39,19 @@ fn main() -> ExitCode {
             runtime().block_on(run(config))
         }
         Command::Status { admin, json } => runtime().block_on(show_status(admin, json)),
+        Command::Enroll {
+            admin,
+            per_master_timeout,
+            settle,
+        } => {
+            let opts = enroll::Options {
+                admin,
+                per_master_timeout,
+                settle,
+                poll: std::time::Duration::from_millis(500),
+            };
+            runtime().block_on(run_enroll(opts))
+        }
         Command::Demo {
             net,
             alive_interval,
@@ -63,6 +76,29 @@ fn runtime() -> tokio::runtime::Runtime {
         Err(e) => {
             eprintln!("salt-sidecar: cannot start the async runtime: {e}");
             std::process::exit(1);
+        }
+    }
+}
+
+async fn run_enroll(opts: enroll::Options) -> ExitCode {
+    let mut say = |line: &str| emit(&format!("{line}\n"));
+    let result = tokio::select! {
+        r = enroll::run(&opts, &mut say) => r,
+        _ = tokio::signal::ctrl_c() => {
+            let unpinned = enroll::unpin(opts.admin).await;
+            eprintln!("salt-sidecar enroll: interrupted; {}", match unpinned {
+                Ok(()) => "unpinned".to_string(),
+                Err(e) => format!("could not unpin ({e}): run `curl -X POST http://{}/admin/unpin`", opts.admin),
+            });
+            return ExitCode::from(130);
+        }
+    };
+    match result {
+        Ok(outcome) if outcome.all_accepted() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("salt-sidecar enroll: {e}");
+            ExitCode::FAILURE
         }
     }
 }

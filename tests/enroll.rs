@@ -1,0 +1,209 @@
+//! `salt-sidecar enroll` against a running sidecar and stand-in masters.
+//!
+//! The stand-in minion keeps a publish (SUB) session open and "signs in" on
+//! the ret port with a large request, which the stand-in master echoes back
+//! (> 1 KiB, like an accepted sign-in reply). When a pin moves it, its
+//! sessions are drained and it reconnects — to the pinned master.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use salt_sidecar::standin::{StandinMaster, ZmtpClient};
+use salt_sidecar::status;
+use salt_sidecar::zmtp::SocketType;
+use support::{addr, config, Log, Sidecar};
+use tokio_util::sync::CancellationToken;
+
+const T: Duration = Duration::from_secs(2);
+
+/// A minion that stays connected; `sign_in_bytes` is the size of its
+/// sign-in request on the ret port (the master's reply is as large).
+async fn minion(net: u8, sign_in_bytes: usize, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let session = async {
+            let mut sub = ZmtpClient::connect(addr(net, 1, 4505), SocketType::Sub, T)
+                .await
+                .ok()?;
+            let mut req = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
+                .await
+                .ok()?;
+            req.request(&vec![b'k'; sign_in_bytes], T).await.ok()?;
+            // Stay subscribed until the session is closed (a drain after a pin).
+            while sub.recv(Duration::from_secs(5)).await.is_ok() {}
+            Some(())
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = session => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn enroll(admin: SocketAddr, per_master: &str) -> (std::process::Child, Log) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_salt-sidecar"))
+        .args([
+            "enroll",
+            "--admin",
+            &admin.to_string(),
+            "--settle",
+            "1s",
+            "--per-master-timeout",
+            per_master,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn enroll");
+    let out = Log::default();
+    let sink = out.clone();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.push(line);
+        }
+    });
+    (child, out)
+}
+
+/// Waits until the sidecar shows a publish session to `master`.
+async fn publish_session_to(admin: SocketAddr, master: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (report, _) = status::fetch(admin, T).await.expect("status");
+        if report
+            .masters
+            .iter()
+            .any(|m| m.master == master && m.sessions.publish > 0)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no publish session to {master}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn pinned(admin: SocketAddr) -> Option<String> {
+    status::fetch(admin, T).await.expect("status").0.pinned
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enroll_walks_every_master_and_unpins() {
+    let net = 60;
+    let _a = StandinMaster::start("A", addr(net, 2, 4505), addr(net, 2, 4506))
+        .await
+        .expect("A");
+    let _b = StandinMaster::start("B", addr(net, 3, 4505), addr(net, 3, 4506))
+        .await
+        .expect("B");
+    let sidecar = Sidecar::start(&config(
+        net,
+        &["127.0.60.2", "127.0.60.3"],
+        "master_alive_interval: 1\nrandom_reauth_delay: 0",
+    ));
+    sidecar
+        .log
+        .wait_for_async(&["selected master"], Duration::from_secs(5))
+        .await;
+    let admin = addr(net, 1, 9464);
+    let stop = CancellationToken::new();
+    let m = tokio::spawn(minion(net, 1500, stop.clone()));
+    publish_session_to(admin, "127.0.60.2").await;
+
+    let (mut child, out) = enroll(admin, "20s");
+    let o = out.clone();
+    tokio::task::spawn_blocking(move || {
+        o.wait_for(
+            &["accept the key of test-minion on 127.0.60.2"],
+            Duration::from_secs(10),
+        );
+        o.wait_for(
+            &["127.0.60.2 accepted test-minion"],
+            Duration::from_secs(20),
+        );
+        o.wait_for(
+            &["accept the key of test-minion on 127.0.60.3"],
+            Duration::from_secs(5),
+        );
+        o.wait_for(
+            &["127.0.60.3 accepted test-minion"],
+            Duration::from_secs(20),
+        );
+        o.wait_for(&["unpinned"], Duration::from_secs(5));
+    })
+    .await
+    .expect("enroll steps");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(
+        status.success(),
+        "enroll exits 0 when every master accepted: {status:?}\n{}",
+        out.lines().join("\n")
+    );
+    assert_eq!(
+        pinned(admin).await,
+        None,
+        "the sidecar is unpinned at the end"
+    );
+    sidecar
+        .log
+        .wait_for_async(&["admin: pinned to 127.0.60.3"], T)
+        .await;
+    stop.cancel();
+    let _ = m.await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enroll_fails_when_a_master_never_accepts_and_still_unpins() {
+    let net = 61;
+    let _a = StandinMaster::start("A", addr(net, 2, 4505), addr(net, 2, 4506))
+        .await
+        .expect("A");
+    let _b = StandinMaster::start("B", addr(net, 3, 4505), addr(net, 3, 4506))
+        .await
+        .expect("B");
+    let sidecar = Sidecar::start(&config(
+        net,
+        &["127.0.61.2", "127.0.61.3"],
+        "master_alive_interval: 1\nrandom_reauth_delay: 0",
+    ));
+    sidecar
+        .log
+        .wait_for_async(&["selected master"], Duration::from_secs(5))
+        .await;
+    let admin = addr(net, 1, 9464);
+    let stop = CancellationToken::new();
+    // After the move to B, publish sessions are open but sign-in replies stay
+    // small: like a key that is pending there, never accepted.
+    let m = tokio::spawn(minion(net, 10, stop.clone()));
+    publish_session_to(admin, "127.0.61.2").await;
+
+    let (mut child, out) = enroll(admin, "3s");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.code(), Some(1), "{}", out.lines().join("\n"));
+    let text = out.lines().join("\n");
+    // A: the minion was already on it with a publish session (a pending
+    // minion never opens one). B: its sessions only ever saw small replies.
+    assert!(
+        text.contains("127.0.61.2: accepted") && text.contains("127.0.61.3: NOT accepted"),
+        "{text}"
+    );
+    assert_eq!(pinned(admin).await, None, "unpinned even after a failure");
+    stop.cancel();
+    let _ = m.await;
+}
