@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::health::HealthHandle;
 use crate::master::{MasterId, MasterSpec, Port};
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::resolve::Addresses;
 use crate::status::{HealthState, MasterStatus, SessionCounts, StatusReport};
 use crate::supervisor::{Command, Snapshot};
@@ -47,6 +48,7 @@ pub struct Admin {
     pub addrs: Vec<Addresses>,
     pub snapshot: watch::Receiver<Snapshot>,
     pub commands: mpsc::Sender<Command>,
+    pub reloader: Arc<Reloader>,
 }
 
 /// A plain-text answer of one line.
@@ -98,6 +100,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/unpin", post(unpin))
         .route("/admin/drain", post(drain))
         .route("/admin/undrain", post(undrain))
+        .route("/admin/reload", post(reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(admin)
@@ -158,6 +161,28 @@ async fn pin(
             format!("pinned to {label}"),
         )
         .await
+}
+
+/// `POST /admin/reload`: re-read the config file, as SIGHUP does.
+async fn reload(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<NoParams>, QueryRejection>,
+) -> Line {
+    if let Err(line) = allowed(peer, &headers) {
+        return line;
+    }
+    if query.is_err() {
+        return Line(
+            StatusCode::BAD_REQUEST,
+            "bad query: /admin/reload takes no parameters".into(),
+        );
+    }
+    match admin.reloader.reload().await {
+        Ok(summary) => Line(StatusCode::OK, format!("ok: reloaded: {summary}")),
+        Err(e) => Line(StatusCode::CONFLICT, format!("reload refused: {e}")),
+    }
 }
 
 async fn unpin(
@@ -473,11 +498,13 @@ mod tests {
             "master:\n  - 192.0.2.1\n  - Salt-B.example.net:14506\n  - salt-c.example.net\n  - salt-c.example.net:5506\nmaster_alive_interval: 5\n",
         )
         .expect("config");
-        let masters = config.masters;
+        let masters = config.masters.clone();
         let n = masters.len();
         let metrics = Metrics::new(&masters).expect("metrics");
         let (_, snapshot) = watch::channel(Snapshot::default());
         let (commands, _) = mpsc::channel(1);
+        let tunables = watch::channel(Arc::new(crate::reload::Tunables::from_config(&config))).0;
+        let reloader = Arc::new(Reloader::new(config, tunables, commands.clone()));
         Admin {
             masters,
             minion_id: "t".into(),
@@ -488,6 +515,7 @@ mod tests {
                 .collect(),
             snapshot,
             commands,
+            reloader,
         }
     }
 

@@ -24,11 +24,11 @@ use crate::forward::Forwarder;
 use crate::health::{self, HealthHandle};
 use crate::master::{MasterId, Port};
 use crate::metrics::Metrics;
+use crate::reload::{Reloader, Tunables};
 use crate::resolve;
-use crate::select::{self, Policy, Selector};
+use crate::select::{self, Selector};
 use crate::sessions::Sessions;
 use crate::supervisor::{Command, Snapshot, Supervisor};
-use crate::upstream::SocketOptions;
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +61,11 @@ pub struct Running {
     pub listen_publish: SocketAddr,
     pub listen_ret: SocketAddr,
     pub admin: SocketAddr,
+    /// Re-reads the config file (SIGHUP, `POST /admin/reload`).
+    pub reloader: Arc<Reloader>,
     tracker: TaskTracker,
     token: CancellationToken,
-    drain_timeout: Duration,
+    tunables: watch::Receiver<Arc<Tunables>>,
 }
 
 /// The preference order for this minion.
@@ -126,19 +128,15 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         .map(|_| Arc::new(HealthHandle::default()))
         .collect();
     let (transitions_tx, transitions_rx) = mpsc::channel(64);
-    let settings = health::Settings {
-        kind: sc.probe,
-        interval: config.alive_interval,
-        timeout: sc.connect_timeout,
-        rise: sc.rise,
-        fall: sc.fall,
-    };
+    let initial = Tunables::from_config(config);
+    let policy = initial.policy;
+    let (tunables_tx, tunables_rx) = watch::channel(Arc::new(initial));
     for (i, m) in config.masters.iter().enumerate() {
         tracker.spawn(health::watch(
             m.clone(),
             addrs[i].clone(),
             health[i].clone(),
-            settings.clone(),
+            tunables_rx.clone(),
             transitions_tx.clone(),
             metrics.clone(),
             token.clone(),
@@ -147,14 +145,6 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
 
     let order = preference_order(config);
     let now = Instant::now();
-    let policy = Policy {
-        failback: config.failback,
-        failback_interval: config.failback_interval,
-        reauth_delay: config.reauth_delay,
-        recycle_base: Duration::from_secs(1).min(config.alive_interval),
-        recycle_cap: config.alive_interval,
-        startup_grace: sc.connect_timeout + Duration::from_millis(500),
-    };
     let labels: Vec<&str> = order.iter().map(|m| metrics.label(*m)).collect();
     info!(
         minion_id = %config.minion_id,
@@ -179,6 +169,11 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
     };
     tracker.spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
 
+    let reloader = Arc::new(Reloader::new(
+        config.clone(),
+        tunables_tx,
+        commands_tx.clone(),
+    ));
     let admin = Arc::new(Admin {
         masters: config.masters.clone(),
         minion_id: config.minion_id.clone(),
@@ -187,6 +182,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         addrs: addrs.clone(),
         snapshot: snapshot_rx.clone(),
         commands: commands_tx.clone(),
+        reloader: reloader.clone(),
     });
     tracker.spawn(admin::serve(admin_listener, admin, token.clone()));
     info!(admin = %admin_addr, "admin endpoint: /metrics /healthz /readyz /status /admin/*");
@@ -198,13 +194,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         route: route_rx.clone(),
         sessions,
         metrics: metrics.clone(),
-        connect_timeout: sc.connect_timeout,
-        drain_timeout: sc.drain_timeout,
-        socket_options: SocketOptions::for_health(
-            config.alive_interval,
-            sc.fall,
-            sc.connect_timeout,
-        ),
+        tunables: tunables_rx.clone(),
     });
     for (listener, port) in [(publish_listener, Port::Publish), (ret_listener, Port::Ret)] {
         tracker.spawn(
@@ -223,9 +213,10 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         listen_publish,
         listen_ret,
         admin: admin_addr,
+        reloader,
         tracker,
         token,
-        drain_timeout: sc.drain_timeout,
+        tunables: tunables_rx,
     })
 }
 
@@ -235,13 +226,14 @@ impl Running {
     pub async fn wait(self) -> bool {
         self.token.cancelled().await;
         self.tracker.close();
-        let deadline = self.drain_timeout + Duration::from_millis(500);
+        let drain_timeout = self.tunables.borrow().drain_timeout;
+        let deadline = drain_timeout + Duration::from_millis(500);
         if tokio::time::timeout(deadline, self.tracker.wait())
             .await
             .is_err()
         {
             warn!(
-                drain_timeout_s = self.drain_timeout.as_secs(),
+                drain_timeout_s = drain_timeout.as_secs(),
                 "drain timeout: closing the remaining sessions"
             );
             return false;

@@ -23,10 +23,11 @@ use crate::duplex::{self, End};
 use crate::health::HealthHandle;
 use crate::master::{MasterId, MasterSpec, Port};
 use crate::metrics::Metrics;
+use crate::reload::Tunables;
 use crate::resolve::Addresses;
 use crate::route::Route;
 use crate::sessions::{SessionTokens, Sessions};
-use crate::upstream::{self, SocketOptions};
+use crate::upstream;
 
 /// Shared state of both listeners.
 pub struct Forwarder {
@@ -36,9 +37,8 @@ pub struct Forwarder {
     pub route: watch::Receiver<Route>,
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<Metrics>,
-    pub connect_timeout: Duration,
-    pub drain_timeout: Duration,
-    pub socket_options: SocketOptions,
+    /// Connect and drain timeouts, socket options: live across reloads.
+    pub tunables: watch::Receiver<Arc<Tunables>>,
 }
 
 // === impl Forwarder ===
@@ -111,7 +111,7 @@ impl Forwarder {
         let ctl = duplex::Control {
             port,
             tokens: &tokens,
-            drain_timeout: self.drain_timeout,
+            drain_timeout: self.tunables.borrow().drain_timeout,
             to_master: &counters.to_master,
             to_minion: &counters.to_minion,
         };
@@ -194,9 +194,13 @@ impl Forwarder {
             .get(m.index())
             .map(|a| a.borrow().clone())
             .unwrap_or_default();
+        let (connect_timeout, socket_options) = {
+            let t = self.tunables.borrow();
+            (t.connect_timeout, t.socket_options)
+        };
         let started = Instant::now();
         let connected = tokio::select! {
-            c = upstream::connect(&addrs, spec.port(port), self.connect_timeout) => c,
+            c = upstream::connect(&addrs, spec.port(port), connect_timeout) => c,
             _ = tokens.reset.cancelled() => return None,
         };
         match connected {
@@ -205,7 +209,7 @@ impl Forwarder {
                     .upstream_connect_duration_seconds
                     .with_label_values(&[spec.label.as_str()])
                     .observe(started.elapsed().as_secs_f64());
-                if let Err(e) = upstream::configure(&stream, &self.socket_options) {
+                if let Err(e) = upstream::configure(&stream, &socket_options) {
                     debug!(master = %spec.label, error = %e, "could not set upstream socket options");
                 }
                 Some((m, stream, tokens))

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -22,6 +22,7 @@ use crate::config::ProbeKind;
 use crate::master::{MasterId, MasterSpec, Port};
 use crate::metrics::{CheckResult, Metrics};
 use crate::probe::{self, ProbeError};
+use crate::reload::Tunables;
 use crate::resolve::Addresses;
 
 /// Rise/fall hysteresis. Pure.
@@ -47,6 +48,12 @@ impl Hysteresis {
             up: None,
             streak: 0,
         }
+    }
+
+    /// New thresholds (a reload); the current state and streak stay.
+    pub fn set_thresholds(&mut self, rise: u32, fall: u32) {
+        self.rise = rise.max(1);
+        self.fall = fall.max(1);
     }
 
     pub fn is_up(&self) -> Option<bool> {
@@ -125,7 +132,7 @@ impl HealthHandle {
 }
 
 /// Probe settings, from the config.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub kind: ProbeKind,
     pub interval: Duration,
@@ -139,11 +146,12 @@ pub async fn watch(
     master: MasterSpec,
     mut addrs: Addresses,
     handle: Arc<HealthHandle>,
-    settings: Settings,
+    mut tunables: watch::Receiver<Arc<Tunables>>,
     events: mpsc::Sender<Transition>,
     metrics: Arc<Metrics>,
     token: CancellationToken,
 ) {
+    let mut settings = tunables.borrow_and_update().health.clone();
     let mut hyst = Hysteresis::new(settings.rise, settings.fall);
     let mut rng = fastrand::Rng::new();
     let label = master.label.as_str();
@@ -221,6 +229,13 @@ pub async fn watch(
             _ = tokio::time::sleep(jitter) => {}
             _ = handle.wake.notified() => {}
             changed = addrs.changed(), if resolver_alive => resolver_alive = changed.is_ok(),
+            changed = tunables.changed() => {
+                // A reload: new timing or thresholds apply from this probe on.
+                if changed.is_ok() {
+                    settings = tunables.borrow_and_update().health.clone();
+                    hyst.set_thresholds(settings.rise, settings.fall);
+                }
+            }
         }
     }
 }

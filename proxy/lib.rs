@@ -29,6 +29,7 @@ pub mod health;
 pub mod master;
 pub mod metrics;
 pub mod probe;
+pub mod reload;
 pub mod resolve;
 pub mod route;
 pub mod select;

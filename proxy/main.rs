@@ -197,14 +197,17 @@ async fn run(config: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tokio::spawn(signals(token));
+    tokio::spawn(signals(token, running.reloader.clone()));
     // A drain that hit its timeout is logged by `wait`; stopping is still a success.
     running.wait().await;
     ExitCode::SUCCESS
 }
 
-/// SIGTERM / SIGINT: drain and exit. SIGHUP: reported, not yet a reload.
-async fn signals(token: CancellationToken) {
+/// SIGTERM / SIGINT: drain and exit. SIGHUP: reload the config file.
+async fn signals(
+    token: CancellationToken,
+    reloader: std::sync::Arc<salt_sidecar::reload::Reloader>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -218,7 +221,11 @@ async fn signals(token: CancellationToken) {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: draining sessions, then exiting"); break }
             _ = int.recv() => { info!("SIGINT: draining sessions, then exiting"); break }
-            _ = hup.recv() => warn!("SIGHUP: config reload is not implemented yet; the running config is unchanged"),
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the config");
+                // The outcome is logged by the reloader.
+                let _ = reloader.reload().await;
+            }
         }
     }
     token.cancel();

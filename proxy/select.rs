@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::master::MasterId;
 
 /// Policy knobs, from the config.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub failback: bool,
     pub failback_interval: Duration,
@@ -167,6 +167,11 @@ impl Selector {
             recycle: None,
             rng: fastrand::Rng::with_seed(seed),
         }
+    }
+
+    /// Applies new knobs (a config reload); takes effect at the next event.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
     }
 
     pub fn active(&self) -> Option<MasterId> {

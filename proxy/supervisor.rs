@@ -18,7 +18,7 @@ use crate::health::{HealthHandle, Transition};
 use crate::master::MasterId;
 use crate::metrics::{Metrics, NONE};
 use crate::route::Route;
-use crate::select::{Action, Event, Reason, Selector, SessionFate};
+use crate::select::{Action, Event, Policy, Reason, Selector, SessionFate};
 use crate::sessions::Sessions;
 
 /// Commands from the admin API.
@@ -28,6 +28,8 @@ pub enum Command {
     Unpin,
     Drain(MasterId),
     Undrain(MasterId),
+    /// A reload changed the policy knobs.
+    SetPolicy(Policy),
 }
 
 /// The selector's state as the admin API shows it; published after every event.
@@ -97,6 +99,10 @@ impl Supervisor {
                     Command::Unpin => Event::Unpin,
                     Command::Drain(m) => Event::Drain(m),
                     Command::Undrain(m) => Event::Undrain(m),
+                    Command::SetPolicy(p) => {
+                        self.selector.set_policy(p);
+                        Event::Tick
+                    }
                 },
                 _ = sleep_until_opt(deadline) => Event::Tick,
             };

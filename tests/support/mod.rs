@@ -96,6 +96,8 @@ impl Log {
 pub struct Sidecar {
     pub child: Child,
     pub log: Log,
+    /// The config file the sidecar was started with (rewrite it to test reloads).
+    pub config_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -129,6 +131,7 @@ impl Sidecar {
         let sidecar = Sidecar {
             child,
             log,
+            config_path: path,
             _dir: dir,
         };
         sidecar
