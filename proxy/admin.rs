@@ -28,11 +28,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::health::HealthHandle;
 use crate::master::{MasterId, MasterSpec, Port};
 use crate::metrics::Metrics;
+use crate::plane::Plane;
 use crate::reload::Reloader;
-use crate::resolve::Addresses;
 use crate::status::{HealthState, MasterStatus, SessionCounts, StatusReport};
 use crate::supervisor::{Command, Snapshot};
 
@@ -41,11 +40,9 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the endpoint reads and where it sends commands.
 pub struct Admin {
-    pub masters: Vec<MasterSpec>,
     pub minion_id: String,
     pub metrics: Arc<Metrics>,
-    pub health: Vec<Arc<HealthHandle>>,
-    pub addrs: Vec<Addresses>,
+    /// The selector's state and the plane of masters it refers to.
     pub snapshot: watch::Receiver<Snapshot>,
     pub commands: mpsc::Sender<Command>,
     pub reloader: Arc<Reloader>,
@@ -295,8 +292,13 @@ fn bad_query(e: &QueryRejection) -> Line {
 // === impl Admin ===
 
 impl Admin {
-    fn label(&self, m: MasterId) -> &str {
-        self.metrics.label(m)
+    /// The current masters (the plane a reload may replace).
+    fn plane(&self) -> Arc<Plane> {
+        self.snapshot.borrow().plane.clone()
+    }
+
+    fn label(&self, m: MasterId) -> String {
+        self.plane().label(m).to_string()
     }
 
     /// The master a command names, or the 4xx to answer.
@@ -316,6 +318,7 @@ impl Admin {
         };
         self.find_master(&text).ok_or_else(|| {
             let known: Vec<String> = self
+                .plane()
                 .masters
                 .iter()
                 .map(|m| format!("{} (id {})", m.label, m.id.0))
@@ -334,17 +337,18 @@ impl Admin {
         if text.is_empty() {
             return None;
         }
-        if let Some(m) = self.masters.iter().find(|m| m.label == text) {
+        let plane = self.plane();
+        if let Some(m) = plane.masters.iter().find(|m| m.label == text) {
             return Some(m.id);
         }
-        if let Some(m) = self
+        if let Some(m) = plane
             .masters
             .iter()
             .find(|m| m.label.eq_ignore_ascii_case(text))
         {
             return Some(m.id);
         }
-        let by_host: Vec<&MasterSpec> = self
+        let by_host: Vec<&MasterSpec> = plane
             .masters
             .iter()
             .filter(|m| m.host.to_string().eq_ignore_ascii_case(text))
@@ -353,7 +357,7 @@ impl Admin {
             return Some(m.id);
         }
         let index: u16 = text.strip_prefix('#').unwrap_or(text).parse().ok()?;
-        self.masters.get(usize::from(index)).map(|m| m.id)
+        plane.masters.get(usize::from(index)).map(|m| m.id)
     }
 
     /// Sends `command`, waits until the snapshot satisfies `applied`, logs
@@ -387,7 +391,10 @@ impl Admin {
             }
         };
         info!("admin: {done}");
-        let active = active.map_or("none (no master is usable)", |m| self.label(m));
+        let active = active.map_or_else(
+            || "none (no master is usable)".to_string(),
+            |m| self.label(m),
+        );
         Line(StatusCode::OK, format!("ok: {done}; active: {active}"))
     }
 
@@ -398,8 +405,9 @@ impl Admin {
                 "no master is selected (none is up yet, or all are down or drained)".into(),
             );
         };
-        let label = self.label(m);
-        let up = self
+        let label = snapshot.plane.label(m);
+        let up = snapshot
+            .plane
             .health
             .get(m.index())
             .and_then(|h| h.status().up)
@@ -427,8 +435,9 @@ impl Admin {
             .iter()
             .enumerate()
             .filter_map(|(rank, id)| {
-                let spec = self.masters.get(id.index())?;
-                let probe = self
+                let spec = snapshot.plane.masters.get(id.index())?;
+                let probe = snapshot
+                    .plane
                     .health
                     .get(id.index())
                     .map(|h| h.status())
@@ -441,7 +450,8 @@ impl Admin {
                     host: spec.host.to_string(),
                     publish_port: spec.publish_port,
                     ret_port: spec.ret_port,
-                    addresses: self
+                    addresses: snapshot
+                        .plane
                         .addrs
                         .get(id.index())
                         .map(|a| a.borrow().to_vec())
@@ -492,6 +502,7 @@ impl Admin {
 mod tests {
     use super::*;
 
+    /// An admin over four masters, none probed, with an empty order.
     fn admin() -> Admin {
         let config = crate::config::parse(
             std::path::Path::new("t.yaml"),
@@ -501,18 +512,52 @@ mod tests {
         let masters = config.masters.clone();
         let n = masters.len();
         let metrics = Metrics::new(&masters).expect("metrics");
-        let (_, snapshot) = watch::channel(Snapshot::default());
-        let (commands, _) = mpsc::channel(1);
-        let tunables = watch::channel(Arc::new(crate::reload::Tunables::from_config(&config))).0;
-        let reloader = Arc::new(Reloader::new(config, tunables, commands.clone()));
-        Admin {
+        let plane = Arc::new(Plane {
+            generation: 0,
             masters,
-            minion_id: "t".into(),
-            metrics,
-            health: (0..n).map(|_| Arc::new(HealthHandle::default())).collect(),
             addrs: (0..n)
                 .map(|_| watch::channel(Arc::from(Vec::new())).1)
                 .collect(),
+            health: (0..n)
+                .map(|_| Arc::new(crate::health::HealthHandle::default()))
+                .collect(),
+            sessions: Arc::new(crate::sessions::Sessions::new(n)),
+            token: CancellationToken::new(),
+        });
+        let (_, snapshot) = watch::channel(Snapshot {
+            plane: plane.clone(),
+            active: None,
+            pinned: None,
+            order: Vec::new(),
+            drained: Vec::new(),
+        });
+        let (commands, _) = mpsc::channel(1);
+        let (tunables_tx, tunables_rx) =
+            watch::channel(Arc::new(crate::reload::Tunables::from_config(&config)));
+        let builder = crate::plane::PlaneBuilder {
+            tracker: tokio_util::task::TaskTracker::new(),
+            metrics: metrics.clone(),
+            transitions: mpsc::channel(1).0,
+            tunables: tunables_rx,
+            root: CancellationToken::new(),
+        };
+        let route = watch::channel(crate::route::Route {
+            plane,
+            active: None,
+            fallbacks: Vec::new(),
+            connect_after: tokio::time::Instant::now(),
+        })
+        .1;
+        let reloader = Arc::new(Reloader::new(
+            config,
+            tunables_tx,
+            commands.clone(),
+            builder,
+            route,
+        ));
+        Admin {
+            minion_id: "t".into(),
+            metrics,
             snapshot,
             commands,
             reloader,
@@ -566,7 +611,9 @@ mod tests {
     #[test]
     fn readiness_needs_an_active_master_that_is_up() {
         let a = admin();
+        let plane = a.plane();
         let snap = |active: Option<u16>, pinned: Option<u16>| Snapshot {
+            plane: plane.clone(),
             active: active.map(MasterId),
             pinned: pinned.map(MasterId),
             order: (0..4).map(MasterId).collect(),

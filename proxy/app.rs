@@ -21,13 +21,11 @@ use tracing::{info, warn};
 use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::forward::Forwarder;
-use crate::health::{self, HealthHandle};
 use crate::master::{MasterId, Port};
 use crate::metrics::Metrics;
+use crate::plane::PlaneBuilder;
 use crate::reload::{Reloader, Tunables};
-use crate::resolve;
 use crate::select::{self, Selector};
-use crate::sessions::Sessions;
 use crate::supervisor::{Command, Snapshot, Supervisor};
 
 /// Why the sidecar could not start.
@@ -54,7 +52,6 @@ pub enum StartError {
 pub struct Running {
     pub metrics: Arc<Metrics>,
     pub commands: mpsc::Sender<Command>,
-    pub health: Vec<Arc<HealthHandle>>,
     pub route: watch::Receiver<crate::route::Route>,
     /// The selector's state as the admin endpoint shows it.
     pub snapshot: watch::Receiver<Snapshot>,
@@ -121,31 +118,22 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
     let admin_addr = admin_listener.local_addr().unwrap_or(sc.admin);
 
     let tracker = TaskTracker::new();
-    let addrs = resolve::start(&config.masters, &metrics, &tracker, &token);
-    let health: Vec<Arc<HealthHandle>> = config
-        .masters
-        .iter()
-        .map(|_| Arc::new(HealthHandle::default()))
-        .collect();
     let (transitions_tx, transitions_rx) = mpsc::channel(64);
     let initial = Tunables::from_config(config);
     let policy = initial.policy;
     let (tunables_tx, tunables_rx) = watch::channel(Arc::new(initial));
-    for (i, m) in config.masters.iter().enumerate() {
-        tracker.spawn(health::watch(
-            m.clone(),
-            addrs[i].clone(),
-            health[i].clone(),
-            tunables_rx.clone(),
-            transitions_tx.clone(),
-            metrics.clone(),
-            token.clone(),
-        ));
-    }
+    let builder = PlaneBuilder {
+        tracker: tracker.clone(),
+        metrics: metrics.clone(),
+        transitions: transitions_tx,
+        tunables: tunables_rx.clone(),
+        root: token.clone(),
+    };
+    let plane = builder.build(0, &config.masters, None);
 
     let order = preference_order(config);
     let now = Instant::now();
-    let labels: Vec<&str> = order.iter().map(|m| metrics.label(*m)).collect();
+    let labels: Vec<&str> = order.iter().map(|m| plane.label(*m)).collect();
     info!(
         minion_id = %config.minion_id,
         order = ?labels,
@@ -155,16 +143,16 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         "salt-sidecar starting"
     );
     let selector = Selector::new(order, policy, jitter_seed(&config.minion_id), now);
-    let (route_tx, route_rx) = watch::channel(Supervisor::current_route(&selector));
-    let (snapshot_tx, snapshot_rx) = watch::channel(Supervisor::current_snapshot(&selector));
-    let sessions = Arc::new(Sessions::new(config.masters.len()));
+    let (route_tx, route_rx) = watch::channel(Supervisor::current_route(&selector, &plane));
+    let (snapshot_tx, snapshot_rx) =
+        watch::channel(Supervisor::current_snapshot(&selector, &plane));
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let supervisor = Supervisor {
         selector,
+        plane,
+        early: Vec::new(),
         route: route_tx,
         snapshot: snapshot_tx,
-        sessions: sessions.clone(),
-        health: health.clone(),
         metrics: metrics.clone(),
     };
     tracker.spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
@@ -173,13 +161,12 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         config.clone(),
         tunables_tx,
         commands_tx.clone(),
+        builder,
+        route_rx.clone(),
     ));
     let admin = Arc::new(Admin {
-        masters: config.masters.clone(),
         minion_id: config.minion_id.clone(),
         metrics: metrics.clone(),
-        health: health.clone(),
-        addrs: addrs.clone(),
         snapshot: snapshot_rx.clone(),
         commands: commands_tx.clone(),
         reloader: reloader.clone(),
@@ -188,11 +175,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
     info!(admin = %admin_addr, "admin endpoint: /metrics /healthz /readyz /status /admin/*");
 
     let forwarder = Arc::new(Forwarder {
-        masters: config.masters.clone(),
-        addrs,
-        health: health.clone(),
         route: route_rx.clone(),
-        sessions,
         metrics: metrics.clone(),
         tunables: tunables_rx.clone(),
     });
@@ -207,7 +190,6 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
     Ok(Running {
         metrics,
         commands: commands_tx,
-        health,
         route: route_rx,
         snapshot: snapshot_rx,
         listen_publish,

@@ -20,22 +20,21 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::duplex::{self, End};
-use crate::health::HealthHandle;
-use crate::master::{MasterId, MasterSpec, Port};
+use crate::master::{MasterId, Port};
 use crate::metrics::Metrics;
+use crate::plane::Plane;
 use crate::reload::Tunables;
-use crate::resolve::Addresses;
 use crate::route::Route;
-use crate::sessions::{SessionTokens, Sessions};
+use crate::sessions::SessionTokens;
 use crate::upstream;
+
+/// A connected upstream: the plane, the master, the socket, its session tokens.
+type Upstream = (Arc<Plane>, MasterId, TcpStream, SessionTokens);
 
 /// Shared state of both listeners.
 pub struct Forwarder {
-    pub masters: Vec<MasterSpec>,
-    pub addrs: Vec<Addresses>,
-    pub health: Vec<Arc<HealthHandle>>,
+    /// Where to go, and the plane of masters the route refers to.
     pub route: watch::Receiver<Route>,
-    pub sessions: Arc<Sessions>,
     pub metrics: Arc<Metrics>,
     /// Connect and drain timeouts, socket options: live across reloads.
     pub tunables: watch::Receiver<Arc<Tunables>>,
@@ -84,14 +83,14 @@ impl Forwarder {
         shutdown: CancellationToken,
     ) {
         let _ = minion.set_nodelay(true);
-        let Some((master, upstream, tokens)) = (tokio::select! {
+        let Some((plane, master, upstream, tokens)) = (tokio::select! {
             _ = shutdown.cancelled() => None,
             c = self.connect_upstream(port) => c,
         }) else {
             return;
         };
-        let label = self.metrics.label(master);
-        let counters = self.metrics.session(master, port);
+        let label = plane.label(master);
+        let counters = self.metrics.session(label, port);
         self.metrics
             .sessions_total
             .with_label_values(&[label, port.as_str()])
@@ -127,7 +126,7 @@ impl Forwarder {
             }
             End::MasterError(_) => {
                 upstream::reset_on_close(&minion);
-                if let Some(h) = self.health.get(master.index()) {
+                if let Some(h) = plane.health.get(master.index()) {
                     h.reprobe();
                 }
             }
@@ -140,7 +139,7 @@ impl Forwarder {
     /// Connects to the first candidate that answers. While none is
     /// selected, or every candidate fails, the minion's connection is held
     /// and retried when the route changes; `None` only at shutdown.
-    async fn connect_upstream(&self, port: Port) -> Option<(MasterId, TcpStream, SessionTokens)> {
+    async fn connect_upstream(&self, port: Port) -> Option<Upstream> {
         // Holding, not closing: a closed connection makes libzmq reconnect
         // ~20 times a second, and each retry would become connects to masters
         // that are trying to recover.
@@ -152,8 +151,12 @@ impl Forwarder {
                     "holding the minion connection until a master is up"
                 );
             }
-            let (after, candidates) = match route.wait_for(|r| r.active.is_some()).await {
-                Ok(r) => (r.connect_after, r.candidates().collect::<Vec<MasterId>>()),
+            let (after, candidates, plane) = match route.wait_for(|r| r.active.is_some()).await {
+                Ok(r) => (
+                    r.connect_after,
+                    r.candidates().collect::<Vec<MasterId>>(),
+                    r.plane.clone(),
+                ),
                 Err(_) => return None,
             };
             // Reconnect jitter after a switch.
@@ -161,8 +164,8 @@ impl Forwarder {
                 tokio::time::sleep_until(after).await;
             }
             for m in candidates {
-                if let Some(connected) = self.try_master(m, port).await {
-                    return Some(connected);
+                if let Some((stream, tokens)) = self.try_master(&plane, m, port).await {
+                    return Some((plane, m, stream, tokens));
                 }
             }
             // Every candidate failed; each failure told health, which will
@@ -178,18 +181,23 @@ impl Forwarder {
     /// One connect attempt to master `m` for a session on `port`.
     async fn try_master(
         &self,
+        plane: &Plane,
         m: MasterId,
         port: Port,
-    ) -> Option<(MasterId, TcpStream, SessionTokens)> {
-        let spec = self.masters.get(m.index())?;
+    ) -> Option<(TcpStream, SessionTokens)> {
+        let spec = plane.masters.get(m.index())?;
         // Register before connecting, then re-check the route: a switch
         // publishes the route before closing sessions, so a session that
         // slipped past the close sees the change here.
-        let tokens = self.sessions.join(m);
-        if !self.route.borrow().allows(m) {
+        let tokens = plane.sessions.join(m);
+        let still = {
+            let r = self.route.borrow();
+            r.plane.generation == plane.generation && r.allows(m)
+        };
+        if !still {
             return None;
         }
-        let addrs = self
+        let addrs = plane
             .addrs
             .get(m.index())
             .map(|a| a.borrow().clone())
@@ -212,7 +220,7 @@ impl Forwarder {
                 if let Err(e) = upstream::configure(&stream, &socket_options) {
                     debug!(master = %spec.label, error = %e, "could not set upstream socket options");
                 }
-                Some((m, stream, tokens))
+                Some((stream, tokens))
             }
             Err(e) => {
                 self.metrics
@@ -220,7 +228,7 @@ impl Forwarder {
                     .with_label_values(&[spec.label.as_str(), e.kind().as_str()])
                     .inc();
                 debug!(master = %spec.label, port = port.as_str(), error = %e, "upstream connect failed; trying the next master");
-                if let Some(h) = self.health.get(m.index()) {
+                if let Some(h) = plane.health.get(m.index()) {
                     h.suspect();
                 }
                 None

@@ -50,6 +50,15 @@ impl Hysteresis {
         }
     }
 
+    /// Starts from a known state (a master carried over a reload): the next
+    /// observations need `rise`/`fall` to flip it, as before the reload.
+    pub fn resume(rise: u32, fall: u32, up: Option<bool>) -> Self {
+        Hysteresis {
+            up,
+            ..Self::new(rise, fall)
+        }
+    }
+
     /// New thresholds (a reload); the current state and streak stay.
     pub fn set_thresholds(&mut self, rise: u32, fall: u32) {
         self.rise = rise.max(1);
@@ -90,6 +99,8 @@ impl Hysteresis {
 /// A health transition, sent to the supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
+    /// The plane the master id belongs to (a reload starts a new one).
+    pub generation: u64,
     pub master: MasterId,
     pub up: bool,
     /// Why (the failing probe's error, or "probes ok").
@@ -116,6 +127,14 @@ pub struct HealthHandle {
 
 impl HealthHandle {
     /// A live session to this master was cut: probe now.
+    /// A handle that starts from an earlier one's state (a reload).
+    pub fn with_status(status: ProbeStatus) -> Self {
+        HealthHandle {
+            status: Mutex::new(status),
+            ..Default::default()
+        }
+    }
+
     pub fn reprobe(&self) {
         self.wake.notify_one();
     }
@@ -142,8 +161,10 @@ pub struct Settings {
 }
 
 /// Probes one master until cancelled, reporting transitions on `events`.
+#[allow(clippy::too_many_arguments)]
 pub async fn watch(
     master: MasterSpec,
+    generation: u64,
     mut addrs: Addresses,
     handle: Arc<HealthHandle>,
     mut tunables: watch::Receiver<Arc<Tunables>>,
@@ -152,7 +173,7 @@ pub async fn watch(
     token: CancellationToken,
 ) {
     let mut settings = tunables.borrow_and_update().health.clone();
-    let mut hyst = Hysteresis::new(settings.rise, settings.fall);
+    let mut hyst = Hysteresis::resume(settings.rise, settings.fall, handle.status().up);
     let mut rng = fastrand::Rng::new();
     let label = master.label.as_str();
     let mut resolver_alive = matches!(master.host, crate::master::Host::Name(_));
@@ -167,6 +188,7 @@ pub async fn watch(
                     &events,
                     &handle,
                     &master,
+                    generation,
                     up,
                     "a minion connection to it failed".into(),
                 )
@@ -217,7 +239,7 @@ pub async fn watch(
             s.last_result = Some(detail.clone());
         }
         if let Some(up) = hyst.observe(ok) {
-            report(&events, &handle, &master, up, detail).await;
+            report(&events, &handle, &master, generation, up, detail).await;
         }
 
         // Next probe after the jittered interval, or at once when woken or
@@ -244,6 +266,7 @@ async fn report(
     events: &mpsc::Sender<Transition>,
     handle: &HealthHandle,
     master: &MasterSpec,
+    generation: u64,
     up: bool,
     detail: String,
 ) {
@@ -258,6 +281,7 @@ async fn report(
     // The supervisor outlives health tasks; a send error means shutdown.
     let _ = events
         .send(Transition {
+            generation,
             master: master.id,
             up,
             detail,

@@ -28,6 +28,7 @@ pub mod forward;
 pub mod health;
 pub mod master;
 pub mod metrics;
+pub mod plane;
 pub mod probe;
 pub mod reload;
 pub mod resolve;

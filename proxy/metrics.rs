@@ -108,7 +108,8 @@ impl Direction {
 /// Every family, by name without the `salt_sidecar_` prefix.
 pub struct Metrics {
     pub registry: Registry,
-    labels: Vec<String>,
+    /// Every master label seen (for `switches_total` pairs).
+    known: std::sync::Mutex<Vec<String>>,
     pub master_up: IntGaugeVec,
     pub master_active: IntGaugeVec,
     pub health_checks_total: IntCounterVec,
@@ -168,7 +169,7 @@ impl Metrics {
         registry.register(Box::new(last_switch.clone()))?;
 
         let m = Metrics {
-            labels: masters.iter().map(|m| m.label.clone()).collect(),
+            known: std::sync::Mutex::new(Vec::new()),
             master_up: gauge(
                 "master_up",
                 "1 if the master passes its health checks (both ports).",
@@ -232,18 +233,29 @@ impl Metrics {
             last_switch_timestamp_seconds: last_switch,
             registry,
         };
-        m.precreate();
+        m.add_masters(masters);
         Ok(Arc::new(m))
     }
 
-    fn precreate(&self) {
+    /// Creates every labelled series for `masters` (at start-up, and for
+    /// masters a reload adds), so dashboards never show "no data".
+    pub fn add_masters(&self, masters: &[MasterSpec]) {
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         for result in ["success", "failure"] {
             self.dns_resolutions_total.with_label_values(&[result]);
         }
-        let mut ends: Vec<&str> = self.labels.iter().map(String::as_str).collect();
+        let mut known = match self.known.lock() {
+            Ok(k) => k,
+            Err(p) => p.into_inner(),
+        };
+        for m in masters {
+            if !known.contains(&m.label) {
+                known.push(m.label.clone());
+            }
+        }
+        let mut ends: Vec<&str> = known.iter().map(String::as_str).collect();
         ends.push(NONE);
         for from in &ends {
             for to in &ends {
@@ -255,8 +267,8 @@ impl Metrics {
                 }
             }
         }
-        for master in &self.labels {
-            let master = master.as_str();
+        for m in masters {
+            let master = m.label.as_str();
             self.master_up.with_label_values(&[master]);
             self.master_active.with_label_values(&[master]);
             self.upstream_connect_duration_seconds
@@ -283,17 +295,15 @@ impl Metrics {
         }
     }
 
-    /// The label of a master (by rank); `none` for out-of-range ids.
-    pub fn label(&self, master: crate::master::MasterId) -> &str {
-        self.labels
-            .get(master.index())
-            .map(String::as_str)
-            .unwrap_or(NONE)
+    /// A reload removed this master: drop its state gauges (counters stay,
+    /// as counters should).
+    pub fn retire(&self, label: &str) {
+        let _ = self.master_up.remove_label_values(&[label]);
+        let _ = self.master_active.remove_label_values(&[label]);
     }
 
-    /// Counters for one session to `master` on `port`.
-    pub fn session(&self, master: crate::master::MasterId, port: Port) -> SessionCounters {
-        let label = self.label(master);
+    /// Counters for one session to the master labelled `label` on `port`.
+    pub fn session(&self, label: &str, port: Port) -> SessionCounters {
         SessionCounters {
             to_master: self.bytes_total.with_label_values(&[
                 label,

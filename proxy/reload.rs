@@ -4,12 +4,15 @@
 //! refused with its reason and the running config stays. A valid one has its
 //! *tunables* (health timing and thresholds, probe kind, timeouts, failback,
 //! reconnect jitter) published on a `watch` channel that health, forwarding
-//! and the supervisor read live: no session is touched. Changes that need new
-//! sockets or a new master list (listeners, admin address, masters, their
-//! order, shuffle, id) are refused with the reason, for now; the running
-//! config stays. Owns no sockets.
+//! and the supervisor read live. A changed master list (masters, their order
+//! or ports, shuffle, id) becomes a new [`Plane`] that carries over what it
+//! can; the supervisor swaps to it: sessions to masters that stay are not
+//! touched, sessions to removed masters drain. Changes that need new sockets
+//! (the listeners, the admin address) are refused with the reason: restart
+//! to apply them. Owns no sockets.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +21,8 @@ use tracing::{error, info};
 
 use crate::config::{self, Config, ConfigError};
 use crate::health;
+use crate::plane::{Plane, PlaneBuilder};
+use crate::route::Route;
 use crate::select::Policy;
 use crate::supervisor::Command;
 use crate::upstream::SocketOptions;
@@ -67,25 +72,13 @@ impl Tunables {
 pub enum ReloadError {
     #[error("invalid config, keeping the running one: {0}")]
     Invalid(#[from] ConfigError),
-    #[error("{0} cannot change by reload yet; restart salt-sidecar to apply it (keeping the running config)")]
+    #[error("{0} cannot change by reload (new sockets); restart salt-sidecar to apply it (keeping the running config)")]
     NeedsRestart(String),
 }
 
 /// The keys whose change a reload cannot apply, or `None`.
 pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
     let mut changed = Vec::new();
-    if old.masters != new.masters {
-        changed.push("`master` (the list, its order or ports)");
-    }
-    if old.shuffle != new.shuffle {
-        changed.push("`master_shuffle`");
-    }
-    if old.minion_id != new.minion_id {
-        changed.push("`id`");
-    }
-    if old.master_type != new.master_type {
-        changed.push("`master_type`");
-    }
     let (o, n) = (&old.sidecar, &new.sidecar);
     if (o.listen_publish, o.listen_ret) != (n.listen_publish, n.listen_ret) {
         changed.push("`sidecar.listen*`");
@@ -96,12 +89,24 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
     (!changed.is_empty()).then(|| changed.join(", "))
 }
 
-/// Re-reads the config on demand and publishes the new tunables.
+/// Whether the masters (as a list, in this minion's order) differ.
+fn masters_changed(old: &Config, new: &Config) -> bool {
+    old.masters != new.masters || old.shuffle != new.shuffle || old.minion_id != new.minion_id
+}
+
+/// Re-reads the config on demand and publishes what changed.
 pub struct Reloader {
     path: PathBuf,
     current: Mutex<Config>,
     tunables: watch::Sender<Arc<Tunables>>,
     commands: mpsc::Sender<Command>,
+    /// Builds the plane for a changed master list.
+    builder: PlaneBuilder,
+    /// The current plane, to carry state over from.
+    route: watch::Receiver<Route>,
+    generation: AtomicU64,
+    /// One reload at a time (SIGHUP and the admin API may race).
+    busy: tokio::sync::Mutex<()>,
 }
 
 impl Reloader {
@@ -109,12 +114,18 @@ impl Reloader {
         config: Config,
         tunables: watch::Sender<Arc<Tunables>>,
         commands: mpsc::Sender<Command>,
+        builder: PlaneBuilder,
+        route: watch::Receiver<Route>,
     ) -> Self {
         Reloader {
             path: config.source.clone(),
             current: Mutex::new(config),
             tunables,
             commands,
+            builder,
+            route,
+            generation: AtomicU64::new(0),
+            busy: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -130,6 +141,7 @@ impl Reloader {
     }
 
     async fn try_reload(&self) -> Result<String, ReloadError> {
+        let _one_at_a_time = self.busy.lock().await;
         let new = config::load(&self.path)?;
         let old = match self.current.lock() {
             Ok(c) => c.clone(),
@@ -138,16 +150,43 @@ impl Reloader {
         if let Some(what) = restart_needed(&old, &new) {
             return Err(ReloadError::NeedsRestart(what));
         }
-        let tunables = Tunables::from_config(&new);
-        let changed = *self.tunables.borrow() != Arc::new(tunables.clone());
-        if changed {
-            // The supervisor applies the policy part to the selector; health and
-            // forwarding read the rest from the channel.
+        let mut parts = Vec::new();
+        let tunables = Arc::new(Tunables::from_config(&new));
+        if *self.tunables.borrow() != tunables {
+            // The supervisor applies the policy to the selector; health and
+            // forwarding read the rest from the channel. Published before a
+            // new plane starts, so its health tasks use the new settings.
             let _ = self
                 .commands
                 .send(Command::SetPolicy(tunables.policy))
                 .await;
-            self.tunables.send_replace(Arc::new(tunables));
+            self.tunables.send_replace(tunables);
+            parts.push("settings".to_string());
+        }
+        if masters_changed(&old, &new) {
+            let current: Arc<Plane> = self.route.borrow().plane.clone();
+            let generation = current
+                .generation
+                .max(self.generation.load(Ordering::Relaxed))
+                + 1;
+            self.generation.store(generation, Ordering::Relaxed);
+            let plane = self.builder.build(generation, &new.masters, Some(&current));
+            let names = |from: &Plane, missing_in: &Plane| -> String {
+                let v: Vec<&str> = from
+                    .masters
+                    .iter()
+                    .filter(|m| missing_in.find(m).is_none())
+                    .map(|m| m.label.as_str())
+                    .collect();
+                v.join(", ")
+            };
+            parts.push(format!(
+                "masters (added: [{}], removed: [{}])",
+                names(&plane, &current),
+                names(&current, &plane)
+            ));
+            let order = crate::app::preference_order(&new);
+            let _ = self.commands.send(Command::Reload { plane, order }).await;
         }
         for w in &new.warnings {
             tracing::warn!("{w}");
@@ -155,10 +194,13 @@ impl Reloader {
         if let Ok(mut c) = self.current.lock() {
             *c = new;
         }
-        Ok(if changed {
-            "applied; open sessions untouched".into()
-        } else {
+        Ok(if parts.is_empty() {
             "no change".into()
+        } else {
+            format!(
+                "applied {}; sessions to kept masters untouched",
+                parts.join(" and ")
+            )
         })
     }
 }
@@ -190,14 +232,16 @@ mod tests {
     }
 
     #[test]
-    fn master_list_and_listener_changes_need_a_restart() {
+    fn listener_changes_need_a_restart_and_master_changes_do_not() {
         let old = parse("");
         let reordered = config::parse(
             Path::new("t.yaml"),
             "master: [127.0.0.3, 127.0.0.2]\nid: m\nmaster_alive_interval: 5\n",
         )
         .expect("valid");
-        assert!(restart_needed(&old, &reordered).is_some_and(|w| w.contains("`master`")));
+        assert_eq!(restart_needed(&old, &reordered), None);
+        assert!(masters_changed(&old, &reordered));
+        assert!(!masters_changed(&old, &parse("master_failback: true")));
         let moved = parse("sidecar:\n  listen: 127.0.0.9");
         assert!(restart_needed(&old, &moved).is_some_and(|w| w.contains("listen")));
     }

@@ -35,6 +35,7 @@ pub fn start(
     metrics: &Arc<Metrics>,
     tracker: &TaskTracker,
     token: &CancellationToken,
+    seed: impl Fn(&MasterSpec) -> Option<Arc<[IpAddr]>>,
 ) -> Vec<Addresses> {
     let mut resolver: Option<Arc<TokioResolver>> = None;
     masters
@@ -42,7 +43,8 @@ pub fn start(
         .map(|m| match &m.host {
             Host::Ip(ip) => watch::channel(Arc::from(vec![*ip])).1,
             Host::Name(name) => {
-                let (tx, rx) = watch::channel(Arc::from(Vec::new()));
+                // A reload starts from the last good addresses, not from none.
+                let (tx, rx) = watch::channel(seed(m).unwrap_or_else(|| Arc::from(Vec::new())));
                 match resolver_for(&mut resolver) {
                     Ok(r) => {
                         tracker.spawn(follow(r, name.clone(), m.label.clone(), tx, metrics.clone(), token.clone()));
@@ -167,6 +169,7 @@ mod tests {
             &metrics,
             &tracker,
             &token,
+            |_| None,
         );
         assert_eq!(&**rx[0].borrow(), &["127.0.0.2".parse::<IpAddr>().unwrap()]);
         assert!(tracker.is_empty());
@@ -179,7 +182,7 @@ mod tests {
         let m = spec(Host::Name("no-such-master.invalid".into()));
         let metrics = Metrics::new(std::slice::from_ref(&m)).unwrap();
         let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
-        let rx = start(&[m], &metrics, &tracker, &token);
+        let rx = start(&[m], &metrics, &tracker, &token, |_| None);
         let failures = metrics
             .dns_resolutions_total
             .with_label_values(&["failure"]);

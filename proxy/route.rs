@@ -4,13 +4,18 @@
 //! (publish and ret) always see the same master: a switch moves both ports
 //! at once. Plain data; no I/O.
 
+use std::sync::Arc;
+
 use tokio::time::Instant;
 
 use crate::master::MasterId;
+use crate::plane::Plane;
 
 /// Where new minion connections go.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Route {
+    /// The masters these ids refer to.
+    pub plane: Arc<Plane>,
     /// The selected master, if any is up (or pinned).
     pub active: Option<MasterId>,
     /// Masters to try, in order, when the active one refuses or times out.
@@ -18,6 +23,15 @@ pub struct Route {
     pub fallbacks: Vec<MasterId>,
     /// New upstream connections wait until then (reconnect jitter).
     pub connect_after: Instant,
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.plane, &other.plane)
+            && self.active == other.active
+            && self.fallbacks == other.fallbacks
+            && self.connect_after == other.connect_after
+    }
 }
 
 impl Route {

@@ -145,6 +145,8 @@ pub struct Selector {
     started: Instant,
     connect_after: Instant,
     recycle: Option<Recycle>,
+    /// The reason for the next switch, if set (a reload).
+    next_reason: Option<Reason>,
     rng: fastrand::Rng,
 }
 
@@ -165,8 +167,51 @@ impl Selector {
             started: now,
             connect_after: now,
             recycle: None,
+            next_reason: None,
             rng: fastrand::Rng::with_seed(seed),
         }
+    }
+
+    /// A selector for a reloaded master list. `map` gives each old master's
+    /// new id, `None` for a master the reload removed. Health, drain, pin and
+    /// the active master carry over for masters that stay; new masters start
+    /// unknown. If the active master was removed, the next event (send
+    /// [`Event::Tick`]) chooses again, and that switch has reason `reload`.
+    pub fn carry_over(
+        prev: Selector,
+        order: Vec<MasterId>,
+        map: impl Fn(MasterId) -> Option<MasterId>,
+    ) -> Selector {
+        let n = order.len();
+        let mut next = Selector {
+            health: vec![Health::Unknown; n],
+            drained: vec![false; n],
+            active: prev.active.and_then(&map),
+            pinned: prev.pinned.and_then(&map),
+            order,
+            next_reason: Some(Reason::Reload),
+            recycle: None,
+            policy: prev.policy,
+            decided: prev.decided,
+            started: prev.started,
+            connect_after: prev.connect_after,
+            rng: prev.rng.clone(),
+        };
+        for (old, h) in prev.health.iter().enumerate() {
+            if let Some(new) = map(MasterId(old as u16)) {
+                if let Some(slot) = next.health.get_mut(new.index()) {
+                    *slot = *h;
+                }
+                if let Some(slot) = next.drained.get_mut(new.index()) {
+                    *slot = prev.drained.get(old).copied().unwrap_or(false);
+                }
+            }
+        }
+        next
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
     }
 
     /// Applies new knobs (a config reload); takes effect at the next event.
@@ -282,6 +327,7 @@ impl Selector {
         }
         self.reconcile(now, &mut actions);
         self.recycle_step(now, &mut actions);
+        self.next_reason = None;
         actions
     }
 
@@ -406,7 +452,7 @@ impl Selector {
         let reason = if first && from.is_none() {
             Reason::Initial
         } else {
-            reason
+            self.next_reason.take().unwrap_or(reason)
         };
         self.connect_after = if reason == Reason::Initial || to.is_none() {
             now

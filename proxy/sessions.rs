@@ -6,7 +6,7 @@
 //! fire the current pair and install fresh ones for later sessions. Touched
 //! once per session and once per switch, never per byte.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -19,19 +19,31 @@ pub struct SessionTokens {
     pub drain: CancellationToken,
 }
 
+/// One master's current tokens; shared across a reload for a master that
+/// stays, so later switches still reach the sessions opened before it.
+pub type Slot = Arc<Mutex<SessionTokens>>;
+
 /// Per-master session tokens.
 #[derive(Debug)]
 pub struct Sessions {
-    per_master: Vec<Mutex<SessionTokens>>,
+    per_master: Vec<Slot>,
 }
 
 impl Sessions {
     pub fn new(masters: usize) -> Self {
+        Self::with_slots((0..masters).map(|_| None).collect())
+    }
+
+    /// One slot per master: the given one (a master kept across a reload) or a fresh one.
+    pub fn with_slots(slots: Vec<Option<Slot>>) -> Self {
         Sessions {
-            per_master: (0..masters)
-                .map(|_| Mutex::new(SessionTokens::default()))
-                .collect(),
+            per_master: slots.into_iter().map(|s| s.unwrap_or_default()).collect(),
         }
+    }
+
+    /// The slot of master `m`, to carry into a reloaded plane.
+    pub fn slot(&self, m: MasterId) -> Option<Slot> {
+        self.per_master.get(m.index()).cloned()
     }
 
     /// Tokens for a new session to `m`.

@@ -14,15 +14,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::health::{HealthHandle, Transition};
+use crate::health::Transition;
 use crate::master::MasterId;
 use crate::metrics::{Metrics, NONE};
+use crate::plane::Plane;
 use crate::route::Route;
 use crate::select::{Action, Event, Policy, Reason, Selector, SessionFate};
-use crate::sessions::Sessions;
 
-/// Commands from the admin API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Commands from the admin API and the reloader.
+#[derive(Clone, Debug)]
 pub enum Command {
     Pin(MasterId),
     Unpin,
@@ -30,11 +30,18 @@ pub enum Command {
     Undrain(MasterId),
     /// A reload changed the policy knobs.
     SetPolicy(Policy),
+    /// A reload changed the masters: switch to this plane and order.
+    Reload {
+        plane: Arc<Plane>,
+        order: Vec<MasterId>,
+    },
 }
 
 /// The selector's state as the admin API shows it; published after every event.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Snapshot {
+    /// The masters the ids below refer to.
+    pub plane: Arc<Plane>,
     pub active: Option<MasterId>,
     pub pinned: Option<MasterId>,
     /// Preference order (configured, or shuffled by minion id).
@@ -46,19 +53,29 @@ pub struct Snapshot {
 /// Everything the supervisor acts on.
 pub struct Supervisor {
     pub selector: Selector,
+    pub plane: Arc<Plane>,
+    /// Transitions of a plane newer than `plane` (see `run`).
+    pub early: Vec<Transition>,
     pub route: watch::Sender<Route>,
     pub snapshot: watch::Sender<Snapshot>,
-    pub sessions: Arc<Sessions>,
-    pub health: Vec<Arc<HealthHandle>>,
     pub metrics: Arc<Metrics>,
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.plane, &other.plane)
+            && (self.active, self.pinned) == (other.active, other.pinned)
+            && (&self.order, &self.drained) == (&other.order, &other.drained)
+    }
 }
 
 // === impl Supervisor ===
 
 impl Supervisor {
     /// The route the selector's current state implies.
-    pub fn current_route(selector: &Selector) -> Route {
+    pub fn current_route(selector: &Selector, plane: &Arc<Plane>) -> Route {
         Route {
+            plane: plane.clone(),
             active: selector.active(),
             fallbacks: selector.fallbacks(),
             connect_after: selector.connect_after(),
@@ -66,7 +83,7 @@ impl Supervisor {
     }
 
     /// The admin view of the selector's current state.
-    pub fn current_snapshot(selector: &Selector) -> Snapshot {
+    pub fn current_snapshot(selector: &Selector, plane: &Arc<Plane>) -> Snapshot {
         let order = selector.order().to_vec();
         let mut drained = vec![false; order.len()];
         for m in &order {
@@ -75,6 +92,7 @@ impl Supervisor {
             }
         }
         Snapshot {
+            plane: plane.clone(),
             active: selector.active(),
             pinned: selector.pinned(),
             order,
@@ -93,7 +111,18 @@ impl Supervisor {
             let deadline = self.selector.next_deadline();
             let event = tokio::select! {
                 _ = token.cancelled() => return,
-                Some(t) = transitions.recv() => if t.up { Event::Up(t.master) } else { Event::Down(t.master) },
+                Some(t) = transitions.recv() => {
+                    if t.generation > self.plane.generation {
+                        // A reloaded plane's first probes can arrive before
+                        // the reload command: keep them for the swap.
+                        self.early.push(t);
+                        continue;
+                    }
+                    if t.generation < self.plane.generation {
+                        continue; // from a plane a reload replaced
+                    }
+                    transition_event(&t)
+                }
                 Some(c) = commands.recv() => match c {
                     Command::Pin(m) => Event::Pin(m),
                     Command::Unpin => Event::Unpin,
@@ -103,11 +132,50 @@ impl Supervisor {
                         self.selector.set_policy(p);
                         Event::Tick
                     }
+                    Command::Reload { plane, order } => {
+                        self.swap_plane(plane, order);
+                        let generation = self.plane.generation;
+                        let early = std::mem::take(&mut self.early);
+                        let (now_due, later): (Vec<Transition>, Vec<Transition>) =
+                            early.into_iter().filter(|t| t.generation >= generation).partition(|t| t.generation == generation);
+                        self.early = later;
+                        for t in &now_due {
+                            self.handle(transition_event(t), Instant::now());
+                        }
+                        Event::Tick
+                    }
                 },
                 _ = sleep_until_opt(deadline) => Event::Tick,
             };
             self.handle(event, Instant::now());
         }
+    }
+
+    /// Moves to a reloaded plane: state carries over for masters that stay,
+    /// sessions to removed masters drain, the old plane's tasks end.
+    fn swap_plane(&mut self, plane: Arc<Plane>, order: Vec<MasterId>) {
+        let old = std::mem::replace(&mut self.plane, plane);
+        let map = |m: MasterId| {
+            old.masters
+                .get(m.index())
+                .and_then(|spec| self.plane.find(spec))
+        };
+        let placeholder = Selector::new(Vec::new(), self.selector.policy(), 0, Instant::now());
+        let prev = std::mem::replace(&mut self.selector, placeholder);
+        self.selector = Selector::carry_over(prev, order, map);
+        for spec in &old.masters {
+            if self.plane.find(spec).is_none() {
+                old.sessions.drain(spec.id);
+                self.metrics.retire(&spec.label);
+                info!(master = %spec.label, "reload: master removed; its sessions drain");
+            }
+        }
+        for spec in &self.plane.masters {
+            if old.find(spec).is_none() {
+                info!(master = %spec.label, "reload: master added");
+            }
+        }
+        old.token.cancel();
     }
 
     /// Feeds one event and applies what the selector decides.
@@ -116,19 +184,19 @@ impl Supervisor {
             let up = i64::from(matches!(event, Event::Up(_)));
             self.metrics
                 .master_up
-                .with_label_values(&[self.metrics.label(m)])
+                .with_label_values(&[self.plane.label(m)])
                 .set(up);
         }
         let actions = self.selector.on_event(event, now);
         // Publish first, then close: a session that registers after the close
         // re-checks the route and sees the new master.
-        let route = Self::current_route(&self.selector);
+        let route = Self::current_route(&self.selector, &self.plane);
         self.route.send_if_modified(|r| {
             let changed = *r != route;
             *r = route;
             changed
         });
-        let snapshot = Self::current_snapshot(&self.selector);
+        let snapshot = Self::current_snapshot(&self.selector, &self.plane);
         self.snapshot.send_if_modified(|s| {
             let changed = *s != snapshot;
             *s = snapshot;
@@ -144,7 +212,7 @@ impl Supervisor {
                     connect_after,
                 } => self.apply_switch(from, to, reason, old_sessions, connect_after, now),
                 Action::ProbeAll => {
-                    for h in &self.health {
+                    for h in &self.plane.health {
                         h.reprobe();
                     }
                 }
@@ -162,17 +230,18 @@ impl Supervisor {
         now: Instant,
     ) {
         let m = &self.metrics;
-        let name = |x: Option<MasterId>| x.map_or(NONE, |id| m.label(id));
+        let plane = &self.plane;
+        let name = |x: Option<MasterId>| x.map_or(NONE, |id| plane.label(id));
         if let Some(f) = from {
-            m.master_active.with_label_values(&[m.label(f)]).set(0);
+            m.master_active.with_label_values(&[plane.label(f)]).set(0);
             match old_sessions {
-                Some(SessionFate::Reset) => self.sessions.reset(f),
-                Some(SessionFate::Drain) => self.sessions.drain(f),
+                Some(SessionFate::Reset) => plane.sessions.reset(f),
+                Some(SessionFate::Drain) => plane.sessions.drain(f),
                 None => {}
             }
         }
         if let Some(t) = to {
-            m.master_active.with_label_values(&[m.label(t)]).set(1);
+            m.master_active.with_label_values(&[plane.label(t)]).set(1);
         }
         let delay_ms = connect_after.saturating_duration_since(now).as_millis() as u64;
         let sessions = match old_sessions {
@@ -208,6 +277,14 @@ impl Supervisor {
                 "every master is down; holding minion connections until one is back"
             ),
         }
+    }
+}
+
+fn transition_event(t: &Transition) -> Event {
+    if t.up {
+        Event::Up(t.master)
+    } else {
+        Event::Down(t.master)
     }
 }
 

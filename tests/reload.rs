@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use hyper::Method;
-use salt_sidecar::standin::{StandinMaster, ZmtpClient};
+use salt_sidecar::standin::{StandinError, StandinMaster, ZmtpClient};
 use salt_sidecar::status;
 use salt_sidecar::zmtp::SocketType;
 use support::{addr, config, Sidecar};
@@ -45,7 +45,10 @@ async fn sighup_applies_new_settings_without_touching_open_sessions() {
     sidecar.signal("HUP");
     sidecar
         .log
-        .wait_for_async(&["reload: applied; open sessions untouched"], T)
+        .wait_for_async(
+            &["reload: applied settings; sessions to kept masters untouched"],
+            T,
+        )
         .await;
     assert_eq!(
         stream
@@ -121,14 +124,11 @@ async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept
         reply.body
     );
 
-    // A new master list needs a restart (for now): refused, named.
+    // New listeners need new sockets: refused, named.
     std::fs::write(
         &sidecar.config_path,
-        config(
-            net,
-            &["127.0.71.2", "127.0.71.3"],
-            "master_alive_interval: 1",
-        ),
+        config(net, &["127.0.71.2"], "master_alive_interval: 1")
+            .replace("listen: 127.0.71.1", "listen: 127.0.71.9"),
     )
     .expect("write");
     let reply = status::request(admin, Method::POST, "/admin/reload", T)
@@ -136,7 +136,7 @@ async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept
         .expect("http");
     assert_eq!(reply.status, 409, "{}", reply.body);
     assert!(
-        reply.body.contains("`master`") && reply.body.contains("restart"),
+        reply.body.contains("sidecar.listen") && reply.body.contains("restart"),
         "{}",
         reply.body
     );
@@ -153,5 +153,112 @@ async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept
     assert_eq!(
         (reply.status, reply.body.trim()),
         (200, "ok: reloaded: no change")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reloaded_master_list_keeps_sessions_to_kept_masters_and_drains_removed_ones() {
+    let net = 72;
+    let _a = StandinMaster::start("A", addr(net, 2, 4505), addr(net, 2, 4506))
+        .await
+        .expect("A");
+    let _b = StandinMaster::start("B", addr(net, 3, 4505), addr(net, 3, 4506))
+        .await
+        .expect("B");
+    let _c = StandinMaster::start("C", addr(net, 4, 4505), addr(net, 4, 4506))
+        .await
+        .expect("C");
+    let extra = "master_alive_interval: 1\nrandom_reauth_delay: 0";
+    let sidecar = Sidecar::start(&config(net, &["127.0.72.2", "127.0.72.3"], extra));
+    sidecar
+        .log
+        .wait_for_async(&["selected master", "127.0.72.2"], Duration::from_secs(5))
+        .await;
+    let admin = addr(net, 1, 9464);
+    let mut on_a = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
+        .await
+        .expect("connect");
+    assert_eq!(on_a.request(b"1", T).await.expect("reply"), b"A:1");
+
+    // Add C at the end: A stays active, the session to A is untouched, C is probed.
+    std::fs::write(
+        &sidecar.config_path,
+        config(net, &["127.0.72.2", "127.0.72.3", "127.0.72.4"], extra),
+    )
+    .expect("write");
+    let reply = status::request(admin, Method::POST, "/admin/reload", T)
+        .await
+        .expect("http");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply.body.contains("added: [127.0.72.4], removed: []"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        on_a.request(b"2", T)
+            .await
+            .expect("the session to a kept master survived"),
+        b"A:2"
+    );
+    sidecar
+        .log
+        .wait_for_async(
+            &["master is up", "master=127.0.72.4"],
+            Duration::from_secs(5),
+        )
+        .await;
+    let (report, _) = status::fetch(admin, T).await.expect("status");
+    let names: Vec<&str> = report.masters.iter().map(|m| m.master.as_str()).collect();
+    assert_eq!(names, ["127.0.72.2", "127.0.72.3", "127.0.72.4"]);
+    assert_eq!(report.active.as_deref(), Some("127.0.72.2"));
+
+    // Remove A: the minion moves to B (reason reload), its session to A drains
+    // (closed once idle, not reset), new connections go to B.
+    std::fs::write(
+        &sidecar.config_path,
+        config(net, &["127.0.72.3", "127.0.72.4"], extra),
+    )
+    .expect("write");
+    sidecar.signal("HUP");
+    sidecar
+        .log
+        .wait_for_async(
+            &["reload: master removed; its sessions drain", "127.0.72.2"],
+            T,
+        )
+        .await;
+    sidecar
+        .log
+        .wait_for_async(
+            &[
+                "switched master",
+                "from=\"none\"",
+                "to=\"127.0.72.3\"",
+                "reason=\"reload\"",
+            ],
+            T,
+        )
+        .await;
+    // Idle, the drained session is closed gracefully (EOF), not reset.
+    match on_a.recv(Duration::from_secs(5)).await {
+        Err(StandinError::Closed(_)) => {}
+        other => panic!("expected a graceful close of the drained session, got {other:?}"),
+    }
+    let mut c = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
+        .await
+        .expect("connect");
+    assert_eq!(c.request(b"4", T).await.expect("reply"), b"B:4");
+    let metrics = status::request(admin, Method::GET, "/metrics", T)
+        .await
+        .expect("metrics")
+        .body;
+    assert!(
+        !metrics.contains("salt_sidecar_master_up{master=\"127.0.72.2\"}"),
+        "a removed master's state gauges are gone"
+    );
+    assert!(
+        metrics.contains("salt_sidecar_master_up{master=\"127.0.72.4\"} 1"),
+        "the added master is up"
     );
 }

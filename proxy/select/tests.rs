@@ -364,3 +364,47 @@ fn a_flapping_best_master_does_not_block_failback_to_a_stable_second() {
     }
     assert_eq!(switches(&all), vec![(Some(C), Some(B), Reason::Failback)]);
 }
+
+#[test]
+fn a_reload_carries_state_over_and_rechooses_with_reason_reload() {
+    let (mut sel, t0) = selector(3, policy());
+    start(&mut sel, 3, &[A, B, C], t0);
+    sel.on_event(Event::Drain(C), t0 + secs(1));
+    assert_eq!(sel.active(), Some(A));
+    // New list: [C, B] (A removed, order changed): old C -> new 0, old B -> new 1.
+    let map = |m: MasterId| match m {
+        A => None,
+        B => Some(MasterId(1)),
+        C => Some(MasterId(0)),
+        _ => None,
+    };
+    let mut sel = Selector::carry_over(sel, vec![MasterId(0), MasterId(1)], map);
+    assert_eq!(sel.active(), None, "the active master was removed");
+    assert!(sel.is_drained(MasterId(0)), "C stays drained");
+    assert!(
+        matches!(sel.health(MasterId(1)), Health::Up { .. }),
+        "B stays up"
+    );
+    let acts = sel.on_event(Event::Tick, t0 + secs(2));
+    assert_eq!(
+        switches(&acts),
+        vec![(None, Some(MasterId(1)), Reason::Reload)]
+    );
+    // Later switches have their own reasons again.
+    let acts = sel.on_event(Event::Down(MasterId(1)), t0 + secs(3));
+    assert_eq!(
+        switches(&acts),
+        vec![(Some(MasterId(1)), None, Reason::Failover)]
+    );
+}
+
+#[test]
+fn a_reload_that_keeps_the_active_master_switches_nothing() {
+    let (mut sel, t0) = selector(2, policy());
+    start(&mut sel, 2, &[A, B], t0);
+    // Add a third master after the two.
+    let mut sel = Selector::carry_over(sel, vec![A, B, C], Some);
+    assert!(sel.on_event(Event::Tick, t0 + secs(1)).is_empty());
+    assert_eq!(sel.active(), Some(A));
+    assert_eq!(sel.health(C), Health::Unknown);
+}

@@ -1,0 +1,122 @@
+//! The masters as currently configured, and everything kept per master.
+//!
+//! A [`Plane`] bundles what is indexed by [`MasterId`]: the specs, their
+//! addresses, health handles and session tokens, and the token that ends the
+//! plane's health and DNS tasks. The supervisor publishes it inside every
+//! [`Route`](crate::route::Route), so forwarding always reads a route and the
+//! plane it refers to together. A reload builds a new plane with
+//! [`PlaneBuilder`], carrying over what it can from the old one for masters
+//! that stay (addresses, last health, session tokens), so their sessions and
+//! state survive. No policy here.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::health::{self, HealthHandle, Transition};
+use crate::master::{MasterId, MasterSpec};
+use crate::metrics::{Metrics, NONE};
+use crate::reload::Tunables;
+use crate::resolve::{self, Addresses};
+use crate::sessions::Sessions;
+
+/// One configuration's masters and their per-master state.
+#[derive(Debug)]
+pub struct Plane {
+    /// Increases with every reload that changes the masters.
+    pub generation: u64,
+    /// Indexed by `MasterId`.
+    pub masters: Vec<MasterSpec>,
+    pub addrs: Vec<Addresses>,
+    pub health: Vec<Arc<HealthHandle>>,
+    pub sessions: Arc<Sessions>,
+    /// Ends this plane's health and DNS tasks.
+    pub token: CancellationToken,
+}
+
+impl Plane {
+    pub fn label(&self, m: MasterId) -> &str {
+        self.masters
+            .get(m.index())
+            .map_or(NONE, |s| s.label.as_str())
+    }
+
+    /// The id of the master with the same host and ports, if any.
+    pub fn find(&self, spec: &MasterSpec) -> Option<MasterId> {
+        self.masters
+            .iter()
+            .find(|m| {
+                m.host == spec.host
+                    && m.publish_port == spec.publish_port
+                    && m.ret_port == spec.ret_port
+            })
+            .map(|m| m.id)
+    }
+}
+
+/// What starting a plane needs; kept by the app for reloads.
+pub struct PlaneBuilder {
+    pub tracker: TaskTracker,
+    pub metrics: Arc<Metrics>,
+    pub transitions: mpsc::Sender<Transition>,
+    pub tunables: watch::Receiver<Arc<Tunables>>,
+    /// Parent of every plane's token (the sidecar's shutdown token).
+    pub root: CancellationToken,
+}
+
+impl PlaneBuilder {
+    /// Starts DNS and health tasks for `masters`; for a master that was in
+    /// `previous` too, its addresses, last probe state and session tokens
+    /// carry over.
+    pub fn build(
+        &self,
+        generation: u64,
+        masters: &[MasterSpec],
+        previous: Option<&Plane>,
+    ) -> Arc<Plane> {
+        let token = self.root.child_token();
+        let before = |spec: &MasterSpec| previous.and_then(|p| p.find(spec).map(|id| (p, id)));
+        self.metrics.add_masters(masters);
+        let seed = |spec: &MasterSpec| -> Option<Arc<[IpAddr]>> {
+            before(spec).and_then(|(p, id)| p.addrs.get(id.index()).map(|a| a.borrow().clone()))
+        };
+        let addrs = resolve::start(masters, &self.metrics, &self.tracker, &token, seed);
+        let health: Vec<Arc<HealthHandle>> = masters
+            .iter()
+            .map(|spec| {
+                let prev =
+                    before(spec).and_then(|(p, id)| p.health.get(id.index()).map(|h| h.status()));
+                Arc::new(prev.map(HealthHandle::with_status).unwrap_or_default())
+            })
+            .collect();
+        let sessions = Arc::new(Sessions::with_slots(
+            masters
+                .iter()
+                .map(|spec| before(spec).and_then(|(p, id)| p.sessions.slot(id)))
+                .collect(),
+        ));
+        for (i, spec) in masters.iter().enumerate() {
+            self.tracker.spawn(health::watch(
+                spec.clone(),
+                generation,
+                addrs[i].clone(),
+                health[i].clone(),
+                self.tunables.clone(),
+                self.transitions.clone(),
+                self.metrics.clone(),
+                token.clone(),
+            ));
+        }
+        Arc::new(Plane {
+            generation,
+            masters: masters.to_vec(),
+            addrs,
+            health,
+            sessions,
+            token,
+        })
+    }
+}
