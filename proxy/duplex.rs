@@ -16,6 +16,7 @@ use prometheus::IntCounter;
 use socket2::SockRef;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::master::Port;
 use crate::sessions::SessionTokens;
@@ -44,6 +45,8 @@ pub enum End {
 pub struct Control<'a> {
     pub port: Port,
     pub tokens: &'a SessionTokens,
+    /// The sidecar is stopping: drain as for a failback.
+    pub shutdown: &'a CancellationToken,
     pub drain_timeout: Duration,
     pub to_master: &'a IntCounter,
     pub to_minion: &'a IntCounter,
@@ -110,13 +113,17 @@ pub async fn run(minion: &TcpStream, master: &TcpStream, ctl: Control<'_>) -> En
             Err(Side::Minion(e)) => End::MinionError(e),
             Err(Side::Master(e)) => End::MasterError(e),
         },
-        _ = drained(ctl.tokens, &activity, ctl.port, ctl.drain_timeout) => End::Drained,
+        _ = drained(&ctl, &activity) => End::Drained,
     }
 }
 
 /// Resolves when a drain was requested and the session is idle, or at the deadline.
-async fn drained(tokens: &SessionTokens, activity: &Activity, port: Port, drain_timeout: Duration) {
-    tokens.drain.cancelled().await;
+async fn drained(ctl: &Control<'_>, activity: &Activity) {
+    let (port, drain_timeout) = (ctl.port, ctl.drain_timeout);
+    tokio::select! {
+        _ = ctl.tokens.drain.cancelled() => {}
+        _ = ctl.shutdown.cancelled() => {}
+    }
     let deadline = Instant::now() + drain_timeout;
     while !activity.is_idle(port) && Instant::now() < deadline {
         let step = deadline

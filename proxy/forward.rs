@@ -98,26 +98,16 @@ impl Forwarder {
         counters.active.inc();
         debug!(port = port.as_str(), %peer, master = label, "session open");
 
-        // Shutdown of the sidecar drains like a failback does.
-        let drain_on_shutdown = {
-            let drain = tokens.drain.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                shutdown.cancelled().await;
-                drain.cancel();
-            }
-        };
         let ctl = duplex::Control {
             port,
             tokens: &tokens,
+            // Shutdown of the sidecar drains like a failback does.
+            shutdown: &shutdown,
             drain_timeout: self.tunables.borrow().drain_timeout,
             to_master: &counters.to_master,
             to_minion: &counters.to_minion,
         };
-        let end = tokio::select! {
-            end = duplex::run(&minion, &upstream, ctl) => end,
-            _ = drain_on_shutdown => std::future::pending().await,
-        };
+        let end = duplex::run(&minion, &upstream, ctl).await;
         counters.active.dec();
         match &end {
             End::Reset => {

@@ -8,7 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use salt_sidecar::standin::{StandinMaster, ZmtpClient};
+use salt_sidecar::standin::{StandinError, StandinMaster, ZmtpClient};
 use salt_sidecar::zmtp::SocketType;
 use support::{addr, config, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -458,18 +458,91 @@ async fn half_close_is_passed_on_and_the_reply_still_arrives() {
     assert_eq!(reply, "got 300000");
 }
 
-#[test]
-fn sigterm_drains_and_exits_zero() {
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_accepting_drains_idle_sessions_and_exits_zero() {
     let net = 18;
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let _a = rt.block_on(master("A", net, 2));
+    let _a = master("A", net, 2).await;
     let mut sidecar = Sidecar::start(&config(net, &["127.0.18.2"], "master_alive_interval: 1"));
     sidecar
         .log
-        .wait_for(&["selected master"], Duration::from_secs(5));
+        .wait_for_async(&["selected master"], Duration::from_secs(5))
+        .await;
+    let mut idle = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
+        .await
+        .expect("connect");
+    assert_eq!(idle.request(b"1", T).await.expect("reply"), b"A:1");
+
     sidecar.signal("TERM");
-    assert_eq!(sidecar.wait_exit(Duration::from_secs(5)), Some(0));
-    sidecar.log.wait_for(&["SIGTERM"], T);
+    sidecar
+        .log
+        .wait_for_async(&["SIGTERM: draining sessions"], T)
+        .await;
+    // The idle session is closed gracefully (EOF, not a reset) ...
+    match idle.recv(Duration::from_secs(3)).await {
+        Err(StandinError::Closed(_)) => {}
+        other => panic!("expected a graceful close, got {other:?}"),
+    }
+    // ... and the process exits 0, well before the 3 s drain timeout.
+    let code = tokio::task::spawn_blocking(move || {
+        let code = sidecar.wait_exit(Duration::from_secs(5));
+        (code, sidecar)
+    })
+    .await
+    .expect("join");
+    assert_eq!(code.0, Some(0));
+    code.1.log.wait_for(&["all sessions closed; bye"], T);
+    // Nothing listens any more.
+    assert!(
+        tokio::net::TcpStream::connect(addr(net, 1, 4506))
+            .await
+            .is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_cuts_a_busy_session_at_the_drain_timeout_and_exits_zero() {
+    let net = 19;
+    let _a = master("A", net, 2).await;
+    // drain_timeout is 3 s in the test config.
+    let sidecar = Sidecar::start(&config(net, &["127.0.19.2"], "master_alive_interval: 1"));
+    sidecar
+        .log
+        .wait_for_async(&["selected master"], Duration::from_secs(5))
+        .await;
+    let mut busy = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    sidecar.signal("INT");
+    sidecar
+        .log
+        .wait_for_async(&["SIGINT: draining sessions"], T)
+        .await;
+    // Never idle: a request every 50 ms keeps the session busy until the deadline.
+    let mut served = 0;
+    while busy.request(b"x", T).await.is_ok() {
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the busy session was never cut"
+        );
+    }
+    let cut = started.elapsed();
+    assert!(
+        served > 10,
+        "the busy session kept being served while draining ({served})"
+    );
+    assert!(
+        cut >= Duration::from_secs(2) && cut < Duration::from_secs(6),
+        "cut after {cut:?}"
+    );
+    let mut sidecar = sidecar;
+    let code = tokio::task::spawn_blocking(move || sidecar.wait_exit(Duration::from_secs(5)))
+        .await
+        .expect("join");
+    assert_eq!(code, Some(0));
 }
 
 #[test]
