@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 use salt_sidecar::cli::{Cli, Command};
@@ -189,6 +189,15 @@ async fn show_status(admin: std::net::SocketAddr, json: bool) -> ExitCode {
 }
 
 async fn run(config: config::Config) -> ExitCode {
+    // Handlers first: a SIGHUP (say `systemctl reload`) that arrives while
+    // the sidecar starts must not kill it with the default action.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let token = CancellationToken::new();
     let running = match app::start(&config, token.clone()).await {
         Ok(r) => r,
@@ -197,36 +206,46 @@ async fn run(config: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tokio::spawn(signals(token, running.reloader.clone()));
+    tokio::spawn(signals.run(token, running.reloader.clone()));
     // A drain that hit its timeout is logged by `wait`; stopping is still a success.
     running.wait().await;
     ExitCode::SUCCESS
 }
 
-/// SIGTERM / SIGINT: drain and exit. SIGHUP: reload the config file.
-async fn signals(
-    token: CancellationToken,
-    reloader: std::sync::Arc<salt_sidecar::reload::Reloader>,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: draining sessions, then exiting"); break }
-            _ = int.recv() => { info!("SIGINT: draining sessions, then exiting"); break }
-            _ = hup.recv() => {
-                info!("SIGHUP: reloading the config");
-                // The outcome is logged by the reloader.
-                let _ = reloader.reload().await;
+/// The signals `run` handles; installed before anything starts.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// SIGTERM / SIGINT: drain and exit. SIGHUP: reload the config file.
+    async fn run(
+        mut self,
+        token: CancellationToken,
+        reloader: std::sync::Arc<salt_sidecar::reload::Reloader>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { info!("SIGTERM: draining sessions, then exiting"); break }
+                _ = self.int.recv() => { info!("SIGINT: draining sessions, then exiting"); break }
+                _ = self.hup.recv() => {
+                    info!("SIGHUP: reloading the config");
+                    // The outcome is logged by the reloader.
+                    let _ = reloader.reload().await;
+                }
             }
         }
+        token.cancel();
     }
-    token.cancel();
 }
