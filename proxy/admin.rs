@@ -211,15 +211,7 @@ async fn drain(
     headers: HeaderMap,
     query: Result<Query<MasterParam>, QueryRejection>,
 ) -> Line {
-    let m = match admin.command_target(peer, &headers, query) {
-        Ok(m) => m,
-        Err(line) => return line,
-    };
-    let label = admin.label(m);
-    let drained = move |s: &Snapshot| s.drained.get(m.index()).copied().unwrap_or(false);
-    admin
-        .apply(Command::Drain(m), drained, format!("draining {label}"))
-        .await
+    set_drained(&admin, peer, &headers, query, true).await
 }
 
 async fn undrain(
@@ -228,15 +220,29 @@ async fn undrain(
     headers: HeaderMap,
     query: Result<Query<MasterParam>, QueryRejection>,
 ) -> Line {
-    let m = match admin.command_target(peer, &headers, query) {
+    set_drained(&admin, peer, &headers, query, false).await
+}
+
+/// Drains (`drain = true`) or undrains the master the query names.
+async fn set_drained(
+    admin: &Admin,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: Result<Query<MasterParam>, QueryRejection>,
+    drain: bool,
+) -> Line {
+    let m = match admin.command_target(peer, headers, query) {
         Ok(m) => m,
         Err(line) => return line,
     };
     let label = admin.label(m);
-    let undrained = move |s: &Snapshot| !s.drained.get(m.index()).copied().unwrap_or(false);
-    admin
-        .apply(Command::Undrain(m), undrained, format!("undrained {label}"))
-        .await
+    let applied = move |s: &Snapshot| s.drained.get(m.index()).copied().unwrap_or(false) == drain;
+    let (command, done) = if drain {
+        (Command::Drain(m), format!("draining {label}"))
+    } else {
+        (Command::Undrain(m), format!("undrained {label}"))
+    };
+    admin.apply(command, applied, done).await
 }
 
 async fn not_found(uri: Uri) -> Line {

@@ -5,51 +5,15 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use salt_sidecar::standin::{StandinError, StandinMaster, ZmtpClient};
+use salt_sidecar::standin::{StandinError, ZmtpClient};
 use salt_sidecar::zmtp::SocketType;
-use support::{addr, config, Sidecar};
+use support::{addr, ask, config, master, until_answered_by, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const T: Duration = Duration::from_secs(2);
-
-async fn master(name: &str, net: u8, host: u8) -> StandinMaster {
-    StandinMaster::start(name, addr(net, host, 4505), addr(net, host, 4506))
-        .await
-        .expect("start stand-in master")
-}
-
-/// Sends one request through the sidecar's ret port on a fresh connection;
-/// returns the name of the master that answered.
-async fn ask(sidecar_ret: SocketAddr) -> Option<String> {
-    let mut c = ZmtpClient::connect(sidecar_ret, SocketType::Dealer, T)
-        .await
-        .ok()?;
-    let reply = c.request(b"ping", T).await.ok()?;
-    String::from_utf8_lossy(&reply)
-        .split(':')
-        .next()
-        .map(str::to_string)
-}
-
-/// Keeps asking (a fresh connection each time, as a reconnecting minion does)
-/// until `name` answers; returns how long that took.
-async fn until_answered_by(sidecar_ret: SocketAddr, name: &str, limit: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        if ask(sidecar_ret).await.as_deref() == Some(name) {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "master {name} did not answer within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_stream_survives_a_primary_kill_and_fails_back() {

@@ -17,10 +17,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hyper::Method;
-use salt_sidecar::standin::{StandinMaster, ZmtpClient};
+use salt_sidecar::standin::ZmtpClient;
 use salt_sidecar::status::{self, HealthState, Reply, StatusReport};
 use salt_sidecar::zmtp::SocketType;
-use support::{addr, config, Sidecar};
+use support::{addr, ask, config, master, until_answered_by, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(2);
@@ -47,35 +47,6 @@ const FAMILIES: &[(&str, &str)] = &[
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-async fn master(name: &str, net: u8, host: u8) -> StandinMaster {
-    StandinMaster::start(name, addr(net, host, 4505), addr(net, host, 4506))
-        .await
-        .expect("start stand-in master")
-}
-
-/// One request through the sidecar's ret port; the name of the master that answered.
-async fn ask(sidecar_ret: SocketAddr) -> Option<String> {
-    let mut c = ZmtpClient::connect(sidecar_ret, SocketType::Dealer, T)
-        .await
-        .ok()?;
-    let reply = c.request(b"ping", T).await.ok()?;
-    String::from_utf8_lossy(&reply)
-        .split(':')
-        .next()
-        .map(str::to_string)
-}
-
-async fn until_answered_by(sidecar_ret: SocketAddr, name: &str, limit: Duration) {
-    let start = Instant::now();
-    while ask(sidecar_ret).await.as_deref() != Some(name) {
-        assert!(
-            start.elapsed() < limit,
-            "master {name} did not answer within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn http(at: SocketAddr, method: Method, path: &str) -> Reply {

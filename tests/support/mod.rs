@@ -189,3 +189,42 @@ pub fn config(net: u8, masters: &[&str], extra: &str) -> String {
         "master:\n{list}master_type: failover\nid: test-minion\n{extra}\nsidecar:\n  listen: 127.0.{net}.1\n  admin: 127.0.{net}.1:9464\n  connect_timeout: 500ms\n  drain_timeout: 3s\n"
     )
 }
+
+/// A stand-in master (ZMTP PUB/ROUTER) on 127.0.<net>.<host>:4505/4506.
+pub async fn master(name: &str, net: u8, host: u8) -> salt_sidecar::standin::StandinMaster {
+    salt_sidecar::standin::StandinMaster::start(name, addr(net, host, 4505), addr(net, host, 4506))
+        .await
+        .expect("start stand-in master")
+}
+
+/// Sends one request through the sidecar's ret port on a fresh connection;
+/// returns the name of the master that answered.
+pub async fn ask(sidecar_ret: SocketAddr) -> Option<String> {
+    use salt_sidecar::standin::ZmtpClient;
+    use salt_sidecar::zmtp::SocketType;
+    let limit = Duration::from_secs(2);
+    let mut c = ZmtpClient::connect(sidecar_ret, SocketType::Dealer, limit)
+        .await
+        .ok()?;
+    let reply = c.request(b"ping", limit).await.ok()?;
+    String::from_utf8_lossy(&reply)
+        .split(':')
+        .next()
+        .map(str::to_string)
+}
+
+/// Keeps asking (a fresh connection each time, as a reconnecting minion does)
+/// until `name` answers; returns how long that took.
+pub async fn until_answered_by(sidecar_ret: SocketAddr, name: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if ask(sidecar_ret).await.as_deref() == Some(name) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "master {name} did not answer within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
