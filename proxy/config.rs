@@ -112,9 +112,9 @@ impl fmt::Display for ConfigError {
             }
         }
         if self.key.is_empty() {
-            write!(f, ": {}", self.message)
+            write!(f, ": {}", one_line(&self.message))
         } else {
-            write!(f, ": {}: {}", self.key, self.message)
+            write!(f, ": {}: {}", one_line(&self.key), one_line(&self.message))
         }
     }
 }
@@ -332,7 +332,7 @@ impl<'de> Deserialize<'de> for DurationValue {
                     return self.visit_f64(secs);
                 }
                 humantime::parse_duration(v).map(DurationValue).map_err(|_| {
-                    E::custom(format!("`{v}` is not a duration; write e.g. `500ms`, `2s`, `1m` or a number of seconds"))
+                    E::custom(format!("{} is not a duration; write e.g. `500ms`, `2s`, `1m` or a number of seconds", quoted(v)))
                 })
             }
         }
@@ -486,13 +486,16 @@ impl RawConfig {
                 }
                 "str" => MasterType::Str,
                 "func" | "disable" => {
-                    return Err(cx.err(loc(s), "master_type", format!("`{}` is not supported by salt-sidecar; use `failover` (or `str` with one master)", s.value)));
+                    return Err(cx.err(loc(s), "master_type", format!("{} is not supported by salt-sidecar; use `failover` (or `str` with one master)", quoted(&s.value))));
                 }
                 other => {
                     return Err(cx.err(
                         loc(s),
                         "master_type",
-                        format!("`{other}` is not a master_type; expected `failover` or `str`"),
+                        format!(
+                            "{} is not a master_type; expected `failover` or `str`",
+                            quoted(other)
+                        ),
                     ));
                 }
             },
@@ -560,7 +563,16 @@ impl RawConfig {
             Some(s) => match s.value.trim() {
                 "zeromq" => Some(ProbeKind::Zmtp),
                 "tcp" => Some(ProbeKind::Tcp),
-                other => return Err(cx.err(loc(s), "transport", format!("`{other}` is not a transport salt-sidecar forwards; expected `zeromq` or `tcp`"))),
+                other => {
+                    return Err(cx.err(
+                        loc(s),
+                        "transport",
+                        format!(
+                        "{} is not a transport salt-sidecar forwards; expected `zeromq` or `tcp`",
+                        quoted(other)
+                    ),
+                    ))
+                }
             },
         };
 
@@ -604,7 +616,7 @@ impl RawSidecar {
                     cx.err(
                         loc(s),
                         "sidecar.listen",
-                        format!("`{}` is not an IP address (e.g. 127.0.0.1)", s.value),
+                        format!("{} is not an IP address (e.g. 127.0.0.1)", quoted(&s.value)),
                     )
                 })?,
         };
@@ -649,7 +661,7 @@ impl RawSidecar {
                 let p = match s.value.trim() {
                     "zmtp" => ProbeKind::Zmtp,
                     "tcp" => ProbeKind::Tcp,
-                    other => return Err(cx.err(loc(s), "sidecar.probe", format!("`{other}` is not a probe; expected `zmtp` (transport zeromq) or `tcp` (transport tcp)"))),
+                    other => return Err(cx.err(loc(s), "sidecar.probe", format!("{} is not a probe; expected `zmtp` (transport zeromq) or `tcp` (transport tcp)", quoted(other)))),
                 };
                 if t == Some(ProbeKind::Tcp) && p == ProbeKind::Zmtp {
                     return Err(cx.err(loc(s), "sidecar.probe", "`zmtp` contradicts `transport: tcp`: a tcp-transport master does not speak ZMTP (and logs a traceback for every probe); use `probe: tcp`"));
@@ -755,8 +767,8 @@ fn socket_or(
             loc(s),
             key,
             format!(
-                "`{}` is not an IP:port address (e.g. 127.0.0.1:4505 or [::1]:4505)",
-                s.value
+                "{} is not an IP:port address (e.g. 127.0.0.1:4505 or [::1]:4505)",
+                quoted(&s.value)
             ),
         )
     })?;
@@ -770,6 +782,41 @@ fn socket_or(
     Ok(addr)
 }
 
+/// Longest user value quoted in a message.
+const MAX_QUOTED: usize = 64;
+/// Longest message shown (a safety net: values are quoted short already).
+const MAX_MESSAGE: usize = 512;
+
+/// A user value as a message shows it: in backticks, control characters
+/// escaped (one line, no forged log lines), at most [`MAX_QUOTED`] characters.
+pub fn quoted(value: &str) -> String {
+    let escaped: String = value.chars().flat_map(char::escape_default).collect();
+    if escaped.chars().count() > MAX_QUOTED {
+        let head: String = escaped.chars().take(MAX_QUOTED).collect();
+        format!("`{head}…` ({} bytes)", value.len())
+    } else {
+        format!("`{escaped}`")
+    }
+}
+
+/// One line, bounded: what any message (ours or the YAML parser's, which
+/// may echo input) becomes before it is shown.
+fn one_line(message: &str) -> String {
+    let mut out = String::new();
+    for c in message.chars() {
+        if out.len() >= MAX_MESSAGE {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Parses `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address.
 pub fn parse_host_port(text: &str) -> Result<(Host, Option<u16>), String> {
     let text = text.trim();
@@ -780,20 +827,20 @@ pub fn parse_host_port(text: &str) -> Result<(Host, Option<u16>), String> {
         match p.parse::<u16>() {
             Ok(0) => Err("port 0 is not a port a master can listen on".into()),
             Ok(n) => Ok(n),
-            Err(_) => Err(format!("`{p}` is not a port number (1-65535)")),
+            Err(_) => Err(format!("{} is not a port number (1-65535)", quoted(p))),
         }
     };
     if let Some(rest) = text.strip_prefix('[') {
         let (ip, after) = rest
             .split_once(']')
-            .ok_or_else(|| format!("`{text}`: missing `]` after an IPv6 address"))?;
+            .ok_or_else(|| format!("{}: missing `]` after an IPv6 address", quoted(text)))?;
         let ip: IpAddr = ip
             .parse()
-            .map_err(|_| format!("`{ip}` is not an IPv6 address"))?;
+            .map_err(|_| format!("{} is not an IPv6 address", quoted(ip)))?;
         let port = match after {
             "" => None,
             p => Some(parse_port(p.strip_prefix(':').ok_or_else(|| {
-                format!("`{text}`: expected `:port` after `]`")
+                format!("{}: expected `:port` after `]`", quoted(text))
             })?)?),
         };
         return Ok((Host::Ip(ip), port));
@@ -829,9 +876,13 @@ fn validate_hostname(host: &str) -> Result<(), String> {
         Ok(())
     } else if host.contains(':') {
         Err(format!(
-            "`{host}` is not a host name; write an IPv6 address with a port as `[addr]:port`"
+            "{} is not a host name; write an IPv6 address with a port as `[addr]:port`",
+            quoted(host)
         ))
     } else {
-        Err(format!("`{host}` is not a valid host name or IP address"))
+        Err(format!(
+            "{} is not a valid host name or IP address",
+            quoted(host)
+        ))
     }
 }
