@@ -85,18 +85,11 @@ fn check_config_text(text: &str) -> Result<(), TestCaseError> {
                 "error does not name the file: {}",
                 shown
             );
-            // Never amplifies the input. (One line and a bounded length for any
-            // input is the ignored `config_errors_quote_values_bounded_and_escaped`.)
+            prop_assert!(!shown.contains('\n'), "error is not one line: {:?}", shown);
             prop_assert!(
-                shown.len() <= text.len() + 1024,
-                "error of {} bytes for {} bytes of input",
-                shown.len(),
-                text.len()
-            );
-            prop_assert!(
-                shown.lines().count() <= text.lines().count().max(1),
-                "error has more lines than the input: {:?}",
-                shown
+                shown.len() < 2048,
+                "error of {} bytes (echoes the input?)",
+                shown.len()
             );
         }
     }
