@@ -2,7 +2,8 @@
 //! signals from forwarding, and rise/fall hysteresis.
 //!
 //! One task per master probes both ports every `master_alive_interval` (with
-//! ±10 % jitter so a fleet does not probe in lockstep) and reports only
+//! jitter within 0.9–1.0 × interval, measured from the previous probe's
+//! start, so a fleet does not probe in lockstep) and reports only
 //! *transitions* to the supervisor. A master is up only if both ports are.
 //! Forwarding calls [`HealthHandle::suspect`] when a connect to the master is
 //! refused or times out (counted as a failed check, then an immediate
@@ -242,13 +243,15 @@ pub async fn watch(
             report(&events, &handle, &master, generation, up, detail).await;
         }
 
-        // Next probe after the jittered interval, or at once when woken or
-        // when DNS changes the addresses (a literal IP has no resolver, so
-        // its channel is closed from the start).
-        let jitter = settings.interval.mul_f64(0.9 + 0.2 * rng.f64());
+        // The next probe starts 0.9–1.0 × interval after this one *started*
+        // (never later, so a dead master is down within fall × interval +
+        // timeout; jittered, so a fleet does not probe in lockstep), or at
+        // once when woken or when DNS changes the addresses (a literal IP has
+        // no resolver, so its channel is closed from the start).
+        let next = start + settings.interval.mul_f64(0.9 + 0.1 * rng.f64());
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = tokio::time::sleep(jitter) => {}
+            _ = tokio::time::sleep_until(next) => {}
             _ = handle.wake.notified() => {}
             changed = addrs.changed(), if resolver_alive => resolver_alive = changed.is_ok(),
             changed = tunables.changed() => {

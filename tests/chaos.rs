@@ -592,7 +592,6 @@ fn blackhole_fails_over_within_the_bound_and_leaves_no_session_stuck() {
 /// The stated bound: a blackholed master is failed over from within
 /// `fall × master_alive_interval + connect_timeout`.
 #[test]
-#[ignore = "bug: probe period is interval×(0.9..1.1) *plus* the probe's own timeout, so blackhole detection takes up to fall×(1.1×interval+connect_timeout), not fall×interval+connect_timeout (proxy/health.rs watch loop)"]
 fn blackhole_detection_meets_fall_times_interval_plus_connect_timeout() {
     if !lab_available("blackhole bound") {
         return;
