@@ -1,0 +1,639 @@
+//! DNS behaviour of the real binary against a tiny authoritative server.
+//!
+//! The sidecar resolves master names with hickory-resolver and the *system*
+//! configuration. To point it at a test server without touching the
+//! machine's resolver, each test runs the sidecar in a network namespace of
+//! its own with `ip netns exec`, which bind-mounts
+//! `/etc/netns/<ns>/resolv.conf` over `/etc/resolv.conf` for that process
+//! only. That file names `127.0.0.53`, where this test serves the zone (UDP
+//! and TCP, built with hickory-proto). The namespace has nothing but its own
+//! loopback: no query can leave it. Root only (skipped with a message
+//! otherwise); the namespace and the `/etc/netns/<ns>` directory are removed
+//! by a Drop guard, also on failure.
+//!
+//! What is checked: TTL changes are followed (the sidecar re-asks when the
+//! answer expires, and moves to a new address); SERVFAIL and timeouts keep
+//! the last good address; NXDOMAIN at start is reported and retried, and an
+//! unresolved master is never mapped to 127.0.0.1 (a trap master listens
+//! there and must see no connection).
+
+mod support;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use support::{ask, Log};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+const MASTER: &str = "salt.sidecar.test";
+/// Where the sidecar listens inside its namespace (127.0.0.1 is the trap's).
+const LISTEN: [u8; 4] = [127, 0, 0, 100];
+
+// === the lab: a namespace with its own resolv.conf ===
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn lab_available(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("SKIP {test}: needs root for a network namespace with its own resolv.conf (ip netns exec); run as root");
+        return false;
+    }
+    let ip = Command::new("ip")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        ip,
+        "{test}: `ip` (iproute2) is required; scripts/test-deps installs it"
+    );
+    true
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with `/etc/netns/<name>/resolv.conf` naming the test
+/// DNS server; both removed on drop.
+struct DnsLab {
+    name: String,
+    etc: PathBuf,
+}
+
+impl DnsLab {
+    fn new(tag: &str) -> DnsLab {
+        let name = format!("ssc-dns-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        run(&["ip", "netns", "add", &name]);
+        let etc = PathBuf::from(format!("/etc/netns/{name}"));
+        let lab = DnsLab { name, etc };
+        run(&["ip", "-n", &lab.name, "link", "set", "lo", "up"]);
+        std::fs::create_dir_all(&lab.etc).expect("mkdir /etc/netns/<ns>");
+        std::fs::write(
+            lab.etc.join("resolv.conf"),
+            "# salt-sidecar tests/dns.rs: the test's own DNS server, inside this namespace only\nnameserver 127.0.0.53\noptions timeout:1 attempts:1\n",
+        )
+        .expect("write resolv.conf");
+        lab
+    }
+
+    /// Runs `body` on a runtime whose threads live in the namespace.
+    fn run<F, Fut>(&self, body: F)
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let path = PathBuf::from(format!("/var/run/netns/{}", self.name));
+        std::thread::scope(|s| {
+            let t = s.spawn(move || {
+                let f = File::open(&path).expect("open netns");
+                // SAFETY: setns on a valid namespace fd; affects only this thread.
+                let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(body());
+            });
+            if let Err(panic) = t.join() {
+                std::panic::resume_unwind(panic);
+            }
+        });
+    }
+}
+
+impl Drop for DnsLab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.etc);
+        // /etc/netns itself, if no other namespace uses it (fails otherwise).
+        if let Some(parent) = self.etc.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// `salt-sidecar run` inside the lab's namespace (`ip netns exec` execs, so
+/// the child's PID is the sidecar's); killed by PID on drop.
+struct Sidecar {
+    child: Child,
+    log: Log,
+    _dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    fn start(lab: &DnsLab, yaml: &str) -> Sidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, yaml).expect("write config");
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.name,
+                env!("CARGO_BIN_EXE_salt-sidecar"),
+            ])
+            .args(["--log-level", "salt_sidecar=debug", "run", "--config"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn salt-sidecar in the namespace");
+        let log = Log::default();
+        let sink = log.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("SIDECAR_TEST_ECHO").is_some() {
+                    eprintln!("sidecar| {line}");
+                }
+                sink.push(line);
+            }
+            sink.push("<process exited>".into());
+        });
+        let sidecar = Sidecar {
+            child,
+            log,
+            _dir: dir,
+        };
+        sidecar
+            .log
+            .wait_for(&["listening for the minion"], Duration::from_secs(10));
+        sidecar
+    }
+
+    fn assert_no_panic(&self) {
+        assert_eq!(
+            self.log.count(&["panicked"]),
+            0,
+            "the sidecar panicked:\n{}",
+            self.log.lines().join("\n")
+        );
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(extra: &str) -> String {
+    format!(
+        "master: [{MASTER}]\nid: dns-minion\nmaster_alive_interval: 1\nrandom_reauth_delay: 0\n{extra}\nsidecar:\n  listen: 127.0.0.100\n  admin: 127.0.0.100:9464\n  connect_timeout: 500ms\n"
+    )
+}
+
+fn ret() -> SocketAddr {
+    SocketAddr::from((LISTEN, 4506))
+}
+
+/// `salt_sidecar_dns_resolutions_total{result}` from the admin endpoint.
+fn dns_resolutions(result: &str) -> u64 {
+    let mut s = std::net::TcpStream::connect(SocketAddr::from((LISTEN, 9464))).expect("admin");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    let key = format!("salt_sidecar_dns_resolutions_total{{result=\"{result}\"}} ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+// === the authoritative server ===
+
+/// How the server answers for `MASTER` right now.
+#[derive(Clone, Debug)]
+enum Answer {
+    A {
+        ip: Ipv4Addr,
+        ttl: u32,
+    },
+    NxDomain,
+    ServFail,
+    /// No answer at all (a timeout for the resolver).
+    Silence,
+}
+
+#[derive(Default)]
+struct Zone {
+    answer: Mutex<Option<Answer>>,
+    /// When each A query for `MASTER` arrived.
+    queries: Mutex<Vec<Instant>>,
+}
+
+impl Zone {
+    fn set(&self, a: Answer) {
+        *self.answer.lock().expect("zone") = Some(a);
+    }
+
+    fn queries(&self) -> Vec<Instant> {
+        self.queries.lock().expect("zone").clone()
+    }
+
+    /// The response to `query`, or `None` to stay silent.
+    fn respond(&self, query: &[u8]) -> Option<Vec<u8>> {
+        let req = Message::from_vec(query).ok()?;
+        let q = req.queries().first()?.clone();
+        let master = Name::from_str(&format!("{MASTER}.")).expect("name");
+        let mut resp = Message::new();
+        resp.set_id(req.id())
+            .set_message_type(MessageType::Response)
+            .set_op_code(OpCode::Query)
+            .set_authoritative(true)
+            .set_recursion_desired(req.recursion_desired())
+            .add_queries(vec![q.clone()]);
+        let soa = Record::from_rdata(
+            Name::from_str("sidecar.test.").expect("zone"),
+            1,
+            RData::SOA(SOA::new(
+                Name::from_str("ns.sidecar.test.").expect("ns"),
+                Name::from_str("admin.sidecar.test.").expect("admin"),
+                1,
+                60,
+                60,
+                60,
+                1,
+            )),
+        );
+        if !q.name().eq_case(&master) {
+            resp.set_response_code(ResponseCode::NXDomain)
+                .add_name_server(soa);
+            return resp.to_vec().ok();
+        }
+        if q.query_type() == RecordType::A {
+            self.queries.lock().expect("zone").push(Instant::now());
+        }
+        let answer = self.answer.lock().expect("zone").clone();
+        match answer {
+            None | Some(Answer::Silence) => return None,
+            Some(Answer::NxDomain) => {
+                resp.set_response_code(ResponseCode::NXDomain)
+                    .add_name_server(soa);
+            }
+            Some(Answer::ServFail) => {
+                resp.set_response_code(ResponseCode::ServFail);
+            }
+            Some(Answer::A { ip, ttl }) => {
+                if q.query_type() == RecordType::A {
+                    resp.add_answer(Record::from_rdata(master, ttl, RData::A(A(ip))));
+                } else {
+                    // The name exists, with no record of that type.
+                    resp.add_name_server(soa);
+                }
+            }
+        }
+        resp.to_vec().ok()
+    }
+}
+
+/// Serves `zone` on 127.0.0.53:53, UDP and TCP, in the current namespace.
+async fn serve_dns(zone: Arc<Zone>) {
+    let addr = SocketAddr::from(([127, 0, 0, 53], 53));
+    let udp = UdpSocket::bind(addr).await.expect("bind dns udp");
+    let tcp = TcpListener::bind(addr).await.expect("bind dns tcp");
+    let z = zone.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
+            if let Some(resp) = z.respond(&buf[..n]) {
+                let _ = udp.send_to(&resp, peer).await;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = tcp.accept().await {
+            let z = zone.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut len = [0u8; 2];
+                    if s.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    if s.read_exact(&mut msg).await.is_err() {
+                        return;
+                    }
+                    match z.respond(&msg) {
+                        Some(resp) => {
+                            let mut out = (resp.len() as u16).to_be_bytes().to_vec();
+                            out.extend(resp);
+                            if s.write_all(&out).await.is_err() {
+                                return;
+                            }
+                        }
+                        // Silence: hold the connection, answer nothing.
+                        None => std::future::pending::<()>().await,
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// A "master" on 127.0.0.1:4505/4506 that must never be reached: what
+/// Salt's own failover does with an unresolvable master.
+async fn trap() -> Arc<AtomicU64> {
+    let hits = Arc::new(AtomicU64::new(0));
+    for port in [4505u16, 4506] {
+        let l = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .expect("bind trap");
+        let hits = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((_s, _)) = l.accept().await {
+                hits.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    hits
+}
+
+async fn master(name: &str, host: u8) -> salt_sidecar::standin::StandinMaster {
+    salt_sidecar::standin::StandinMaster::start(
+        name,
+        SocketAddr::from(([127, 0, 0, host], 4505)),
+        SocketAddr::from(([127, 0, 0, host], 4506)),
+    )
+    .await
+    .expect("stand-in master")
+}
+
+/// Asks until `name` answers; returns how long that took.
+async fn until(name: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    loop {
+        let who = ask(ret()).await;
+        if who.as_deref() == Some(name) {
+            return start.elapsed();
+        }
+        *seen
+            .entry(who.unwrap_or_else(|| "<none>".into()))
+            .or_default() += 1;
+        assert!(
+            start.elapsed() < limit,
+            "{name} did not answer within {limit:?}; answers: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// === tests ===
+
+/// The sidecar re-asks when the answer's TTL runs out (so a TTL change
+/// changes how often it asks) and moves to a new address within the TTL.
+#[test]
+fn ttl_changes_are_followed() {
+    if !lab_available("dns ttl") {
+        return;
+    }
+    let lab = DnsLab::new("ttl");
+    lab.run(|| async {
+        let zone = Arc::new(Zone::default());
+        zone.set(Answer::A {
+            ip: Ipv4Addr::new(127, 0, 0, 2),
+            ttl: 3,
+        });
+        serve_dns(zone.clone()).await;
+        let trap = trap().await;
+        let (one, two) = (master("one", 2).await, master("two", 3).await);
+        let sidecar = Sidecar::start(&lab, &config(""));
+        until("one", Duration::from_secs(10)).await;
+
+        // TTL 3: one query every ~3 s.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let q = zone.queries();
+        let gaps3: Vec<f64> = q.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        eprintln!("dns ttl: TTL 3 s, re-asked after {gaps3:.2?} s");
+        assert!(gaps3.len() >= 2, "not re-asked: {gaps3:?}");
+        for g in &gaps3 {
+            assert!((2.5..=4.5).contains(g), "re-asked after {g} s with TTL 3");
+        }
+
+        // TTL 1 and a new address: asked every ~1 s, and the minion moves.
+        zone.set(Answer::A {
+            ip: Ipv4Addr::new(127, 0, 0, 3),
+            ttl: 1,
+        });
+        let changed = Instant::now();
+        let took = until("two", Duration::from_secs(8)).await;
+        eprintln!("dns ttl: new address answered {took:?} after the change");
+        sidecar
+            .log
+            .wait_for_async(&["resolved", "127.0.0.3"], Duration::from_secs(2))
+            .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let gaps1: Vec<f64> = zone
+            .queries()
+            .iter()
+            .filter(|t| **t > changed)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| (*w[1] - *w[0]).as_secs_f64())
+            .collect();
+        eprintln!("dns ttl: TTL 1 s, re-asked after {gaps1:.2?} s");
+        assert!(gaps1.len() >= 2, "not re-asked: {gaps1:?}");
+        for g in &gaps1 {
+            assert!((0.7..=2.0).contains(g), "re-asked after {g} s with TTL 1");
+        }
+        assert_eq!(trap.load(Ordering::Relaxed), 0, "127.0.0.1 was contacted");
+        sidecar.assert_no_panic();
+        drop((one, two));
+    });
+}
+
+/// SERVFAIL and a silent server (timeouts) are failures: counted, logged,
+/// and the last good address stays in use; the master is never lost.
+#[test]
+fn servfail_and_timeouts_keep_the_last_good_address() {
+    if !lab_available("dns servfail") {
+        return;
+    }
+    let lab = DnsLab::new("fail");
+    lab.run(|| async {
+        let zone = Arc::new(Zone::default());
+        zone.set(Answer::A {
+            ip: Ipv4Addr::new(127, 0, 0, 2),
+            ttl: 1,
+        });
+        serve_dns(zone.clone()).await;
+        let trap = trap().await;
+        let (one, two) = (master("one", 2).await, master("two", 3).await);
+        let sidecar = Sidecar::start(&lab, &config(""));
+        until("one", Duration::from_secs(10)).await;
+        let ok_before = dns_resolutions("success");
+        let down_before = sidecar.log.count(&["master is down"]);
+
+        for (what, answer) in [("SERVFAIL", Answer::ServFail), ("timeout", Answer::Silence)] {
+            let failures = dns_resolutions("failure");
+            let asked = zone.queries().len();
+            zone.set(answer);
+            let started = Instant::now();
+            let mut answered = 0;
+            while started.elapsed() < Duration::from_secs(5) {
+                assert_eq!(
+                    ask(ret()).await.as_deref(),
+                    Some("one"),
+                    "{what}: the last good address was lost"
+                );
+                answered += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let counted = dns_resolutions("failure") - failures;
+            eprintln!(
+                "dns {what}: {} queries, {counted} failures counted, {answered} requests answered by the last good address",
+                zone.queries().len() - asked
+            );
+            assert!(counted >= 1, "{what}: failure not counted");
+            assert!(zone.queries().len() > asked, "{what}: not retried");
+            sidecar
+                .log
+                .wait_for_async(&["DNS lookup failed; keeping the last good addresses"], Duration::from_secs(1))
+                .await;
+            // Back to a good answer before the next kind of failure.
+            zone.set(Answer::A {
+                ip: Ipv4Addr::new(127, 0, 0, 2),
+                ttl: 1,
+            });
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        assert!(dns_resolutions("success") > ok_before);
+        assert_eq!(
+            sidecar.log.count(&["master is down"]),
+            down_before,
+            "the master was lost:\n{}",
+            sidecar.log.lines().join("\n")
+        );
+        // And a real change still gets through after the failures.
+        zone.set(Answer::A {
+            ip: Ipv4Addr::new(127, 0, 0, 3),
+            ttl: 1,
+        });
+        let took = until("two", Duration::from_secs(15)).await;
+        eprintln!("dns: a new address answered {took:?} after the failures ended");
+        assert_eq!(trap.load(Ordering::Relaxed), 0, "127.0.0.1 was contacted");
+        sidecar.assert_no_panic();
+        drop((one, two));
+    });
+}
+
+/// NXDOMAIN at start: reported (log and metric), retried, the master has no
+/// address (never 127.0.0.1: the trap sees nothing) and minion connections
+/// wait; once the name resolves, they are served.
+#[test]
+fn nxdomain_at_start_is_reported_retried_and_never_localhost() {
+    if !lab_available("dns nxdomain") {
+        return;
+    }
+    let lab = DnsLab::new("nx");
+    lab.run(|| async {
+        let zone = Arc::new(Zone::default());
+        zone.set(Answer::NxDomain);
+        serve_dns(zone.clone()).await;
+        let trap = trap().await;
+        let one = master("one", 2).await;
+        let sidecar = Sidecar::start(&lab, &config(""));
+        let line = sidecar
+            .log
+            .wait_for_async(&["DNS lookup failed"], Duration::from_secs(5))
+            .await;
+        eprintln!("dns nxdomain: {line}");
+        // A minion connecting meanwhile is held, not sent anywhere.
+        assert_eq!(ask(ret()).await, None, "answered while the master has no address");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let retries = zone.queries().len();
+        assert!(retries >= 2, "NXDOMAIN not retried ({retries} queries)");
+        assert!(dns_resolutions("failure") >= 2);
+        assert_eq!(trap.load(Ordering::Relaxed), 0, "an unresolved master was mapped to 127.0.0.1");
+
+        zone.set(Answer::A {
+            ip: Ipv4Addr::new(127, 0, 0, 2),
+            ttl: 5,
+        });
+        let took = until("one", Duration::from_secs(20)).await;
+        eprintln!("dns nxdomain: {retries} queries while NXDOMAIN; answered {took:?} after the name appeared");
+        assert_eq!(trap.load(Ordering::Relaxed), 0, "127.0.0.1 was contacted");
+        sidecar.assert_no_panic();
+        drop(one);
+    });
+}
+
+/// A master named by DNS is chosen at start-up like a literal address: no
+/// "master is down" before its first answer, and the first choice is not
+/// counted as a switch (README: "the first choice at start-up is not
+/// counted").
+#[test]
+#[ignore = "bug: the first probe of a DNS-named master runs before the first lookup answers, so it is marked down at start and the first choice is logged and counted as a failover from none (proxy/health.rs watch)"]
+fn a_dns_named_master_is_selected_at_start_without_a_down_or_a_counted_switch() {
+    if !lab_available("dns start-up") {
+        return;
+    }
+    let lab = DnsLab::new("start");
+    lab.run(|| async {
+        let zone = Arc::new(Zone::default());
+        zone.set(Answer::A {
+            ip: Ipv4Addr::new(127, 0, 0, 2),
+            ttl: 30,
+        });
+        serve_dns(zone.clone()).await;
+        let one = master("one", 2).await;
+        let sidecar = Sidecar::start(&lab, &config(""));
+        until("one", Duration::from_secs(10)).await;
+        let lines = sidecar.log.lines().join("\n");
+        assert_eq!(
+            sidecar.log.count(&["master is down"]),
+            0,
+            "down at start:\n{lines}"
+        );
+        assert_eq!(
+            sidecar.log.count(&["switched master"]),
+            0,
+            "start-up counted as a switch:\n{lines}"
+        );
+        assert_eq!(
+            sidecar.log.count(&["selected master"]),
+            1,
+            "no first choice:\n{lines}"
+        );
+        sidecar.assert_no_panic();
+        drop(one);
+    });
+}
