@@ -561,22 +561,22 @@ fn blackhole_fails_over_within_the_bound_and_leaves_no_session_stuck() {
             .wait_for_async(&["switched master", "reason=\"failover\""], Duration::from_secs(15))
             .await;
         let detected = fault.elapsed();
-        // The configured bound is fall × interval + connect_timeout (2.5 s);
-        // probes run every interval ±10 % *after* the previous probe ended, so
-        // the worst case here is fall × (1.1 × interval + connect_timeout) = 3.2 s.
-        // (The stricter bound is the ignored test below.)
-        let bound = Duration::from_millis(3200) + Duration::from_millis(800);
+        // fall × interval + connect_timeout = 2.5 s, plus scheduling slack
+        // for a busy machine (the strict bound, over three faults at different
+        // points of the probe cycle, is the next test).
+        let bound = Duration::from_millis(2500) + Duration::from_millis(500);
         eprintln!("blackhole: failover {detected:?} after the fault (bound {bound:?})");
         assert!(detected <= bound, "failover took {detected:?}");
 
-        // No session to A is left stuck: each ends within a second of the switch.
-        let switched = Instant::now();
+        // No session to A is left stuck: each is closed by the failover.
         for (what, end) in [("idle", idle_end), ("subscriber", sub_end), ("busy", busy_end)] {
             let ended = tokio::time::timeout(Duration::from_secs(5), end)
                 .await
                 .unwrap_or_else(|_| panic!("{what} session to the blackholed master still open 5 s after the failover"))
                 .expect("watcher");
-            eprintln!("blackhole: {what} session ended {:?} after the switch", ended.saturating_duration_since(switched));
+            let after = ended.saturating_duration_since(fault);
+            eprintln!("blackhole: {what} session ended {after:?} after the fault (failover logged at {detected:?})");
+            assert!(after <= bound + Duration::from_millis(500), "{what} session outlived the failover: {after:?}");
         }
         // New work goes to B at once.
         let took = until_answered_by(ret, "B", Duration::from_secs(3)).await;
@@ -1047,7 +1047,7 @@ async fn a_hung_master_is_failed_over_and_back_after_it_thaws() {
     let detected = fault.elapsed();
     eprintln!("hung master: failover {detected:?} after the freeze");
     assert!(
-        detected <= Duration::from_secs(4),
+        detected <= Duration::from_millis(3000),
         "failover took {detected:?}"
     );
     let r = within(Duration::from_secs(3), pending).await;
