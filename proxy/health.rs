@@ -178,6 +178,12 @@ pub async fn watch(
     let mut rng = fastrand::Rng::new();
     let label = master.label.as_str();
     let mut resolver_alive = matches!(master.host, crate::master::Host::Name(_));
+    if resolver_alive && addrs.borrow().is_empty() {
+        // A DNS name not resolved yet: give the first lookup up to one probe
+        // timeout, so the master is not called down before it had an address
+        // (an NXDOMAIN answers at once and the probe then says "unresolved").
+        let _ = tokio::time::timeout(settings.timeout, addrs.wait_for(|a| !a.is_empty())).await;
+    }
     loop {
         if handle.suspect.swap(false, Ordering::Relaxed) {
             debug!(

@@ -601,7 +601,6 @@ fn nxdomain_at_start_is_reported_retried_and_never_localhost() {
 /// counted as a switch (README: "the first choice at start-up is not
 /// counted").
 #[test]
-#[ignore = "bug: the first probe of a DNS-named master runs before the first lookup answers, so it is marked down at start and the first choice is logged and counted as a failover from none (proxy/health.rs watch)"]
 fn a_dns_named_master_is_selected_at_start_without_a_down_or_a_counted_switch() {
     if !lab_available("dns start-up") {
         return;
