@@ -373,6 +373,15 @@ async fn healthz_readyz_and_status_follow_the_masters() {
         .await;
     let r = get(admin, "/readyz").await;
     assert_one_line(&r, 200, "ready: 127.0.41.2 is active and up");
+    // A is chosen as soon as it is up; B's first (refused) probe may still be
+    // in flight, so wait for its verdict before reading the status.
+    sidecar
+        .log
+        .wait_for_async(
+            &["master is down", "master=127.0.41.3"],
+            Duration::from_secs(5),
+        )
+        .await;
 
     let s = status_of(admin).await;
     assert!(s.ready, "{s:?}");
