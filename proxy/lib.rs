@@ -21,6 +21,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod demo;
 pub mod duplex;
 pub mod enroll;
