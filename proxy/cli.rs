@@ -45,6 +45,25 @@ pub enum Command {
         #[arg(short, long, default_value = "/etc/salt-sidecar/config.yaml")]
         config: PathBuf,
     },
+    /// Turn a salt-minion config's failover block into a sidecar config.
+    ///
+    /// Reads the minion config (`master` list, `master_type`,
+    /// `master_alive_interval`, `master_failback*`, `master_shuffle`,
+    /// `publish_port`, `master_port`, `transport`, `id`, ...), prints the
+    /// sidecar config on stdout (already validated: it loads as is) and, on
+    /// stderr, the one change the minion needs: `master: 127.0.0.1`, and the
+    /// keys to remove. Writes no file. Typical use:
+    ///
+    ///   salt-sidecar convert-minion-config /etc/salt/minion > /etc/salt-sidecar/config.yaml
+    ///
+    /// Exits 0 on success, 1 if the minion config cannot be read or converted
+    /// (the error names the file, line and key).
+    ConvertMinionConfig {
+        /// The minion config to read (its `minion_id` file next to it names
+        /// the minion when there is no `id:`).
+        #[arg(default_value = "/etc/salt/minion")]
+        minion_config: PathBuf,
+    },
     /// Show a running sidecar's masters: health, last probe, which one is
     /// active, pin/drain state and open sessions (from its `/status`).
     ///

@@ -10,7 +10,7 @@ use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 use salt_sidecar::cli::{Cli, Command};
-use salt_sidecar::{app, config, demo, enroll, status};
+use salt_sidecar::{app, config, convert, demo, enroll, status};
 
 /// Exit status for an invalid configuration (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             };
             runtime().block_on(run(config))
         }
+        Command::ConvertMinionConfig { minion_config } => convert_minion_config(&minion_config),
         Command::Status { admin, json } => runtime().block_on(show_status(admin, json)),
         Command::Enroll {
             admin,
@@ -110,6 +111,23 @@ fn emit(text: &str) {
     let _ = stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush());
+}
+
+fn convert_minion_config(path: &std::path::Path) -> ExitCode {
+    match convert::convert_minion_config(path) {
+        Ok(c) => {
+            emit(&c.sidecar_yaml);
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
+            eprintln!("minion change: {}", c.minion_change);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("salt-sidecar convert-minion-config: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {

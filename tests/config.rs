@@ -271,7 +271,15 @@ fn run_refuses_an_invalid_config_with_exit_78() {
 fn help_explains_every_subcommand() {
     let out = sidecar().arg("--help").output().expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["run", "check-config", "demo", "failover"] {
+    for word in [
+        "run",
+        "check-config",
+        "convert-minion-config",
+        "status",
+        "enroll",
+        "demo",
+        "failover",
+    ] {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
 }
@@ -302,4 +310,63 @@ fn a_closed_stdout_is_not_a_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{out:?}");
+}
+
+/// `convert-minion-config`: the article's minion config in, a sidecar config
+/// on stdout that `check-config` accepts as is, the minion change on stderr.
+#[test]
+fn convert_minion_config_prints_a_config_that_loads_and_the_minion_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let minion = dir.path().join("minion");
+    std::fs::write(
+        &minion,
+        "master:\n  - 192.168.57.12\n  - 192.168.57.13\nmaster_type: failover\n\
+         master_alive_interval: 60\nmaster_failback: True\nmaster_failback_interval: 30\n\
+         random_reauth_delay: 60\nlog_level: warning\n",
+    )
+    .expect("write");
+    // Salt keeps the minion's id next to its config when `id:` is not set.
+    std::fs::write(dir.path().join("minion_id"), "web-01\n").expect("write");
+    let out = sidecar()
+        .arg("convert-minion-config")
+        .arg(&minion)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("minion change: ")
+            && stderr.contains("set `master: 127.0.0.1`; remove master_type, master_alive_interval, master_failback, master_failback_interval"),
+        "{stderr}"
+    );
+
+    let converted = dir.path().join("config.yaml");
+    std::fs::write(&converted, &out.stdout).expect("write");
+    let cfg = config::load(&converted).unwrap_or_else(|e| panic!("{e}"));
+    let labels: Vec<&str> = cfg.masters.iter().map(|m| m.label.as_str()).collect();
+    assert_eq!(labels, ["192.168.57.12", "192.168.57.13"]);
+    assert_eq!(cfg.minion_id, "web-01");
+    assert_eq!(cfg.alive_interval, Duration::from_secs(60));
+    assert!(cfg.failback);
+    let out = sidecar()
+        .args(["check-config", "--config"])
+        .arg(&converted)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+
+    // A minion config the sidecar cannot serve: exit 1, the minion's line.
+    std::fs::write(&minion, "master: a.example\ntransport: ws\n").expect("write");
+    let out = sidecar()
+        .arg("convert-minion-config")
+        .arg(&minion)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "printed a config on error: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2:", minion.display())) && stderr.contains("transport"),
+        "{stderr}"
+    );
 }

@@ -1,0 +1,458 @@
+//! Operations: the static binary `scripts/build-static` ships and the systemd
+//! unit `config/salt-sidecar.service` runs it with.
+//!
+//! The static binary is built once per run, with the real release profile,
+//! into `<target>/static` (its own directory, so this never waits on the
+//! `cargo test` that runs it, and later runs only relink what changed). A
+//! cold build takes about five minutes on a 2-core machine, a warm one about
+//! one. Everything runs on loopback; the name-resolution test runs in a
+//! network namespace of its own (root only, skipped otherwise).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const UNIT: &str = "config/salt-sidecar.service";
+/// Where the unit expects the binary; rewritten to a real one for `verify`.
+const INSTALLED_BIN: &str = "/usr/local/bin/salt-sidecar";
+/// SPEC §6: the static binary stays under 10 MB.
+const MAX_STATIC_BYTES: u64 = 10_000_000;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// === the static binary ===
+
+/// Builds the static binary with `scripts/build-static` (once per run) and
+/// returns its path.
+fn static_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(|d| root().join(d))
+            .unwrap_or_else(|| root().join("target"))
+            .join("static");
+        let started = Instant::now();
+        let out = output(
+            Command::new(root().join("scripts/build-static")).env("CARGO_TARGET_DIR", &target),
+        );
+        assert!(
+            out.status.success(),
+            "scripts/build-static failed:\n{}",
+            text(&out.stderr)
+        );
+        // "<path> <bytes> bytes (<MiB> MiB)"
+        let stdout = text(&out.stdout);
+        eprintln!(
+            "scripts/build-static ({:.0}s): {}",
+            started.elapsed().as_secs_f64(),
+            stdout.trim()
+        );
+        let path = stdout.split_whitespace().next().expect("a path on stdout");
+        PathBuf::from(path)
+    })
+}
+
+#[test]
+fn the_static_binary_needs_nothing_from_the_host() {
+    let bin = static_binary();
+
+    let file = text(&output(Command::new("file").arg("-b").arg(bin)).stdout);
+    assert!(
+        file.contains("static-pie linked") || file.contains("statically linked"),
+        "file says: {file}"
+    );
+    assert!(file.contains("x86-64"), "file says: {file}");
+    let ldd = output(Command::new("ldd").arg(bin));
+    let ldd = text(&ldd.stdout) + &text(&ldd.stderr);
+    assert!(
+        ldd.contains("statically linked") || ldd.contains("not a dynamic executable"),
+        "ldd says: {ldd}"
+    );
+
+    let bytes = std::fs::metadata(bin).expect("stat").len();
+    assert!(
+        bytes < MAX_STATIC_BYTES,
+        "{} is {bytes} bytes, over {MAX_STATIC_BYTES}",
+        bin.display()
+    );
+
+    // No environment at all: no PATH, HOME, locale or RUST_LOG.
+    let out = output(Command::new("env").arg("-i").arg(bin).arg("--version"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("salt-sidecar {}", env!("CARGO_PKG_VERSION"))
+    );
+    let example = root().join("config/example.yaml");
+    let out = output(
+        Command::new("env")
+            .arg("-i")
+            .arg(bin)
+            .args(["check-config", "--config"])
+            .arg(&example),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("{}: ok\n", example.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("- salt-a.example.net (publish 4505, ret 4506)"),
+        "{stdout}"
+    );
+}
+
+// === name resolution in the static binary ===
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A network namespace whose `/etc/hosts` names a master (`ip netns exec`
+/// bind-mounts `/etc/netns/<ns>/*` over `/etc` for the process it runs) and
+/// whose resolv.conf names a server that is not there. Removed on drop.
+struct HostsLab {
+    name: String,
+    etc: PathBuf,
+}
+
+impl HostsLab {
+    fn new(hosts: &str) -> HostsLab {
+        let name = format!("ssc-ops-{}", std::process::id());
+        let etc = PathBuf::from(format!("/etc/netns/{name}"));
+        let lab = HostsLab { name, etc };
+        for args in [
+            vec!["netns", "add", lab.name.as_str()],
+            vec!["-n", lab.name.as_str(), "link", "set", "lo", "up"],
+        ] {
+            let out = output(Command::new("ip").args(&args));
+            assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+        }
+        std::fs::create_dir_all(&lab.etc).expect("mkdir /etc/netns/<ns>");
+        std::fs::write(lab.etc.join("hosts"), hosts).expect("write hosts");
+        std::fs::write(
+            lab.etc.join("resolv.conf"),
+            "# salt-sidecar tests/ops.rs: nothing answers here\nnameserver 127.0.0.53\noptions timeout:1 attempts:1\n",
+        )
+        .expect("write resolv.conf");
+        lab
+    }
+
+    /// Runs `body` on a thread inside the namespace (its sockets live there).
+    fn run<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T {
+        let path = PathBuf::from(format!("/var/run/netns/{}", self.name));
+        std::thread::scope(|s| {
+            let t = s.spawn(move || {
+                let f = File::open(&path).expect("open netns");
+                // SAFETY: setns on a valid namespace fd; affects only this thread.
+                let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                body()
+            });
+            t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+}
+
+impl Drop for HostsLab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.etc);
+        // /etc/netns itself, if no other namespace uses it (fails otherwise).
+        if let Some(parent) = self.etc.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// `GET path` over plain HTTP/1.1; returns the status code.
+fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    reply.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A static glibc binary cannot use glibc's NSS (getaddrinfo would need
+/// libnss_files.so); hickory-resolver reads /etc/hosts and resolv.conf
+/// itself. Proof: under `env -i`, a master known only by a name in the
+/// namespace's /etc/hosts is resolved, probed and selected.
+#[test]
+fn the_static_binary_resolves_master_names_without_nss() {
+    if !is_root() {
+        eprintln!("SKIP: needs root for a network namespace with its own /etc/hosts");
+        return;
+    }
+    let bin = static_binary();
+    let lab = HostsLab::new("127.0.0.2 salt-a.ops.test\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "master: salt-a.ops.test\nmaster_alive_interval: 1\nid: ops\ntransport: tcp\n\
+         sidecar:\n  listen: 127.0.0.1\n  admin: 127.0.0.1:9464\n  connect_timeout: 500ms\n  drain_timeout: 1s\n",
+    )
+    .expect("write config");
+    // The master: both ports listening (a tcp probe is a plain connect).
+    let _master = lab.run(|| {
+        ["127.0.0.2:4505", "127.0.0.2:4506"].map(|a| TcpListener::bind(a).expect("bind master"))
+    });
+    let mut sidecar = Command::new("ip")
+        .args(["netns", "exec", &lab.name, "env", "-i"])
+        .arg(bin)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the static sidecar");
+    let admin: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+    let ready = lab.run(|| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if http_status(admin, "/readyz") == Some(200) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // Readiness has no event to await from outside the process.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let _ = sidecar.kill();
+    let out = sidecar.wait_with_output().expect("wait");
+    let log = text(&out.stderr);
+    assert!(ready, "salt-a.ops.test never became ready:\n{log}");
+    assert!(
+        log.contains("resolved master=salt-a.ops.test addresses=[127.0.0.2]"),
+        "{log}"
+    );
+}
+
+// === the systemd unit ===
+
+/// The unit's `Key=value` lines (a key given twice keeps both values).
+fn unit_directives() -> Vec<(String, String)> {
+    let unit = std::fs::read_to_string(root().join(UNIT)).expect("read the unit");
+    unit.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with(['#', ';', '[']))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn directive(key: &str) -> String {
+    let all: Vec<String> = unit_directives()
+        .into_iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(all.len(), 1, "{UNIT}: {key}= should be set once: {all:?}");
+    all.into_iter().next().unwrap()
+}
+
+/// The unit as installed, with the binary at `bin`, in a temp dir.
+fn unit_for(bin: &Path) -> (tempfile::TempDir, PathBuf) {
+    let unit = std::fs::read_to_string(root().join(UNIT)).expect("read the unit");
+    assert!(unit.contains(INSTALLED_BIN));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("salt-sidecar.service");
+    let bin = bin.to_str().expect("a UTF-8 path");
+    std::fs::write(&path, unit.replace(INSTALLED_BIN, bin)).expect("write the unit");
+    (dir, path)
+}
+
+#[test]
+fn the_unit_verifies_without_a_warning() {
+    let (_dir, unit) = unit_for(Path::new(env!("CARGO_BIN_EXE_salt-sidecar")));
+    let out = output(Command::new("systemd-analyze").arg("verify").arg(&unit));
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{said}"
+    );
+    assert_eq!(said, "", "systemd-analyze verify had something to say");
+
+    // And the hardening adds up: systemd's own exposure score (0 = locked
+    // down, 10 = unprotected; a default service scores 9.6).
+    let out = output(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(&unit),
+    );
+    let said = text(&out.stdout);
+    let score: f64 = said
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for salt-sidecar.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{said}{}", text(&out.stderr)));
+    assert!(score <= 2.0, "exposure {score} > 2.0:\n{said}");
+}
+
+#[test]
+fn the_unit_matches_what_the_binary_does() {
+    assert_eq!(directive("Before"), "salt-minion.service");
+    for key in ["Wants", "After"] {
+        assert_eq!(directive(key), "network-online.target", "{key}");
+    }
+    assert_eq!(
+        directive("ExecStart"),
+        format!("{INSTALLED_BIN} run --config /etc/salt-sidecar/config.yaml")
+    );
+    assert_eq!(directive("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert_eq!(directive("Restart"), "on-failure");
+    assert_eq!(directive("CapabilityBoundingSet"), "");
+    assert_eq!(directive("DynamicUser"), "yes");
+
+    // An invalid config exits with the status that stops systemd restarting.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("config.yaml");
+    std::fs::write(&bad, "master: []\n").expect("write");
+    let out = output(
+        Command::new(env!("CARGO_BIN_EXE_salt-sidecar"))
+            .args(["run", "--config"])
+            .arg(&bad),
+    );
+    let code = out.status.code().expect("an exit code");
+    assert_eq!(
+        directive("RestartPreventExitStatus"),
+        code.to_string(),
+        "{out:?}"
+    );
+
+    // SIGTERM drains for up to sidecar.drain_timeout (plus 0.5 s to close);
+    // systemd must not SIGKILL the drain.
+    let stop = humantime::parse_duration(&directive("TimeoutStopSec")).expect("a duration");
+    let defaults = salt_sidecar::config::parse(Path::new("defaults.yaml"), "master: salt\n")
+        .expect("a minimal config");
+    let drain = defaults.sidecar.drain_timeout;
+    assert!(
+        stop >= drain + Duration::from_secs(5),
+        "TimeoutStopSec {stop:?} leaves no margin over the default drain_timeout {drain:?}"
+    );
+}
+
+/// Every system call groups `@name` stands for, as systemd knows them.
+fn syscall_groups() -> HashMap<String, Vec<String>> {
+    let out = output(Command::new("systemd-analyze").args(["syscall-filter", "--no-pager"]));
+    assert!(out.status.success(), "{out:?}");
+    let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+    let mut current = None;
+    for line in text(&out.stdout).lines() {
+        if line.starts_with('@') {
+            let name = line.split_whitespace().next().unwrap_or(line).to_string();
+            groups.entry(name.clone()).or_default();
+            current = Some(name);
+        } else if let (Some(group), member) = (&current, line.trim()) {
+            if !member.is_empty() && !member.starts_with('#') {
+                groups.get_mut(group).unwrap().push(member.to_string());
+            }
+        }
+    }
+    groups
+}
+
+fn expand(item: &str, groups: &HashMap<String, Vec<String>>, out: &mut BTreeSet<String>) {
+    match groups.get(item) {
+        Some(members) => members.iter().for_each(|m| expand(m, groups, out)),
+        None => {
+            out.insert(item.to_string());
+        }
+    }
+}
+
+/// The unit's seccomp filter (SystemCallFilter=) answers EPERM to anything
+/// else, which would break the sidecar only in production. Run the static
+/// binary's demo (stand-in masters, probes, forwarding, a failover and a
+/// failback, shutdown) under strace and check every call it made is allowed.
+#[test]
+fn the_static_binary_only_makes_syscalls_the_unit_allows() {
+    let bin = static_binary();
+    let groups = syscall_groups();
+    let (mut allowed, mut denied) = (BTreeSet::new(), BTreeSet::new());
+    for (key, value) in unit_directives() {
+        if key != "SystemCallFilter" {
+            continue;
+        }
+        let (set, list) = match value.strip_prefix('~') {
+            Some(list) => (&mut denied, list),
+            None => (&mut allowed, value.as_str()),
+        };
+        list.split_whitespace()
+            .for_each(|i| expand(i, &groups, set));
+    }
+    assert!(allowed.len() > 100, "no allow-list in {UNIT}: {allowed:?}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = dir.path().join("strace.txt");
+    // strace and the binary under it get an empty environment (as `env -i`).
+    let out = output(
+        Command::new("/usr/bin/strace")
+            .env_clear()
+            .args(["-f", "-qq", "-c", "-o"])
+            .arg(&summary)
+            .arg(bin)
+            .args(["demo", "--net", "127.0.153"])
+            .stdout(Stdio::piped()),
+    );
+    assert!(
+        out.status.success(),
+        "demo under strace failed:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // `-c` writes a table; the system call is the last column.
+    let table = std::fs::read_to_string(&summary).expect("strace summary");
+    let used: BTreeSet<String> = table
+        .lines()
+        .filter(|l| !l.starts_with('%') && !l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| *s != "total")
+        .map(str::to_string)
+        .collect();
+    assert!(
+        used.contains("accept4") && used.contains("connect"),
+        "{table}"
+    );
+    let refused: Vec<&String> = used
+        .iter()
+        .filter(|s| !allowed.contains(*s) || denied.contains(*s))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the unit's SystemCallFilter refuses {refused:?}, which the sidecar uses"
+    );
+}
