@@ -156,21 +156,7 @@ fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
     });
     result.map_err(|e| {
         let loc = e.location();
-        let message = e.without_snippet().to_string();
-        // The crate prefixes "error: line L column C: "; we print the location ourselves.
-        let message = match message.split_once(": ") {
-            Some((head, rest)) if head.starts_with("error") => rest.to_string(),
-            _ => message,
-        };
-        let message = match message.split_once(": ") {
-            Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
-            _ => message,
-        };
-        // Some messages repeat the location we print ourselves.
-        let message = match message.rfind(" at line ") {
-            Some(i) if message[i..].contains(", column ") => message[..i].to_string(),
-            _ => message,
-        };
+        let message = yaml_message(&e);
         // Spanned<T> shows up as a `.value` segment in the path; drop it.
         let key = key_path.replace(".value", "");
         ConfigError {
@@ -185,6 +171,24 @@ fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
             message,
         }
     })
+}
+
+/// A YAML parser error's message without the location the crate prefixes
+/// (`error: line L column C: `) or appends: [`ConfigError`] prints it once.
+pub(crate) fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let message = e.without_snippet().to_string();
+    let message = match message.split_once(": ") {
+        Some((head, rest)) if head.starts_with("error") => rest.to_string(),
+        _ => message,
+    };
+    let message = match message.split_once(": ") {
+        Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
+        _ => message,
+    };
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(", column ") => message[..i].to_string(),
+        _ => message,
+    }
 }
 
 // === raw serde structs ===
@@ -223,9 +227,26 @@ struct RawSidecar {
     drain_timeout: Option<Spanned<DurationValue>>,
 }
 
-/// `master:` as Salt accepts it: one entry or a list of entries.
+/// `master:` as Salt accepts it: one entry or a list of entries (also used
+/// by `convert`, which reads a minion's entries loosely as YAML values).
 #[derive(Debug)]
-struct RawMasters(Vec<Spanned<RawEntry>>);
+pub(crate) struct OneOrList<T>(pub(crate) Vec<Spanned<T>>);
+
+impl<T> OneOrList<T> {
+    /// A lone entry, written without a list (its location is not known).
+    fn one(entry: T) -> Self {
+        let unknown = Location::UNKNOWN;
+        OneOrList(vec![Spanned::new(entry, unknown, unknown)])
+    }
+}
+
+type RawMasters = OneOrList<RawEntry>;
+
+impl From<String> for RawEntry {
+    fn from(text: String) -> Self {
+        RawEntry::Text(text)
+    }
+}
 
 /// One `master:` entry: `host`, `host:port`, `[v6]:port`, or a mapping.
 #[derive(Debug)]
@@ -266,40 +287,33 @@ impl<'de> Deserialize<'de> for RawEntry {
     }
 }
 
-impl<'de> Deserialize<'de> for RawMasters {
+impl<'de, T> Deserialize<'de> for OneOrList<T>
+where
+    T: Deserialize<'de> + From<String>,
+{
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawMasters;
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + From<String>> Visitor<'de> for V<T> {
+            type Value = OneOrList<T>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a master address or a list of them")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawMasters, E> {
-                let unknown = Location::UNKNOWN;
-                Ok(RawMasters(vec![Spanned::new(
-                    RawEntry::Text(v.to_string()),
-                    unknown,
-                    unknown,
-                )]))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrList<T>, E> {
+                Ok(OneOrList::one(T::from(v.to_string())))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawMasters, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrList<T>, A::Error> {
                 let mut out = Vec::new();
-                while let Some(entry) = seq.next_element::<Spanned<RawEntry>>()? {
+                while let Some(entry) = seq.next_element::<Spanned<T>>()? {
                     out.push(entry);
                 }
-                Ok(RawMasters(out))
+                Ok(OneOrList(out))
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawMasters, A::Error> {
-                let unknown = Location::UNKNOWN;
-                let entry = RawEntryMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(RawMasters(vec![Spanned::new(
-                    RawEntry::Map(entry),
-                    unknown,
-                    unknown,
-                )]))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OneOrList<T>, A::Error> {
+                let entry = T::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(OneOrList::one(entry))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 

@@ -12,12 +12,11 @@ use std::fmt;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
-use crate::config::{self, ConfigError, DEFAULT_ALIVE_INTERVAL};
+use crate::config::{self, ConfigError, OneOrList, DEFAULT_ALIVE_INTERVAL};
 
 /// What the minion's `master:` becomes: the sidecar listens there.
 pub const MINION_MASTER: &str = "127.0.0.1";
@@ -159,37 +158,8 @@ struct RawMinion {
     transport: Option<Spanned<Value>>,
 }
 
-/// `master:` as Salt takes it: one address or a list.
-#[derive(Debug)]
-struct RawMasters(Vec<Spanned<Value>>);
-
-impl<'de> Deserialize<'de> for RawMasters {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawMasters;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a master address or a list of them")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawMasters, E> {
-                let unknown = Location::UNKNOWN;
-                Ok(RawMasters(vec![Spanned::new(
-                    Value::String(v.to_string()),
-                    unknown,
-                    unknown,
-                )]))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawMasters, A::Error> {
-                let mut out = Vec::new();
-                while let Some(entry) = seq.next_element::<Spanned<Value>>()? {
-                    out.push(entry);
-                }
-                Ok(RawMasters(out))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+/// `master:` as Salt takes it: one address or a list, each read as a YAML value.
+type RawMasters = OneOrList<Value>;
 
 fn no_master(file: &Path) -> ConfigError {
     ConfigError {
@@ -208,16 +178,7 @@ fn parse_minion(path: &Path, text: &str) -> Result<RawMinion, ConfigError> {
     }
     let raw: Option<RawMinion> = serde_saphyr::from_str(text).map_err(|e| {
         let at = e.location();
-        let message = e.without_snippet().to_string();
-        // The crate prefixes "error: line L column C: "; the location is printed once, by us.
-        let message = message
-            .split_once(": ")
-            .filter(|(head, _)| head.starts_with("error"))
-            .map_or(message.as_str(), |(_, rest)| rest);
-        let message = message
-            .split_once(": ")
-            .filter(|(head, _)| head.starts_with("line "))
-            .map_or(message, |(_, rest)| rest);
+        let message = config::yaml_message(&e);
         ConfigError {
             file: path.to_path_buf(),
             line: at.map(|l| l.line() as u32),
