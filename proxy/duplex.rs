@@ -1,19 +1,30 @@
 //! The two-way byte copy of one proxied session.
 //!
-//! Each direction waits for readiness, then borrows a buffer only while bytes
-//! are in flight, so an idle session holds no buffer. EOF on one side shuts
-//! down the write side of the other (half-close); either side's error ends
-//! the session. Bytes are counted per read into pre-resolved counters. The
-//! session also watches its tokens: `reset` ends it at once (the caller sends
-//! RST), `drain` ends it once it is idle or at the drain deadline. Never logs.
+//! Each direction waits for readiness, then borrows a buffer from a
+//! per-thread pool only while bytes are in flight, so an idle session holds no
+//! buffer: just its two sockets' registrations and a small future. EOF on one
+//! side shuts down the write side of the other (half-close); either side's
+//! error ends the session. Bytes are counted per read into pre-resolved
+//! counters. The session also watches its tokens: `reset` ends it at once (the
+//! caller sends RST), `drain` ends it once it is idle or at the drain
+//! deadline. Never logs.
+//!
+//! Cost per burst is what the benchmark (`scripts/bench`) measures: one
+//! `recv` of up to [`CHUNK`] bytes into a buffer that was zeroed once, when
+//! the pool first made it, then `send`; a short read tells tokio the socket
+//! is drained (edge-triggered epoll), so no `recv` is wasted on `EAGAIN`.
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::io;
-use std::net::Shutdown;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use prometheus::IntCounter;
-use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,10 +32,16 @@ use tokio_util::sync::CancellationToken;
 use crate::master::Port;
 use crate::sessions::SessionTokens;
 
-/// Bytes moved per read at most (and the size of a borrowed buffer).
-const CHUNK: usize = 16 * 1024;
+/// Bytes moved per read at most, and the size of a borrowed buffer. 64 KiB
+/// is the loopback MTU and about what one read of a busy socket returns;
+/// 16 KiB halved single-stream throughput in the benchmark.
+const CHUNK: usize = 64 * 1024;
+/// Idle buffers a thread keeps for the next burst (the rest are freed).
+const POOL_MAX: usize = 8;
 /// Quiet time after which a draining session counts as idle.
 pub const IDLE_QUIET: Duration = Duration::from_millis(250);
+/// How often a draining session checks whether it has become idle.
+const DRAIN_STEP: Duration = Duration::from_millis(100);
 
 /// How a session ended.
 #[derive(Debug)]
@@ -52,16 +69,77 @@ pub struct Control<'a> {
     pub to_minion: &'a IntCounter,
 }
 
-/// Last activity per direction, in ms since the session started.
+/// Copies between `minion` and `master` until the session ends.
+pub async fn run(minion: &mut TcpStream, master: &mut TcpStream, ctl: Control<'_>) -> End {
+    let activity = Activity::new();
+    let (minion_r, minion_w) = minion.split();
+    let (master_r, master_w) = master.split();
+    let mut copy = Copy {
+        up: Pump::new(minion_r, master_w, ctl.to_master, &activity.to_master_ms),
+        down: Pump::new(master_r, minion_w, ctl.to_minion, &activity.to_minion_ms),
+        activity: &activity,
+    };
+    let reset = ctl.tokens.reset.cancelled();
+    tokio::pin!(reset);
+    // Copying, until the end, a reset, or a drain request; no timer is held.
+    tokio::select! {
+        biased;
+        _ = &mut reset => return End::Reset,
+        result = &mut copy => return result.into(),
+        _ = drain_requested(&ctl) => {}
+    }
+    // Draining: keep copying; end once idle or at the deadline. Only a
+    // draining session pays for a timer (boxed, so idle sessions stay small).
+    let deadline = Instant::now() + ctl.drain_timeout;
+    let mut tick = Box::pin(tokio::time::sleep_until(Instant::now()));
+    loop {
+        let now = Instant::now();
+        if activity.is_idle(ctl.port) || now >= deadline {
+            return End::Drained;
+        }
+        tick.as_mut().reset(deadline.min(now + DRAIN_STEP));
+        tokio::select! {
+            biased;
+            _ = &mut reset => return End::Reset,
+            result = &mut copy => return result.into(),
+            _ = &mut tick => {}
+        }
+    }
+}
+
+/// Resolves when this session is asked to drain (failback, drain, shutdown).
+async fn drain_requested(ctl: &Control<'_>) {
+    tokio::select! {
+        _ = ctl.tokens.drain.cancelled() => {}
+        _ = ctl.shutdown.cancelled() => {}
+    }
+}
+
+/// Last activity per direction, in ms since the session started (plus one).
 struct Activity {
     start: Instant,
     to_master_ms: AtomicU64,
     to_minion_ms: AtomicU64,
 }
 
+// === impl Activity ===
+
 impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            to_master_ms: AtomicU64::new(0),
+            to_minion_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Now, in ms since the start plus one: 0 in a slot means "never".
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
     fn touch(&self, slot: &AtomicU64) {
-        slot.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        slot.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// Idle: nothing moved for [`IDLE_QUIET`] and, on the ret port, the last
@@ -69,8 +147,7 @@ impl Activity {
     fn is_idle(&self, port: Port) -> bool {
         let up = self.to_master_ms.load(Ordering::Relaxed);
         let down = self.to_minion_ms.load(Ordering::Relaxed);
-        let quiet =
-            self.start.elapsed().as_millis() as u64 >= up.max(down) + IDLE_QUIET.as_millis() as u64;
+        let quiet = self.now_ms() >= up.max(down) + IDLE_QUIET.as_millis() as u64;
         quiet && (port == Port::Publish || down >= up)
     }
 }
@@ -81,117 +158,344 @@ enum Side {
     Master(io::Error),
 }
 
-/// Copies between `minion` and `master` until the session ends.
-pub async fn run(minion: &TcpStream, master: &TcpStream, ctl: Control<'_>) -> End {
-    let activity = Activity {
-        start: Instant::now(),
-        to_master_ms: AtomicU64::new(0),
-        to_minion_ms: AtomicU64::new(0),
-    };
-    let up = pump(
-        minion,
-        master,
-        ctl.to_master,
-        &activity,
-        &activity.to_master_ms,
-        true,
-    );
-    let down = pump(
-        master,
-        minion,
-        ctl.to_minion,
-        &activity,
-        &activity.to_minion_ms,
-        false,
-    );
-    let both = async { tokio::try_join!(up, down) };
-    tokio::select! {
-        biased;
-        _ = ctl.tokens.reset.cancelled() => End::Reset,
-        result = both => match result {
-            Ok(_) => End::Closed,
+impl From<Result<(), Side>> for End {
+    fn from(result: Result<(), Side>) -> End {
+        match result {
+            Ok(()) => End::Closed,
             Err(Side::Minion(e)) => End::MinionError(e),
             Err(Side::Master(e)) => End::MasterError(e),
-        },
-        _ = drained(&ctl, &activity) => End::Drained,
+        }
     }
 }
 
-/// Resolves when a drain was requested and the session is idle, or at the deadline.
-async fn drained(ctl: &Control<'_>, activity: &Activity) {
-    let (port, drain_timeout) = (ctl.port, ctl.drain_timeout);
-    tokio::select! {
-        _ = ctl.tokens.drain.cancelled() => {}
-        _ = ctl.shutdown.cancelled() => {}
-    }
-    let deadline = Instant::now() + drain_timeout;
-    while !activity.is_idle(port) && Instant::now() < deadline {
-        let step = deadline
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
-        tokio::time::sleep(step).await;
+/// Both directions of one session, polled as one future (no task or future
+/// per direction): ready when both have passed their EOF on, or at the
+/// first error.
+struct Copy<'a> {
+    /// minion → master
+    up: Pump<'a>,
+    /// master → minion
+    down: Pump<'a>,
+    activity: &'a Activity,
+}
+
+// === impl Copy ===
+
+impl Future for Copy<'_> {
+    type Output = Result<(), Side>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let activity = this.activity;
+        if let Poll::Ready(r) = this.up.poll_copy(cx, activity, this.down.done) {
+            r.map_err(|f| f.side(Side::Minion, Side::Master))?;
+        }
+        if let Poll::Ready(r) = this.down.poll_copy(cx, activity, this.up.done) {
+            r.map_err(|f| f.side(Side::Master, Side::Minion))?;
+        }
+        if this.up.done && this.down.done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
     }
 }
 
-/// One direction: `from` → `to`. `from_minion` says which side errors belong to.
-async fn pump(
-    from: &TcpStream,
-    to: &TcpStream,
-    counter: &IntCounter,
-    activity: &Activity,
-    slot: &AtomicU64,
-    from_minion: bool,
-) -> Result<(), Side> {
-    let read_err = |e| {
-        if from_minion {
-            Side::Minion(e)
-        } else {
-            Side::Master(e)
+/// An error of one direction: reading its source or writing its sink.
+enum Fault {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl Fault {
+    /// Attributes the error to a side: `reader` owns the source socket.
+    fn side(self, reader: fn(io::Error) -> Side, writer: fn(io::Error) -> Side) -> Side {
+        match self {
+            Fault::Read(e) => reader(e),
+            Fault::Write(e) => writer(e),
         }
-    };
-    let write_err = |e| {
-        if from_minion {
-            Side::Master(e)
-        } else {
-            Side::Minion(e)
+    }
+}
+
+/// One direction: `from` → `to`.
+struct Pump<'a> {
+    from: ReadHalf<'a>,
+    to: WriteHalf<'a>,
+    counter: &'a IntCounter,
+    /// This direction's last-activity slot in [`Activity`].
+    slot: &'a AtomicU64,
+    /// Borrowed from the pool while `buf[pos..end]` waits to be written.
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    end: usize,
+    /// EOF seen and passed on.
+    done: bool,
+}
+
+// === impl Pump ===
+
+impl<'a> Pump<'a> {
+    fn new(
+        from: ReadHalf<'a>,
+        to: WriteHalf<'a>,
+        counter: &'a IntCounter,
+        slot: &'a AtomicU64,
+    ) -> Self {
+        Pump {
+            from,
+            to,
+            counter,
+            slot,
+            buf: None,
+            pos: 0,
+            end: 0,
+            done: false,
         }
-    };
-    loop {
-        from.readable().await.map_err(read_err)?;
-        // Borrow a buffer only while this readiness lasts.
-        let mut buf = vec![0u8; CHUNK];
+    }
+
+    /// Moves bytes until the source has none or the sink takes no more.
+    /// `Ready(Ok)` once the source's EOF has been passed on (`done`);
+    /// `other_done`: the opposite direction has finished, so both sockets are
+    /// about to be closed and the half-close is left to `close` (its FIN).
+    fn poll_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        activity: &Activity,
+        other_done: bool,
+    ) -> Poll<Result<(), Fault>> {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
         loop {
-            let n = match from.try_read(&mut buf) {
-                Ok(0) => {
-                    // Half-close: pass the EOF on, keep the other direction.
-                    return match SockRef::from(to).shutdown(Shutdown::Write) {
-                        Ok(()) => Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-                        Err(e) => Err(write_err(e)),
+            if let Some(buf) = &self.buf {
+                while self.pos < self.end {
+                    let n = match Pin::new(&mut self.to).poll_write(cx, &buf[self.pos..self.end]) {
+                        // Backpressure: keep the buffer (it holds the bytes).
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Write(e))),
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(Fault::Write(io::ErrorKind::WriteZero.into())))
+                        }
+                        Poll::Ready(Ok(n)) => n,
                     };
+                    self.pos += n;
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(read_err(e)),
-            };
-            counter.inc_by(n as u64);
-            activity.touch(slot);
-            write_all(to, &buf[..n]).await.map_err(write_err)?;
+            }
+            // Nothing in flight: wait for readiness without a buffer.
+            match self.from.as_ref().poll_read_ready(cx) {
+                Poll::Pending => {
+                    self.release();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Read(e))),
+                Poll::Ready(Ok(())) => {}
+            }
+            let buf = self.buf.get_or_insert_with(pool::take);
+            let mut read = ReadBuf::new(buf);
+            match Pin::new(&mut self.from).poll_read(cx, &mut read) {
+                // Readiness was stale (tokio cleared it): give the buffer back.
+                Poll::Pending => {
+                    self.release();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Read(e))),
+                Poll::Ready(Ok(())) => {}
+            }
+            let n = read.filled().len();
+            if n == 0 {
+                self.release();
+                self.done = true;
+                if !other_done {
+                    // Half-close: pass the EOF on, keep the other direction.
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut self.to).poll_shutdown(cx) {
+                        if e.kind() != io::ErrorKind::NotConnected {
+                            return Poll::Ready(Err(Fault::Write(e)));
+                        }
+                    }
+                }
+                return Poll::Ready(Ok(()));
+            }
+            self.counter.inc_by(n as u64);
+            activity.touch(self.slot);
+            (self.pos, self.end) = (0, n);
+        }
+    }
+
+    /// Returns the buffer to the pool; only called with nothing in flight.
+    fn release(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            pool::give(buf);
+        }
+        (self.pos, self.end) = (0, 0);
+    }
+}
+
+impl Drop for Pump<'_> {
+    fn drop(&mut self) {
+        // Unsent bytes of a session that ended are dropped with it.
+        if let Some(buf) = self.buf.take() {
+            pool::give(buf);
         }
     }
 }
 
-async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        to.writable().await?;
-        match to.try_write(data) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+/// Per-thread buffers of [`CHUNK`] bytes. Zeroed once when made (safe Rust
+/// reads only into initialised memory), then reused as they are: a buffer
+/// lent out is overwritten by the read before any byte of it is sent.
+mod pool {
+    use super::{RefCell, CHUNK, POOL_MAX};
+
+    thread_local! {
+        static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take() -> Box<[u8]> {
+        FREE.try_with(|free| free.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| vec![0u8; CHUNK].into_boxed_slice())
+    }
+
+    pub(super) fn give(buf: Box<[u8]>) {
+        // At thread exit the pool is gone: the buffer is simply freed.
+        let _ = FREE.try_with(|free| {
+            let mut free = free.borrow_mut();
+            if free.len() < POOL_MAX {
+                free.push(buf);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A connected pair of loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (client.expect("connect"), accepted.expect("accept").0)
+    }
+
+    struct Session {
+        /// The minion's end and the master's end of the proxied session.
+        minion: TcpStream,
+        master: TcpStream,
+        tokens: SessionTokens,
+        shutdown: CancellationToken,
+        up: IntCounter,
+        down: IntCounter,
+        end: tokio::task::JoinHandle<End>,
+    }
+
+    fn counter() -> IntCounter {
+        IntCounter::new("bytes", "test").expect("counter")
+    }
+
+    async fn session(port: Port) -> Session {
+        let (minion, mut proxy_minion) = pair().await;
+        let (mut proxy_master, master) = pair().await;
+        let (tokens, shutdown) = (SessionTokens::default(), CancellationToken::new());
+        let (up, down) = (counter(), counter());
+        let end = tokio::spawn({
+            let (tokens, shutdown, up, down) =
+                (tokens.clone(), shutdown.clone(), up.clone(), down.clone());
+            async move {
+                let ctl = Control {
+                    port,
+                    tokens: &tokens,
+                    shutdown: &shutdown,
+                    drain_timeout: Duration::from_secs(5),
+                    to_master: &up,
+                    to_minion: &down,
+                };
+                run(&mut proxy_minion, &mut proxy_master, ctl).await
+            }
+        });
+        Session {
+            minion,
+            master,
+            tokens,
+            shutdown,
+            up,
+            down,
+            end,
         }
     }
-    Ok(())
+
+    #[tokio::test]
+    async fn bytes_pass_both_ways_with_half_close_and_are_counted() {
+        let mut s = session(Port::Ret).await;
+        // More than one buffer's worth, to cross chunk boundaries.
+        let big: Vec<u8> = (0..(3 * CHUNK + 17)).map(|i| (i % 251) as u8).collect();
+        s.minion.write_all(&big).await.expect("write");
+        s.minion.shutdown().await.expect("half-close");
+        let mut got = Vec::new();
+        s.master.read_to_end(&mut got).await.expect("read to EOF");
+        assert!(got == big, "minion → master byte-exact, then EOF");
+        // The other direction still works after the minion's half-close.
+        s.master.write_all(b"reply").await.expect("reply");
+        s.master.shutdown().await.expect("master half-close");
+        let mut reply = Vec::new();
+        s.minion
+            .read_to_end(&mut reply)
+            .await
+            .expect("reply to EOF");
+        assert_eq!(reply, b"reply");
+        assert!(matches!(s.end.await.expect("join"), End::Closed));
+        assert_eq!(s.up.get(), big.len() as u64);
+        assert_eq!(s.down.get(), 5);
+    }
+
+    #[tokio::test]
+    async fn reset_ends_an_idle_session_at_once() {
+        let s = session(Port::Publish).await;
+        s.tokens.reset.cancel();
+        let end = tokio::time::timeout(Duration::from_secs(5), s.end)
+            .await
+            .expect("ends")
+            .expect("join");
+        assert!(matches!(end, End::Reset));
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_the_answer_then_ends_when_quiet() {
+        let mut s = session(Port::Ret).await;
+        s.minion.write_all(b"request").await.expect("request");
+        let mut req = [0u8; 7];
+        s.master
+            .read_exact(&mut req)
+            .await
+            .expect("request through");
+        s.shutdown.cancel();
+        // Unanswered request: not idle, however quiet.
+        tokio::time::sleep(IDLE_QUIET * 2).await;
+        assert!(!s.end.is_finished(), "drained before the answer");
+        s.master.write_all(b"answer").await.expect("answer");
+        let mut ans = [0u8; 6];
+        s.minion.read_exact(&mut ans).await.expect("answer through");
+        let end = tokio::time::timeout(Duration::from_secs(5), s.end)
+            .await
+            .expect("ends")
+            .expect("join");
+        assert!(matches!(end, End::Drained));
+    }
+
+    #[tokio::test]
+    async fn a_side_that_fails_is_named() {
+        let s = session(Port::Ret).await;
+        socket2::SockRef::from(&s.master)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(s.master); // RST towards the sidecar's master side
+        let end = tokio::time::timeout(Duration::from_secs(5), s.end)
+            .await
+            .expect("ends")
+            .expect("join");
+        assert!(matches!(end, End::MasterError(_)), "{end:?}");
+    }
 }

@@ -52,6 +52,9 @@ impl Forwarder {
         token: CancellationToken,
         tracker: TaskTracker,
     ) {
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux),
+        // which saves a system call per minion connection.
+        let inherits_nodelay = set_listener_nodelay(&listener);
         loop {
             let accepted = tokio::select! {
                 _ = token.cancelled() => return,
@@ -59,6 +62,9 @@ impl Forwarder {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    if !inherits_nodelay {
+                        let _ = stream.set_nodelay(true);
+                    }
                     let fwd = self.clone();
                     let token = token.clone();
                     tracker.spawn(async move { fwd.session(stream, peer, port, token).await });
@@ -77,15 +83,18 @@ impl Forwarder {
 
     async fn session(
         &self,
-        minion: TcpStream,
+        mut minion: TcpStream,
         peer: SocketAddr,
         port: Port,
         shutdown: CancellationToken,
     ) {
-        let _ = minion.set_nodelay(true);
-        let Some((plane, master, upstream, tokens)) = (tokio::select! {
+        // Boxed: the connect phase (route wait, jitter, connect timeout) is
+        // larger than the copy phase and would otherwise size the future an
+        // idle session keeps for its whole life.
+        let connect = Box::pin(self.connect_upstream(port));
+        let Some((plane, master, mut upstream, tokens)) = (tokio::select! {
             _ = shutdown.cancelled() => None,
-            c = self.connect_upstream(port) => c,
+            c = connect => c,
         }) else {
             return;
         };
@@ -107,7 +116,7 @@ impl Forwarder {
             to_master: &counters.to_master,
             to_minion: &counters.to_minion,
         };
-        let end = duplex::run(&minion, &upstream, ctl).await;
+        let end = duplex::run(&mut minion, &mut upstream, ctl).await;
         counters.active.dec();
         match &end {
             End::Reset => {
@@ -224,5 +233,32 @@ impl Forwarder {
                 None
             }
         }
+    }
+}
+
+/// Sets TCP_NODELAY on a listening socket so that accepted sockets start
+/// with it; false if that failed (then each accepted socket needs it).
+fn set_listener_nodelay(listener: &TcpListener) -> bool {
+    socket2::SockRef::from(listener)
+        .set_tcp_nodelay(true)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        assert!(set_listener_nodelay(&listener));
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let _client = client.expect("connect");
+        let (stream, _) = accepted.expect("accept");
+        assert!(
+            stream.nodelay().expect("nodelay"),
+            "minion sockets need TCP_NODELAY"
+        );
     }
 }

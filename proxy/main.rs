@@ -68,8 +68,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// One thread for everything: the sidecar serves one minion (two ports, a
+/// handful of sessions), so a current-thread runtime costs no worker thread
+/// (its stack and malloc arena: RSS), no cross-thread wake-ups (latency,
+/// conn/s; see `scripts/bench`). Nothing on it blocks for long: sockets and
+/// DNS are async; only the small config file is read in place (start, reload).
 fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread()
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
