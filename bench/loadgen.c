@@ -17,6 +17,14 @@
  *   loadgen hold    A:P COUNT [SRCNET]
  *       opens COUNT connections, 1-byte echo on each, prints "ready", holds
  *       them until stdin closes.
+ *   loadgen fleet   A:P COUNT SRCNET TIMEOUT
+ *       a fleet's view of one failover (scripts/bench --scale): opens COUNT
+ *       connections, 1-byte echo on each, prints {"event":"ready"}; then each
+ *       connection the far side closes is reopened at once (and again if that
+ *       fails) until a 1-byte echo answers on it. Ends when every connection
+ *       has dropped and is answered again, or TIMEOUT seconds after the first
+ *       drop; times are CLOCK_MONOTONIC seconds (Python's time.monotonic()).
+ *       Prints the result, then holds the connections until stdin closes.
  *
  * SRCNET (e.g. 127.0.8) spreads client source addresses over SRCNET.1..250
  * so short connections never run out of ephemeral ports.
@@ -459,6 +467,137 @@ static int hold(const char *addr, int count, const char *srcnet) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- fleet */
+
+struct member {
+    int fd;
+    int state;          /* 0 up (answered), 1 connecting, 2 waiting for the echo */
+    double dropped;     /* first drop (0: never dropped) */
+    double back;        /* answered again after the drop (0: not yet) */
+    unsigned attempts;  /* reconnects after the drop */
+};
+
+static int cmp_double_asc(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void member_reconnect(int ep, struct member *m, int idx, struct sockaddr_in a,
+                             const char *srcnet, long *errors) {
+    for (;;) {
+        int fd = client_socket(srcnet, (unsigned)idx);
+        set_nonblock(fd);
+        nodelay(fd);
+        m->attempts++;
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS) {
+            (*errors)++;
+            close(fd);
+            continue;
+        }
+        m->fd = fd;
+        m->state = 1;
+        struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)idx};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+        return;
+    }
+}
+
+static int fleet(const char *addr, int count, const char *srcnet, double timeout) {
+    struct sockaddr_in a = parse_addr(addr);
+    struct member *ms = calloc((size_t)count, sizeof *ms);
+    int ep = epoll_create1(0);
+    for (int i = 0; i < count; i++) {
+        int fd = connect_to(a, srcnet, (unsigned)i);
+        char c = 'f';
+        write_all(fd, &c, 1);
+        read_exact(fd, &c, 1);
+        set_nonblock(fd);
+        ms[i].fd = fd;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    }
+    printf("{\"event\":\"ready\",\"count\":%d,\"t\":%.6f}\n", count, now());
+    fflush(stdout);
+    long errors = 0, drops = 0, redrops = 0;
+    const char *first_error = "";
+    int pending = count; /* not yet dropped and answered again */
+    double first_drop = 0, last_back = 0;
+    struct epoll_event evs[512];
+    while (pending > 0 && !(first_drop > 0 && now() - first_drop > timeout)) {
+        int n = epoll_wait(ep, evs, 512, 100);
+        for (int i = 0; i < n; i++) {
+            int idx = (int)evs[i].data.u32;
+            struct member *m = &ms[idx];
+            int lost = 0;
+            if (m->state == 1) {
+                int err = 0;
+                socklen_t len = sizeof err;
+                getsockopt(m->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+                if (err || (evs[i].events & EPOLLERR) || write(m->fd, "f", 1) != 1) {
+                    if (!errors)
+                        first_error = strerror(err ? err : errno);
+                    errors++;
+                    lost = 1;
+                } else {
+                    m->state = 2;
+                    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)idx};
+                    epoll_ctl(ep, EPOLL_CTL_MOD, m->fd, &ev);
+                }
+            } else {
+                char c;
+                ssize_t r = read(m->fd, &c, 1);
+                if (r < 0 && errno == EAGAIN)
+                    continue;
+                if (r == 1 && m->state == 2) {
+                    m->state = 0;
+                    m->back = now();
+                    last_back = m->back;
+                    pending--;
+                } else {
+                    lost = 1; /* EOF, reset, or an unexpected byte */
+                    if (m->dropped > 0)
+                        redrops++;
+                }
+            }
+            if (lost) {
+                if (m->dropped == 0) {
+                    m->dropped = now();
+                    drops++;
+                    if (first_drop == 0)
+                        first_drop = m->dropped;
+                }
+                close(m->fd);
+                member_reconnect(ep, m, idx, a, srcnet, &errors);
+            }
+        }
+    }
+    double *lat = malloc(sizeof(double) * (size_t)count);
+    int back = 0, never = 0;
+    for (int i = 0; i < count; i++) {
+        if (ms[i].dropped == 0)
+            never++;
+        else if (ms[i].back > 0)
+            lat[back++] = ms[i].back - ms[i].dropped;
+    }
+    qsort(lat, (size_t)back, sizeof *lat, cmp_double_asc);
+#define LPCT(p) (back ? lat[(int)((p) / 100.0 * (back - 1))] : -1.0)
+    long attempts = 0;
+    for (int i = 0; i < count; i++)
+        attempts += ms[i].attempts;
+    printf("{\"count\":%d,\"dropped\":%ld,\"never_dropped\":%d,\"reestablished\":%d,\"stuck\":%d,"
+           "\"first_drop\":%.6f,\"last_back\":%.6f,\"reconnect_p50_s\":%.4f,\"reconnect_p99_s\":%.4f,"
+           "\"reconnect_max_s\":%.4f,\"reconnects\":%ld,\"connect_errors\":%ld,"
+           "\"first_connect_error\":\"%s\",\"redrops\":%ld}\n",
+           count, drops, never, back, count - back, first_drop, last_back, LPCT(50), LPCT(99),
+           LPCT(100), attempts, errors, first_error, redrops);
+    fflush(stdout);
+    /* Hold the connections until stdin closes, so the caller can look at the proxy. */
+    char junk[64];
+    while (read(0, junk, sizeof junk) > 0) {
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2)
         goto usage;
@@ -475,6 +614,8 @@ int main(int argc, char **argv) {
         return connrate(argv[2], atof(argv[3]), atoi(argv[4]), argc > 5 ? argv[5] : NULL);
     if (!strcmp(cmd, "hold") && argc >= 4)
         return hold(argv[2], atoi(argv[3]), argc > 4 ? argv[4] : NULL);
+    if (!strcmp(cmd, "fleet") && argc >= 6)
+        return fleet(argv[2], atoi(argv[3]), argv[4], atof(argv[5]));
 usage:
     fprintf(stderr, "usage: see the comment at the top of bench/loadgen.c\n");
     return 2;

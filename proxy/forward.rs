@@ -28,6 +28,9 @@ use crate::route::Route;
 use crate::sessions::SessionTokens;
 use crate::upstream;
 
+/// Accept queue length asked of the kernel for the minion listeners.
+const ACCEPT_BACKLOG: i32 = 8192;
+
 /// A connected upstream: the plane, the master, the socket, its session tokens.
 type Upstream = (Arc<Plane>, MasterId, TcpStream, SessionTokens);
 
@@ -55,6 +58,13 @@ impl Forwarder {
         // Accepted sockets inherit TCP_NODELAY from the listener (Linux),
         // which saves a system call per minion connection.
         let inherits_nodelay = set_listener_nodelay(&listener);
+        // A failover makes every client reconnect at once: a longer accept
+        // queue than tokio's 1024 keeps a burst from waiting out SYN
+        // retransmits (the kernel caps it at net.core.somaxconn).
+        // listen(2) on a listening socket only updates its backlog.
+        if let Err(e) = socket2::SockRef::from(&listener).listen(ACCEPT_BACKLOG) {
+            debug!(port = port.as_str(), error = %e, "could not raise the accept backlog");
+        }
         loop {
             let accepted = tokio::select! {
                 _ = token.cancelled() => return,
