@@ -31,17 +31,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use salt_sidecar::standin::{StandinMaster, ZmtpClient};
 use salt_sidecar::zmtp::SocketType;
+use support::netns::{self, enter, run, Netns};
 use support::{ask, until_answered_by, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,122 +47,9 @@ const T: Duration = Duration::from_secs(2);
 
 // === lab: namespaces, links, faults ===
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Root or skip: prints why and returns false when the test cannot run here.
-/// A missing tool is a failure (scripts/test-deps installs them).
+/// Root or skip (see [`netns::available`]).
 fn lab_available(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("SKIP {test}: needs root for network namespaces (ip netns, nft); run as root");
-        return false;
-    }
-    for tool in ["ip", "nft", "ss"] {
-        let found = Command::new(tool)
-            .arg("-V")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(
-            found,
-            "{test}: `{tool}` is required (iproute2 / nftables; scripts/test-deps installs them)"
-        );
-    }
-    true
-}
-
-/// Runs a command; panics with its output if it fails.
-fn run(args: &[&str]) -> String {
-    run_with_input(args, None)
-}
-
-fn run_with_input(args: &[&str], input: Option<&str>) -> String {
-    let mut child = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(text.as_bytes()).expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace this test created; deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(name: String) -> Netns {
-        // A namespace left by a killed earlier run of the same test.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        run(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/var/run/netns/{}", self.name))
-    }
-
-    /// Runs a command inside the namespace.
-    fn exec(&self, args: &[&str]) -> String {
-        let mut all = vec!["ip", "netns", "exec", &self.name];
-        all.extend_from_slice(args);
-        run(&all)
-    }
-
-    /// Loads an nftables script inside the namespace.
-    fn nft(&self, script: &str) {
-        run_with_input(
-            &["ip", "netns", "exec", &self.name, "nft", "-f", "-"],
-            Some(script),
-        );
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// Moves the calling thread into the namespace at `path` (sockets it opens
-/// from then on, and threads and processes it starts, live there).
-fn enter(path: &PathBuf) {
-    let f = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    // SAFETY: setns on a valid namespace fd; affects only this thread.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "setns {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
+    netns::available(test, &["ip", "nft", "ss"])
 }
 
 /// The side namespace plus one host namespace per remote master.
@@ -278,16 +162,7 @@ impl Lab {
         F: FnOnce() -> Fut + Send,
         Fut: std::future::Future<Output = ()>,
     {
-        let path = self.side.path();
-        std::thread::scope(|s| {
-            let t = s.spawn(move || {
-                enter(&path);
-                runtime().block_on(body());
-            });
-            if let Err(panic) = t.join() {
-                std::panic::resume_unwind(panic);
-            }
-        });
+        self.side.block_on(body);
     }
 }
 
@@ -450,16 +325,6 @@ fn count(map: &BTreeMap<String, f64>, reason: &str) -> u64 {
     map.get(reason).copied().unwrap_or(0.0) as u64
 }
 
-fn assert_no_panic(sidecar: &Sidecar) {
-    let panics = sidecar.log.count(&["panicked"]);
-    assert_eq!(
-        panics,
-        0,
-        "the sidecar panicked:\n{}",
-        sidecar.log.lines().join("\n")
-    );
-}
-
 /// Waits until `fut` finishes or `limit` passes; returns how long it took.
 async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<(Duration, F::Output)> {
     let start = Instant::now();
@@ -583,7 +448,7 @@ fn blackhole_fails_over_within_the_bound_and_leaves_no_session_stuck() {
         eprintln!("blackhole: answered by B {took:?} after the switch");
         let s = switches(net);
         assert_eq!(count(&s, "failover"), 1, "{s:?}");
-        assert_no_panic(&sidecar);
+        sidecar.assert_no_panic();
         drop(b);
     });
     drop(a);
@@ -702,7 +567,7 @@ fn stalled_sessions_die_by_user_timeout_while_the_master_stays_up() {
         let s = switches(net);
         assert_eq!(s.values().sum::<f64>(), 0.0, "no switch expected: {s:?}");
         assert_eq!(ask(ret).await.as_deref(), Some("A"));
-        assert_no_panic(&sidecar);
+        sidecar.assert_no_panic();
         drop(b);
     });
     drop(a);
@@ -783,7 +648,7 @@ fn a_flapping_master_causes_at_most_one_switch_away_and_one_back() {
         assert_eq!(count(&after, "failover"), count(&after, "failback"), "ends on A: {after:?}");
         until_answered_by(ret, "A", Duration::from_secs(5)).await;
         assert!(answered * 10 >= asked * 8, "the minion was answered only {answered}/{asked} times");
-        assert_no_panic(&sidecar);
+        sidecar.assert_no_panic();
         drop(b);
     });
     drop(a);
@@ -893,7 +758,7 @@ fn a_rebooted_host_kills_old_sessions_and_new_work_goes_to_a_healthy_master() {
                     switches(net)
                 );
                 until_answered_by(ret, "A2", Duration::from_secs(10)).await;
-                assert_no_panic(&sidecar);
+                sidecar.assert_no_panic();
                 drop(b);
             });
         });
@@ -1008,7 +873,7 @@ async fn a_slow_master_stays_selected_without_false_failover() {
     );
     let s = switches(net);
     assert_eq!(s.values().sum::<f64>(), 0.0, "false failover: {s:?}");
-    assert_no_panic(&sidecar);
+    sidecar.assert_no_panic();
     drop((a, b));
 }
 
@@ -1076,6 +941,6 @@ async fn a_hung_master_is_failed_over_and_back_after_it_thaws() {
         (1, 1),
         "{s:?}"
     );
-    assert_no_panic(&sidecar);
+    sidecar.assert_no_panic();
     drop((a, b));
 }

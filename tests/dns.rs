@@ -20,12 +20,8 @@
 mod support;
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +30,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use support::{ask, Log};
+use support::netns::{self, Netns};
+use support::{ask, Launch, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -44,173 +41,29 @@ const LISTEN: [u8; 4] = [127, 0, 0, 100];
 
 // === the lab: a namespace with its own resolv.conf ===
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
+/// Root or skip (see [`netns::available`]).
 fn lab_available(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("SKIP {test}: needs root for a network namespace with its own resolv.conf (ip netns exec); run as root");
-        return false;
-    }
-    let ip = Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        ip,
-        "{test}: `ip` (iproute2) is required; scripts/test-deps installs it"
-    );
-    true
+    netns::available(test, &["ip"])
 }
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// A network namespace whose resolv.conf (seen by the sidecar, which
+/// [`sidecar`] starts with `ip netns exec`) names the test DNS server.
+fn dns_lab(tag: &str) -> Netns {
+    Netns::create(format!("ssc-dns-{tag}-{}", std::process::id())).with_etc(&[(
+        "resolv.conf",
+        "# salt-sidecar tests/dns.rs: the test's own DNS server, inside this namespace only\nnameserver 127.0.0.53\noptions timeout:1 attempts:1\n",
+    )])
 }
 
-/// A network namespace with `/etc/netns/<name>/resolv.conf` naming the test
-/// DNS server; both removed on drop.
-struct DnsLab {
-    name: String,
-    etc: PathBuf,
-}
-
-impl DnsLab {
-    fn new(tag: &str) -> DnsLab {
-        let name = format!("ssc-dns-{tag}-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        run(&["ip", "netns", "add", &name]);
-        let etc = PathBuf::from(format!("/etc/netns/{name}"));
-        let lab = DnsLab { name, etc };
-        run(&["ip", "-n", &lab.name, "link", "set", "lo", "up"]);
-        std::fs::create_dir_all(&lab.etc).expect("mkdir /etc/netns/<ns>");
-        std::fs::write(
-            lab.etc.join("resolv.conf"),
-            "# salt-sidecar tests/dns.rs: the test's own DNS server, inside this namespace only\nnameserver 127.0.0.53\noptions timeout:1 attempts:1\n",
-        )
-        .expect("write resolv.conf");
-        lab
-    }
-
-    /// Runs `body` on a runtime whose threads live in the namespace.
-    fn run<F, Fut>(&self, body: F)
-    where
-        F: FnOnce() -> Fut + Send,
-        Fut: std::future::Future<Output = ()>,
-    {
-        let path = PathBuf::from(format!("/var/run/netns/{}", self.name));
-        std::thread::scope(|s| {
-            let t = s.spawn(move || {
-                let f = File::open(&path).expect("open netns");
-                // SAFETY: setns on a valid namespace fd; affects only this thread.
-                let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("runtime")
-                    .block_on(body());
-            });
-            if let Err(panic) = t.join() {
-                std::panic::resume_unwind(panic);
-            }
-        });
-    }
-}
-
-impl Drop for DnsLab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.etc);
-        // /etc/netns itself, if no other namespace uses it (fails otherwise).
-        if let Some(parent) = self.etc.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// `salt-sidecar run` inside the lab's namespace (`ip netns exec` execs, so
-/// the child's PID is the sidecar's); killed by PID on drop.
-struct Sidecar {
-    child: Child,
-    log: Log,
-    _dir: tempfile::TempDir,
-}
-
-impl Sidecar {
-    fn start(lab: &DnsLab, yaml: &str) -> Sidecar {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("config.yaml");
-        std::fs::write(&path, yaml).expect("write config");
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.name,
-                env!("CARGO_BIN_EXE_salt-sidecar"),
-            ])
-            .args(["--log-level", "salt_sidecar=debug", "run", "--config"])
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn salt-sidecar in the namespace");
-        let log = Log::default();
-        let sink = log.clone();
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("SIDECAR_TEST_ECHO").is_some() {
-                    eprintln!("sidecar| {line}");
-                }
-                sink.push(line);
-            }
-            sink.push("<process exited>".into());
-        });
-        let sidecar = Sidecar {
-            child,
-            log,
-            _dir: dir,
-        };
-        sidecar
-            .log
-            .wait_for(&["listening for the minion"], Duration::from_secs(10));
-        sidecar
-    }
-
-    fn assert_no_panic(&self) {
-        assert_eq!(
-            self.log.count(&["panicked"]),
-            0,
-            "the sidecar panicked:\n{}",
-            self.log.lines().join("\n")
-        );
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `salt-sidecar run` inside the lab's namespace, with its resolv.conf.
+fn sidecar(lab: &Netns, yaml: &str) -> Sidecar {
+    Sidecar::start_with(
+        yaml,
+        Launch {
+            netns: Some(lab),
+            ..Launch::default()
+        },
+    )
 }
 
 fn config(extra: &str) -> String {
@@ -425,8 +278,8 @@ fn ttl_changes_are_followed() {
     if !lab_available("dns ttl") {
         return;
     }
-    let lab = DnsLab::new("ttl");
-    lab.run(|| async {
+    let lab = dns_lab("ttl");
+    lab.block_on(|| async {
         let zone = Arc::new(Zone::default());
         zone.set(Answer::A {
             ip: Ipv4Addr::new(127, 0, 0, 2),
@@ -435,7 +288,7 @@ fn ttl_changes_are_followed() {
         serve_dns(zone.clone()).await;
         let trap = trap().await;
         let (one, two) = (master("one", 2).await, master("two", 3).await);
-        let sidecar = Sidecar::start(&lab, &config(""));
+        let sidecar = sidecar(&lab, &config(""));
         until("one", Duration::from_secs(10)).await;
 
         // TTL 3: one query every ~3 s.
@@ -487,8 +340,8 @@ fn servfail_and_timeouts_keep_the_last_good_address() {
     if !lab_available("dns servfail") {
         return;
     }
-    let lab = DnsLab::new("fail");
-    lab.run(|| async {
+    let lab = dns_lab("fail");
+    lab.block_on(|| async {
         let zone = Arc::new(Zone::default());
         zone.set(Answer::A {
             ip: Ipv4Addr::new(127, 0, 0, 2),
@@ -497,7 +350,7 @@ fn servfail_and_timeouts_keep_the_last_good_address() {
         serve_dns(zone.clone()).await;
         let trap = trap().await;
         let (one, two) = (master("one", 2).await, master("two", 3).await);
-        let sidecar = Sidecar::start(&lab, &config(""));
+        let sidecar = sidecar(&lab, &config(""));
         until("one", Duration::from_secs(10)).await;
         let ok_before = dns_resolutions("success");
         let down_before = sidecar.log.count(&["master is down"]);
@@ -563,14 +416,14 @@ fn nxdomain_at_start_is_reported_retried_and_never_localhost() {
     if !lab_available("dns nxdomain") {
         return;
     }
-    let lab = DnsLab::new("nx");
-    lab.run(|| async {
+    let lab = dns_lab("nx");
+    lab.block_on(|| async {
         let zone = Arc::new(Zone::default());
         zone.set(Answer::NxDomain);
         serve_dns(zone.clone()).await;
         let trap = trap().await;
         let one = master("one", 2).await;
-        let sidecar = Sidecar::start(&lab, &config(""));
+        let sidecar = sidecar(&lab, &config(""));
         let line = sidecar
             .log
             .wait_for_async(&["DNS lookup failed"], Duration::from_secs(5))
@@ -605,8 +458,8 @@ fn a_dns_named_master_is_selected_at_start_without_a_down_or_a_counted_switch() 
     if !lab_available("dns start-up") {
         return;
     }
-    let lab = DnsLab::new("start");
-    lab.run(|| async {
+    let lab = dns_lab("start");
+    lab.block_on(|| async {
         let zone = Arc::new(Zone::default());
         zone.set(Answer::A {
             ip: Ipv4Addr::new(127, 0, 0, 2),
@@ -614,7 +467,7 @@ fn a_dns_named_master_is_selected_at_start_without_a_down_or_a_counted_switch() 
         });
         serve_dns(zone.clone()).await;
         let one = master("one", 2).await;
-        let sidecar = Sidecar::start(&lab, &config(""));
+        let sidecar = sidecar(&lab, &config(""));
         until("one", Duration::from_secs(10)).await;
         let lines = sidecar.log.lines().join("\n");
         assert_eq!(

@@ -93,6 +93,24 @@ async fn publish_session_to(admin: SocketAddr, master: &str) {
     }
 }
 
+/// Stand-in masters A (127.0.<net>.2) and B (.3), and a sidecar in front of
+/// them that has selected one.
+async fn lab(net: u8) -> (StandinMaster, StandinMaster, Sidecar) {
+    let a = support::master("A", net, 2).await;
+    let b = support::master("B", net, 3).await;
+    let masters = [format!("127.0.{net}.2"), format!("127.0.{net}.3")];
+    let sidecar = Sidecar::start(&config(
+        net,
+        &[&masters[0], &masters[1]],
+        "master_alive_interval: 1\nrandom_reauth_delay: 0",
+    ));
+    sidecar
+        .log
+        .wait_for_async(&["selected master"], Duration::from_secs(5))
+        .await;
+    (a, b, sidecar)
+}
+
 async fn pinned(admin: SocketAddr) -> Option<String> {
     status::fetch(admin, T).await.expect("status").0.pinned
 }
@@ -100,21 +118,7 @@ async fn pinned(admin: SocketAddr) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn enroll_walks_every_master_and_unpins() {
     let net = 60;
-    let _a = StandinMaster::start("A", addr(net, 2, 4505), addr(net, 2, 4506))
-        .await
-        .expect("A");
-    let _b = StandinMaster::start("B", addr(net, 3, 4505), addr(net, 3, 4506))
-        .await
-        .expect("B");
-    let sidecar = Sidecar::start(&config(
-        net,
-        &["127.0.60.2", "127.0.60.3"],
-        "master_alive_interval: 1\nrandom_reauth_delay: 0",
-    ));
-    sidecar
-        .log
-        .wait_for_async(&["selected master"], Duration::from_secs(5))
-        .await;
+    let (_a, _b, sidecar) = lab(net).await;
     let admin = addr(net, 1, 9464);
     let stop = CancellationToken::new();
     let m = tokio::spawn(minion(net, 1500, stop.clone()));
@@ -168,21 +172,7 @@ async fn enroll_walks_every_master_and_unpins() {
 #[tokio::test(flavor = "multi_thread")]
 async fn enroll_fails_when_a_master_never_accepts_and_still_unpins() {
     let net = 61;
-    let _a = StandinMaster::start("A", addr(net, 2, 4505), addr(net, 2, 4506))
-        .await
-        .expect("A");
-    let _b = StandinMaster::start("B", addr(net, 3, 4505), addr(net, 3, 4506))
-        .await
-        .expect("B");
-    let sidecar = Sidecar::start(&config(
-        net,
-        &["127.0.61.2", "127.0.61.3"],
-        "master_alive_interval: 1\nrandom_reauth_delay: 0",
-    ));
-    sidecar
-        .log
-        .wait_for_async(&["selected master"], Duration::from_secs(5))
-        .await;
+    let (_a, _b, _sidecar) = lab(net).await;
     let admin = addr(net, 1, 9464);
     let stop = CancellationToken::new();
     // After the move to B, publish sessions are open but sign-in replies stay

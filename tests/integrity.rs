@@ -20,124 +20,38 @@
 //! Sizes are set by `INTEGRITY_BYTES` (default 1 GiB).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use salt_sidecar::standin::{StandinError, StandinMaster, ZmtpClient};
 use salt_sidecar::zmtp::SocketType;
+use support::{addr, Launch, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 // === the sidecar process ===
 
-/// A `salt-sidecar run` child at info level; killed by PID on drop. Keeps
-/// only the lines worth asserting on (warnings, switches, panics).
-struct Sidecar {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Sidecar {
-    fn start(yaml: &str) -> Sidecar {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("config.yaml");
-        std::fs::write(&path, yaml).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_salt-sidecar"))
-            .args(["--log-level", "info", "run", "--config"])
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn salt-sidecar");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening for the minion") {
-                    let _ = ready_tx.send(());
-                }
-                if line.contains("WARN")
-                    || line.contains("ERROR")
-                    || line.contains("panicked")
-                    || line.contains("switched master")
-                {
-                    sink.lock().expect("log").push(line);
-                }
-            }
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("sidecar did not start listening");
-        Sidecar {
-            child,
-            lines,
-            _dir: dir,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn count(&self, part: &str) -> usize {
-        self.lines
-            .lock()
-            .expect("log")
-            .iter()
-            .filter(|l| l.contains(part))
-            .count()
-    }
-
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    /// Resident set size in KiB.
-    fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            })
-            .unwrap_or(0)
-    }
-
-    fn assert_no_panic(&self) {
-        let lines = self.lines.lock().expect("log");
-        let panics: Vec<&String> = lines.iter().filter(|l| l.contains("panicked")).collect();
-        assert!(panics.is_empty(), "the sidecar panicked: {panics:?}");
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `salt-sidecar run` at info level (no line per session: the soak opens
+/// hundreds of thousands), killed by PID on drop.
+fn start_sidecar(yaml: &str) -> Sidecar {
+    Sidecar::start_with(
+        yaml,
+        Launch {
+            level: "info",
+            ..Launch::default()
+        },
+    )
 }
 
 fn config(net: u8, extra: &str, sidecar_extra: &str) -> String {
     format!(
         "master:\n  - 127.0.{net}.2\n  - 127.0.{net}.3\nmaster_type: failover\nid: integrity-minion\n{extra}\nsidecar:\n  listen: 127.0.{net}.1\n  admin: 127.0.{net}.1:9464\n  connect_timeout: 500ms\n{sidecar_extra}"
     )
-}
-
-fn addr(net: u8, host: u8, port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, net, host], port))
 }
 
 // === the checked stream ===
@@ -479,7 +393,7 @@ async fn a_gigabyte_crosses_failovers_and_failbacks_byte_exact() {
     let ledger: Ledger = Arc::default();
     let mut a = Some(CheckingMaster::start("A", net, 2, ledger.clone()).await);
     let b = CheckingMaster::start("B", net, 3, ledger.clone()).await;
-    let sidecar = Sidecar::start(&config(
+    let sidecar = start_sidecar(&config(
         net,
         "master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 1\nrandom_reauth_delay: 0",
         "  probe: tcp\n  rise: 1\n  fall: 1\n  drain_timeout: 1s\n",
@@ -538,11 +452,13 @@ async fn a_gigabyte_crosses_failovers_and_failbacks_byte_exact() {
             kills += 1;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let back = sidecar.count("reason=\"failback\"");
+        let back = sidecar.log.count(&["reason=\"failback\""]);
         a = Some(CheckingMaster::start("A", net, 2, ledger.clone()).await);
         restarts += 1;
         let t = Instant::now();
-        while sidecar.count("reason=\"failback\"") == back && t.elapsed() < Duration::from_secs(5) {
+        while sidecar.log.count(&["reason=\"failback\""]) == back
+            && t.elapsed() < Duration::from_secs(5)
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // Sessions drain from B (1 s) and stream to A for a while.
@@ -631,9 +547,9 @@ async fn a_gigabyte_crosses_failovers_and_failbacks_byte_exact() {
             .sum()
     };
     let (at_a, at_b) = (at("A"), at("B"));
-    let switches = sidecar.count("switched master");
-    let failovers = sidecar.count("reason=\"failover\"");
-    let failbacks = sidecar.count("reason=\"failback\"");
+    let switches = sidecar.log.count(&["switched master"]);
+    let failovers = sidecar.log.count(&["reason=\"failover\""]);
+    let failbacks = sidecar.log.count(&["reason=\"failback\""]);
     eprintln!(
         "integrity: {} bytes sent, {checked} bytes verified at masters (A {at_a}, B {at_b}; echoes verified at clients), \
          {} sessions ({complete} whole, {cut} cut by a switch), {} master connections; \
@@ -685,7 +601,7 @@ async fn a_peer_that_stops_reading_does_not_grow_the_sidecar() {
             }
         });
     }
-    let sidecar = Sidecar::start(&format!(
+    let sidecar = start_sidecar(&format!(
         "master: [127.0.{net}.2]\nmaster_alive_interval: 1\nsidecar:\n  listen: 127.0.{net}.1\n  admin: 127.0.{net}.1:9464\n  probe: tcp\n"
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -787,7 +703,7 @@ async fn soak_short_and_long_connections_through_failovers() {
     ));
     let mut a = Some(support_master("A", net, 2).await);
     let b = support_master("B", net, 3).await;
-    let sidecar = Sidecar::start(&config(
+    let sidecar = start_sidecar(&config(
         net,
         "master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 3\nrandom_reauth_delay: 1",
         "  drain_timeout: 5s\n",
@@ -955,8 +871,8 @@ async fn soak_short_and_long_connections_through_failovers() {
         fd1 = sidecar.fds();
     }
     let rss1 = sidecar.rss_kib();
-    let failovers = sidecar.count("reason=\"failover\"");
-    let failbacks = sidecar.count("reason=\"failback\"");
+    let failovers = sidecar.log.count(&["reason=\"failover\""]);
+    let failbacks = sidecar.log.count(&["reason=\"failback\""]);
     let t = &tally;
     eprintln!(
         "soak: {ran:?}; {} short connections answered (of {short_total}), {long_total} long sessions (peak {} open), {} long requests answered; \

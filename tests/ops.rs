@@ -8,15 +8,17 @@
 //! one. Everything runs on loopback; the name-resolution test runs in a
 //! network namespace of its own (root only, skipped otherwise).
 
+mod support;
+
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use support::netns::{self, Netns};
 
 const UNIT: &str = "config/salt-sidecar.service";
 /// Where the unit expects the binary; rewritten to a real one for `verify`.
@@ -121,68 +123,17 @@ fn the_static_binary_needs_nothing_from_the_host() {
 
 // === name resolution in the static binary ===
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// A network namespace whose `/etc/hosts` names a master (`ip netns exec`
 /// bind-mounts `/etc/netns/<ns>/*` over `/etc` for the process it runs) and
 /// whose resolv.conf names a server that is not there. Removed on drop.
-struct HostsLab {
-    name: String,
-    etc: PathBuf,
-}
-
-impl HostsLab {
-    fn new(hosts: &str) -> HostsLab {
-        let name = format!("ssc-ops-{}", std::process::id());
-        let etc = PathBuf::from(format!("/etc/netns/{name}"));
-        let lab = HostsLab { name, etc };
-        for args in [
-            vec!["netns", "add", lab.name.as_str()],
-            vec!["-n", lab.name.as_str(), "link", "set", "lo", "up"],
-        ] {
-            let out = output(Command::new("ip").args(&args));
-            assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
-        }
-        std::fs::create_dir_all(&lab.etc).expect("mkdir /etc/netns/<ns>");
-        std::fs::write(lab.etc.join("hosts"), hosts).expect("write hosts");
-        std::fs::write(
-            lab.etc.join("resolv.conf"),
+fn hosts_lab(hosts: &str) -> Netns {
+    Netns::create(format!("ssc-ops-{}", std::process::id())).with_etc(&[
+        ("hosts", hosts),
+        (
+            "resolv.conf",
             "# salt-sidecar tests/ops.rs: nothing answers here\nnameserver 127.0.0.53\noptions timeout:1 attempts:1\n",
-        )
-        .expect("write resolv.conf");
-        lab
-    }
-
-    /// Runs `body` on a thread inside the namespace (its sockets live there).
-    fn run<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T {
-        let path = PathBuf::from(format!("/var/run/netns/{}", self.name));
-        std::thread::scope(|s| {
-            let t = s.spawn(move || {
-                let f = File::open(&path).expect("open netns");
-                // SAFETY: setns on a valid namespace fd; affects only this thread.
-                let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                body()
-            });
-            t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    }
-}
-
-impl Drop for HostsLab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.etc);
-        // /etc/netns itself, if no other namespace uses it (fails otherwise).
-        if let Some(parent) = self.etc.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+        ),
+    ])
 }
 
 /// `GET path` over plain HTTP/1.1; returns the status code.
@@ -205,12 +156,11 @@ fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
 /// namespace's /etc/hosts is resolved, probed and selected.
 #[test]
 fn the_static_binary_resolves_master_names_without_nss() {
-    if !is_root() {
-        eprintln!("SKIP: needs root for a network namespace with its own /etc/hosts");
+    if !netns::available("static name resolution", &["ip"]) {
         return;
     }
     let bin = static_binary();
-    let lab = HostsLab::new("127.0.0.2 salt-a.ops.test\n");
+    let lab = hosts_lab("127.0.0.2 salt-a.ops.test\n");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config.yaml");
     std::fs::write(
@@ -223,8 +173,9 @@ fn the_static_binary_resolves_master_names_without_nss() {
     let _master = lab.run(|| {
         ["127.0.0.2:4505", "127.0.0.2:4506"].map(|a| TcpListener::bind(a).expect("bind master"))
     });
-    let mut sidecar = Command::new("ip")
-        .args(["netns", "exec", &lab.name, "env", "-i"])
+    let mut sidecar = lab
+        .command("env")
+        .arg("-i")
         .arg(bin)
         .args(["run", "--config"])
         .arg(&config)

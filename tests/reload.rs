@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use hyper::Method;
-use salt_sidecar::standin::{StandinError, StandinMaster, ZmtpClient};
+use salt_sidecar::standin::{StandinError, ZmtpClient};
 use salt_sidecar::status;
 use salt_sidecar::zmtp::SocketType;
 use support::{addr, config, Sidecar};
@@ -15,12 +15,8 @@ const T: Duration = Duration::from_secs(2);
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_applies_new_settings_without_touching_open_sessions() {
     let net = 70;
-    let a = StandinMaster::start("A", addr(net, 2, 4505), addr(net, 2, 4506))
-        .await
-        .expect("A");
-    let _b = StandinMaster::start("B", addr(net, 3, 4505), addr(net, 3, 4506))
-        .await
-        .expect("B");
+    let a = support::master("A", net, 2).await;
+    let _b = support::master("B", net, 3).await;
     let masters = ["127.0.70.2", "127.0.70.3"];
     let sidecar = Sidecar::start(&config(
         net,
@@ -67,9 +63,7 @@ async fn sighup_applies_new_settings_without_touching_open_sessions() {
             Duration::from_secs(5),
         )
         .await;
-    let _a = StandinMaster::start("A", addr(net, 2, 4505), addr(net, 2, 4506))
-        .await
-        .expect("A again");
+    let _a = support::master("A", net, 2).await;
     sidecar
         .log
         .wait_for_async(
@@ -82,9 +76,7 @@ async fn sighup_applies_new_settings_without_touching_open_sessions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept() {
     let net = 71;
-    let _a = StandinMaster::start("A", addr(net, 2, 4505), addr(net, 2, 4506))
-        .await
-        .expect("A");
+    let _a = support::master("A", net, 2).await;
     let sidecar = Sidecar::start(&config(net, &["127.0.71.2"], "master_alive_interval: 1"));
     sidecar
         .log
@@ -159,15 +151,9 @@ async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reloaded_master_list_keeps_sessions_to_kept_masters_and_drains_removed_ones() {
     let net = 72;
-    let _a = StandinMaster::start("A", addr(net, 2, 4505), addr(net, 2, 4506))
-        .await
-        .expect("A");
-    let _b = StandinMaster::start("B", addr(net, 3, 4505), addr(net, 3, 4506))
-        .await
-        .expect("B");
-    let _c = StandinMaster::start("C", addr(net, 4, 4505), addr(net, 4, 4506))
-        .await
-        .expect("C");
+    let _a = support::master("A", net, 2).await;
+    let _b = support::master("B", net, 3).await;
+    let _c = support::master("C", net, 4).await;
     let extra = "master_alive_interval: 1\nrandom_reauth_delay: 0";
     let sidecar = Sidecar::start(&config(net, &["127.0.72.2", "127.0.72.3"], extra));
     sidecar

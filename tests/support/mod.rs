@@ -5,6 +5,8 @@
 //! without port clashes; nothing leaves 127.0.0.0/8.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -101,14 +103,40 @@ pub struct Sidecar {
     _dir: tempfile::TempDir,
 }
 
+/// How to start a [`Sidecar`]: the log level and, optionally, a network
+/// namespace (entered with `ip netns exec`, so its `/etc` files apply).
+pub struct Launch<'a> {
+    pub level: &'a str,
+    pub netns: Option<&'a netns::Netns>,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            level: "salt_sidecar=debug",
+            netns: None,
+        }
+    }
+}
+
 impl Sidecar {
     /// Starts the binary with `yaml` as its config and waits until it listens.
     pub fn start(yaml: &str) -> Sidecar {
+        Sidecar::start_with(yaml, Launch::default())
+    }
+
+    /// [`Sidecar::start`] with a log level or a namespace of its own.
+    pub fn start_with(yaml: &str, launch: Launch<'_>) -> Sidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, yaml).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_salt-sidecar"))
-            .args(["--log-level", "salt_sidecar=debug", "run", "--config"])
+        let bin = env!("CARGO_BIN_EXE_salt-sidecar");
+        let mut cmd = match launch.netns {
+            Some(ns) => ns.command(bin),
+            None => Command::new(bin),
+        };
+        let mut child = cmd
+            .args(["--log-level", launch.level, "run", "--config"])
             .arg(&path)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -138,6 +166,35 @@ impl Sidecar {
             .log
             .wait_for(&["listening for the minion"], Duration::from_secs(10));
         sidecar
+    }
+
+    /// Fails the test, with the whole log, if the sidecar panicked.
+    pub fn assert_no_panic(&self) {
+        assert_eq!(
+            self.log.count(&["panicked"]),
+            0,
+            "the sidecar panicked:\n{}",
+            self.log.lines().join("\n")
+        );
+    }
+
+    /// Open file descriptors (sockets included).
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Resident set size in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or(0)
     }
 
     pub fn pid(&self) -> u32 {
