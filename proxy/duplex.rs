@@ -38,8 +38,14 @@ use crate::sessions::SessionTokens;
 const CHUNK: usize = 64 * 1024;
 /// Idle buffers a thread keeps for the next burst (the rest are freed).
 const POOL_MAX: usize = 8;
-/// Quiet time after which a draining session counts as idle.
-pub const IDLE_QUIET: Duration = Duration::from_millis(250);
+/// Quiet time after which a draining session counts as idle. Long enough for
+/// a real minion to receive a job published just before, run it and send its
+/// return: a Salt 3008 minion needs 0.3-0.7 s for a `test.arg` on a busy
+/// 2-core box, and it drops the returns it forwards while it reconnects after
+/// its publish session closed ("Error dispatching event"), so with 250 ms a
+/// failback lost the returns of the jobs published in its last second
+/// (tests/salt_e2e.rs, scenario failback).
+pub const IDLE_QUIET: Duration = Duration::from_secs(2);
 /// How often a draining session checks whether it has become idle.
 const DRAIN_STEP: Duration = Duration::from_millis(100);
 
@@ -409,7 +415,7 @@ mod tests {
                     port,
                     tokens: &tokens,
                     shutdown: &shutdown,
-                    drain_timeout: Duration::from_secs(5),
+                    drain_timeout: Duration::from_secs(10),
                     to_master: &up,
                     to_minion: &down,
                 };
@@ -483,6 +489,27 @@ mod tests {
             .expect("ends")
             .expect("join");
         assert!(matches!(end, End::Drained));
+    }
+
+    #[tokio::test]
+    async fn drain_keeps_a_publish_session_that_just_carried_a_job() {
+        // A job published just before a failback: the minion must get to run it
+        // and send its return before its publish session closes (a Salt minion
+        // drops the returns it forwards while it reconnects after that close).
+        let mut s = session(Port::Publish).await;
+        s.master.write_all(b"job").await.expect("publish");
+        let mut job = [0u8; 3];
+        s.minion.read_exact(&mut job).await.expect("job through");
+        let asked = Instant::now();
+        s.tokens.drain.cancel();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!s.end.is_finished(), "closed 1 s after a job was published");
+        let end = tokio::time::timeout(Duration::from_secs(5), s.end)
+            .await
+            .expect("ends")
+            .expect("join");
+        assert!(matches!(end, End::Drained), "{end:?}");
+        assert!(asked.elapsed() >= IDLE_QUIET - Duration::from_millis(200));
     }
 
     #[tokio::test]
