@@ -1,0 +1,973 @@
+#!/usr/bin/env python3
+"""Real-Salt scenarios for salt-sidecar (issue 3), built on harness.py.
+
+Every scenario runs real ``salt-master`` / ``salt-minion`` processes of Salt 3008
+from the venv of ``scripts/test-deps`` on loopback: masters A = 127.0.0.2 and
+B = 127.0.0.3 (ports 4505/4506), the minion ``m1`` with ``master: 127.0.0.1``,
+and ``salt-sidecar run`` listening on 127.0.0.1:4505/4506 (admin 127.0.0.1:9464).
+Labs use fixed addresses, so scenarios run one at a time: a run holds the
+lock file ``$TMPDIR/salt-sidecar-salt-labs.lock`` (harness.lab_lock) from start to end.
+
+Scenarios (``scenarios.py list``), one JSON line each from ``run``:
+
+  sidecar_{zeromq,tcp}_crash    SIGKILL A; seconds from the kill to the first
+                                test.ping return through B (harness pinger:
+                                one LocalClient on B publishing every 0.5 s)
+  sidecar_zeromq_crash_alive30  the same with the sidecar's master_alive_interval 30
+  sidecar_zeromq_crash_reauth10 the same with random_reauth_delay 10 (the fleet jitter)
+  sidecar_{zeromq,tcp}_frozen   SIGSTOP A (hung master: TCP handshakes still complete)
+  native_*, haproxy_*           the same measurement without the sidecar: the minion
+                                with master: [A, B], master_type: failover,
+                                master_alive_interval 1; or HAProxy (A, B backup)
+  failback                      crash A, stream of test.arg jobs, restart A; the sidecar
+                                fails back after master_failback_interval; every job's
+                                return is looked up in the job caches
+  graceful_restart              a planned restart while the stream runs: pause the
+                                stream until nothing is in flight, SIGTERM A, resume
+                                (on B), start A again (the stream ends on A)
+  enroll                        a minion whose key is accepted nowhere; `salt-sidecar
+                                enroll` pins it to each master, the test accepts the
+                                key as it appears; no master is stopped
+  shuffle                       20 sidecars (m00..m19, master_shuffle: true), 3
+                                stand-in masters: choice, spread, restart, kill one
+
+Usage::
+
+    scenarios.py list
+    scenarios.py run NAME[:ROUNDS] [NAME...] [--rounds N] [--sidecar PATH] [--keep] [--verbose]
+
+Needs root (the labs run masters and minions as root) and the venv
+(${SALT_SIDECAR_VENV:-/var/cache/salt-sidecar/venv}); exits 2 without them.
+The helper subcommand ``_jobstream`` runs inside the venv's python (it imports salt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+sys.dont_write_bytecode = True  # no __pycache__ next to the harness
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import harness  # noqa: E402
+from harness import A_IP, B_IP, SaltLab  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+ADMIN = "127.0.0.1:9464"
+MINION = "m1"
+FRONT_READY = (("127.0.0.1", 4505), ("127.0.0.1", 4506))
+LABEL_TO_NAME = {A_IP: "A", B_IP: "B"}
+
+
+def log(msg: str) -> None:
+    print(f"[scenarios {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def median(values: Sequence[Optional[float]]) -> Optional[float]:
+    """Median with None (no answer within the cap) ranked above every number."""
+    inf = float("inf")
+    v = sorted(inf if x is None else x for x in values)
+    if not v:
+        return None
+    m = statistics.median(v)
+    return None if m == inf else round(m, 3)
+
+
+def default_sidecar() -> str:
+    return os.environ.get("SALT_SIDECAR_BIN") or os.path.join(ROOT, "target", "release", "salt-sidecar")
+
+
+# ---------------------------------------------------------------------- sidecar helpers
+def sidecar_config(transport: str = "zeromq", alive: int = 1, reauth: int = 0,
+                   failback_interval: int = 5, masters: Sequence[str] = (A_IP, B_IP),
+                   mid: str = MINION, listen: str = "127.0.0.1", admin: str = ADMIN,
+                   shuffle: bool = False, drain_timeout: str = "60s") -> Dict[str, Any]:
+    """The sidecar config of the labs (the brief's): both masters, alive 1 s,
+    no reconnect jitter, connect_timeout 1 s; probe tcp for transport tcp."""
+    cfg: Dict[str, Any] = {
+        "master": list(masters),
+        "master_type": "failover",
+        "master_alive_interval": alive,
+        "master_failback": True,
+        "master_failback_interval": failback_interval,
+        "random_reauth_delay": reauth,
+        "master_shuffle": shuffle,
+        "id": mid,
+    }
+    if transport == "tcp":
+        cfg["transport"] = "tcp"
+    cfg["sidecar"] = {"listen": listen, "admin": admin, "connect_timeout": "1s",
+                      "drain_timeout": drain_timeout, "probe": "tcp" if transport == "tcp" else "zmtp"}
+    return cfg
+
+
+def write_sidecar_config(path: str, cfg: Dict[str, Any]) -> str:
+    with open(path, "w") as f:
+        f.write(harness.to_yaml(cfg))
+    return path
+
+
+def status(admin: str = ADMIN, timeout: float = 2.0) -> Optional[Dict[str, Any]]:
+    """The sidecar's /status JSON, or None if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://{admin}/status", timeout=timeout) as r:
+            return json.loads(r.read().decode())
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+
+
+def active_of(st: Optional[Dict[str, Any]]) -> Optional[str]:
+    return st.get("active") if st else None
+
+
+def wait_status(pred: Callable[[Dict[str, Any]], bool], timeout: float, admin: str = ADMIN,
+                every: float = 0.05) -> Tuple[Optional[Dict[str, Any]], Optional[float]]:
+    """Polls /status until pred holds; returns (status, time.monotonic()) or (last, None)."""
+    end = time.monotonic() + timeout
+    st = None
+    while time.monotonic() < end:
+        st = status(admin)
+        if st is not None and pred(st):
+            return st, time.monotonic()
+        time.sleep(every)
+    return st, None
+
+
+_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z\s+\w+\s+(\S+): (.*)$")
+
+
+def sidecar_events(path: str) -> List[Dict[str, Any]]:
+    """The sidecar's decision lines (switched master / master is up|down) with Unix times."""
+    out = []
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = _TS.match(line.strip())
+                if not m:
+                    continue
+                msg = m.group(3)
+                if not ("switched master" in msg or "master is " in msg or "every master is down" in msg
+                        or "admin:" in msg):
+                    continue
+                ts = m.group(1)
+                if "." in ts:
+                    head, frac = ts.split(".")
+                    ts = head + "." + (frac + "000000")[:6]
+                t = datetime.datetime.fromisoformat(ts).replace(tzinfo=datetime.timezone.utc).timestamp()
+                out.append({"unix": t, "msg": msg})
+    except OSError:
+        pass
+    return out
+
+
+def mono_to_unix(t_mono: float) -> float:
+    return time.time() - (time.monotonic() - t_mono)
+
+
+def first_event(events: List[Dict[str, Any]], after_unix: float, *parts: str) -> Optional[float]:
+    for e in events:
+        if e["unix"] >= after_unix - 0.05 and all(p in e["msg"] for p in parts):
+            return e["unix"]
+    return None
+
+
+# ---------------------------------------------------------------------- context
+class Ctx:
+    """What every scenario gets: the sidecar binary, a work root, flags."""
+
+    def __init__(self, sidecar: str, workroot: str, keep: bool = False, verbose: bool = False,
+                 log_level: str = "info", stream: Optional[Dict[str, Any]] = None):
+        self.sidecar = sidecar
+        self.workroot = workroot
+        self.keep = keep
+        self.verbose = verbose
+        self.log_level = log_level
+        self.stream = stream or {}  # JobStream overrides: interval, max_inflight, count
+
+    def workdir(self, prefix: str) -> str:
+        # short: the minion's Unix sockets live under it (sun_path is 108 bytes)
+        return tempfile.mkdtemp(prefix=prefix[:20] + "-", dir=self.workroot)
+
+    def done(self, workdir: str, ok: bool) -> Optional[str]:
+        """Removes a round's files unless it failed or --keep; returns the path kept."""
+        if ok and not self.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+            return None
+        return workdir
+
+
+# ---------------------------------------------------------------------- failover rounds
+FAILOVER_MODES = {
+    # name: (transport, front, signal, sidecar config overrides, minion config)
+    "sidecar_zeromq_crash": ("zeromq", "sidecar", signal.SIGKILL, {}),
+    "sidecar_zeromq_crash_alive30": ("zeromq", "sidecar", signal.SIGKILL, {"alive": 30}),
+    "sidecar_zeromq_crash_reauth10": ("zeromq", "sidecar", signal.SIGKILL, {"reauth": 10}),
+    "sidecar_tcp_crash": ("tcp", "sidecar", signal.SIGKILL, {}),
+    "sidecar_zeromq_frozen": ("zeromq", "sidecar", signal.SIGSTOP, {}),
+    "sidecar_tcp_frozen": ("tcp", "sidecar", signal.SIGSTOP, {}),
+    "native_zeromq_crash": ("zeromq", "native", signal.SIGKILL, {}),
+    "native_zeromq_crash_alive30": ("zeromq", "native", signal.SIGKILL, {"alive": 30}),
+    "native_tcp_crash": ("tcp", "native", signal.SIGKILL, {}),
+    "native_zeromq_frozen": ("zeromq", "native", signal.SIGSTOP, {}),
+    "native_tcp_frozen": ("tcp", "native", signal.SIGSTOP, {}),
+    "haproxy_zeromq_crash": ("zeromq", "haproxy", signal.SIGKILL, {}),
+    "haproxy_tcp_crash": ("tcp", "haproxy", signal.SIGKILL, {}),
+    "haproxy_zeromq_frozen": ("zeromq", "haproxy", signal.SIGSTOP, {}),
+    "haproxy_tcp_frozen": ("tcp", "haproxy", signal.SIGSTOP, {}),
+}
+
+
+def failover_round(ctx: Ctx, name: str, cap: float) -> Dict[str, Any]:
+    """One fresh lab through harness.measure_failover (the same code for every front)."""
+    transport, front, sig, over = FAILOVER_MODES[name]
+    workdir = ctx.workdir(name)
+    if front == "native":
+        minion = {"master": [A_IP, B_IP], "master_type": "failover",
+                  "master_alive_interval": over.get("alive", 1)}
+        argv: Any = None
+    else:
+        minion = {"master": "127.0.0.1"}
+        argv = "haproxy"
+        if front == "sidecar":
+            cfg = sidecar_config(transport, alive=over.get("alive", 1), reauth=over.get("reauth", 0))
+            path = write_sidecar_config(os.path.join(workdir, "sidecar.yaml"), cfg)
+            argv = [ctx.sidecar, "run", "--config", path]
+    res = harness.measure_failover(transport, minion, front=argv, front_ready=FRONT_READY, sig=sig,
+                                   cap=cap, check_job=True, workdir=workdir, quiet=not ctx.verbose)
+    if front == "sidecar" and res.get("kill_unix"):
+        ev = sidecar_events(os.path.join(workdir, "front.log"))
+        t = first_event(ev, res["kill_unix"], "switched master", 'reason="failover"')
+        res["sidecar_switch_s"] = None if t is None else round(t - res["kill_unix"], 3)
+    # A frozen master that is never failed over from is the expected outcome for some
+    # fronts: a round "fails" only on errors, not on a timeout.
+    ok = "error" not in res and (res["seconds"] is not None or sig == signal.SIGSTOP)
+    kept = ctx.done(workdir, ok and "workdir" not in res)
+    if kept:
+        res["workdir"] = kept
+    res.pop("kill_unix", None)
+    return res
+
+
+# ---------------------------------------------------------------------- lab with the sidecar
+class SidecarLab:
+    """A SaltLab with masters A and B, the sidecar in front and minion m1 (``master: 127.0.0.1``)."""
+
+    def __init__(self, ctx: Ctx, prefix: str, transport: str = "zeromq", preseed: bool = True,
+                 mid: str = MINION, sidecar_over: Optional[Dict[str, Any]] = None):
+        self.ctx = ctx
+        self.mid = mid
+        self.workdir = ctx.workdir(prefix)
+        self.lab = SaltLab(self.workdir, transport=transport, quiet=not ctx.verbose, log_level=ctx.log_level)
+        self.lab.add_master("A", A_IP)
+        self.lab.add_master("B", B_IP)
+        self.lab.add_minion(mid, {"master": "127.0.0.1"}, preseed=preseed)
+        cfg = sidecar_config(transport, mid=mid, **(sidecar_over or {}))
+        self.config = write_sidecar_config(os.path.join(self.workdir, "sidecar.yaml"), cfg)
+        self.sidecar_log = os.path.join(self.workdir, "sidecar.log")
+
+    def start(self, wait_ping: bool = True) -> float:
+        """Masters, sidecar, minion; returns seconds until the first ping through A (or 0)."""
+        self.lab.start_masters()
+        self.lab.start_proc("sidecar", [self.ctx.sidecar, "run", "--config", self.config], list(FRONT_READY))
+        st, t = wait_status(lambda s: s.get("active") == A_IP, 15)
+        if t is None:
+            raise RuntimeError(f"sidecar never selected A: {st}")
+        self.lab.start_minion(self.mid)
+        if not wait_ping:
+            return 0.0
+        first = self.lab.wait_ping("A", self.mid, 90)
+        if first is None:
+            raise RuntimeError("minion never answered through master A")
+        return round(first, 2)
+
+    def events(self) -> List[Dict[str, Any]]:
+        return sidecar_events(self.sidecar_log)
+
+    def close(self, ok: bool) -> Optional[str]:
+        if not ok:
+            print(f"---- round failed; files kept in {self.workdir}", file=sys.stderr)
+            self.lab.print_logs(30)
+        self.lab.stop_all(grace=1.0)
+        return self.ctx.done(self.workdir, ok)
+
+
+# ---------------------------------------------------------------------- job stream
+class JobStream:
+    """A running ``scenarios.py _jobstream`` (venv python): test.arg jobs on whichever
+    master the minion is on, until ``segments`` were seen; result() -> its summary."""
+
+    def __init__(self, sl: SidecarLab, segments: str, count: int = 50, interval: float = 0.25,
+                 min_last: int = 10, deadline: float = 150.0, max_inflight: int = 2):
+        lab = sl.lab
+        # While this file exists the stream issues no job; once nothing is in flight
+        # it creates <pause_file>.idle (see pause()).
+        self.pause_file = os.path.join(sl.workdir, "jobstream.pause")
+        over = sl.ctx.stream
+        count = over.get("count", count)
+        interval = over.get("interval", interval)
+        max_inflight = over.get("max_inflight", max_inflight)
+        masters = {n: {"conf": m.confdir, "label": m.ip} for n, m in lab.masters.items()}
+        argv = [os.path.join(lab.bin, "python"), os.path.abspath(__file__), "_jobstream",
+                "--masters", json.dumps(masters), "--admin", ADMIN, "--id", sl.mid,
+                "--count", str(count), "--interval", str(interval), "--segments", segments,
+                "--min-last", str(min_last), "--deadline", str(deadline), "--max-inflight", str(max_inflight),
+                "--pause-file", self.pause_file]
+        self.deadline = deadline
+        self.log = os.path.join(sl.workdir, "jobstream.log")
+        with open(self.log, "ab") as err:
+            self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
+                                          env=lab._env(), stdin=subprocess.DEVNULL, start_new_session=True)
+        import select
+        rd, _, _ = select.select([self.popen.stdout], [], [], 60)
+        line = self.popen.stdout.readline() if rd else ""
+        if not line.startswith('{"ready"'):
+            self.kill()
+            raise RuntimeError(f"job stream did not start: {line!r}: {harness.tail(self.log, 20)}")
+        self.started = json.loads(line)["ready"]
+
+    def pause(self, timeout: float = 40.0) -> float:
+        """Stops issuing jobs and waits until every job issued has returned (or timed
+        out); returns the seconds it took."""
+        t0 = time.monotonic()
+        idle = self.pause_file + ".idle"
+        with open(self.pause_file, "w"):
+            pass
+        while not os.path.exists(idle):
+            if self.popen.poll() is not None or time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"job stream never idle after a pause: {harness.tail(self.log, 20)}")
+            time.sleep(0.05)
+        return time.monotonic() - t0
+
+    def resume(self) -> None:
+        for p in (self.pause_file, self.pause_file + ".idle"):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    def result(self) -> Dict[str, Any]:
+        try:
+            out, _ = self.popen.communicate(timeout=self.deadline + 120)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return {"error": "job stream hung"}
+        data = SaltLab._json(out)
+        return data if isinstance(data, dict) else {"error": f"job stream output: {out[-500:]!r}"}
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.kill(self.popen.pid, signal.SIGUSR1)  # stack dump into the log
+                time.sleep(0.5)
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(timeout=5)
+
+
+def failback_round(ctx: Ctx, graceful: bool) -> Dict[str, Any]:
+    """Scenario 3 (crash, then A returns) or 4 (SIGTERM A, then start it), with a job stream."""
+    name = "graceful_restart" if graceful else "failback"
+    sl = SidecarLab(ctx, name)
+    lab = sl.lab
+    res: Dict[str, Any] = {}
+    ok = False
+    try:
+        res["first_ping_a_s"] = sl.start()
+        if not graceful:
+            watch = lab.watch_ping("B", sl.mid, 60)
+            t_kill = lab.kill_master("A", signal.SIGKILL)
+            r = watch.result()
+            res["failover_s"] = None if r.get("t_ok") is None else round(r["t_ok"] - t_kill, 3)
+            if res["failover_s"] is None:
+                raise RuntimeError(f"no ping through B after killing A: {r}")
+            stream = JobStream(sl, segments="B,A")
+            time.sleep(1.0)  # a few jobs on B first
+            t_start = time.monotonic()
+            lab.start_master("A")
+            t_up = time.monotonic()
+            res["a_start_s"] = round(t_up - t_start, 2)
+        else:
+            stream = JobStream(sl, segments="A,B,A")
+            time.sleep(2.0)  # jobs on A first
+            # A planned restart: no job in flight on A when it stops. (A return in
+            # flight to a master that stops is lost with or without the sidecar: the
+            # minion's main process drops what it forwards while it reconnects.)
+            res["pause_s"] = round(stream.pause(), 2)
+            t_stop = time.monotonic()
+            lab.kill_master("A", signal.SIGTERM)  # waits until A's process group is gone
+            res["a_stop_s"] = round(time.monotonic() - t_stop, 2)
+            stream.resume()
+            _, t_b = wait_status(lambda s: s.get("active") == B_IP, 30)
+            res["switch_to_b_s"] = None if t_b is None else round(t_b - t_stop, 3)
+            time.sleep(1.0)
+            t_start = time.monotonic()
+            lab.start_master("A")
+            t_up = time.monotonic()
+            res["a_start_s"] = round(t_up - t_start, 2)
+        _, t_back = wait_status(lambda s: s.get("active") == A_IP, 60)
+        res["failback_after_start_s"] = None if t_back is None else round(t_back - t_start, 3)
+        js = stream.result()
+        res.update(stream_verdict(js))
+        # timings from the stream: first return through the other master, first through A again
+        jobs = js.get("jobs", [])
+        if graceful:
+            on_b = [j for j in jobs if j["master"] == "B" and j.get("t_ret")]
+            res["sigterm_to_first_return_b_s"] = round(min(j["t_ret"] for j in on_b) - t_stop, 3) if on_b else None
+        back = [j for j in jobs if j["master"] == "A" and j.get("t_ret") and j["t_pub"] > t_start]
+        res["start_to_first_return_a_s"] = round(min(j["t_ret"] for j in back) - t_start, 3) if back else None
+        ev = sl.events()
+        res["switches"] = [e["msg"].split("switched master ", 1)[1] for e in ev if "switched master" in e["msg"]]
+        ok = (res["lost"] == 0 and res["misrouted"] == 0 and res["issued"] >= 50
+              and not js.get("error") and t_back is not None)
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        kept = sl.close(ok)
+        if kept:
+            res["workdir"] = kept
+    return res
+
+
+def stream_verdict(js: Dict[str, Any]) -> Dict[str, Any]:
+    """Counts from a job stream's summary: where each job's return ended up."""
+    jobs = js.get("jobs", [])
+    out = {
+        "issued": len(jobs),
+        "by_master": {},
+        "returned_to_issuer": sum(1 for j in jobs if j.get("cache_issuer")),
+        "misrouted": sum(1 for j in jobs if not j.get("cache_issuer") and j.get("cache_other")),
+        "lost": sum(1 for j in jobs if not j.get("cache_issuer") and not j.get("cache_other")),
+        "live_returns": sum(1 for j in jobs if j.get("t_ret")),
+        "publish_errors": js.get("publish_errors", 0),
+        "waited_for_minion_s": js.get("waited_s"),
+        "segments": js.get("segments"),
+    }
+    for j in jobs:
+        out["by_master"][j["master"]] = out["by_master"].get(j["master"], 0) + 1
+    bad = [{k: j.get(k) for k in ("i", "master", "jid", "cache_issuer", "cache_other", "t_pub")}
+           for j in jobs if not j.get("cache_issuer")]
+    if bad:
+        out["not_on_issuer"] = bad[:10]
+    if js.get("error"):
+        out["stream_error"] = js["error"]
+    return out
+
+
+# ---------------------------------------------------------------------- enrollment
+def enroll_round(ctx: Ctx) -> Dict[str, Any]:
+    """Scenario 5: a new minion, key accepted nowhere; `salt-sidecar enroll` walks A and B."""
+    mid = "m-new"
+    sl = SidecarLab(ctx, "enroll", preseed=False, mid=mid)
+    lab = sl.lab
+    res: Dict[str, Any] = {}
+    ok = False
+    enroll = None
+    try:
+        sl.start(wait_ping=False)
+        pids = {n: m.proc.pid for n, m in lab.masters.items() if m.proc}
+        # the minion authenticates through the sidecar to A: its key shows up as pending there
+        t0 = time.monotonic()
+        end = t0 + 60
+        while mid not in lab.list_keys("A").get("minions_pre", []):
+            if time.monotonic() > end:
+                raise RuntimeError(f"key of {mid} never pending on A: {lab.list_keys('A')}")
+            time.sleep(0.5)
+        res["pending_on_a_s"] = round(time.monotonic() - t0, 2)
+        res["keys_before"] = {n: _key_state(lab, n, mid) for n in lab.masters}
+        elog = os.path.join(sl.workdir, "enroll.log")
+        t_enroll = time.monotonic()
+        enroll = subprocess.Popen([ctx.sidecar, "enroll", "--admin", ADMIN, "--per-master-timeout", "120s"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        accepted: List[Dict[str, Any]] = []
+        lines: List[str] = []
+        assert enroll.stdout is not None
+        for line in enroll.stdout:
+            lines.append(line.rstrip("\n"))
+            if ctx.verbose:
+                log(f"enroll| {line.rstrip()}")
+            m = re.search(r"accept the key of (\S+) on (\S+)", line)
+            if m:
+                label = m.group(2).rstrip(".:,")
+                master = LABEL_TO_NAME.get(label)
+                if master is None or m.group(1) != mid:
+                    raise RuntimeError(f"enroll asked for an unknown key/master: {line!r}")
+                t_ask = time.monotonic()
+                lab.accept_key(master, mid, timeout=90)
+                accepted.append({"master": master, "asked_at_s": round(t_ask - t_enroll, 2),
+                                 "accepted_after_s": round(time.monotonic() - t_ask, 2)})
+        rc = enroll.wait(timeout=30)
+        with open(elog, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        res["enroll_rc"] = rc
+        res["enroll_s"] = round(time.monotonic() - t_enroll, 2)
+        res["accepted"] = accepted
+        res["enroll_output"] = lines[-6:]
+        res["keys_after"] = {n: _key_state(lab, n, mid) for n in lab.masters}
+        st = status()
+        res["pinned_after"] = st.get("pinned") if st else "<no status>"
+        res["active_after"] = active_of(st)
+        res["masters_never_stopped"] = all(
+            lab.masters[n].proc is not None and lab.masters[n].proc.alive() and lab.masters[n].proc.pid == p
+            for n, p in pids.items())
+        # the enrolled minion works through the master it is on now
+        t = lab.wait_ping(LABEL_TO_NAME.get(res["active_after"] or "", "A"), mid, 60)
+        res["ping_after_s"] = None if t is None else round(t, 2)
+        ok = (rc == 0 and all(v == "accepted" for v in res["keys_after"].values())
+              and res["pinned_after"] is None and res["masters_never_stopped"] and t is not None
+              and sorted(a["master"] for a in accepted) == ["A", "B"])
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        if enroll is not None and enroll.poll() is None:
+            os.killpg(enroll.pid, signal.SIGKILL)
+            enroll.wait(timeout=5)
+        kept = sl.close(ok)
+        if kept:
+            res["workdir"] = kept
+    return res
+
+
+def _key_state(lab: SaltLab, master: str, mid: str) -> str:
+    keys = lab.list_keys(master)
+    for state, k in (("accepted", "minions"), ("pending", "minions_pre"), ("rejected", "minions_rejected"),
+                     ("denied", "minions_denied")):
+        if mid in keys.get(k, []):
+            return state
+    return "absent"
+
+
+# ---------------------------------------------------------------------- shuffle
+SHUFFLE_MASTERS = {"X": "127.0.0.2", "Y": "127.0.0.3", "Z": "127.0.0.4"}
+
+
+def shuffle_round(ctx: Ctx, n: int = 20) -> Dict[str, Any]:
+    """Scenario 6: n sidecars with master_shuffle: true in front of 3 stand-in masters."""
+    workdir = ctx.workdir("shuffle")
+    lab = SaltLab(workdir, quiet=not ctx.verbose)  # only used to run and stop processes
+    res: Dict[str, Any] = {"sidecars": n}
+    ok = False
+    py = os.path.join(lab.bin, "python")
+    helper = os.path.join(ROOT, "tests", "helpers", "zmq_master.py")
+    sidecars = {}
+    try:
+        for name, ip in SHUFFLE_MASTERS.items():
+            lab.start_proc(f"master-{name}", [py, helper, "--name", name, "--publish", f"{ip}:4505",
+                                              "--ret", f"{ip}:4506", "--tick", "1"],
+                           [(ip, 4505), (ip, 4506)], wait=30)
+        for i in range(n):
+            mid = f"m{i:02d}"
+            ip = f"127.0.1.{i + 1}"
+            cfg = sidecar_config(masters=list(SHUFFLE_MASTERS.values()), mid=mid, listen=ip,
+                                 admin=f"{ip}:9464", shuffle=True)
+            sidecars[mid] = (ip, write_sidecar_config(os.path.join(workdir, f"{mid}.yaml"), cfg))
+
+        def start_all() -> None:
+            for mid, (ip, path) in sidecars.items():
+                lab.start_proc(f"sidecar-{mid}", [ctx.sidecar, "run", "--config", path])
+            for mid, (ip, _) in sidecars.items():
+                harness.wait_ports([(ip, 4505), (ip, 4506), (ip, 9464)], 20)
+
+        def choices(timeout: float = 20) -> Dict[str, Optional[str]]:
+            out = {}
+            for mid, (ip, _) in sidecars.items():
+                st, _t = wait_status(lambda s: s.get("active") is not None, timeout, admin=f"{ip}:9464")
+                out[mid] = active_of(st)
+            return out
+
+        t0 = time.monotonic()
+        start_all()
+        first = choices()
+        res["start_s"] = round(time.monotonic() - t0, 2)
+        label = {ip: name for name, ip in SHUFFLE_MASTERS.items()}
+        res["choice"] = {mid: label.get(a or "", None) for mid, a in first.items()}
+        spread = {name: sum(1 for a in first.values() if a == ip) for name, ip in SHUFFLE_MASTERS.items()}
+        res["spread"] = spread
+        # restart every sidecar: the same choice
+        for mid in sidecars:
+            lab.stop_proc(f"sidecar-{mid}")
+        start_all()
+        again = choices()
+        res["restart_same"] = sum(1 for mid in sidecars if again[mid] == first[mid])
+        # kill the master most sidecars chose: only its sidecars move
+        victim = max(spread, key=lambda k: (spread[k], k))
+        vip = SHUFFLE_MASTERS[victim]
+        res["killed"] = victim
+        t_kill = time.monotonic()
+        lab.extra_procs[f"master-{victim}"].send(signal.SIGKILL)
+        lab.extra_procs[f"master-{victim}"].popen.wait(timeout=10)
+        movers = [mid for mid in sidecars if again[mid] == vip]
+        moved_at = {}
+        end = t_kill + 20
+        while time.monotonic() < end and len(moved_at) < len(movers):
+            for mid in movers:
+                if mid in moved_at:
+                    continue
+                a = active_of(status(f"{sidecars[mid][0]}:9464"))
+                if a is not None and a != vip:
+                    moved_at[mid] = time.monotonic() - t_kill
+            time.sleep(0.05)
+        time.sleep(2.0)  # let any wrong move show up
+        after = choices()
+        stayed = [mid for mid in sidecars if mid not in movers]
+        res["moved"] = len(movers)
+        res["moved_ok"] = sum(1 for mid in movers if after[mid] not in (None, vip))
+        res["others_unchanged"] = sum(1 for mid in stayed if after[mid] == again[mid])
+        res["others"] = len(stayed)
+        res["moved_to"] = {name: sum(1 for mid in movers if after[mid] == ip)
+                           for name, ip in SHUFFLE_MASTERS.items() if name != victim}
+        res["move_s_max"] = round(max(moved_at.values()), 3) if moved_at else None
+        res["move_s_median"] = median(list(moved_at.values())) if moved_at else None
+        ok = (all(v is not None for v in first.values()) and res["restart_same"] == n
+              and res["moved_ok"] == len(movers) and res["others_unchanged"] == len(stayed)
+              and min(spread.values()) >= 3)
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        if not ok:
+            lab.keep = True
+            print(f"---- shuffle failed; files kept in {workdir}", file=sys.stderr)
+            lab.print_logs(15)
+        lab.stop_all(grace=1.0)
+        kept = ctx.done(workdir, ok)
+        if kept:
+            res["workdir"] = kept
+    return res
+
+
+# ---------------------------------------------------------------------- registry
+def _failover_runner(name: str) -> Callable[[Ctx, float], Dict[str, Any]]:
+    return lambda ctx, cap: failover_round(ctx, name, cap)
+
+
+SCENARIOS: Dict[str, Callable[[Ctx, float], Dict[str, Any]]] = {n: _failover_runner(n) for n in FAILOVER_MODES}
+SCENARIOS["failback"] = lambda ctx, cap: failback_round(ctx, graceful=False)
+SCENARIOS["graceful_restart"] = lambda ctx, cap: failback_round(ctx, graceful=True)
+SCENARIOS["enroll"] = lambda ctx, cap: enroll_round(ctx)
+SCENARIOS["shuffle"] = lambda ctx, cap: shuffle_round(ctx)
+
+# the headline timing of a round
+HEADLINE = {n: "seconds" for n in FAILOVER_MODES}
+HEADLINE.update({"failback": "failback_after_start_s", "graceful_restart": "sigterm_to_first_return_b_s",
+                 "enroll": "enroll_s", "shuffle": "move_s_max"})
+
+
+def round_ok(name: str, r: Dict[str, Any]) -> bool:
+    if r.get("error"):
+        return False
+    if name in FAILOVER_MODES:
+        return r.get("seconds") is not None or FAILOVER_MODES[name][2] == signal.SIGSTOP
+    return "workdir" not in r
+
+
+def run_scenario(ctx: Ctx, name: str, rounds: int, cap: float) -> Dict[str, Any]:
+    """Runs ``rounds`` fresh rounds of scenario ``name``; returns its JSON line."""
+    transport = FAILOVER_MODES[name][0] if name in FAILOVER_MODES else "zeromq"
+    line: Dict[str, Any] = {"scenario": name, "transport": transport, "rounds": []}
+    t0 = time.monotonic()
+    for i in range(rounds):
+        r = SCENARIOS[name](ctx, cap)
+        r["round"] = i + 1
+        log(f"{name} round {i + 1}/{rounds}: {json.dumps(r)}")
+        line["rounds"].append(r)
+    key = HEADLINE[name]
+    vals = [r.get(key) for r in line["rounds"]]
+    line["metric"] = key
+    line["values"] = vals
+    line["median"] = median(vals)
+    line["ok"] = all(round_ok(name, r) for r in line["rounds"])
+    line["wall_s"] = round(time.monotonic() - t0, 1)
+    return line
+
+
+# ---------------------------------------------------------------------- _jobstream (venv python)
+def _jobstream(args: argparse.Namespace) -> int:
+    """Publishes test.arg jobs with distinct payloads on the master the minion is on,
+    then looks every job up in every master's job cache. Prints {"ready": t} first,
+    then one summary JSON document."""
+    import faulthandler
+    import logging
+    import uuid
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # JobStream.kill dumps the stacks first
+
+    import salt.client
+
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    masters: Dict[str, Dict[str, str]] = json.loads(args.masters)
+    by_label = {m["label"]: n for n, m in masters.items()}
+    want = [s for s in args.segments.split(",") if s]
+    clients: Dict[str, Any] = {}
+    jobs: List[Dict[str, Any]] = []
+    by_jid: Dict[str, Dict[str, Any]] = {}
+    segments: List[List[Any]] = []
+    publish_errors = 0
+    last_error = None
+    waited = 0.0
+
+    def client(name: str, fresh: bool = False) -> Any:
+        if fresh and name in clients:
+            try:
+                clients.pop(name).destroy()
+            except Exception:
+                pass
+        if name not in clients:
+            lc = salt.client.LocalClient(c_path=os.path.join(masters[name]["conf"], "master"))
+            lc.event.connect_pub(timeout=10)
+            clients[name] = lc
+        return clients[name]
+
+    def pump(wait: float = 0.0) -> None:
+        for name, lc in list(clients.items()):
+            while True:
+                try:
+                    # wait=0 would mean "forever" to get_event: no_block for a poll
+                    ev = lc.event.get_event(wait=wait, tag="salt/job/", match_type="startswith", full=True,
+                                            no_block=wait <= 0)
+                except Exception:
+                    break
+                wait = 0.0
+                if not ev:
+                    break
+                parts = str(ev.get("tag", "")).split("/")
+                if len(parts) >= 5 and parts[3] == "ret" and parts[4] == args.id and parts[2] in by_jid:
+                    j = by_jid[parts[2]]
+                    if not j.get("t_ret"):
+                        j["t_ret"] = time.monotonic()
+                        j["ret_seen_on"] = name
+
+    def minion_on(st: Optional[Dict[str, Any]]) -> Optional[str]:
+        """The master the minion is on: the active one, holding the only publish session(s)."""
+        if not st or not st.get("active"):
+            return None
+        with_pub = [m["master"] for m in st.get("masters", []) if m.get("sessions", {}).get("publish", 0) > 0]
+        if with_pub != [st["active"]]:
+            return None
+        return by_label.get(st["active"])
+
+    def satisfied() -> bool:
+        if len(jobs) < args.count:
+            return False
+        names = [s[0] for s in segments]
+        return names[-len(want):] == want and len(names) >= len(want) and segments[-1][1] >= args.min_last
+
+    print(json.dumps({"ready": time.monotonic()}), flush=True)
+    t_start = time.monotonic()
+    end = t_start + args.deadline
+    next_pub = t_start
+    on_since: Tuple[Optional[str], float] = (None, 0.0)
+    i = 0
+    while time.monotonic() < end and not satisfied():
+        now = time.monotonic()
+        if args.pause_file and os.path.exists(args.pause_file):
+            if not any(not j.get("t_ret") and now - j["t_pub"] < args.job_timeout for j in jobs):
+                with open(args.pause_file + ".idle", "w"):
+                    pass
+            pump(0.05)
+            waited += time.monotonic() - now
+            continue
+        on = minion_on(status(args.admin))
+        if on != on_since[0]:
+            on_since = (on, now)
+        if on is None or now - on_since[1] < args.settle:
+            pump(0.05)
+            waited += time.monotonic() - now
+            continue
+        # in flight on this master (a job left on the previous master does not hold the stream)
+        inflight = sum(1 for j in jobs if j["master"] == on and not j.get("t_ret")
+                       and now - j["t_pub"] < args.job_timeout)
+        if now < next_pub or inflight >= args.max_inflight:
+            pump(min(0.05, max(0.0, next_pub - now)) or 0.05)
+            continue
+        next_pub = now + args.interval
+        new_segment = not segments or segments[-1][0] != on
+        try:
+            lc = client(on, fresh=new_segment and any(s[0] == on for s in segments))
+            payload = f"p{i:03d}-{uuid.uuid4().hex[:12]}"
+            t_pub = time.monotonic()
+            pub = lc.run_job(args.id, "test.arg", arg=[payload], timeout=args.publish_timeout, listen=True)
+        except Exception as e:
+            publish_errors += 1
+            last_error = repr(e)
+            clients.pop(on, None)
+            continue
+        if not pub or not pub.get("jid"):
+            publish_errors += 1
+            last_error = f"publish returned {pub!r}"
+            continue
+        if new_segment:
+            segments.append([on, 0])
+        segments[-1][1] += 1
+        j = {"i": i, "master": on, "jid": str(pub["jid"]), "payload": payload, "t_pub": t_pub}
+        jobs.append(j)
+        by_jid[j["jid"]] = j
+        i += 1
+        pump(0.0)
+    # late returns
+    tail_end = time.monotonic() + args.job_timeout
+    while time.monotonic() < tail_end and any(not j.get("t_ret") for j in jobs):
+        pump(0.1)
+    # the job caches: where did each return land? (one lookup process per master: two
+    # MasterMinions in one process share the local_cache module and its __opts__)
+    cache_end = time.monotonic() + args.job_timeout
+    while True:
+        todo = [j for j in jobs if not j.get("cache_issuer")]
+        if not todo:
+            break
+        for name, m in masters.items():
+            hits = _lookup_jobs(m["conf"], args.id, todo)
+            for j in todo:
+                if name == j["master"]:
+                    j["cache_issuer"] = hits.get(j["jid"], False)
+                elif hits.get(j["jid"]) and name not in j.setdefault("cache_other", []):
+                    j["cache_other"].append(name)
+        if all(j.get("cache_issuer") for j in jobs) or time.monotonic() > cache_end:
+            break
+        time.sleep(1.0)
+    for lc in clients.values():
+        try:
+            lc.destroy()
+        except Exception:
+            pass
+    out = {"jobs": jobs, "segments": segments, "publish_errors": publish_errors, "last_error": last_error,
+           "waited_s": round(waited, 2), "satisfied": satisfied()}
+    if not satisfied():
+        out["error"] = f"stream ended before segments {want} (got {segments})"
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+def _lookup_jobs(conf: str, mid: str, jobs: List[Dict[str, Any]]) -> Dict[str, bool]:
+    """{jid: True if the master's job cache holds mid's test.arg return with the job's payload}."""
+    want = {j["jid"]: j["payload"] for j in jobs}
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "_jobcache", "--conf", conf, "--id", mid],
+                       input=json.dumps(want), capture_output=True, text=True, timeout=120)
+    data = SaltLab._json(r.stdout)
+    return data if isinstance(data, dict) else {}
+
+
+def _jobcache(args: argparse.Namespace) -> int:
+    """Reads {jid: payload} on stdin; prints {jid: found} from the master's job cache."""
+    import logging
+
+    import salt.config
+    import salt.minion
+
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    want = json.loads(sys.stdin.read())
+    opts = salt.config.master_config(os.path.join(args.conf, "master"))
+    mm = salt.minion.MasterMinion(opts, states=False, rend=False, matcher=False)
+    get_jid = mm.returners[f"{opts['master_job_cache']}.get_jid"]
+    out = {}
+    for jid, payload in want.items():
+        try:
+            ret = ((get_jid(jid) or {}).get(args.id) or {}).get("return")
+        except Exception:
+            ret = None
+        out[jid] = isinstance(ret, dict) and list(ret.get("args") or []) == [payload]
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------- CLI
+def preflight() -> Optional[str]:
+    if not harness.salt_available():
+        return f"no Salt in the venv {harness.venv_dir()}: run ./scripts/test-deps"
+    if os.geteuid() != 0:
+        return "the Salt labs run masters and minions as root: run as root"
+    return None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "_jobstream":
+        p = argparse.ArgumentParser(prog="scenarios.py _jobstream")
+        p.add_argument("--masters", required=True)
+        p.add_argument("--admin", default=ADMIN)
+        p.add_argument("--id", default=MINION)
+        p.add_argument("--count", type=int, default=50)
+        p.add_argument("--interval", type=float, default=0.25)
+        p.add_argument("--segments", default="")
+        p.add_argument("--min-last", type=int, default=10)
+        p.add_argument("--deadline", type=float, default=150)
+        p.add_argument("--settle", type=float, default=0.5)
+        p.add_argument("--publish-timeout", type=float, default=3)
+        p.add_argument("--job-timeout", type=float, default=30)
+        p.add_argument("--max-inflight", type=int, default=2, help="jobs without a return yet (the box has 2 cores)")
+        p.add_argument("--pause-file", help="issue no job while this file exists; create <it>.idle once none is in flight")
+        return _jobstream(p.parse_args(argv[1:]))
+    if argv and argv[0] == "_jobcache":
+        p = argparse.ArgumentParser(prog="scenarios.py _jobcache")
+        p.add_argument("--conf", required=True)
+        p.add_argument("--id", default=MINION)
+        return _jobcache(p.parse_args(argv[1:]))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="scenario names")
+    rp = sub.add_parser("run", help="run scenarios, one JSON line each")
+    rp.add_argument("names", nargs="+", help="NAME or NAME:ROUNDS (rounds of that scenario; default --rounds)")
+    rp.add_argument("--rounds", type=int, default=1)
+    rp.add_argument("--cap", type=float, default=60.0, help="seconds to wait for B in failover rounds")
+    rp.add_argument("--sidecar", default=default_sidecar(), help="salt-sidecar binary")
+    rp.add_argument("--workdir", help="root for the labs' files (default: a temp dir)")
+    rp.add_argument("--keep", action="store_true")
+    rp.add_argument("--verbose", action="store_true")
+    rp.add_argument("--debug", action="store_true", help="Salt log files at debug level")
+    rp.add_argument("--stream-interval", type=float, help="job stream: seconds between jobs (default 0.25)")
+    rp.add_argument("--stream-inflight", type=int, help="job stream: jobs without a return at most (default 2)")
+    rp.add_argument("--stream-count", type=int, help="job stream: jobs at least (default 50)")
+    args = ap.parse_args(argv)
+    if args.command == "list":
+        print("\n".join(SCENARIOS))
+        return 0
+    plan: List[Tuple[str, int]] = []  # NAME or NAME:ROUNDS
+    for n in args.names:
+        name, _, rounds = n.partition(":")
+        plan.append((name, int(rounds) if rounds.isdigit() and int(rounds) > 0 else args.rounds))
+    bad = [n for n, _ in plan if n not in SCENARIOS]
+    if bad:
+        print(f"unknown scenario(s) {bad}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    why = preflight()
+    if why:
+        print(f"scenarios.py: {why}", file=sys.stderr)
+        return 2
+    if not os.access(args.sidecar, os.X_OK):
+        print(f"scenarios.py: no salt-sidecar binary at {args.sidecar} (cargo build --release)", file=sys.stderr)
+        return 2
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, lambda *_: sys.exit(128 + 15))
+    workroot = args.workdir or tempfile.mkdtemp(prefix="salt-e2e-")
+    os.makedirs(workroot, exist_ok=True)
+    stream = {k: v for k, v in (("interval", args.stream_interval), ("max_inflight", args.stream_inflight),
+                                ("count", args.stream_count)) if v is not None}
+    ctx = Ctx(os.path.abspath(args.sidecar), workroot, keep=args.keep, verbose=args.verbose,
+              log_level="debug" if args.debug else "info", stream=stream)
+    failed = False
+    with harness.lab_lock():
+        for name, rounds in plan:
+            line = run_scenario(ctx, name, rounds, args.cap)
+            failed = failed or not line["ok"]
+            print(json.dumps(line), flush=True)
+    if not args.workdir and not os.listdir(workroot):
+        os.rmdir(workroot)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
