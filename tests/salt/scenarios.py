@@ -255,6 +255,8 @@ def failover_round(ctx: Ctx, name: str, cap: float) -> Dict[str, Any]:
     # A frozen master that is never failed over from is the expected outcome for some
     # fronts: a round "fails" only on errors, not on a timeout.
     ok = "error" not in res and (res["seconds"] is not None or sig == signal.SIGSTOP)
+    if ok and res["seconds"] is None:
+        res.pop("workdir", None)  # a frozen master never failed over from: the expected outcome
     kept = ctx.done(workdir, ok and "workdir" not in res)
     if kept:
         res["workdir"] = kept
