@@ -22,6 +22,8 @@ Scenarios (``scenarios.py list``), one JSON line each from ``run``:
   failback                      crash A, stream of test.arg jobs, restart A; the sidecar
                                 fails back after master_failback_interval; every job's
                                 return is looked up in the job caches
+  native_failback               failback without the sidecar: the minion's own
+                                master_failback (interval 5 s), the same job stream
   graceful_restart              a planned restart while the stream runs: pause the
                                 stream until nothing is in flight, SIGTERM A, resume
                                 (on B), start A again (the stream ends on A)
@@ -312,8 +314,12 @@ class JobStream:
     """A running ``scenarios.py _jobstream`` (venv python): test.arg jobs on whichever
     master the minion is on, until ``segments`` were seen; result() -> its summary."""
 
-    def __init__(self, sl: SidecarLab, segments: str, count: int = 50, interval: float = 0.25,
-                 min_last: int = 10, deadline: float = 150.0, max_inflight: int = 2):
+    def __init__(self, sl: Any, segments: str, count: int = 50, interval: float = 0.25,
+                 min_last: int = 10, deadline: float = 150.0, max_inflight: int = 2,
+                 locate: str = "sidecar"):
+        """sl: a SidecarLab (or anything with lab, ctx, workdir, mid). locate: how to tell
+        which master the minion is on: "sidecar" (its /status) or "sockets" (the minion's
+        own established connection to a master's publish port: native failover)."""
         lab = sl.lab
         # While this file exists the stream issues no job; once nothing is in flight
         # it creates <pause_file>.idle (see pause()).
@@ -327,7 +333,7 @@ class JobStream:
                 "--masters", json.dumps(masters), "--admin", ADMIN, "--id", sl.mid,
                 "--count", str(count), "--interval", str(interval), "--segments", segments,
                 "--min-last", str(min_last), "--deadline", str(deadline), "--max-inflight", str(max_inflight),
-                "--pause-file", self.pause_file]
+                "--pause-file", self.pause_file, "--locate", locate]
         self.deadline = deadline
         self.log = os.path.join(sl.workdir, "jobstream.log")
         with open(self.log, "ab") as err:
@@ -440,6 +446,66 @@ def failback_round(ctx: Ctx, graceful: bool) -> Dict[str, Any]:
         res["error"] = f"{type(e).__name__}: {e}"
     finally:
         kept = sl.close(ok)
+        if kept:
+            res["workdir"] = kept
+    return res
+
+
+class NativeLab:
+    """Masters A and B and minion m1 with Salt's own failover (no sidecar), for the
+    failback baseline: master [A, B], master_type failover, master_alive_interval 1,
+    master_failback True, master_failback_interval 5 (the sidecar's values)."""
+
+    def __init__(self, ctx: Ctx, prefix: str):
+        self.ctx, self.mid = ctx, MINION
+        self.workdir = ctx.workdir(prefix)
+        self.lab = SaltLab(self.workdir, quiet=not ctx.verbose, log_level=ctx.log_level)
+        self.lab.add_master("A", A_IP)
+        self.lab.add_master("B", B_IP)
+        self.lab.add_minion(self.mid, {"master": [A_IP, B_IP], "master_type": "failover",
+                                       "master_alive_interval": 1, "master_failback": True,
+                                       "master_failback_interval": 5})
+
+
+def native_failback_round(ctx: Ctx) -> Dict[str, Any]:
+    """Scenario 3 without the sidecar: crash A, job stream, restart A; the minion's own
+    failback moves it back; every return looked up in the job caches."""
+    nl = NativeLab(ctx, "native_failback")
+    lab = nl.lab
+    res: Dict[str, Any] = {}
+    ok = False
+    try:
+        lab.start_masters()
+        lab.start_minion(nl.mid)
+        first = lab.wait_ping("A", nl.mid, 90)
+        if first is None:
+            raise RuntimeError("minion never answered through master A")
+        res["first_ping_a_s"] = round(first, 2)
+        watch = lab.watch_ping("B", nl.mid, 60)
+        t_kill = lab.kill_master("A", signal.SIGKILL)
+        r = watch.result()
+        res["failover_s"] = None if r.get("t_ok") is None else round(r["t_ok"] - t_kill, 3)
+        if res["failover_s"] is None:
+            raise RuntimeError(f"no ping through B after killing A: {r}")
+        stream = JobStream(nl, segments="B,A", locate="sockets")
+        time.sleep(1.0)  # a few jobs on B first
+        t_start = time.monotonic()
+        lab.start_master("A")
+        js = stream.result()
+        res.update(stream_verdict(js))
+        jobs = js.get("jobs", [])
+        back = [j for j in jobs if j["master"] == "A" and j.get("t_ret") and j["t_pub"] > t_start]
+        res["start_to_first_return_a_s"] = round(min(j["t_ret"] for j in back) - t_start, 3) if back else None
+        res["failback_after_start_s"] = res["start_to_first_return_a_s"]
+        ok = not js.get("error") and res["issued"] >= 50
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        if not ok:
+            print(f"---- round failed; files kept in {nl.workdir}", file=sys.stderr)
+            lab.print_logs(30)
+        lab.stop_all(grace=1.0)
+        kept = ctx.done(nl.workdir, ok)
         if kept:
             res["workdir"] = kept
     return res
@@ -660,12 +726,13 @@ def _failover_runner(name: str) -> Callable[[Ctx, float], Dict[str, Any]]:
 SCENARIOS: Dict[str, Callable[[Ctx, float], Dict[str, Any]]] = {n: _failover_runner(n) for n in FAILOVER_MODES}
 SCENARIOS["failback"] = lambda ctx, cap: failback_round(ctx, graceful=False)
 SCENARIOS["graceful_restart"] = lambda ctx, cap: failback_round(ctx, graceful=True)
+SCENARIOS["native_failback"] = lambda ctx, cap: native_failback_round(ctx)
 SCENARIOS["enroll"] = lambda ctx, cap: enroll_round(ctx)
 SCENARIOS["shuffle"] = lambda ctx, cap: shuffle_round(ctx)
 
 # the headline timing of a round
 HEADLINE = {n: "seconds" for n in FAILOVER_MODES}
-HEADLINE.update({"failback": "failback_after_start_s", "graceful_restart": "sigterm_to_first_return_b_s",
+HEADLINE.update({"failback": "failback_after_start_s", "native_failback": "failback_after_start_s", "graceful_restart": "sigterm_to_first_return_b_s",
                  "enroll": "enroll_s", "shuffle": "move_s_max"})
 
 
@@ -762,6 +829,23 @@ def _jobstream(args: argparse.Namespace) -> int:
             return None
         return by_label.get(st["active"])
 
+    def minion_on_sockets() -> Optional[str]:
+        """Native failover: the master whose publish port has the only established
+        connection (in a lab, only the minion connects to a publish port)."""
+        try:
+            out = subprocess.run(["ss", "-Htn", "state", "established"], capture_output=True, text=True,
+                                 timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        peers = set()
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) >= 4 and f[-1].endswith(":4505"):
+                peers.add(f[-1].rsplit(":", 1)[0])
+        if len(peers) != 1:
+            return None
+        return by_label.get(peers.pop())
+
     def satisfied() -> bool:
         if len(jobs) < args.count:
             return False
@@ -783,7 +867,7 @@ def _jobstream(args: argparse.Namespace) -> int:
             pump(0.05)
             waited += time.monotonic() - now
             continue
-        on = minion_on(status(args.admin))
+        on = minion_on(status(args.admin)) if args.locate == "sidecar" else minion_on_sockets()
         if on != on_since[0]:
             on_since = (on, now)
         if on is None or now - on_since[1] < args.settle:
@@ -911,6 +995,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("--publish-timeout", type=float, default=3)
         p.add_argument("--job-timeout", type=float, default=30)
         p.add_argument("--max-inflight", type=int, default=2, help="jobs without a return yet (the box has 2 cores)")
+        p.add_argument("--locate", default="sidecar", choices=["sidecar", "sockets"])
         p.add_argument("--pause-file", help="issue no job while this file exists; create <it>.idle once none is in flight")
         return _jobstream(p.parse_args(argv[1:]))
     if argv and argv[0] == "_jobcache":
