@@ -49,20 +49,26 @@ pub enum Command {
     ///
     /// Reads the minion config (`master` list, `master_type`,
     /// `master_alive_interval`, `master_failback*`, `master_shuffle`,
-    /// `publish_port`, `master_port`, `transport`, `id`, ...), prints the
-    /// sidecar config on stdout (already validated: it loads as is) and, on
-    /// stderr, the one change the minion needs: `master: 127.0.0.1`, and the
-    /// keys to remove. Writes no file. Typical use:
+    /// `publish_port`, `master_port`, `transport`, `id`, ...) and prints the
+    /// sidecar config (already validated: it loads as is) on stdout, or
+    /// writes it with `--output`; on stderr, the one change the minion
+    /// needs: `master: 127.0.0.1`, and the keys to remove. Never touches the
+    /// minion config. Typical use:
     ///
-    ///   salt-sidecar convert-minion-config /etc/salt/minion > /etc/salt-sidecar/config.yaml
+    ///   salt-sidecar convert-minion-config /etc/salt/minion -o /etc/salt-sidecar/config.yaml
     ///
     /// Exits 0 on success, 1 if the minion config cannot be read or converted
-    /// (the error names the file, line and key).
+    /// (the error names the file, line and key) or the output cannot be
+    /// written; on failure an existing output file is left as it was.
     ConvertMinionConfig {
         /// The minion config to read (its `minion_id` file next to it names
         /// the minion when there is no `id:`).
         #[arg(default_value = "/etc/salt/minion")]
         minion_config: PathBuf,
+        /// Write the sidecar config to this file (mode 0644, replaced
+        /// atomically, only once the conversion succeeded) instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Show a running sidecar's masters: health, last probe, which one is
     /// active, pin/drain state and open sessions (from its `/status`).

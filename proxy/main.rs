@@ -38,7 +38,10 @@ fn main() -> ExitCode {
             };
             runtime().block_on(run(config))
         }
-        Command::ConvertMinionConfig { minion_config } => convert_minion_config(&minion_config),
+        Command::ConvertMinionConfig {
+            minion_config,
+            output,
+        } => convert_minion_config(&minion_config, output.as_deref()),
         Command::Status { admin, json } => runtime().block_on(show_status(admin, json)),
         Command::Enroll {
             admin,
@@ -118,10 +121,22 @@ fn emit(text: &str) {
         .and_then(|()| stdout.flush());
 }
 
-fn convert_minion_config(path: &std::path::Path) -> ExitCode {
+fn convert_minion_config(path: &std::path::Path, output: Option<&std::path::Path>) -> ExitCode {
     match convert::convert_minion_config(path) {
         Ok(c) => {
-            emit(&c.sidecar_yaml);
+            match output {
+                None => emit(&c.sidecar_yaml),
+                Some(out) => {
+                    if let Err(e) = write_atomically(out, &c.sidecar_yaml) {
+                        eprintln!(
+                            "salt-sidecar convert-minion-config: cannot write {}: {e}",
+                            out.display()
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                    eprintln!("wrote {}", out.display());
+                }
+            }
             for w in &c.warnings {
                 eprintln!("warning: {w}");
             }
@@ -133,6 +148,36 @@ fn convert_minion_config(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory
+/// and a rename, so `path` is either what it was or the whole new text.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| {
+            // 0644 whatever the umask: the unit runs as a DynamicUser.
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {

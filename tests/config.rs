@@ -355,8 +355,46 @@ fn convert_minion_config_prints_a_config_that_loads_and_the_minion_change() {
         .expect("run");
     assert!(out.status.success(), "{out:?}");
 
-    // A minion config the sidecar cannot serve: exit 1, the minion's line.
+    // -o writes the same config, readable by the unit's DynamicUser.
+    let written = dir.path().join("etc-sidecar.yaml");
+    let out = sidecar()
+        .arg("convert-minion-config")
+        .arg(&minion)
+        .arg("-o")
+        .arg(&written)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&written).expect("written"),
+        std::fs::read_to_string(&converted).expect("converted")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&written)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
+
+    // A minion config the sidecar cannot serve: exit 1, the minion's line,
+    // and the config written before is left as it was.
     std::fs::write(&minion, "master: a.example\ntransport: ws\n").expect("write");
+    let before = std::fs::read_to_string(&written).expect("written");
+    let out = sidecar()
+        .arg("convert-minion-config")
+        .arg(&minion)
+        .arg("--output")
+        .arg(&written)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&written).expect("kept"), before);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("ls").count(),
+        4,
+        "a temporary file was left behind"
+    );
     let out = sidecar()
         .arg("convert-minion-config")
         .arg(&minion)
