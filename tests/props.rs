@@ -224,6 +224,14 @@ fn structured_config() -> impl Strategy<Value = String> {
     })
 }
 
+/// The largest char boundary of `s` at or before byte `at`.
+fn char_floor(s: &str, at: usize) -> usize {
+    (0..=at.min(s.len()))
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(0)
+}
+
 /// Mutations of a known-good file: drop, duplicate or garble one line.
 fn mutated_valid_config() -> impl Strategy<Value = String> {
     const BASE: &str = "master:\n  - 127.0.0.2\n  - salt-b.example.net:14506\n  - {host: salt-c.example.net, master_port: 5506, publish_port: 5505}\nmaster_type: failover\nmaster_alive_interval: 5\nmaster_failback: true\nmaster_failback_interval: 20\nrandom_reauth_delay: 3\nid: web-01\nsidecar:\n  listen: 127.0.0.1\n  admin: 127.0.0.1:19464\n  probe: zmtp\n  rise: 3\n  fall: 1\n  connect_timeout: 500ms\n  drain_timeout: 2m\n";
@@ -239,22 +247,12 @@ fn mutated_valid_config() -> impl Strategy<Value = String> {
                 v.insert(at, l);
             }
             2 => {
-                let l = &mut v[at];
-                let cut = col.min(l.len());
-                let cut = (0..=cut)
-                    .rev()
-                    .find(|i| l.is_char_boundary(*i))
-                    .unwrap_or(0);
-                l.insert_str(cut, &junk);
+                let cut = char_floor(&v[at], col);
+                v[at].insert_str(cut, &junk);
             }
             _ => {
-                let l = &mut v[at];
-                let cut = col.min(l.len());
-                let cut = (0..=cut)
-                    .rev()
-                    .find(|i| l.is_char_boundary(*i))
-                    .unwrap_or(0);
-                l.truncate(cut);
+                let cut = char_floor(&v[at], col);
+                v[at].truncate(cut);
             }
         }
         v.join("\n")
