@@ -17,27 +17,19 @@
 //!   [`admin`] serves them with `/status` and the admin commands, and
 //!   [`status`] is the client side (`salt-sidecar status`).
 
-pub mod admin;
-pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod convert;
-pub mod demo;
-pub mod duplex;
-pub mod enroll;
-pub mod forward;
-pub mod health;
-pub mod master;
+pub mod control;
+pub mod data;
 pub mod metrics;
-pub mod plane;
-pub mod probe;
-pub mod reload;
-pub mod resolve;
-pub mod route;
-pub mod select;
-pub mod sessions;
-pub mod standin;
-pub mod status;
-pub mod supervisor;
-pub mod upstream;
+pub mod net;
+pub mod ops;
 pub mod zmtp;
+
+pub use commands::demo::standin;
+pub use commands::{convert, demo, enroll, status};
+pub use config::master;
+pub use control::{health, select};
+pub use ops::app;
+pub use zmtp::probe;

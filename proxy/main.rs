@@ -301,7 +301,7 @@ impl Signals {
     async fn run(
         mut self,
         token: CancellationToken,
-        reloader: std::sync::Arc<salt_sidecar::reload::Reloader>,
+        reloader: std::sync::Arc<salt_sidecar::ops::reload::Reloader>,
     ) {
         loop {
             tokio::select! {

@@ -13,8 +13,8 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::master::{MasterSpec, Port};
-use crate::select::Reason;
+use crate::config::master::{MasterSpec, Port};
+use crate::control::select::Reason;
 
 /// Label value for "no master" in `switches_total{from,to}`.
 pub const NONE: &str = "none";

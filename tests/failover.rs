@@ -1,5 +1,5 @@
 //! Failover behaviour of the real binary, on loopback, with stand-in masters
-//! that speak ZMTP (see `proxy/standin.rs`) and a stand-in minion client.
+//! that speak ZMTP (see `proxy/commands/demo/standin.rs`) and a stand-in minion client.
 //!
 //! Each test owns a loopback /24: the sidecar on .1, masters on .2, .3, ...
 

@@ -7,6 +7,8 @@
 //! narrates what the minion sees, with timestamps; the sidecar's own log
 //! lines (stderr) show each decision as it is made.
 
+pub mod standin;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -16,9 +18,10 @@ use tokio::sync::watch;
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::standin::{StandinMaster, ZmtpClient};
+use crate::commands::demo::standin::{StandinMaster, ZmtpClient};
+use crate::config;
+use crate::ops::app;
 use crate::zmtp::SocketType;
-use crate::{app, config};
 
 const FAILBACK_S: u64 = 5;
 

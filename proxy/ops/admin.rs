@@ -2,7 +2,7 @@
 //!
 //! Serves `GET /metrics` (Prometheus text), `/healthz` (the process
 //! answers), `/readyz` (200 only while a master is selected and up),
-//! `/status` (JSON, see [`crate::status`]), and the admin commands
+//! `/status` (JSON, see [`crate::commands::status`]), and the admin commands
 //! `POST /admin/pin|unpin|drain|undrain`, which it hands to the supervisor
 //! and answers once the supervisor's snapshot shows them applied. Every
 //! error is a 4xx with a one-line reason. Admin commands are accepted from
@@ -28,12 +28,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::master::{MasterId, MasterSpec, Port};
+use crate::commands::status::{HealthState, MasterStatus, SessionCounts, StatusReport};
+use crate::config::master::{MasterId, MasterSpec, Port};
+use crate::control::masters::Plane;
+use crate::control::supervisor::{Command, Snapshot};
 use crate::metrics::Metrics;
-use crate::plane::Plane;
-use crate::reload::Reloader;
-use crate::status::{HealthState, MasterStatus, SessionCounts, StatusReport};
-use crate::supervisor::{Command, Snapshot};
+use crate::ops::reload::Reloader;
 
 /// How long a command waits for the supervisor to apply it.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -525,9 +525,9 @@ mod tests {
                 .map(|_| watch::channel(Arc::from(Vec::new())).1)
                 .collect(),
             health: (0..n)
-                .map(|_| Arc::new(crate::health::HealthHandle::default()))
+                .map(|_| Arc::new(crate::control::health::HealthHandle::default()))
                 .collect(),
-            sessions: Arc::new(crate::sessions::Sessions::new(n)),
+            sessions: Arc::new(crate::control::sessions::Sessions::new(n)),
             token: CancellationToken::new(),
         });
         let (_, snapshot) = watch::channel(Snapshot {
@@ -539,15 +539,15 @@ mod tests {
         });
         let (commands, _) = mpsc::channel(1);
         let (tunables_tx, tunables_rx) =
-            watch::channel(Arc::new(crate::reload::Tunables::from_config(&config)));
-        let builder = crate::plane::PlaneBuilder {
+            watch::channel(Arc::new(crate::ops::reload::Tunables::from_config(&config)));
+        let builder = crate::control::masters::PlaneBuilder {
             tracker: tokio_util::task::TaskTracker::new(),
             metrics: metrics.clone(),
             transitions: mpsc::channel(1).0,
             tunables: tunables_rx,
             root: CancellationToken::new(),
         };
-        let route = watch::channel(crate::route::Route {
+        let route = watch::channel(crate::control::route::Route {
             plane,
             active: None,
             fallbacks: Vec::new(),

@@ -29,8 +29,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::master::Port;
-use crate::sessions::SessionTokens;
+use crate::config::master::Port;
+use crate::control::sessions::SessionTokens;
 
 /// Bytes moved per read at most, and the size of a borrowed buffer. 64 KiB
 /// is the loopback MTU and about what one read of a busy socket returns;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::master::{Host, MasterSpec};
+use crate::config::master::{Host, MasterSpec};
 use crate::metrics::Metrics;
 
 /// The current addresses of one master (empty: not resolved yet).
@@ -148,7 +148,7 @@ fn retry_step(retry: &mut Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master::MasterId;
+    use crate::config::master::MasterId;
 
     fn spec(host: Host) -> MasterSpec {
         MasterSpec {

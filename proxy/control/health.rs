@@ -19,12 +19,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::config::master::{MasterId, MasterSpec, Port};
 use crate::config::ProbeKind;
-use crate::master::{MasterId, MasterSpec, Port};
+use crate::control::resolve::Addresses;
 use crate::metrics::{CheckResult, Metrics};
-use crate::probe::{self, ProbeError};
-use crate::reload::Tunables;
-use crate::resolve::Addresses;
+use crate::ops::reload::Tunables;
+use crate::zmtp::probe::{self, ProbeError};
 
 /// Rise/fall hysteresis. Pure.
 ///
@@ -177,7 +177,7 @@ pub async fn watch(
     let mut hyst = Hysteresis::resume(settings.rise, settings.fall, handle.status().up);
     let mut rng = fastrand::Rng::new();
     let label = master.label.as_str();
-    let mut resolver_alive = matches!(master.host, crate::master::Host::Name(_));
+    let mut resolver_alive = matches!(master.host, crate::config::master::Host::Name(_));
     if resolver_alive && addrs.borrow().is_empty() {
         // A DNS name not resolved yet: give the first lookup up to one probe
         // timeout, so the master is not called down before it had an address

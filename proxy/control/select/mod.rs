@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::master::MasterId;
+use crate::config::master::MasterId;
 
 /// Policy knobs, from the config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

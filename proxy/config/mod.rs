@@ -5,6 +5,8 @@
 //! rest of the sidecar uses. Every error carries the file, line and key, and
 //! nothing after this module parses a string. No I/O except reading the file.
 
+pub mod master;
+
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use crate::master::{label_for, Host, MasterId, MasterSpec};
+use crate::config::master::{label_for, Host, MasterId, MasterSpec};
 
 /// Salt's default `publish_port`.
 pub const DEFAULT_PUBLISH_PORT: u16 = 4505;

@@ -19,14 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::duplex::{self, End};
-use crate::master::{MasterId, Port};
+use crate::config::master::{MasterId, Port};
+use crate::control::masters::Plane;
+use crate::control::route::Route;
+use crate::control::sessions::SessionTokens;
+use crate::data::duplex::{self, End};
 use crate::metrics::Metrics;
-use crate::plane::Plane;
-use crate::reload::Tunables;
-use crate::route::Route;
-use crate::sessions::SessionTokens;
-use crate::upstream;
+use crate::net;
+use crate::ops::reload::Tunables;
 
 /// Accept queue length asked of the kernel for the minion listeners.
 const ACCEPT_BACKLOG: i32 = 8192;
@@ -130,16 +130,16 @@ impl Forwarder {
         counters.active.dec();
         match &end {
             End::Reset => {
-                upstream::reset_on_close(&minion);
-                upstream::reset_on_close(&upstream);
+                net::reset_on_close(&minion);
+                net::reset_on_close(&upstream);
             }
             End::MasterError(_) => {
-                upstream::reset_on_close(&minion);
+                net::reset_on_close(&minion);
                 if let Some(h) = plane.health.get(master.index()) {
                     h.reprobe();
                 }
             }
-            End::MinionError(_) => upstream::reset_on_close(&upstream),
+            End::MinionError(_) => net::reset_on_close(&upstream),
             End::Closed | End::Drained => {}
         }
         debug!(port = port.as_str(), %peer, master = label, end = ?end, "session closed");
@@ -217,7 +217,7 @@ impl Forwarder {
         };
         let started = Instant::now();
         let connected = tokio::select! {
-            c = upstream::connect(&addrs, spec.port(port), connect_timeout) => c,
+            c = net::connect(&addrs, spec.port(port), connect_timeout) => c,
             _ = tokens.reset.cancelled() => return None,
         };
         match connected {
@@ -226,7 +226,7 @@ impl Forwarder {
                     .upstream_connect_duration_seconds
                     .with_label_values(&[spec.label.as_str()])
                     .observe(started.elapsed().as_secs_f64());
-                if let Err(e) = upstream::configure(&stream, &socket_options) {
+                if let Err(e) = net::configure(&stream, &socket_options) {
                     debug!(master = %spec.label, error = %e, "could not set upstream socket options");
                 }
                 Some((stream, tokens))

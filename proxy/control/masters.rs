@@ -3,7 +3,7 @@
 //! A [`Plane`] bundles what is indexed by [`MasterId`]: the specs, their
 //! addresses, health handles and session tokens, and the token that ends the
 //! plane's health and DNS tasks. The supervisor publishes it inside every
-//! [`Route`](crate::route::Route), so forwarding always reads a route and the
+//! [`Route`](crate::control::route::Route), so forwarding always reads a route and the
 //! plane it refers to together. A reload builds a new plane with
 //! [`PlaneBuilder`], carrying over what it can from the old one for masters
 //! that stay (addresses, last health, session tokens), so their sessions and
@@ -16,12 +16,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::health::{self, HealthHandle, Transition};
-use crate::master::{MasterId, MasterSpec};
+use crate::config::master::{MasterId, MasterSpec};
+use crate::control::health::{self, HealthHandle, Transition};
+use crate::control::resolve::{self, Addresses};
+use crate::control::sessions::Sessions;
 use crate::metrics::{Metrics, NONE};
-use crate::reload::Tunables;
-use crate::resolve::{self, Addresses};
-use crate::sessions::Sessions;
+use crate::ops::reload::Tunables;
 
 /// One configuration's masters and their per-master state.
 #[derive(Debug)]

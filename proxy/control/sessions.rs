@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::master::MasterId;
+use crate::config::master::MasterId;
 
 /// The tokens one session watches.
 #[derive(Clone, Debug, Default)]

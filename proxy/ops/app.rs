@@ -18,15 +18,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::admin::{self, Admin};
+use crate::config::master::{MasterId, Port};
 use crate::config::Config;
-use crate::forward::Forwarder;
-use crate::master::{MasterId, Port};
+use crate::control::masters::PlaneBuilder;
+use crate::control::select::{self, Selector};
+use crate::control::supervisor::{Command, Snapshot, Supervisor};
+use crate::data::forward::Forwarder;
 use crate::metrics::Metrics;
-use crate::plane::PlaneBuilder;
-use crate::reload::{Reloader, Tunables};
-use crate::select::{self, Selector};
-use crate::supervisor::{Command, Snapshot, Supervisor};
+use crate::ops::admin::{self, Admin};
+use crate::ops::reload::{Reloader, Tunables};
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ pub enum StartError {
 pub struct Running {
     pub metrics: Arc<Metrics>,
     pub commands: mpsc::Sender<Command>,
-    pub route: watch::Receiver<crate::route::Route>,
+    pub route: watch::Receiver<crate::control::route::Route>,
     /// The selector's state as the admin endpoint shows it.
     pub snapshot: watch::Receiver<Snapshot>,
     pub listen_publish: SocketAddr,

@@ -13,10 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::config::master::Port;
 use crate::config::ProbeKind;
-use crate::master::Port;
 use crate::metrics::{CheckResult, ConnectErrorKind};
-use crate::upstream::{self, ConnectError};
+use crate::net::{self, ConnectError};
 use crate::zmtp::{self, SocketType, ZmtpError};
 
 /// Largest frame we accept while waiting for READY.
@@ -71,7 +71,7 @@ pub async fn probe(
     limit: Duration,
 ) -> Result<(), ProbeError> {
     let attempt = async {
-        let stream = upstream::connect(addrs, tcp_port, limit).await?;
+        let stream = net::connect(addrs, tcp_port, limit).await?;
         match kind {
             ProbeKind::Tcp => Ok(()),
             ProbeKind::Zmtp => handshake(stream, port).await,

@@ -28,7 +28,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{self, Instant, MissedTickBehavior};
 use tracing::debug;
 
-use crate::master::Port;
+use crate::config::master::Port;
 use crate::zmtp::{self, Frame, SocketType, ZmtpError};
 
 /// Largest frame body accepted from a peer.

@@ -20,12 +20,12 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
 use crate::config::{self, Config, ConfigError};
-use crate::health;
-use crate::plane::{Plane, PlaneBuilder};
-use crate::route::Route;
-use crate::select::Policy;
-use crate::supervisor::Command;
-use crate::upstream::SocketOptions;
+use crate::control::health;
+use crate::control::masters::{Plane, PlaneBuilder};
+use crate::control::route::Route;
+use crate::control::select::Policy;
+use crate::control::supervisor::Command;
+use crate::net::SocketOptions;
 
 /// Everything a reload can change live.
 #[derive(Clone, Debug, PartialEq)]
@@ -185,7 +185,7 @@ impl Reloader {
                 names(&plane, &current),
                 names(&current, &plane)
             ));
-            let order = crate::app::preference_order(&new);
+            let order = crate::ops::app::preference_order(&new);
             let _ = self.commands.send(Command::Reload { plane, order }).await;
         }
         for w in &new.warnings {

@@ -14,12 +14,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::health::Transition;
-use crate::master::MasterId;
+use crate::config::master::MasterId;
+use crate::control::health::Transition;
+use crate::control::masters::Plane;
+use crate::control::route::Route;
+use crate::control::select::{Action, Event, Policy, Reason, Selector, SessionFate};
 use crate::metrics::{Metrics, NONE};
-use crate::plane::Plane;
-use crate::route::Route;
-use crate::select::{Action, Event, Policy, Reason, Selector, SessionFate};
 
 /// Commands from the admin API and the reloader.
 #[derive(Clone, Debug)]

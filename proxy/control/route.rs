@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::master::MasterId;
-use crate::plane::Plane;
+use crate::config::master::MasterId;
+use crate::control::masters::Plane;
 
 /// Where new minion connections go.
 #[derive(Clone, Debug)]

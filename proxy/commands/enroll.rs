@@ -26,7 +26,7 @@ use std::time::Duration;
 use hyper::Method;
 use tokio::time::Instant;
 
-use crate::status::{self, ClientError, StatusError};
+use crate::commands::status::{self, ClientError, StatusError};
 
 /// Bytes a master must send on the ret port within one poll to count as a
 /// sign-in reply (an accepted one is larger; a pending one is far smaller).
