@@ -30,6 +30,6 @@ pub mod zmtp;
 pub use commands::demo::standin;
 pub use commands::{convert, demo, enroll, status};
 pub use config::master;
-pub use control::{health, select};
+pub use control::{health, hysteresis, select};
 pub use ops::app;
 pub use zmtp::probe;

@@ -186,7 +186,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             for w in &c.warnings {
                 eprintln!("warning: {w}");
             }
-            let order = app::preference_order(&c);
+            let order = salt_sidecar::select::preference_order(&c);
             let mut out = String::new();
             let _ = writeln!(out, "{}: ok", path.display());
             let _ = writeln!(out, "  minion id:       {}", c.minion_id);

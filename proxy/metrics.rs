@@ -14,7 +14,6 @@ use prometheus::{
 };
 
 use crate::config::master::{MasterSpec, Port};
-use crate::control::select::Reason;
 
 /// Label value for "no master" in `switches_total{from,to}`.
 pub const NONE: &str = "none";
@@ -110,6 +109,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// Every master label seen (for `switches_total` pairs).
     known: std::sync::Mutex<Vec<String>>,
+    /// The `reason` label values of `switches_total` (the policy's words).
+    switch_reasons: Vec<&'static str>,
     pub master_up: IntGaugeVec,
     pub master_active: IntGaugeVec,
     pub health_checks_total: IntCounterVec,
@@ -140,7 +141,12 @@ const LATENCY_BUCKETS: &[f64] = &[
 // === impl Metrics ===
 
 impl Metrics {
-    pub fn new(masters: &[MasterSpec]) -> prometheus::Result<Arc<Self>> {
+    /// `switch_reasons`: every `reason` a switch is counted with, so its
+    /// series exist from the start.
+    pub fn new(
+        masters: &[MasterSpec],
+        switch_reasons: &[&'static str],
+    ) -> prometheus::Result<Arc<Self>> {
         let registry = Registry::new_custom(Some("salt_sidecar".into()), None)?;
         let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
             let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
@@ -170,6 +176,7 @@ impl Metrics {
 
         let m = Metrics {
             known: std::sync::Mutex::new(Vec::new()),
+            switch_reasons: switch_reasons.to_vec(),
             master_up: gauge(
                 "master_up",
                 "1 if the master passes its health checks (both ports).",
@@ -260,9 +267,8 @@ impl Metrics {
         for from in &ends {
             for to in &ends {
                 if from != to {
-                    for reason in Reason::COUNTED {
-                        self.switches_total
-                            .with_label_values(&[from, to, reason.as_str()]);
+                    for reason in &self.switch_reasons {
+                        self.switches_total.with_label_values(&[from, to, reason]);
                     }
                 }
             }

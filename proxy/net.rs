@@ -13,34 +13,8 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
+use crate::config::settings::SocketOptions;
 use crate::metrics::ConnectErrorKind;
-
-/// Keepalive and user-timeout settings for upstream sockets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SocketOptions {
-    /// Idle time before the first keepalive probe.
-    pub keepalive_idle: Duration,
-    pub keepalive_interval: Duration,
-    pub keepalive_count: u32,
-    /// How long sent data may stay unacknowledged before the kernel gives up.
-    pub user_timeout: Duration,
-}
-
-impl SocketOptions {
-    /// Derived from the health settings: a dead peer is given up on about
-    /// when the health checks would call it down.
-    pub fn for_health(alive_interval: Duration, fall: u32, connect_timeout: Duration) -> Self {
-        let detect = alive_interval.saturating_mul(fall.max(1)) + connect_timeout;
-        let keepalive_interval =
-            (alive_interval / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
-        SocketOptions {
-            keepalive_idle: alive_interval.clamp(Duration::from_secs(1), Duration::from_secs(300)),
-            keepalive_interval,
-            keepalive_count: 3,
-            user_timeout: detect.clamp(Duration::from_secs(2), Duration::from_secs(600)),
-        }
-    }
-}
 
 /// Why a connect to a master failed.
 #[derive(Debug, thiserror::Error)]

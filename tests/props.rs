@@ -21,7 +21,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::Config as PtConfig;
 use salt_sidecar::config::{self, ProbeKind};
-use salt_sidecar::health::Hysteresis;
+use salt_sidecar::hysteresis::Hysteresis;
 use salt_sidecar::master::{MasterId, Port};
 use salt_sidecar::probe;
 use salt_sidecar::select::{Action, Event, Health, Policy, Reason, Selector, SessionFate};

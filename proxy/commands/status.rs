@@ -1,10 +1,10 @@
-//! The `/status` document and `salt-sidecar status`.
+//! `salt-sidecar status`: the client side of the admin endpoint.
 //!
-//! Owns the document's schema ([`StatusReport`], written by the admin server,
-//! read back here), a small HTTP/1.1 client for the admin endpoint (hyper,
-//! one request per connection, bounded by a timeout), and the table printed
-//! for an operator. Never serves HTTP and never touches a running sidecar's
-//! state: everything here is a client.
+//! Owns a small HTTP/1.1 client for the admin endpoint (hyper, one request
+//! per connection, bounded by a timeout) and the table printed for an
+//! operator; reads the `/status` document with the schema of
+//! [`crate::ops::api`]. Never serves HTTP and never touches a running
+//! sidecar's state: everything here is a client.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -14,88 +14,12 @@ use axum::body::Body;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
+
+pub use crate::ops::api::{HealthState, MasterStatus, SessionCounts, StatusReport};
 
 /// Largest answer the client reads (a Prometheus query answer, a `/status`).
 const MAX_BODY: usize = 4 << 20;
-
-/// What `/status` returns.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StatusReport {
-    /// The sidecar's version.
-    pub version: String,
-    pub minion_id: String,
-    /// Whether `/readyz` answers 200: a master is selected and up.
-    pub ready: bool,
-    /// One line saying why (not) ready.
-    pub ready_reason: String,
-    /// Label of the master the minion is routed to.
-    pub active: Option<String>,
-    /// Label of the master pinned by the admin API.
-    pub pinned: Option<String>,
-    /// Unix time of the last switch (`None`: no switch since start).
-    pub last_switch_unix_seconds: Option<f64>,
-    /// Seconds since the last switch, measured by the sidecar.
-    pub last_switch_age_seconds: Option<f64>,
-    /// Every configured master, in this minion's preference order.
-    pub masters: Vec<MasterStatus>,
-}
-
-/// One master in `/status`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MasterStatus {
-    /// Its index in the configured `master:` list (`?master=ID` accepts it).
-    pub id: u16,
-    /// Its position in this minion's preference order (0 = preferred).
-    pub rank: usize,
-    /// Its label, as in metrics and logs (`?master=LABEL` accepts it).
-    pub master: String,
-    pub host: String,
-    pub publish_port: u16,
-    pub ret_port: u16,
-    /// Current addresses (a DNS name's last good answer; empty: unresolved).
-    pub addresses: Vec<IpAddr>,
-    pub health: HealthState,
-    /// RFC 3339 time of the last probe.
-    pub last_probe: Option<String>,
-    /// Seconds since the last probe, measured by the sidecar.
-    pub last_probe_age_seconds: Option<f64>,
-    /// The last probe's outcome: `probes ok`, or why not.
-    pub last_result: Option<String>,
-    pub active: bool,
-    pub pinned: bool,
-    pub drained: bool,
-    /// Open proxied sessions to this master.
-    pub sessions: SessionCounts,
-}
-
-/// Health after rise/fall hysteresis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthState {
-    Up,
-    Down,
-    /// Not probed yet.
-    Unknown,
-}
-
-impl HealthState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HealthState::Up => "up",
-            HealthState::Down => "down",
-            HealthState::Unknown => "unknown",
-        }
-    }
-}
-
-/// Open sessions by port.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionCounts {
-    pub publish: i64,
-    pub ret: i64,
-}
 
 /// Why a request to an HTTP endpoint failed.
 #[derive(Debug, thiserror::Error)]

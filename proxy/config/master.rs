@@ -87,6 +87,13 @@ impl MasterSpec {
             Port::Ret => self.ret_port,
         }
     }
+
+    /// The same master: same host and ports, whatever its rank or label.
+    pub fn same_master(&self, other: &MasterSpec) -> bool {
+        self.host == other.host
+            && self.publish_port == other.publish_port
+            && self.ret_port == other.ret_port
+    }
 }
 
 /// Builds the label for a master (see [`MasterSpec::label`]).

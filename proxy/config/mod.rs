@@ -6,6 +6,7 @@
 //! nothing after this module parses a string. No I/O except reading the file.
 
 pub mod master;
+pub mod settings;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

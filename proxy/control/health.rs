@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
@@ -20,82 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::master::{MasterId, MasterSpec, Port};
-use crate::config::ProbeKind;
+use crate::config::settings::Tunables;
+use crate::control::hysteresis::Hysteresis;
 use crate::control::resolve::Addresses;
 use crate::metrics::{CheckResult, Metrics};
-use crate::ops::reload::Tunables;
 use crate::zmtp::probe::{self, ProbeError};
-
-/// Rise/fall hysteresis. Pure.
-///
-/// The first observation decides the state at once (a sidecar must not wait
-/// `rise` intervals at start); after that, `rise` consecutive successes flip
-/// down→up and `fall` consecutive failures flip up→down.
-#[derive(Clone, Debug)]
-pub struct Hysteresis {
-    rise: u32,
-    fall: u32,
-    up: Option<bool>,
-    streak: u32,
-}
-
-// === impl Hysteresis ===
-
-impl Hysteresis {
-    pub fn new(rise: u32, fall: u32) -> Self {
-        Hysteresis {
-            rise: rise.max(1),
-            fall: fall.max(1),
-            up: None,
-            streak: 0,
-        }
-    }
-
-    /// Starts from a known state (a master carried over a reload): the next
-    /// observations need `rise`/`fall` to flip it, as before the reload.
-    pub fn resume(rise: u32, fall: u32, up: Option<bool>) -> Self {
-        Hysteresis {
-            up,
-            ..Self::new(rise, fall)
-        }
-    }
-
-    /// New thresholds (a reload); the current state and streak stay.
-    pub fn set_thresholds(&mut self, rise: u32, fall: u32) {
-        self.rise = rise.max(1);
-        self.fall = fall.max(1);
-    }
-
-    pub fn is_up(&self) -> Option<bool> {
-        self.up
-    }
-
-    /// Records one check; returns the new state if it flipped.
-    pub fn observe(&mut self, ok: bool) -> Option<bool> {
-        match self.up {
-            None => {
-                self.up = Some(ok);
-                self.streak = 0;
-                Some(ok)
-            }
-            Some(up) if up == ok => {
-                self.streak = 0;
-                None
-            }
-            Some(_) => {
-                self.streak += 1;
-                let needed = if ok { self.rise } else { self.fall };
-                if self.streak >= needed {
-                    self.up = Some(ok);
-                    self.streak = 0;
-                    Some(ok)
-                } else {
-                    None
-                }
-            }
-        }
-    }
-}
 
 /// A health transition, sent to the supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,16 +78,6 @@ impl HealthHandle {
     pub fn status(&self) -> ProbeStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
-}
-
-/// Probe settings, from the config.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
-    pub kind: ProbeKind,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub rise: u32,
-    pub fall: u32,
 }
 
 /// Probes one master until cancelled, reporting transitions on `events`.
@@ -296,49 +215,4 @@ async fn report(
             detail,
         })
         .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_observation_decides_at_once() {
-        let mut h = Hysteresis::new(2, 2);
-        assert_eq!(h.observe(true), Some(true));
-        let mut h = Hysteresis::new(2, 2);
-        assert_eq!(h.observe(false), Some(false));
-    }
-
-    #[test]
-    fn fall_needs_consecutive_failures() {
-        let mut h = Hysteresis::new(2, 3);
-        h.observe(true);
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(true), None, "a success resets the streak");
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(false), Some(false));
-        assert_eq!(h.is_up(), Some(false));
-    }
-
-    #[test]
-    fn rise_needs_consecutive_successes() {
-        let mut h = Hysteresis::new(2, 1);
-        h.observe(false);
-        assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(true), Some(true));
-    }
-
-    #[test]
-    fn alternating_results_never_flip() {
-        let mut h = Hysteresis::new(2, 2);
-        h.observe(true);
-        for i in 0..100 {
-            assert_eq!(h.observe(i % 2 == 0), None);
-        }
-    }
 }

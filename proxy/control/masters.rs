@@ -17,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::master::{MasterId, MasterSpec};
+use crate::config::settings::Tunables;
 use crate::control::health::{self, HealthHandle, Transition};
 use crate::control::resolve::{self, Addresses};
 use crate::control::sessions::Sessions;
 use crate::metrics::{Metrics, NONE};
-use crate::ops::reload::Tunables;
 
 /// One configuration's masters and their per-master state.
 #[derive(Debug)]
@@ -48,11 +48,7 @@ impl Plane {
     pub fn find(&self, spec: &MasterSpec) -> Option<MasterId> {
         self.masters
             .iter()
-            .find(|m| {
-                m.host == spec.host
-                    && m.publish_port == spec.publish_port
-                    && m.ret_port == spec.ret_port
-            })
+            .find(|m| m.same_master(spec))
             .map(|m| m.id)
     }
 }

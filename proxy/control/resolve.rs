@@ -162,7 +162,7 @@ mod tests {
 
     #[tokio::test]
     async fn literal_addresses_need_no_lookup() {
-        let metrics = Metrics::new(&[spec(Host::Ip("127.0.0.2".parse().unwrap()))]).unwrap();
+        let metrics = Metrics::new(&[spec(Host::Ip("127.0.0.2".parse().unwrap()))], &[]).unwrap();
         let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
         let rx = start(
             &[spec(Host::Ip("127.0.0.2".parse().unwrap()))],
@@ -180,7 +180,7 @@ mod tests {
     #[tokio::test]
     async fn unresolvable_name_stays_empty_and_is_counted_never_localhost() {
         let m = spec(Host::Name("no-such-master.invalid".into()));
-        let metrics = Metrics::new(std::slice::from_ref(&m)).unwrap();
+        let metrics = Metrics::new(std::slice::from_ref(&m), &[]).unwrap();
         let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
         let rx = start(&[m], &metrics, &tracker, &token, |_| None);
         let failures = metrics

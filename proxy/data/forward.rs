@@ -20,13 +20,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::config::master::{MasterId, Port};
+use crate::config::settings::Tunables;
 use crate::control::masters::Plane;
 use crate::control::route::Route;
 use crate::control::sessions::SessionTokens;
 use crate::data::duplex::{self, End};
 use crate::metrics::Metrics;
 use crate::net;
-use crate::ops::reload::Tunables;
 
 /// Accept queue length asked of the kernel for the minion listeners.
 const ACCEPT_BACKLOG: i32 = 8192;

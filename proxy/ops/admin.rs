@@ -2,7 +2,7 @@
 //!
 //! Serves `GET /metrics` (Prometheus text), `/healthz` (the process
 //! answers), `/readyz` (200 only while a master is selected and up),
-//! `/status` (JSON, see [`crate::commands::status`]), and the admin commands
+//! `/status` (JSON, see [`crate::ops::api`]), and the admin commands
 //! `POST /admin/pin|unpin|drain|undrain`, which it hands to the supervisor
 //! and answers once the supervisor's snapshot shows them applied. Every
 //! error is a 4xx with a one-line reason. Admin commands are accepted from
@@ -28,11 +28,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::commands::status::{HealthState, MasterStatus, SessionCounts, StatusReport};
 use crate::config::master::{MasterId, MasterSpec, Port};
 use crate::control::masters::Plane;
 use crate::control::supervisor::{Command, Snapshot};
 use crate::metrics::Metrics;
+use crate::ops::api::{HealthState, MasterStatus, SessionCounts, StatusReport};
 use crate::ops::reload::Reloader;
 
 /// How long a command waits for the supervisor to apply it.
@@ -517,7 +517,11 @@ mod tests {
         .expect("config");
         let masters = config.masters.clone();
         let n = masters.len();
-        let metrics = Metrics::new(&masters).expect("metrics");
+        let metrics = Metrics::new(
+            &masters,
+            &crate::control::select::Reason::COUNTED.map(|r| r.as_str()),
+        )
+        .expect("metrics");
         let plane = Arc::new(Plane {
             generation: 0,
             masters,
@@ -538,8 +542,9 @@ mod tests {
             drained: Vec::new(),
         });
         let (commands, _) = mpsc::channel(1);
-        let (tunables_tx, tunables_rx) =
-            watch::channel(Arc::new(crate::ops::reload::Tunables::from_config(&config)));
+        let (tunables_tx, tunables_rx) = watch::channel(Arc::new(
+            crate::config::settings::Tunables::from_config(&config),
+        ));
         let builder = crate::control::masters::PlaneBuilder {
             tracker: tokio_util::task::TaskTracker::new(),
             metrics: metrics.clone(),

@@ -18,15 +18,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::master::{MasterId, Port};
+use crate::config::master::Port;
+use crate::config::settings::Tunables;
 use crate::config::Config;
 use crate::control::masters::PlaneBuilder;
-use crate::control::select::{self, Selector};
+use crate::control::select::{jitter_seed, preference_order, Reason, Selector};
 use crate::control::supervisor::{Command, Snapshot, Supervisor};
 use crate::data::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::ops::admin::{self, Admin};
-use crate::ops::reload::{Reloader, Tunables};
+use crate::ops::reload::Reloader;
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,30 +66,6 @@ pub struct Running {
     tunables: watch::Receiver<Arc<Tunables>>,
 }
 
-/// The preference order for this minion.
-pub fn preference_order(config: &Config) -> Vec<MasterId> {
-    if config.shuffle {
-        let labels: Vec<&str> = config.masters.iter().map(|m| m.label.as_str()).collect();
-        select::shuffled_order(&config.minion_id, &labels)
-    } else {
-        config.masters.iter().map(|m| m.id).collect()
-    }
-}
-
-/// Seed for reconnect jitter: the minion id and the start time, so a fleet
-/// restarted together still spreads out.
-fn jitter_seed(minion_id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in minion_id.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    h ^ now
-}
-
 /// Starts every task of the sidecar for `config`; returns once listening.
 pub async fn start(config: &Config, token: CancellationToken) -> Result<Running, StartError> {
     for w in &config.warnings {
@@ -97,7 +74,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
     for n in &config.notes {
         info!("{n}");
     }
-    let metrics = Metrics::new(&config.masters)?;
+    let metrics = Metrics::new(&config.masters, &Reason::COUNTED.map(Reason::as_str))?;
     let sc = &config.sidecar;
     let bind = |addr: SocketAddr, port: Port| async move {
         TcpListener::bind(addr)
@@ -142,7 +119,12 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         failback = config.failback,
         "salt-sidecar starting"
     );
-    let selector = Selector::new(order, policy, jitter_seed(&config.minion_id), now);
+    let unix_nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let seed = jitter_seed(&config.minion_id, unix_nanos);
+    let selector = Selector::new(order, policy, seed, now);
     let (route_tx, route_rx) = watch::channel(Supervisor::current_route(&selector, &plane));
     let (snapshot_tx, snapshot_rx) =
         watch::channel(Supervisor::current_snapshot(&selector, &plane));

@@ -14,58 +14,17 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
+use crate::config::master::{MasterId, MasterSpec};
+use crate::config::settings::Tunables;
 use crate::config::{self, Config, ConfigError};
-use crate::control::health;
 use crate::control::masters::{Plane, PlaneBuilder};
 use crate::control::route::Route;
-use crate::control::select::Policy;
+use crate::control::select::preference_order;
 use crate::control::supervisor::Command;
-use crate::net::SocketOptions;
-
-/// Everything a reload can change live.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Tunables {
-    pub health: health::Settings,
-    pub policy: Policy,
-    pub connect_timeout: Duration,
-    pub drain_timeout: Duration,
-    pub socket_options: SocketOptions,
-}
-
-impl Tunables {
-    pub fn from_config(c: &Config) -> Self {
-        let sc = &c.sidecar;
-        Tunables {
-            health: health::Settings {
-                kind: sc.probe,
-                interval: c.alive_interval,
-                timeout: sc.connect_timeout,
-                rise: sc.rise,
-                fall: sc.fall,
-            },
-            policy: Policy {
-                failback: c.failback,
-                failback_interval: c.failback_interval,
-                reauth_delay: c.reauth_delay,
-                recycle_base: Duration::from_secs(1).min(c.alive_interval),
-                recycle_cap: c.alive_interval,
-                startup_grace: sc.connect_timeout + Duration::from_millis(500),
-            },
-            connect_timeout: sc.connect_timeout,
-            drain_timeout: sc.drain_timeout,
-            socket_options: SocketOptions::for_health(
-                c.alive_interval,
-                sc.fall,
-                sc.connect_timeout,
-            ),
-        }
-    }
-}
 
 /// Why a reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +51,53 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
 /// Whether the masters (as a list, in this minion's order) differ.
 fn masters_changed(old: &Config, new: &Config) -> bool {
     old.masters != new.masters || old.shuffle != new.shuffle || old.minion_id != new.minion_id
+}
+
+/// One thing a reload changes, for the applier to carry out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// New live settings: the policy goes to the supervisor, the rest to the
+    /// tunables channel health and forwarding read.
+    Tunables(Tunables),
+    /// The master list changed: a new plane, in this minion's new order.
+    /// `added`/`removed` name masters by label (same host and ports = same
+    /// master, whatever its rank).
+    Masters {
+        masters: Vec<MasterSpec>,
+        order: Vec<MasterId>,
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
+}
+
+/// What changes from `old` to `new`, in the order to apply it (tunables
+/// first, so a new plane's health tasks start with the new settings); or why
+/// the change needs a restart. Pure.
+pub fn diff(old: &Config, new: &Config) -> Result<Vec<Change>, ReloadError> {
+    if let Some(what) = restart_needed(old, new) {
+        return Err(ReloadError::NeedsRestart(what));
+    }
+    let mut changes = Vec::new();
+    let tunables = Tunables::from_config(new);
+    if Tunables::from_config(old) != tunables {
+        changes.push(Change::Tunables(tunables));
+    }
+    if masters_changed(old, new) {
+        let missing = |from: &Config, other: &Config| -> Vec<String> {
+            from.masters
+                .iter()
+                .filter(|m| !other.masters.iter().any(|o| o.same_master(m)))
+                .map(|m| m.label.clone())
+                .collect()
+        };
+        changes.push(Change::Masters {
+            masters: new.masters.clone(),
+            order: preference_order(new),
+            added: missing(new, old),
+            removed: missing(old, new),
+        });
+    }
+    Ok(changes)
 }
 
 /// Re-reads the config on demand and publishes what changed.
@@ -147,46 +153,9 @@ impl Reloader {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        if let Some(what) = restart_needed(&old, &new) {
-            return Err(ReloadError::NeedsRestart(what));
-        }
         let mut parts = Vec::new();
-        let tunables = Arc::new(Tunables::from_config(&new));
-        if *self.tunables.borrow() != tunables {
-            // The supervisor applies the policy to the selector; health and
-            // forwarding read the rest from the channel. Published before a
-            // new plane starts, so its health tasks use the new settings.
-            let _ = self
-                .commands
-                .send(Command::SetPolicy(tunables.policy))
-                .await;
-            self.tunables.send_replace(tunables);
-            parts.push("settings".to_string());
-        }
-        if masters_changed(&old, &new) {
-            let current: Arc<Plane> = self.route.borrow().plane.clone();
-            let generation = current
-                .generation
-                .max(self.generation.load(Ordering::Relaxed))
-                + 1;
-            self.generation.store(generation, Ordering::Relaxed);
-            let plane = self.builder.build(generation, &new.masters, Some(&current));
-            let names = |from: &Plane, missing_in: &Plane| -> String {
-                let v: Vec<&str> = from
-                    .masters
-                    .iter()
-                    .filter(|m| missing_in.find(m).is_none())
-                    .map(|m| m.label.as_str())
-                    .collect();
-                v.join(", ")
-            };
-            parts.push(format!(
-                "masters (added: [{}], removed: [{}])",
-                names(&plane, &current),
-                names(&current, &plane)
-            ));
-            let order = crate::ops::app::preference_order(&new);
-            let _ = self.commands.send(Command::Reload { plane, order }).await;
+        for change in diff(&old, &new)? {
+            parts.push(self.apply(change).await);
         }
         for w in &new.warnings {
             tracing::warn!("{w}");
@@ -203,6 +172,43 @@ impl Reloader {
             )
         })
     }
+
+    /// Carries out one change; returns its part of the summary.
+    async fn apply(&self, change: Change) -> String {
+        match change {
+            Change::Tunables(tunables) => {
+                // The supervisor applies the policy to the selector; health and
+                // forwarding read the rest from the channel. Published before a
+                // new plane starts, so its health tasks use the new settings.
+                let _ = self
+                    .commands
+                    .send(Command::SetPolicy(tunables.policy))
+                    .await;
+                self.tunables.send_replace(Arc::new(tunables));
+                "settings".to_string()
+            }
+            Change::Masters {
+                masters,
+                order,
+                added,
+                removed,
+            } => {
+                let current: Arc<Plane> = self.route.borrow().plane.clone();
+                let generation = current
+                    .generation
+                    .max(self.generation.load(Ordering::Relaxed))
+                    + 1;
+                self.generation.store(generation, Ordering::Relaxed);
+                let plane = self.builder.build(generation, &masters, Some(&current));
+                let _ = self.commands.send(Command::Reload { plane, order }).await;
+                format!(
+                    "masters (added: [{}], removed: [{}])",
+                    added.join(", "),
+                    removed.join(", ")
+                )
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -210,39 +216,79 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn parse(extra: &str) -> Config {
-        config::parse(
-            Path::new("t.yaml"),
-            &format!("master: [127.0.0.2, 127.0.0.3]\nid: m\nmaster_alive_interval: 5\n{extra}"),
-        )
-        .expect("valid")
+    fn parse(yaml: &str) -> Config {
+        config::parse(Path::new("t.yaml"), yaml).expect("valid")
+    }
+
+    /// Each change as one short line, so the table reads like the config.
+    fn summary(changes: Result<Vec<Change>, ReloadError>) -> Vec<String> {
+        match changes {
+            Err(e) => vec![format!("refused: {e}")],
+            Ok(changes) => changes
+                .iter()
+                .map(|c| match c {
+                    Change::Tunables(_) => "tunables".to_string(),
+                    Change::Masters {
+                        masters,
+                        order,
+                        added,
+                        removed,
+                    } => {
+                        let order: Vec<&str> = order
+                            .iter()
+                            .map(|m| masters[m.index()].label.as_str())
+                            .collect();
+                        format!("masters {order:?} +{added:?} -{removed:?}")
+                    }
+                })
+                .collect(),
+        }
     }
 
     #[test]
-    fn tunables_apply_live() {
-        let old = parse("");
-        let new = parse("master_failback: true\nrandom_reauth_delay: 1\nsidecar:\n  rise: 3\n  drain_timeout: 5s");
-        assert_eq!(restart_needed(&old, &new), None);
-        let t = Tunables::from_config(&new);
-        assert_eq!(
-            (t.health.rise, t.drain_timeout, t.policy.reauth_delay),
-            (3, Duration::from_secs(5), Duration::from_secs(1))
-        );
-        assert!(t.policy.failback);
-    }
-
-    #[test]
-    fn listener_changes_need_a_restart_and_master_changes_do_not() {
-        let old = parse("");
-        let reordered = config::parse(
-            Path::new("t.yaml"),
-            "master: [127.0.0.3, 127.0.0.2]\nid: m\nmaster_alive_interval: 5\n",
-        )
-        .expect("valid");
-        assert_eq!(restart_needed(&old, &reordered), None);
-        assert!(masters_changed(&old, &reordered));
-        assert!(!masters_changed(&old, &parse("master_failback: true")));
-        let moved = parse("sidecar:\n  listen: 127.0.0.9");
-        assert!(restart_needed(&old, &moved).is_some_and(|w| w.contains("listen")));
+    fn diff_by_table() {
+        const BASE: &str = "master: [127.0.0.2, 127.0.0.3]\nid: m\nmaster_alive_interval: 5\n";
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("identical", BASE, &[]),
+            (
+                "tunables only",
+                "master: [127.0.0.2, 127.0.0.3]\nid: m\nmaster_alive_interval: 5\nmaster_failback: true\nrandom_reauth_delay: 1\nsidecar:\n  rise: 3\n  drain_timeout: 5s\n",
+                &["tunables"],
+            ),
+            (
+                "reordered: same masters, new order",
+                "master: [127.0.0.3, 127.0.0.2]\nid: m\nmaster_alive_interval: 5\n",
+                &[r#"masters ["127.0.0.3", "127.0.0.2"] +[] -[]"#],
+            ),
+            (
+                "one replaced",
+                "master: [127.0.0.2, 127.0.0.4]\nid: m\nmaster_alive_interval: 5\n",
+                &[r#"masters ["127.0.0.2", "127.0.0.4"] +["127.0.0.4"] -["127.0.0.3"]"#],
+            ),
+            (
+                "a port moved: another master",
+                "master: [127.0.0.2, '127.0.0.3:4510']\nid: m\nmaster_alive_interval: 5\n",
+                &[r#"masters ["127.0.0.2", "127.0.0.3:4510"] +["127.0.0.3:4510"] -["127.0.0.3"]"#],
+            ),
+            (
+                "tunables first, then masters",
+                "master: [127.0.0.2]\nid: m\nmaster_alive_interval: 7\n",
+                &["tunables", r#"masters ["127.0.0.2"] +[] -["127.0.0.3"]"#],
+            ),
+            (
+                "listeners need a restart",
+                "master: [127.0.0.2, 127.0.0.3]\nid: m\nmaster_alive_interval: 5\nsidecar:\n  listen: 127.0.0.9\n",
+                &["refused: `sidecar.listen*` cannot change by reload (new sockets); restart salt-sidecar to apply it (keeping the running config)"],
+            ),
+            (
+                "so does the admin address, whatever else changes",
+                "master: [127.0.0.4]\nid: m\nsidecar:\n  admin: 127.0.0.1:9999\n",
+                &["refused: `sidecar.admin` cannot change by reload (new sockets); restart salt-sidecar to apply it (keeping the running config)"],
+            ),
+        ];
+        let old = parse(BASE);
+        for (name, new, want) in cases {
+            assert_eq!(summary(diff(&old, &parse(new))), *want, "{name}");
+        }
     }
 }

@@ -25,20 +25,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::master::MasterId;
+pub use crate::config::settings::Policy;
 
-/// Policy knobs, from the config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Policy {
-    pub failback: bool,
-    pub failback_interval: Duration,
-    pub reauth_delay: Duration,
-    /// First step of the all-down re-probe backoff.
-    pub recycle_base: Duration,
-    /// Cap of the all-down re-probe backoff (the alive interval).
-    pub recycle_cap: Duration,
-    /// How long to wait at start for better-ranked masters' first probe.
-    pub startup_grace: Duration,
-}
+mod order;
+pub use order::{jitter_seed, preference_order, shuffled_order};
 
 /// What the selector knows of one master's health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -509,32 +499,6 @@ impl Selector {
         let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
         Duration::from_nanos(self.rng.u64(0..=nanos))
     }
-}
-
-/// Preference order for `master_shuffle`: rendezvous (highest random weight)
-/// hashing of (minion id, master label). Stable across restarts; when a master
-/// leaves, only the minions that ranked it first move.
-pub fn shuffled_order(minion_id: &str, labels: &[&str]) -> Vec<MasterId> {
-    let mut scored: Vec<(u64, MasterId)> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, label)| (rendezvous_weight(minion_id, label), MasterId(i as u16)))
-        .collect();
-    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    scored.into_iter().map(|(_, m)| m).collect()
-}
-
-/// FNV-1a over `id \0 master`, finished with a 64-bit mixer (splitmix64) so
-/// similar ids spread well. Fixed forever: changing it would move minions.
-fn rendezvous_weight(minion_id: &str, master: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in minion_id.bytes().chain([0u8]).chain(master.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
 }
 
 #[cfg(test)]

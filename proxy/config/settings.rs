@@ -1,0 +1,122 @@
+//! The live tunables: what a reload can change without new sockets.
+//!
+//! Plain data derived from a validated [`Config`]: health probing
+//! ([`HealthSettings`]), the selection policy's knobs ([`Policy`]), timeouts
+//! and upstream socket options ([`SocketOptions`]). Published by the app on a
+//! `watch` channel that health, forwarding and the supervisor read; no I/O.
+
+use std::time::Duration;
+
+use crate::config::{Config, ProbeKind};
+
+/// Everything a reload can change live.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tunables {
+    pub health: HealthSettings,
+    pub policy: Policy,
+    pub connect_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub socket_options: SocketOptions,
+}
+
+impl Tunables {
+    pub fn from_config(c: &Config) -> Self {
+        let sc = &c.sidecar;
+        Tunables {
+            health: HealthSettings {
+                kind: sc.probe,
+                interval: c.alive_interval,
+                timeout: sc.connect_timeout,
+                rise: sc.rise,
+                fall: sc.fall,
+            },
+            policy: Policy {
+                failback: c.failback,
+                failback_interval: c.failback_interval,
+                reauth_delay: c.reauth_delay,
+                recycle_base: Duration::from_secs(1).min(c.alive_interval),
+                recycle_cap: c.alive_interval,
+                startup_grace: sc.connect_timeout + Duration::from_millis(500),
+            },
+            connect_timeout: sc.connect_timeout,
+            drain_timeout: sc.drain_timeout,
+            socket_options: SocketOptions::for_health(
+                c.alive_interval,
+                sc.fall,
+                sc.connect_timeout,
+            ),
+        }
+    }
+}
+
+/// Probe settings, from the config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthSettings {
+    pub kind: ProbeKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+/// Policy knobs, from the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub failback: bool,
+    pub failback_interval: Duration,
+    pub reauth_delay: Duration,
+    /// First step of the all-down re-probe backoff.
+    pub recycle_base: Duration,
+    /// Cap of the all-down re-probe backoff (the alive interval).
+    pub recycle_cap: Duration,
+    /// How long to wait at start for better-ranked masters' first probe.
+    pub startup_grace: Duration,
+}
+
+/// Keepalive and user-timeout settings for upstream sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Idle time before the first keepalive probe.
+    pub keepalive_idle: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_count: u32,
+    /// How long sent data may stay unacknowledged before the kernel gives up.
+    pub user_timeout: Duration,
+}
+
+impl SocketOptions {
+    /// Derived from the health settings: a dead peer is given up on about
+    /// when the health checks would call it down.
+    pub fn for_health(alive_interval: Duration, fall: u32, connect_timeout: Duration) -> Self {
+        let detect = alive_interval.saturating_mul(fall.max(1)) + connect_timeout;
+        let keepalive_interval =
+            (alive_interval / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        SocketOptions {
+            keepalive_idle: alive_interval.clamp(Duration::from_secs(1), Duration::from_secs(300)),
+            keepalive_interval,
+            keepalive_count: 3,
+            user_timeout: detect.clamp(Duration::from_secs(2), Duration::from_secs(600)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn tunables_come_from_the_config() {
+        let c = crate::config::parse(
+            Path::new("t.yaml"),
+            "master: [127.0.0.2, 127.0.0.3]\nid: m\nmaster_alive_interval: 5\nmaster_failback: true\nrandom_reauth_delay: 1\nsidecar:\n  rise: 3\n  drain_timeout: 5s",
+        )
+        .expect("valid");
+        let t = Tunables::from_config(&c);
+        assert_eq!(
+            (t.health.rise, t.drain_timeout, t.policy.reauth_delay),
+            (3, Duration::from_secs(5), Duration::from_secs(1))
+        );
+        assert!(t.policy.failback);
+    }
+}
