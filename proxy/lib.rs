@@ -4,32 +4,40 @@
 //! ports, health-checks the configured masters and forwards every TCP session
 //! byte for byte to the one master currently selected.
 //!
-//! How the pieces fit:
-//! - [`config`] turns the YAML file into a typed [`config::Config`], once.
-//! - [`resolve`] keeps each master's addresses fresh (DNS, per TTL).
-//! - [`health`] probes every master ([`probe`], [`zmtp`]) and reports up/down
-//!   after rise/fall hysteresis.
-//! - [`select`] is the pure policy: which master is active, when to fail over
-//!   or back, what happens to open sessions.
-//! - [`supervisor`] drives `select` with events and time, and publishes the
-//!   [`route::Route`] that [`forward`] reads for every new minion connection.
-//! - [`metrics`] holds the Prometheus families every module updates;
-//!   [`admin`] serves them with `/status` and the admin commands, and
-//!   [`status`] is the client side (`salt-sidecar status`).
+//! The source is in layers; each imports only the layers below it:
+//! 1. `config/`: the YAML file → a typed [`config::Config`], once; the master
+//!    vocabulary ([`master`]) and the live tunables (`config::settings`).
+//! 2. `metrics.rs`: the Prometheus families every layer updates.
+//! 3. `net.rs`: connecting to a master (timeouts, socket options).
+//! 4. `zmtp/`: the ZMTP codec ([`zmtp`]) and the health [`probe`].
+//! 5. `control/`: which master is up and which is active: the pure policy
+//!    ([`select`]), [`hysteresis`], health, DNS, the supervisor and the route.
+//! 6. `data/`: forwarding the minion's sessions.
+//! 7. `ops/`: the wiring ([`app`], the only place that starts things), reload
+//!    and the admin endpoint.
+//! 8. `commands/`: the subcommands besides `run` ([`status`], [`enroll`],
+//!    [`convert`], and with the `demo` feature `demo` and its stand-in master).
+//!
+//! This crate's public surface is what `main.rs` and the integration tests
+//! need; everything else is private.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;
-pub mod commands;
+mod commands;
 pub mod config;
-pub mod control;
-pub mod data;
-pub mod metrics;
-pub mod net;
-pub mod ops;
+mod control;
+mod data;
+mod metrics;
+mod net;
+mod ops;
 pub mod zmtp;
 
 pub use commands::demo::standin;
 pub use commands::{convert, demo, enroll, status};
 pub use config::master;
-pub use control::{health, hysteresis, select};
+pub use control::{hysteresis, select};
 pub use ops::app;
+pub use ops::reload::{ReloadError, Reloader};
 pub use zmtp::probe;

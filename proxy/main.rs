@@ -1,6 +1,9 @@
 //! The `salt-sidecar` binary: parses the command line, sets up logging and
 //! signals, and runs the chosen subcommand. All logic lives in the library.
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
@@ -301,7 +304,7 @@ impl Signals {
     async fn run(
         mut self,
         token: CancellationToken,
-        reloader: std::sync::Arc<salt_sidecar::ops::reload::Reloader>,
+        reloader: std::sync::Arc<salt_sidecar::Reloader>,
     ) {
         loop {
             tokio::select! {
