@@ -34,8 +34,9 @@ mod net;
 mod ops;
 pub mod zmtp;
 
-pub use commands::demo::standin;
-pub use commands::{convert, demo, enroll, status};
+#[cfg(feature = "demo")]
+pub use commands::demo::{self, standin};
+pub use commands::{convert, enroll, status};
 pub use config::master;
 pub use control::{hysteresis, select};
 pub use ops::app;

@@ -13,7 +13,7 @@ use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 use salt_sidecar::cli::{Cli, Command};
-use salt_sidecar::{app, config, convert, demo, enroll, status};
+use salt_sidecar::{app, config, convert, enroll, status};
 
 /// Exit status for an invalid configuration (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -62,16 +62,28 @@ fn main() -> ExitCode {
         Command::Demo {
             net,
             alive_interval,
-        } => runtime().block_on(async {
-            match demo::run(&net, alive_interval).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("demo failed: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }),
+        } => run_demo(&net, alive_interval),
     }
+}
+
+#[cfg(feature = "demo")]
+fn run_demo(net: &str, alive_interval: u64) -> ExitCode {
+    runtime().block_on(async {
+        match salt_sidecar::demo::run(net, alive_interval).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("demo failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// The shipped (static) build leaves the demo and its stand-in master out.
+#[cfg(not(feature = "demo"))]
+fn run_demo(_net: &str, _alive_interval: u64) -> ExitCode {
+    eprintln!("salt-sidecar: this build has no demo (built without the `demo` feature); `cargo run --release -- demo` runs it");
+    ExitCode::FAILURE
 }
 
 /// One thread for everything: the sidecar serves one minion (two ports, a

@@ -11,6 +11,7 @@
 mod support;
 
 use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use support::netns::{self, Netns};
+use support::{Launch, Sidecar};
 
 const UNIT: &str = "config/salt-sidecar.service";
 /// Where the unit expects the binary; rewritten to a real one for `verify`.
@@ -347,11 +349,14 @@ fn expand(item: &str, groups: &HashMap<String, Vec<String>>, out: &mut BTreeSet<
 
 /// The unit's seccomp filter (SystemCallFilter=) answers EPERM to anything
 /// else, which would break the sidecar only in production. Run the static
-/// binary's demo (stand-in masters, probes, forwarding, a failover and a
-/// failback, shutdown) under strace and check every call it made is allowed.
-#[test]
-fn the_static_binary_only_makes_syscalls_the_unit_allows() {
-    let bin = static_binary();
+/// binary (`run`) under strace in front of two stand-in masters (started
+/// here, from the library): probes, forwarding, a failover and a failback,
+/// then shutdown by SIGTERM; check every call it made is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_static_binary_only_makes_syscalls_the_unit_allows() {
+    let bin = tokio::task::spawn_blocking(static_binary)
+        .await
+        .expect("build");
     let groups = syscall_groups();
     let (mut allowed, mut denied) = (BTreeSet::new(), BTreeSet::new());
     for (key, value) in unit_directives() {
@@ -369,21 +374,47 @@ fn the_static_binary_only_makes_syscalls_the_unit_allows() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let summary = dir.path().join("strace.txt");
-    // strace and the binary under it get an empty environment (as `env -i`).
-    let out = output(
-        Command::new("/usr/bin/strace")
-            .env_clear()
-            .args(["-f", "-qq", "-c", "-o"])
-            .arg(&summary)
-            .arg(bin)
-            .args(["demo", "--net", "127.0.153"])
-            .stdout(Stdio::piped()),
+    let net = 153;
+    let a = support::master("a", net, 2).await;
+    let _b = support::master("b", net, 3).await;
+    let yaml = support::config(
+        net,
+        &["127.0.153.2", "127.0.153.3"],
+        "master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 1\nrandom_reauth_delay: 0",
     );
-    assert!(
-        out.status.success(),
-        "demo under strace failed:\n{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
+    let strace: [&OsStr; 6] = [
+        "/usr/bin/strace".as_ref(),
+        "-f".as_ref(),
+        "-qq".as_ref(),
+        "-c".as_ref(),
+        "-o".as_ref(),
+        summary.as_os_str(),
+    ];
+    let mut sidecar = tokio::task::block_in_place(|| {
+        Sidecar::start_with(
+            &yaml,
+            Launch {
+                level: "info",
+                bin: Some(bin),
+                under: &strace,
+                ..Launch::default()
+            },
+        )
+    });
+    let ret = support::addr(net, 1, 4506);
+    let limit = Duration::from_secs(15);
+    support::until_answered_by(ret, "a", limit).await;
+    a.kill().await;
+    support::until_answered_by(ret, "b", limit).await;
+    let _a = support::master("a", net, 2).await;
+    support::until_answered_by(ret, "a", limit).await;
+    sidecar.signal("TERM");
+    let code = tokio::task::block_in_place(|| sidecar.wait_exit(Duration::from_secs(15)));
+    assert_eq!(
+        code,
+        Some(0),
+        "run under strace did not shut down cleanly:\n{}",
+        sidecar.log.lines().join("\n")
     );
     // `-c` writes a table; the system call is the last column.
     let table = std::fs::read_to_string(&summary).expect("strace summary");

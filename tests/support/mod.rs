@@ -96,7 +96,10 @@ impl Log {
 
 /// A running `salt-sidecar run` process; killed (by PID) on drop.
 pub struct Sidecar {
+    /// The sidecar, or the program it runs under ([`Launch::under`]).
     pub child: Child,
+    /// Whether `child` is a wrapper with the sidecar as its child.
+    wrapped: bool,
     pub log: Log,
     /// The config file the sidecar was started with (rewrite it to test reloads).
     pub config_path: std::path::PathBuf,
@@ -104,10 +107,16 @@ pub struct Sidecar {
 }
 
 /// How to start a [`Sidecar`]: the log level and, optionally, a network
-/// namespace (entered with `ip netns exec`, so its `/etc` files apply).
+/// namespace (entered with `ip netns exec`, so its `/etc` files apply),
+/// another binary than cargo's, or a program to run it under.
 pub struct Launch<'a> {
     pub level: &'a str,
     pub netns: Option<&'a netns::Netns>,
+    /// The binary to run instead of the one cargo built (the static one).
+    pub bin: Option<&'a std::path::Path>,
+    /// A program and its arguments to run the binary under (strace); both
+    /// get an empty environment (as `env -i`).
+    pub under: &'a [&'a std::ffi::OsStr],
 }
 
 impl Default for Launch<'_> {
@@ -115,6 +124,8 @@ impl Default for Launch<'_> {
         Launch {
             level: "salt_sidecar=debug",
             netns: None,
+            bin: None,
+            under: &[],
         }
     }
 }
@@ -130,10 +141,17 @@ impl Sidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, yaml).expect("write config");
-        let bin = env!("CARGO_BIN_EXE_salt-sidecar");
-        let mut cmd = match launch.netns {
-            Some(ns) => ns.command(bin),
-            None => Command::new(bin),
+        let bin = launch
+            .bin
+            .unwrap_or(std::path::Path::new(env!("CARGO_BIN_EXE_salt-sidecar")));
+        let mut cmd = match (launch.netns, launch.under.split_first()) {
+            (Some(ns), _) => ns.command(bin),
+            (None, None) => Command::new(bin),
+            (None, Some((program, args))) => {
+                let mut cmd = Command::new(program);
+                cmd.env_clear().args(args).arg(bin);
+                cmd
+            }
         };
         let mut child = cmd
             .args(["--log-level", launch.level, "run", "--config"])
@@ -158,6 +176,7 @@ impl Sidecar {
         });
         let sidecar = Sidecar {
             child,
+            wrapped: !launch.under.is_empty(),
             log,
             config_path: path,
             _dir: dir,
@@ -197,8 +216,16 @@ impl Sidecar {
             .unwrap_or(0)
     }
 
+    /// The sidecar's PID (under a wrapper: the wrapper's first child).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        let own = self.child.id();
+        if !self.wrapped {
+            return own;
+        }
+        std::fs::read_to_string(format!("/proc/{own}/task/{own}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            .unwrap_or(own)
     }
 
     /// Sends a signal by PID.

@@ -107,9 +107,9 @@ impl Netns {
 
     /// `program` to run inside the namespace, with its `/etc` files.
     /// `ip netns exec` execs, so the child's PID is the program's.
-    pub fn command(&self, program: &str) -> Command {
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]);
+        cmd.args(["netns", "exec", &self.name]).arg(program);
         cmd
     }
 
