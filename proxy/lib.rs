@@ -25,6 +25,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;
+mod clock;
 mod commands;
 pub mod config;
 mod control;

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock;
 use crate::config::master::MasterId;
 use crate::control::health::Transition;
 use crate::control::masters::Plane;
@@ -256,11 +257,8 @@ impl Supervisor {
         m.switches_total
             .with_label_values(&[name(from), name(to), reason.as_str()])
             .inc();
-        let unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        m.last_switch_timestamp_seconds.set(unix);
+        m.last_switch_timestamp_seconds
+            .set(clock::unix(SystemTime::now()).as_secs_f64());
         match to {
             Some(_) => info!(
                 from = name(from),

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock;
 use crate::config::master::{MasterId, MasterSpec, Port};
 use crate::control::masters::Plane;
 use crate::control::supervisor::{Command, Snapshot};
@@ -486,10 +487,7 @@ impl Admin {
             .collect();
         let last_switch =
             Some(self.metrics.last_switch_timestamp_seconds.get()).filter(|t| *t > 0.0);
-        let now_unix = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let now_unix = clock::unix(now).as_secs_f64();
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_string(),
             minion_id: self.minion_id.clone(),

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::clock;
 use crate::config::master::Port;
 use crate::config::settings::Tunables;
 use crate::config::Config;
@@ -119,10 +120,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         failback = config.failback,
         "salt-sidecar starting"
     );
-    let unix_nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let unix_nanos = clock::unix(std::time::SystemTime::now()).as_nanos() as u64;
     let seed = jitter_seed(&config.minion_id, unix_nanos);
     let selector = Selector::new(order, policy, seed, now);
     let (route_tx, route_rx) = watch::channel(Supervisor::current_route(&selector, &plane));

@@ -13,6 +13,8 @@
 
 use std::fmt;
 
+use crate::config::master::Port;
+
 /// Length of the signature that opens every ZMTP 3.x greeting.
 pub const SIGNATURE_LEN: usize = 10;
 /// Length of a whole ZMTP 3.x greeting.
@@ -60,6 +62,22 @@ pub enum SocketType {
 }
 
 impl SocketType {
+    /// The socket a Salt master has on `port` (ZeroMQ transport).
+    pub fn of_master(port: Port) -> SocketType {
+        match port {
+            Port::Publish => SocketType::Pub,
+            Port::Ret => SocketType::Router,
+        }
+    }
+
+    /// The socket a minion connects to `port` with.
+    pub fn of_minion(port: Port) -> SocketType {
+        match port {
+            Port::Publish => SocketType::Sub,
+            Port::Ret => SocketType::Dealer,
+        }
+    }
+
     /// Every socket type, in RFC order.
     pub const ALL: [SocketType; 12] = [
         SocketType::Pair,

@@ -54,14 +54,6 @@ impl ProbeError {
     }
 }
 
-/// The socket type a Salt master has on `port` (and ours, to answer with).
-fn socket_types(port: Port) -> (SocketType, SocketType) {
-    match port {
-        Port::Publish => (SocketType::Pub, SocketType::Sub),
-        Port::Ret => (SocketType::Router, SocketType::Dealer),
-    }
-}
-
 /// Probes `port` of a master at `addrs`, all within `limit`.
 pub async fn probe(
     kind: ProbeKind,
@@ -85,7 +77,7 @@ pub async fn probe(
 
 /// The ZMTP 3 handshake as a peer of the master's socket.
 pub async fn handshake(mut stream: TcpStream, port: Port) -> Result<(), ProbeError> {
-    let (expected, ours) = socket_types(port);
+    let (expected, ours) = (SocketType::of_master(port), SocketType::of_minion(port));
     let mut greeting = [0u8; zmtp::GREETING_LEN];
     read_exact(&mut stream, &mut greeting[..zmtp::SIGNATURE_LEN]).await?;
     zmtp::check_signature(&greeting[..zmtp::SIGNATURE_LEN])?;

@@ -226,10 +226,7 @@ async fn serve(stream: TcpStream, port: Port, name: &str) -> Result<(), StandinE
         .await
         .map_err(|_| StandinError::Timeout(Phase::Handshake))??;
     greeting.require_null()?;
-    let socket_type = match port {
-        Port::Publish => SocketType::Pub,
-        Port::Ret => SocketType::Router,
-    };
+    let socket_type = SocketType::of_master(port);
     wire.send(&zmtp::encode_ready(socket_type)).await?;
     // A health probe closes here, having read our READY: a quiet Ok.
     let Some(ready) = time::timeout(HANDSHAKE_TIMEOUT, wire.frame())
