@@ -53,6 +53,25 @@ impl Plane {
     }
 }
 
+#[cfg(test)]
+impl Plane {
+    /// A plane with no tasks behind it (no DNS, no probes): for unit tests
+    /// of what reads a plane.
+    pub(crate) fn idle(generation: u64, masters: Vec<MasterSpec>) -> Arc<Plane> {
+        let n = masters.len();
+        Arc::new(Plane {
+            generation,
+            addrs: (0..n)
+                .map(|_| watch::channel(Arc::from(Vec::new())).1)
+                .collect(),
+            health: (0..n).map(|_| Arc::new(HealthHandle::default())).collect(),
+            sessions: Arc::new(Sessions::new(n)),
+            masters,
+            token: CancellationToken::new(),
+        })
+    }
+}
+
 /// What starting a plane needs; kept by the app for reloads.
 pub struct PlaneBuilder {
     pub tracker: TaskTracker,

@@ -292,3 +292,268 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The supervisor task with virtual time: transitions and commands in,
+    //! route, snapshot, session tokens and metrics out.
+
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::master::{Host, MasterSpec};
+
+    const A: MasterId = MasterId(0);
+    const B: MasterId = MasterId(1);
+    const C: MasterId = MasterId(2);
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    fn spec(id: u16, host: u8) -> MasterSpec {
+        MasterSpec {
+            id: MasterId(id),
+            host: Host::Ip(IpAddr::from([192, 0, 2, host])),
+            publish_port: 4505,
+            ret_port: 4506,
+            label: format!("192.0.2.{host}"),
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            failback: true,
+            failback_interval: Duration::from_secs(30),
+            reauth_delay: Duration::ZERO,
+            recycle_base: Duration::from_secs(1),
+            recycle_cap: Duration::from_secs(5),
+            startup_grace: Duration::from_secs(2),
+        }
+    }
+
+    /// A running supervisor and its channels.
+    struct Harness {
+        transitions: mpsc::Sender<Transition>,
+        commands: mpsc::Sender<Command>,
+        route: watch::Receiver<Route>,
+        snapshot: watch::Receiver<Snapshot>,
+        metrics: Arc<Metrics>,
+        plane: Arc<Plane>,
+        _stop: tokio_util::sync::DropGuard,
+    }
+
+    /// Starts a supervisor over masters on 192.0.2.1.., generation 0.
+    fn start(n: u16) -> Harness {
+        let masters: Vec<MasterSpec> = (0..n).map(|i| spec(i, i as u8 + 1)).collect();
+        let metrics =
+            Metrics::new(&masters, &Reason::COUNTED.map(Reason::as_str)).expect("metrics");
+        let plane = Plane::idle(0, masters);
+        let selector = Selector::new((0..n).map(MasterId).collect(), policy(), 7, Instant::now());
+        let (route_tx, route) = watch::channel(Supervisor::current_route(&selector, &plane));
+        let (snapshot_tx, snapshot) =
+            watch::channel(Supervisor::current_snapshot(&selector, &plane));
+        let (transitions, transitions_rx) = mpsc::channel(16);
+        let (commands, commands_rx) = mpsc::channel(16);
+        let token = CancellationToken::new();
+        let supervisor = Supervisor {
+            selector,
+            plane: plane.clone(),
+            early: Vec::new(),
+            route: route_tx,
+            snapshot: snapshot_tx,
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
+        Harness {
+            transitions,
+            commands,
+            route,
+            snapshot,
+            metrics,
+            plane,
+            _stop: token.drop_guard(),
+        }
+    }
+
+    impl Harness {
+        async fn health(&self, generation: u64, master: MasterId, up: bool) {
+            let t = Transition {
+                generation,
+                master,
+                up,
+                detail: String::new(),
+            };
+            self.transitions.send(t).await.expect("supervisor runs");
+        }
+
+        /// Waits (virtual time) until the route's active master is `want`.
+        async fn active(&mut self, want: Option<MasterId>) -> Route {
+            tokio::time::timeout(LIMIT, self.route.wait_for(|r| r.active == want))
+                .await
+                .unwrap_or_else(|_| panic!("active never became {want:?}"))
+                .expect("supervisor runs")
+                .clone()
+        }
+
+        fn switches(&self, from: &str, to: &str, reason: Reason) -> u64 {
+            self.metrics
+                .switches_total
+                .with_label_values(&[from, to, reason.as_str()])
+                .get()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failover_resets_the_dead_masters_sessions_and_counts_the_switch() {
+        let mut h = start(2);
+        h.health(0, A, true).await;
+        h.health(0, B, true).await;
+        let route = h.active(Some(A)).await;
+        assert_eq!(route.fallbacks, vec![B]);
+        let on_a = h.plane.sessions.join(A);
+
+        h.health(0, A, false).await;
+        let route = h.active(Some(B)).await;
+        assert!(route.fallbacks.is_empty());
+        assert!(
+            on_a.reset.is_cancelled(),
+            "sessions to a dead master are reset"
+        );
+        assert_eq!(h.switches("192.0.2.1", "192.0.2.2", Reason::Failover), 1);
+        assert!(h.metrics.last_switch_timestamp_seconds.get() > 0.0);
+        assert_eq!(
+            h.metrics
+                .master_active
+                .with_label_values(&["192.0.2.2"])
+                .get(),
+            1
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failback_waits_the_interval_on_the_clock_and_drains() {
+        let mut h = start(2);
+        h.health(0, B, true).await;
+        h.health(0, A, false).await;
+        h.active(Some(B)).await;
+        let on_b = h.plane.sessions.join(B);
+
+        let back = Instant::now();
+        h.health(0, A, true).await;
+        h.active(Some(A)).await;
+        assert!(
+            back.elapsed() >= Duration::from_secs(30),
+            "failback after {:?}",
+            back.elapsed()
+        );
+        assert!(on_b.drain.is_cancelled(), "sessions to B drain");
+        assert!(!on_b.reset.is_cancelled(), "and are not reset");
+        assert_eq!(h.switches("192.0.2.2", "192.0.2.1", Reason::Failback), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn admin_commands_show_in_the_snapshot() {
+        let mut h = start(3);
+        for m in [A, B, C] {
+            h.health(0, m, true).await;
+        }
+        h.active(Some(A)).await;
+        h.commands.send(Command::Pin(C)).await.expect("send");
+        h.active(Some(C)).await;
+        assert_eq!(h.snapshot.borrow().pinned, Some(C));
+        h.commands.send(Command::Unpin).await.expect("send");
+        h.commands.send(Command::Drain(A)).await.expect("send");
+        h.active(Some(B)).await;
+        let snapshot = tokio::time::timeout(
+            LIMIT,
+            h.snapshot.wait_for(|s| s.pinned.is_none() && s.drained[0]),
+        )
+        .await
+        .expect("snapshot")
+        .expect("supervisor runs")
+        .clone();
+        assert_eq!(snapshot.drained, vec![true, false, false]);
+        assert_eq!(h.switches("192.0.2.1", "192.0.2.3", Reason::Admin), 1);
+    }
+
+    /// A reloaded plane's health tasks can report before the reloader's
+    /// command arrives: those transitions are kept and applied at the swap;
+    /// transitions of a replaced plane are dropped; those of a plane newer
+    /// still wait for theirs.
+    #[tokio::test(start_paused = true)]
+    async fn early_transitions_wait_for_their_generation() {
+        let mut h = start(2);
+        h.health(0, A, true).await;
+        h.health(0, B, true).await;
+        h.active(Some(A)).await;
+
+        // Generation 1: C (new) first, then B; A is removed. Unless C's
+        // early "up" is applied at the swap, B (known up) would be chosen.
+        let next = Plane::idle(1, vec![spec(0, 3), spec(1, 2)]);
+        h.health(1, MasterId(0), true).await; // C up, before the reload
+        h.health(2, MasterId(1), false).await; // from a plane not built yet
+        tokio::task::yield_now().await;
+        assert_eq!(
+            h.route.borrow().active,
+            Some(A),
+            "not applied before the swap"
+        );
+
+        h.commands
+            .send(Command::Reload {
+                plane: next.clone(),
+                order: vec![MasterId(0), MasterId(1)],
+            })
+            .await
+            .expect("send");
+        let route = tokio::time::timeout(LIMIT, h.route.wait_for(|r| r.plane.generation == 1))
+            .await
+            .expect("swapped")
+            .expect("supervisor runs")
+            .clone();
+        assert!(
+            Arc::ptr_eq(&route.plane, &next),
+            "routes into the new plane"
+        );
+        assert_eq!(route.active, Some(MasterId(0)), "C, up before the reload");
+        // A is not in the new plane: the switch counts from `none`.
+        assert_eq!(h.switches("none", "192.0.2.3", Reason::Reload), 1);
+
+        // A late transition of generation 0 (id 0 was A there, is C now)
+        // changes nothing.
+        h.health(0, A, false).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(h.route.borrow().active, Some(MasterId(0)));
+        assert_eq!(h.route.borrow().fallbacks, vec![MasterId(1)]);
+
+        // Generation 2 arrives: its early "down" for master 1 applies now.
+        let last = Plane::idle(2, vec![spec(0, 3), spec(1, 2)]);
+        h.commands
+            .send(Command::Reload {
+                plane: last,
+                order: vec![MasterId(0), MasterId(1)],
+            })
+            .await
+            .expect("send");
+        tokio::time::timeout(
+            LIMIT,
+            h.route
+                .wait_for(|r| r.plane.generation == 2 && r.fallbacks.is_empty()),
+        )
+        .await
+        .expect("the early down of generation 2 applied")
+        .expect("supervisor runs");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_down_holds_connections_until_one_is_back() {
+        let mut h = start(2);
+        h.health(0, A, true).await;
+        h.active(Some(A)).await;
+        h.health(0, B, false).await;
+        h.health(0, A, false).await;
+        h.active(None).await;
+        assert_eq!(h.switches("192.0.2.1", "none", Reason::Failover), 1);
+        h.health(0, B, true).await;
+        h.active(Some(B)).await;
+    }
+}

@@ -337,34 +337,9 @@ impl Admin {
         })
     }
 
-    /// A master by label (as in metrics), by host when that is unambiguous,
-    /// or by id (its index in the configured list, `1` or `#1`).
+    /// [`find_master`] among the current plane's masters.
     pub fn find_master(&self, text: &str) -> Option<MasterId> {
-        let text = text.trim();
-        if text.is_empty() {
-            return None;
-        }
-        let plane = self.plane();
-        if let Some(m) = plane.masters.iter().find(|m| m.label == text) {
-            return Some(m.id);
-        }
-        if let Some(m) = plane
-            .masters
-            .iter()
-            .find(|m| m.label.eq_ignore_ascii_case(text))
-        {
-            return Some(m.id);
-        }
-        let by_host: Vec<&MasterSpec> = plane
-            .masters
-            .iter()
-            .filter(|m| m.host.to_string().eq_ignore_ascii_case(text))
-            .collect();
-        if let [m] = by_host.as_slice() {
-            return Some(m.id);
-        }
-        let index: u16 = text.strip_prefix('#').unwrap_or(text).parse().ok()?;
-        plane.masters.get(usize::from(index)).map(|m| m.id)
+        find_master(&self.plane().masters, text)
     }
 
     /// Sends `command`, waits until the snapshot satisfies `applied`, logs
@@ -502,17 +477,40 @@ impl Admin {
     }
 }
 
+/// A master by label (as in metrics), by host when that is unambiguous,
+/// or by id (its index in the configured list, `1` or `#1`).
+fn find_master(masters: &[MasterSpec], text: &str) -> Option<MasterId> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Some(m) = masters.iter().find(|m| m.label == text) {
+        return Some(m.id);
+    }
+    if let Some(m) = masters.iter().find(|m| m.label.eq_ignore_ascii_case(text)) {
+        return Some(m.id);
+    }
+    let by_host: Vec<&MasterSpec> = masters
+        .iter()
+        .filter(|m| m.host.to_string().eq_ignore_ascii_case(text))
+        .collect();
+    if let [m] = by_host.as_slice() {
+        return Some(m.id);
+    }
+    let index: u16 = text.strip_prefix('#').unwrap_or(text).parse().ok()?;
+    masters.get(usize::from(index)).map(|m| m.id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const FOUR_MASTERS: &str = "master:\n  - 192.0.2.1\n  - Salt-B.example.net:14506\n  - salt-c.example.net\n  - salt-c.example.net:5506\nmaster_alive_interval: 5\n";
+
     /// An admin over four masters, none probed, with an empty order.
     fn admin() -> Admin {
-        let config = crate::config::parse(
-            std::path::Path::new("t.yaml"),
-            "master:\n  - 192.0.2.1\n  - Salt-B.example.net:14506\n  - salt-c.example.net\n  - salt-c.example.net:5506\nmaster_alive_interval: 5\n",
-        )
-        .expect("config");
+        let config =
+            crate::config::parse(std::path::Path::new("t.yaml"), FOUR_MASTERS).expect("config");
         let masters = config.masters.clone();
         let n = masters.len();
         let metrics = Metrics::new(
@@ -575,8 +573,10 @@ mod tests {
 
     #[test]
     fn masters_are_found_by_label_host_or_id() {
-        let a = admin();
-        let find = |t: &str| a.find_master(t).map(|m| m.0);
+        let masters = crate::config::parse(std::path::Path::new("t.yaml"), FOUR_MASTERS)
+            .expect("config")
+            .masters;
+        let find = |t: &str| find_master(&masters, t).map(|m| m.0);
         assert_eq!(find("192.0.2.1"), Some(0));
         assert_eq!(find(" salt-b.example.net:14506 "), Some(1));
         assert_eq!(
