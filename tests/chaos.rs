@@ -31,7 +31,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -166,6 +165,70 @@ impl Lab {
     }
 }
 
+/// The lab most network-fault tests use: master A on host 0 (a namespace of
+/// its own, behind a link the test can cut or filter), B a stand-in on
+/// 127.0.<net>.3 in the side namespace, and the sidecar there in front of
+/// both, A first.
+struct AbLab {
+    /// First, so A stops before its namespace goes.
+    _a: RemoteMaster,
+    lab: Lab,
+    a_ip: IpAddr,
+    /// The side's address on A's link: the sidecar as A sees it.
+    side_ip: IpAddr,
+}
+
+/// What [`AbLab::run`] hands the test, once A answers through the sidecar.
+struct Front {
+    sidecar: Sidecar,
+    b: salt_sidecar::standin::StandinMaster,
+    /// The sidecar's ret port.
+    ret: SocketAddr,
+}
+
+impl AbLab {
+    /// The lab with A started, or `None` (the test is skipped) without root.
+    fn new(test: &str, tag: &str, net: u8) -> Option<AbLab> {
+        if !lab_available(test) {
+            return None;
+        }
+        let mut lab = Lab::new(tag, net);
+        let a_ip = lab.add_host(0);
+        let (side_ip, _) = lab.addrs(0);
+        let a = RemoteMaster::start(Some(lab.host(0)), "A", a_ip);
+        Some(AbLab {
+            _a: a,
+            lab,
+            a_ip,
+            side_ip,
+        })
+    }
+
+    /// In the side namespace: starts B and the sidecar (`minion`: its
+    /// top-level keys; connect timeout 500 ms), waits until A answers, then
+    /// runs `body`.
+    fn run<F, Fut>(&self, minion: &str, body: F)
+    where
+        F: FnOnce(Front) -> Fut + Send,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let net = self.lab.net;
+        let yaml = config(
+            net,
+            &[self.a_ip.to_string(), format!("127.0.{net}.3")],
+            minion,
+            "500ms",
+        );
+        self.lab.run_in_side(move || async move {
+            let b = support::master("B", net, 3).await;
+            let sidecar = Sidecar::start(&yaml);
+            let ret = sidecar_addr(net, 4506);
+            until_answered_by(ret, "A", Duration::from_secs(10)).await;
+            body(Front { sidecar, b, ret }).await;
+        });
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -280,45 +343,24 @@ impl Drop for RemoteMaster {
 // === the sidecar and what it says ===
 
 fn config(net: u8, masters: &[String], extra: &str, connect_timeout: &str) -> String {
-    let list: String = masters.iter().map(|m| format!("  - {m}\n")).collect();
-    format!(
-        "master:\n{list}master_type: failover\nid: chaos-minion\n{extra}\nsidecar:\n  listen: 127.0.{net}.1\n  admin: 127.0.{net}.1:9464\n  rise: 2\n  fall: 2\n  connect_timeout: {connect_timeout}\n  drain_timeout: 3s\n"
-    )
+    support::Yaml::new(&format!("127.0.{net}.1"), masters)
+        .id("chaos-minion")
+        .minion(extra)
+        .sidecar("rise", "2")
+        .sidecar("fall", "2")
+        .sidecar("connect_timeout", connect_timeout)
+        .sidecar("drain_timeout", "3s")
+        .build()
 }
 
 fn sidecar_addr(net: u8, port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, net, 1], port))
 }
 
-/// `GET /metrics` from the admin endpoint (plain HTTP/1.0).
-fn scrape(net: u8) -> String {
-    let mut s = std::net::TcpStream::connect(sidecar_addr(net, 9464)).expect("admin endpoint");
-    s.set_read_timeout(Some(T)).expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    out
-}
-
 /// `salt_sidecar_switches_total`, summed by reason.
 fn switches(net: u8) -> BTreeMap<String, f64> {
-    let mut by_reason = BTreeMap::new();
-    for line in scrape(net).lines() {
-        let Some(rest) = line.strip_prefix("salt_sidecar_switches_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let reason = labels
-            .split(',')
-            .find_map(|kv| kv.strip_prefix("reason=\""))
-            .map(|r| r.trim_end_matches('"').to_string())
-            .unwrap_or_default();
-        *by_reason.entry(reason).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
-    }
-    by_reason
+    let text = support::scrape(sidecar_addr(net, 9464));
+    support::sum_by(&text, "salt_sidecar_switches_total", "reason")
 }
 
 fn count(map: &BTreeMap<String, f64>, reason: &str) -> u64 {
@@ -376,26 +418,11 @@ fn session_ports(host: &Netns, port: u16) -> Vec<u16> {
 /// session to it (idle, receiving, sending) is closed, none left stuck.
 #[test]
 fn blackhole_fails_over_within_the_bound_and_leaves_no_session_stuck() {
-    if !lab_available("blackhole") {
+    let Some(ab) = AbLab::new("blackhole", "bh", 81) else {
         return;
-    }
-    let net = 81;
-    let mut lab = Lab::new("bh", net);
-    let a_ip = lab.add_host(0);
-    let (side_ip, _) = lab.addrs(0);
-    let a = RemoteMaster::start(Some(lab.host(0)), "A", a_ip);
-    let lab = &lab;
-    lab.run_in_side(|| async move {
-        let b = support::master("B", net, 3).await;
-        let sidecar = Sidecar::start(&config(
-            net,
-            &[a_ip.to_string(), format!("127.0.{net}.3")],
-            "master_alive_interval: 1\nrandom_reauth_delay: 0\nmaster_failback: false",
-            "500ms",
-        ));
-        let ret = sidecar_addr(net, 4506);
-        until_answered_by(ret, "A", Duration::from_secs(10)).await;
-
+    };
+    let (net, side_ip, lab) = (ab.lab.net, ab.side_ip, &ab.lab);
+    ab.run("master_alive_interval: 1\nrandom_reauth_delay: 0\nmaster_failback: false", |Front { sidecar, b, ret }| async move {
         // Three sessions to A: idle, receiving ticks, and sending requests.
         let mut idle = ZmtpClient::connect(ret, SocketType::Dealer, T).await.expect("idle");
         assert_eq!(idle.request(b"1", T).await.expect("reply"), b"A:1");
@@ -451,32 +478,17 @@ fn blackhole_fails_over_within_the_bound_and_leaves_no_session_stuck() {
         sidecar.assert_no_panic();
         drop(b);
     });
-    drop(a);
 }
 
 /// The stated bound: a blackholed master is failed over from within
 /// `fall × master_alive_interval + connect_timeout`.
 #[test]
 fn blackhole_detection_meets_fall_times_interval_plus_connect_timeout() {
-    if !lab_available("blackhole bound") {
+    let Some(ab) = AbLab::new("blackhole bound", "bb", 87) else {
         return;
-    }
-    let net = 87;
-    let mut lab = Lab::new("bb", net);
-    let a_ip = lab.add_host(0);
-    let (side_ip, _) = lab.addrs(0);
-    let a = RemoteMaster::start(Some(lab.host(0)), "A", a_ip);
-    let lab = &lab;
-    lab.run_in_side(|| async move {
-        let b = support::master("B", net, 3).await;
-        let sidecar = Sidecar::start(&config(
-            net,
-            &[a_ip.to_string(), format!("127.0.{net}.3")],
-            "master_alive_interval: 1\nrandom_reauth_delay: 0\nmaster_failback: true\nmaster_failback_interval: 1",
-            "500ms",
-        ));
-        until_answered_by(sidecar_addr(net, 4506), "A", Duration::from_secs(10)).await;
-        let mut worst = Duration::ZERO;
+    };
+    let (side_ip, lab) = (ab.side_ip, &ab.lab);
+    ab.run("master_alive_interval: 1\nrandom_reauth_delay: 0\nmaster_failback: true\nmaster_failback_interval: 1", |Front { sidecar, b, ret }| async move {        let mut worst = Duration::ZERO;
         for round in 0..3 {
             // Fault at a random point of the probe cycle.
             tokio::time::sleep(Duration::from_millis(137 * round + 50)).await;
@@ -494,7 +506,7 @@ fn blackhole_detection_meets_fall_times_interval_plus_connect_timeout() {
             worst = worst.max(fault.elapsed());
             lab.host(0).nft("delete table inet chaos");
             // Back to A (failback after rise + 1 s) for the next round.
-            until_answered_by(sidecar_addr(net, 4506), "A", Duration::from_secs(10)).await;
+            until_answered_by(ret, "A", Duration::from_secs(10)).await;
         }
         eprintln!("blackhole bound: worst detection {worst:?}");
         assert!(
@@ -503,7 +515,6 @@ fn blackhole_detection_meets_fall_times_interval_plus_connect_timeout() {
         );
         drop(b);
     });
-    drop(a);
 }
 
 /// Sessions whose packets vanish while their master stays healthy (the
@@ -513,25 +524,11 @@ fn blackhole_detection_meets_fall_times_interval_plus_connect_timeout() {
 /// reconnects to the same, healthy master.
 #[test]
 fn stalled_sessions_die_by_user_timeout_while_the_master_stays_up() {
-    if !lab_available("stalled flows") {
+    let Some(ab) = AbLab::new("stalled flows", "sf", 82) else {
         return;
-    }
-    let net = 82;
-    let mut lab = Lab::new("sf", net);
-    let a_ip = lab.add_host(0);
-    let a = RemoteMaster::start(Some(lab.host(0)), "A", a_ip);
-    let lab = &lab;
-    lab.run_in_side(|| async move {
-        let b = support::master("B", net, 3).await;
-        let sidecar = Sidecar::start(&config(
-            net,
-            &[a_ip.to_string(), format!("127.0.{net}.3")],
-            "master_alive_interval: 1\nrandom_reauth_delay: 0",
-            "500ms",
-        ));
-        let ret = sidecar_addr(net, 4506);
-        until_answered_by(ret, "A", Duration::from_secs(10)).await;
-        let mut idle = ZmtpClient::connect(ret, SocketType::Dealer, T).await.expect("idle");
+    };
+    let (net, lab) = (ab.lab.net, &ab.lab);
+    ab.run("master_alive_interval: 1\nrandom_reauth_delay: 0", |Front { sidecar, b, ret }| async move {        let mut idle = ZmtpClient::connect(ret, SocketType::Dealer, T).await.expect("idle");
         assert_eq!(idle.request(b"1", T).await.expect("reply"), b"A:1");
         let mut busy = ZmtpClient::connect(ret, SocketType::Dealer, T).await.expect("busy");
         assert_eq!(busy.request(b"2", T).await.expect("reply"), b"A:2");
@@ -570,7 +567,6 @@ fn stalled_sessions_die_by_user_timeout_while_the_master_stays_up() {
         sidecar.assert_no_panic();
         drop(b);
     });
-    drop(a);
 }
 
 /// A master whose link flaps every 0.5 s for 20 s: rise/fall hysteresis and
@@ -578,27 +574,13 @@ fn stalled_sessions_die_by_user_timeout_while_the_master_stays_up() {
 /// minion keeps being answered.
 #[test]
 fn a_flapping_master_causes_at_most_one_switch_away_and_one_back() {
-    if !lab_available("flap") {
+    let Some(ab) = AbLab::new("flap", "fl", 85) else {
         return;
-    }
-    let net = 85;
-    let mut lab = Lab::new("fl", net);
-    let a_ip = lab.add_host(0);
-    let a = RemoteMaster::start(Some(lab.host(0)), "A", a_ip);
-    let lab = &lab;
-    lab.run_in_side(|| async move {
-        let b = support::master("B", net, 3).await;
-        // A failback interval as long as the flap: a master has to prove
-        // itself for longer than it flaps.
-        let sidecar = Sidecar::start(&config(
-            net,
-            &[a_ip.to_string(), format!("127.0.{net}.3")],
-            "master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 20\nrandom_reauth_delay: 0",
-            "500ms",
-        ));
-        let ret = sidecar_addr(net, 4506);
-        until_answered_by(ret, "A", Duration::from_secs(10)).await;
-
+    };
+    let (net, lab) = (ab.lab.net, &ab.lab);
+    // A failback interval as long as the flap: a master has to prove
+    // itself for longer than it flaps.
+    ab.run("master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 20\nrandom_reauth_delay: 0", |Front { sidecar, b, ret }| async move {
         // A minion asking every 200 ms on a fresh connection, all along.
         let asking = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let flag = asking.clone();
@@ -651,7 +633,6 @@ fn a_flapping_master_causes_at_most_one_switch_away_and_one_back() {
         sidecar.assert_no_panic();
         drop(b);
     });
-    drop(a);
 }
 
 /// A's host reboots faster than the health checks notice: link cut,

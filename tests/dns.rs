@@ -20,7 +20,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,9 +66,12 @@ fn sidecar(lab: &Netns, yaml: &str) -> Sidecar {
 }
 
 fn config(extra: &str) -> String {
-    format!(
-        "master: [{MASTER}]\nid: dns-minion\nmaster_alive_interval: 1\nrandom_reauth_delay: 0\n{extra}\nsidecar:\n  listen: 127.0.0.100\n  admin: 127.0.0.100:9464\n  connect_timeout: 500ms\n"
-    )
+    support::Yaml::new(&std::net::Ipv4Addr::from(LISTEN).to_string(), &[MASTER])
+        .no_master_type()
+        .id("dns-minion")
+        .minion("master_alive_interval: 1\nrandom_reauth_delay: 0")
+        .minion(extra)
+        .build()
 }
 
 fn ret() -> SocketAddr {
@@ -78,16 +80,13 @@ fn ret() -> SocketAddr {
 
 /// `salt_sidecar_dns_resolutions_total{result}` from the admin endpoint.
 fn dns_resolutions(result: &str) -> u64 {
-    let mut s = std::net::TcpStream::connect(SocketAddr::from((LISTEN, 9464))).expect("admin");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    let key = format!("salt_sidecar_dns_resolutions_total{{result=\"{result}\"}} ");
-    out.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+    let text = support::scrape(SocketAddr::from((LISTEN, 9464)));
+    support::sample(
+        &text,
+        "salt_sidecar_dns_resolutions_total",
+        &[("result", result)],
+    )
+    .unwrap_or(0.0) as u64
 }
 
 // === the authoritative server ===

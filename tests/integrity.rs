@@ -49,9 +49,14 @@ fn start_sidecar(yaml: &str) -> Sidecar {
 }
 
 fn config(net: u8, extra: &str, sidecar_extra: &str) -> String {
-    format!(
-        "master:\n  - 127.0.{net}.2\n  - 127.0.{net}.3\nmaster_type: failover\nid: integrity-minion\n{extra}\nsidecar:\n  listen: 127.0.{net}.1\n  admin: 127.0.{net}.1:9464\n  connect_timeout: 500ms\n{sidecar_extra}"
+    support::Yaml::new(
+        &format!("127.0.{net}.1"),
+        &[format!("127.0.{net}.2"), format!("127.0.{net}.3")],
     )
+    .id("integrity-minion")
+    .minion(extra)
+    .sidecar_lines(sidecar_extra)
+    .build()
 }
 
 // === the checked stream ===

@@ -20,7 +20,7 @@ use hyper::Method;
 use salt_sidecar::standin::ZmtpClient;
 use salt_sidecar::status::{self, HealthState, Reply, StatusReport};
 use salt_sidecar::zmtp::SocketType;
-use support::{addr, ask, config, master, until_answered_by, Sidecar};
+use support::{addr, ask, config, master, sample, until_answered_by, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(2);
@@ -68,25 +68,6 @@ async fn status_of(admin: SocketAddr) -> StatusReport {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.content_type.as_deref(), Some("application/json"));
     serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
-}
-
-/// The value of the series `name{labels..}` in a text exposition.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-            let found = n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            if found {
-                value.parse().ok()
-            } else {
-                None
-            }
-        })
 }
 
 /// Asserts a reply is a 4xx with exactly one line of text.

@@ -268,10 +268,170 @@ pub fn addr(net: u8, host: u8, port: u16) -> SocketAddr {
 
 /// A sidecar config for masters on 127.0.<net>.2.. and the sidecar on .1.
 pub fn config(net: u8, masters: &[&str], extra: &str) -> String {
-    let list: String = masters.iter().map(|m| format!("  - {m}\n")).collect();
-    format!(
-        "master:\n{list}master_type: failover\nid: test-minion\n{extra}\nsidecar:\n  listen: 127.0.{net}.1\n  admin: 127.0.{net}.1:9464\n  connect_timeout: 500ms\n  drain_timeout: 3s\n"
-    )
+    Yaml::new(&format!("127.0.{net}.1"), masters)
+        .minion(extra)
+        .sidecar("drain_timeout", "3s")
+        .build()
+}
+
+// === the one config builder ===
+
+/// A sidecar config file, built up. By default: `master_type: failover`,
+/// `id: test-minion`, the sidecar listening on `listen` with its admin
+/// endpoint on `listen:9464`, `connect_timeout: 500ms`.
+#[derive(Clone, Debug)]
+pub struct Yaml {
+    masters: Vec<String>,
+    master_type: Option<String>,
+    id: String,
+    /// Further top-level (minion) keys, as YAML lines.
+    minion: String,
+    /// `sidecar:` keys in order; a later `sidecar()` replaces a key's value.
+    sidecar: Vec<(String, String)>,
+}
+
+impl Yaml {
+    pub fn new(listen: &str, masters: &[impl AsRef<str>]) -> Yaml {
+        Yaml {
+            masters: masters.iter().map(|m| m.as_ref().to_string()).collect(),
+            master_type: Some("failover".into()),
+            id: "test-minion".into(),
+            minion: String::new(),
+            sidecar: vec![
+                ("listen".into(), listen.into()),
+                ("admin".into(), format!("{listen}:9464")),
+                ("connect_timeout".into(), "500ms".into()),
+            ],
+        }
+    }
+
+    pub fn id(mut self, id: &str) -> Yaml {
+        self.id = id.into();
+        self
+    }
+
+    /// Leaves `master_type` out (Salt's default).
+    pub fn no_master_type(mut self) -> Yaml {
+        self.master_type = None;
+        self
+    }
+
+    /// More top-level keys (`master_alive_interval: 1\n...`).
+    pub fn minion(mut self, yaml: &str) -> Yaml {
+        self.minion.push_str(yaml);
+        if !self.minion.ends_with('\n') {
+            self.minion.push('\n');
+        }
+        self
+    }
+
+    /// Sets `sidecar.<key>`.
+    pub fn sidecar(mut self, key: &str, value: &str) -> Yaml {
+        match self.sidecar.iter_mut().find(|(k, _)| k == key) {
+            Some(kv) => kv.1 = value.into(),
+            None => self.sidecar.push((key.into(), value.into())),
+        }
+        self
+    }
+
+    /// More `sidecar:` keys as indented YAML lines (`  rise: 3\n`).
+    pub fn sidecar_lines(mut self, yaml: &str) -> Yaml {
+        for line in yaml.lines().filter(|l| !l.trim().is_empty()) {
+            let (k, v) = line.trim().split_once(':').expect("`key: value`");
+            self = self.sidecar(k.trim(), v.trim());
+        }
+        self
+    }
+
+    pub fn build(&self) -> String {
+        let mut out = String::from("master:\n");
+        for m in &self.masters {
+            out.push_str(&format!("  - {m}\n"));
+        }
+        if let Some(t) = &self.master_type {
+            out.push_str(&format!("master_type: {t}\n"));
+        }
+        out.push_str(&format!("id: {}\n{}sidecar:\n", self.id, self.minion));
+        for (k, v) in &self.sidecar {
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
+        out
+    }
+}
+
+// === the one Prometheus text parser ===
+
+/// `GET /metrics` from the admin endpoint at `admin` (plain HTTP/1.0): the
+/// whole response, headers included.
+pub fn scrape(admin: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).expect("admin endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
+}
+
+/// Every series of `family` in a Prometheus text exposition: its labels and
+/// value. Lines that are not samples (comments, headers) are passed over.
+pub fn series(text: &str, family: &str) -> Vec<(Vec<(String, String)>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (name_labels, value) = line.rsplit_once(' ')?;
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}')?)?),
+                None => (name_labels, Vec::new()),
+            };
+            (name == family).then_some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `k="v",k2="v2"` (values with `\"` and `\\` escapes).
+fn parse_labels(mut text: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    while !text.is_empty() {
+        let (key, rest) = text.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (_, '\\') => value.push(chars.next()?.1),
+                (i, '"') => break i,
+                (_, c) => value.push(c),
+            }
+        };
+        out.push((key.trim_start_matches(',').to_string(), value));
+        text = &rest[end + 1..];
+    }
+    Some(out)
+}
+
+/// The value of the first series of `family` whose labels include `labels`.
+pub fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    series(text, family).into_iter().find_map(|(have, value)| {
+        labels
+            .iter()
+            .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+            .then_some(value)
+    })
+}
+
+/// The series of `family`, summed by the value of `label`.
+pub fn sum_by(text: &str, family: &str, label: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut sums = std::collections::BTreeMap::new();
+    for (labels, value) in series(text, family) {
+        let key = labels
+            .into_iter()
+            .find_map(|(k, v)| (k == label).then_some(v))
+            .unwrap_or_default();
+        *sums.entry(key).or_insert(0.0) += value;
+    }
+    sums
 }
 
 /// A stand-in master (ZMTP PUB/ROUTER) on 127.0.<net>.<host>:4505/4506.
