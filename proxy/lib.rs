@@ -30,6 +30,7 @@ mod commands;
 pub mod config;
 mod control;
 mod data;
+mod limits;
 mod metrics;
 mod net;
 mod ops;

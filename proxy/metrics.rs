@@ -14,6 +14,7 @@ use prometheus::{
 };
 
 use crate::config::master::{MasterSpec, Port};
+use crate::limits::ResourceErrors;
 
 /// Label value for "no master" in `switches_total{from,to}`.
 pub const NONE: &str = "none";
@@ -124,6 +125,9 @@ pub struct Metrics {
     pub dns_resolutions_total: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub last_switch_timestamp_seconds: Gauge,
+    /// The sidecar's own exhaustion (`resource_errors_total{op,kind}`) and
+    /// connections refused over a cap (`connections_refused_total`).
+    pub resources: ResourceErrors,
 }
 
 /// The counters one proxied session touches, resolved once.
@@ -229,7 +233,7 @@ impl Metrics {
             )?,
             dns_resolutions_total: counter(
                 "dns_resolutions_total",
-                "DNS lookups of master names, by result (success, failure).",
+                "DNS lookups of master names, by result (success, failure; self_loop: an answer held the sidecar's own address, skipped).",
                 &["result"],
             )?,
             build_info: gauge(
@@ -238,6 +242,20 @@ impl Metrics {
                 &["version"],
             )?,
             last_switch_timestamp_seconds: last_switch,
+            resources: ResourceErrors::new(
+                counter(
+                    "resource_errors_total",
+                    "The sidecar's own exhaustion (never a master's fault), by operation \
+                     (accept, connect, probe, admin) and kind (emfile, enfile, enobufs, enomem).",
+                    &["op", "kind"],
+                )?,
+                counter(
+                    "connections_refused_total",
+                    "Connections closed at accept because their listener is at its cap \
+                     (sidecar.max_sessions for the minion ports).",
+                    &["listener", "reason"],
+                )?,
+            ),
             registry,
         };
         m.add_masters(masters);
@@ -250,7 +268,7 @@ impl Metrics {
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        for result in ["success", "failure"] {
+        for result in ["success", "failure", "self_loop"] {
             self.dns_resolutions_total.with_label_values(&[result]);
         }
         let mut known = match self.known.lock() {

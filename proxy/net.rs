@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 use crate::config::settings::SocketOptions;
+use crate::limits::Resource;
 use crate::metrics::ConnectErrorKind;
 
 /// Why a connect to a master failed.
@@ -32,6 +33,15 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// The sidecar's own exhaustion (EMFILE on `socket()`, ...), which says
+    /// nothing about the master.
+    pub fn exhaustion(&self) -> Option<Resource> {
+        match self {
+            ConnectError::Io { source, .. } => Resource::of(source),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> ConnectErrorKind {
         match self {
             ConnectError::Unresolved => ConnectErrorKind::Unresolved,
@@ -60,6 +70,10 @@ pub async fn connect(
         let addr = SocketAddr::new(*ip, port);
         match timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => return Ok(stream),
+            // Our own exhaustion: the next address would fail the same way.
+            Ok(Err(source)) if Resource::of(&source).is_some() => {
+                return Err(ConnectError::Io { addr, source })
+            }
             Ok(Err(source)) => last = ConnectError::Io { addr, source },
             Err(_) => return Err(ConnectError::Timeout { addr }),
         }

@@ -5,7 +5,7 @@
 //! the static facts up in [`MasterSpec`]. Nothing here does I/O.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A master's rank in the configured `master:` list (0 = first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,7 +94,40 @@ impl MasterSpec {
             && self.publish_port == other.publish_port
             && self.ret_port == other.ret_port
     }
+
+    /// The listener of `listeners` this master's configured host would reach
+    /// (a literal address, or `localhost`), if any: a self-loop.
+    pub fn loops_to(&self, listeners: &[SocketAddr]) -> Option<SocketAddr> {
+        let local: &[IpAddr] = match &self.host {
+            Host::Ip(ip) => std::slice::from_ref(ip),
+            Host::Name(name) if is_localhost(name) => &LOCALHOST,
+            Host::Name(_) => &[],
+        };
+        local.iter().find_map(|ip| self.loops_at(*ip, listeners))
+    }
+
+    /// The listener of `listeners` that `ip` (an address of this master)
+    /// would reach on one of its ports, if any.
+    pub fn loops_at(&self, ip: IpAddr, listeners: &[SocketAddr]) -> Option<SocketAddr> {
+        listeners.iter().copied().find(|l| {
+            let same_ip = l.ip() == ip
+                || (l.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
+                || (ip.is_unspecified() && l.ip().is_loopback());
+            same_ip && (l.port() == self.publish_port || l.port() == self.ret_port)
+        })
+    }
 }
+
+/// `localhost` and its subdomains (RFC 6761) always mean this host.
+fn is_localhost(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+const LOCALHOST: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+];
 
 /// Builds the label for a master (see [`MasterSpec::label`]).
 pub fn label_for(host: &Host, publish: u16, ret: u16, defaults: (u16, u16)) -> String {

@@ -91,7 +91,28 @@ pub struct SidecarConfig {
     pub fall: u32,
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
+    /// The minion listeners may be non-loopback addresses (an open relay to
+    /// the masters for anyone who can reach them).
+    pub listen_allow_remote: bool,
+    /// `sidecar.max_sessions` as configured; the running cap also fits the
+    /// open-file limit (see `limits::Budget`).
+    pub max_sessions: Option<u32>,
+    /// The admin commands' Unix socket.
+    pub admin_socket: AdminSocket,
 }
+
+/// Where and with which permissions the admin Unix socket is created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSocket {
+    pub path: PathBuf,
+    /// File mode bits (default 0660).
+    pub mode: u32,
+    /// Group to give the socket (name or numeric id), if any.
+    pub group: Option<String>,
+}
+
+/// Default path of the admin socket (systemd's `RuntimeDirectory=salt-sidecar`).
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/salt-sidecar/admin.sock";
 
 /// A configuration error: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -228,6 +249,11 @@ struct RawSidecar {
     fall: Option<Spanned<u32>>,
     connect_timeout: Option<Spanned<DurationValue>>,
     drain_timeout: Option<Spanned<DurationValue>>,
+    listen_allow_remote: Option<Spanned<bool>>,
+    max_sessions: Option<Spanned<u32>>,
+    admin_socket: Option<Spanned<String>>,
+    admin_socket_mode: Option<Spanned<String>>,
+    admin_socket_group: Option<Spanned<String>>,
 }
 
 /// `master:` as Salt accepts it: one entry or a list of entries (also used
@@ -420,6 +446,7 @@ impl RawConfig {
             return Err(cx.err(Some(&masters_loc), "master", "too many masters"));
         }
         let mut masters: Vec<MasterSpec> = Vec::with_capacity(entries.len());
+        let mut master_locs: Vec<Location> = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             let key = format!("master[{i}]");
             let at = if entry.referenced.line() > 0 {
@@ -427,6 +454,7 @@ impl RawConfig {
             } else {
                 &masters_loc
             };
+            master_locs.push(*at);
             let (host, publish, ret) = match &entry.value {
                 RawEntry::Text(text) => {
                     let (host, port) =
@@ -595,6 +623,16 @@ impl RawConfig {
 
         let sidecar = self.sidecar.map(|s| s.value).unwrap_or_default();
         let sidecar = sidecar.validate(&cx, publish_port, ret_port, transport_probe)?;
+        let listeners = [sidecar.listen_publish, sidecar.listen_ret];
+        for (m, at) in masters.iter().zip(&master_locs) {
+            if let Some(own) = m.loops_to(&listeners) {
+                return Err(cx.err(
+                    Some(at),
+                    &format!("master[{}]", m.id.0),
+                    format!("`{}` is the sidecar itself (its listener {own}): it would forward the minion to itself. List the real masters here; only the minion points at 127.0.0.1", m.label),
+                ));
+            }
+        }
 
         Ok(Config {
             source: file.to_path_buf(),
@@ -656,6 +694,26 @@ impl RawSidecar {
                 format!("the publish and ret listeners are both {listen_ret}; the minion needs two distinct ports"),
             ));
         }
+        let listen_allow_remote = self.listen_allow_remote.as_ref().is_some_and(|s| s.value);
+        for (addr, key, at) in [
+            (
+                listen_publish,
+                "sidecar.listen_publish",
+                self.listen_publish.as_ref(),
+            ),
+            (listen_ret, "sidecar.listen_ret", self.listen_ret.as_ref()),
+        ] {
+            if !addr.ip().is_loopback() && !listen_allow_remote {
+                let (key, at) = match at {
+                    Some(s) => (key, Some(&s.referenced)),
+                    None => (
+                        "sidecar.listen",
+                        self.listen.as_ref().map(|s| &s.referenced),
+                    ),
+                };
+                return Err(cx.err(at, key, format!("{addr} is not a loopback address: anyone who can reach it could use the sidecar as a relay to your masters; the minion on this host connects over loopback (127.0.0.1). Set `listen_allow_remote: true` only if other hosts must connect through it")));
+            }
+        }
         let admin = socket_or(cx, self.admin.as_ref(), "sidecar.admin", DEFAULT_ADMIN)?;
         if admin == listen_publish || admin == listen_ret {
             return Err(cx.err(
@@ -704,6 +762,55 @@ impl RawSidecar {
             Duration::ZERO,
             Duration::from_secs(86_400),
         )?;
+        let max_sessions = match &self.max_sessions {
+            None => None,
+            Some(s) if s.value < 2 || s.value > 1_000_000 => {
+                return Err(cx.err(
+                    loc(s),
+                    "sidecar.max_sessions",
+                    "must be between 2 and 1000000 (one minion needs 2: publish and ret)",
+                ))
+            }
+            Some(s) => Some(s.value),
+        };
+        let admin_socket = AdminSocket {
+            path: match &self.admin_socket {
+                None => PathBuf::from(DEFAULT_ADMIN_SOCKET),
+                Some(s) if !Path::new(s.value.trim()).is_absolute() => {
+                    return Err(cx.err(
+                        loc(s),
+                        "sidecar.admin_socket",
+                        format!("{} is not an absolute path", quoted(&s.value)),
+                    ))
+                }
+                Some(s) => PathBuf::from(s.value.trim()),
+            },
+            mode: match &self.admin_socket_mode {
+                None => 0o660,
+                Some(s) => {
+                    let text = s.value.trim();
+                    match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+                        Ok(m) if m <= 0o777 => m,
+                        _ => return Err(cx.err(
+                            loc(s),
+                            "sidecar.admin_socket_mode",
+                            format!("{} is not a file mode; write it in octal and quoted, e.g. \"0660\" (owner and group may send admin commands)", quoted(text)),
+                        )),
+                    }
+                }
+            },
+            group: match &self.admin_socket_group {
+                None => None,
+                Some(s) if s.value.trim().is_empty() || s.value.contains(['/', ':', '\n']) => {
+                    return Err(cx.err(
+                        loc(s),
+                        "sidecar.admin_socket_group",
+                        format!("{} is not a group name or id", quoted(&s.value)),
+                    ))
+                }
+                Some(s) => Some(s.value.trim().to_string()),
+            },
+        };
         Ok(SidecarConfig {
             listen_publish,
             listen_ret,
@@ -714,6 +821,9 @@ impl RawSidecar {
             fall,
             connect_timeout,
             drain_timeout,
+            listen_allow_remote,
+            max_sessions,
+            admin_socket,
         })
     }
 }

@@ -23,8 +23,12 @@ use crate::config::master::{MasterId, MasterSpec, Port};
 use crate::config::settings::Tunables;
 use crate::control::hysteresis::Hysteresis;
 use crate::control::resolve::Addresses;
+use crate::limits::Op;
 use crate::metrics::{CheckResult, Metrics};
 use crate::zmtp::probe::{self, ProbeError};
+
+/// How soon a probe skipped for the sidecar's own exhaustion is tried again.
+const EXHAUSTED_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A health transition, sent to the supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +144,28 @@ pub async fn watch(
             ),
         );
         let elapsed = start.elapsed().as_secs_f64();
+        // The sidecar's own exhaustion is no verdict on the master: counted
+        // as a resource error, no check recorded, tried again soon.
+        let mut exhausted = false;
+        for (_, e) in [&publish, &ret]
+            .into_iter()
+            .filter_map(|r| r.as_ref().err().and_then(ProbeError::exhausted))
+        {
+            metrics.resources.check(Op::Probe, e);
+            exhausted = true;
+        }
+        if exhausted {
+            debug!(
+                master = label,
+                "probe skipped: the sidecar is out of resources"
+            );
+            let retry = start + settings.interval.min(EXHAUSTED_RETRY);
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep_until(retry) => {}
+            }
+            continue;
+        }
         for (port, result) in [(Port::Publish, &publish), (Port::Ret, &ret)] {
             let outcome = result
                 .as_ref()

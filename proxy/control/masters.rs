@@ -80,6 +80,8 @@ pub struct PlaneBuilder {
     pub tunables: watch::Receiver<Arc<Tunables>>,
     /// Parent of every plane's token (the sidecar's shutdown token).
     pub root: CancellationToken,
+    /// The minion listeners: a master address equal to one is a self-loop.
+    pub listeners: [std::net::SocketAddr; 2],
 }
 
 impl PlaneBuilder {
@@ -98,7 +100,14 @@ impl PlaneBuilder {
         let seed = |spec: &MasterSpec| -> Option<Arc<[IpAddr]>> {
             before(spec).and_then(|(p, id)| p.addrs.get(id.index()).map(|a| a.borrow().clone()))
         };
-        let addrs = resolve::start(masters, &self.metrics, &self.tracker, &token, seed);
+        let addrs = resolve::start(
+            masters,
+            self.listeners,
+            &self.metrics,
+            &self.tracker,
+            &token,
+            seed,
+        );
         let health: Vec<Arc<HealthHandle>> = masters
             .iter()
             .map(|spec| {

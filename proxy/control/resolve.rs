@@ -6,7 +6,7 @@
 //! with backoff). An unresolved name has *no* address — never 127.0.0.1.
 //! Consumers read a `watch` channel; nothing here decides health.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,9 +29,12 @@ const MAX_TTL: Duration = Duration::from_secs(300);
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Starts resolution for every master; returns one receiver per master, by rank.
+/// Starts resolution for every master; returns one receiver per master, by
+/// rank. An address that would reach one of `listeners` (the sidecar's own)
+/// is dropped from every answer: forwarding there is a self-loop.
 pub fn start(
     masters: &[MasterSpec],
+    listeners: [SocketAddr; 2],
     metrics: &Arc<Metrics>,
     tracker: &TaskTracker,
     token: &CancellationToken,
@@ -47,7 +50,8 @@ pub fn start(
                 let (tx, rx) = watch::channel(seed(m).unwrap_or_else(|| Arc::from(Vec::new())));
                 match resolver_for(&mut resolver) {
                     Ok(r) => {
-                        tracker.spawn(follow(r, name.clone(), m.label.clone(), tx, metrics.clone(), token.clone()));
+                        let own = SelfLoop { spec: m.clone(), listeners };
+                        tracker.spawn(follow(r, name.clone(), own, tx, metrics.clone(), token.clone()));
                     }
                     Err(e) => {
                         metrics.dns_resolutions_total.with_label_values(&["failure"]).inc();
@@ -70,11 +74,39 @@ fn resolver_for(slot: &mut Option<Arc<TokioResolver>>) -> Result<Arc<TokioResolv
     Ok(r)
 }
 
+/// What an answer for one master must not contain.
+struct SelfLoop {
+    spec: MasterSpec,
+    listeners: [SocketAddr; 2],
+}
+
+impl SelfLoop {
+    /// Drops the addresses that are the sidecar itself; logs and counts it.
+    fn remove(&self, addrs: &mut Vec<IpAddr>, metrics: &Metrics) {
+        let before = addrs.len();
+        let mut own = None;
+        addrs.retain(|ip| match self.spec.loops_at(*ip, &self.listeners) {
+            Some(l) => {
+                own = Some((*ip, l));
+                false
+            }
+            None => true,
+        });
+        if let Some((ip, listener)) = own {
+            metrics
+                .dns_resolutions_total
+                .with_label_values(&["self_loop"])
+                .inc();
+            warn!(master = %self.spec.label, address = %ip, %listener, skipped = before - addrs.len(), "DNS answered with the sidecar's own address; skipping it (forwarding there would loop)");
+        }
+    }
+}
+
 /// Resolves `name` for as long as the sidecar runs.
 async fn follow(
     resolver: Arc<TokioResolver>,
     name: String,
-    label: String,
+    own: SelfLoop,
     tx: watch::Sender<Arc<[IpAddr]>>,
     metrics: Arc<Metrics>,
     token: CancellationToken,
@@ -88,9 +120,11 @@ async fn follow(
                     .dns_resolutions_total
                     .with_label_values(&["success"])
                     .inc();
+                let label = own.spec.label.as_str();
                 let mut addrs: Vec<IpAddr> = lookup.iter().collect();
                 addrs.sort();
                 addrs.dedup();
+                own.remove(&mut addrs, &metrics);
                 let ttl = lookup
                     .valid_until()
                     .saturating_duration_since(std::time::Instant::now());
@@ -119,6 +153,7 @@ async fn follow(
                 }
             }
             Err(e) => {
+                let label = own.spec.label.as_str();
                 metrics
                     .dns_resolutions_total
                     .with_label_values(&["failure"])
@@ -166,6 +201,10 @@ mod tests {
         let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
         let rx = start(
             &[spec(Host::Ip("127.0.0.2".parse().unwrap()))],
+            [
+                "127.0.0.1:4505".parse().unwrap(),
+                "127.0.0.1:4506".parse().unwrap(),
+            ],
             &metrics,
             &tracker,
             &token,
@@ -182,7 +221,11 @@ mod tests {
         let m = spec(Host::Name("no-such-master.invalid".into()));
         let metrics = Metrics::new(std::slice::from_ref(&m), &[]).unwrap();
         let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
-        let rx = start(&[m], &metrics, &tracker, &token, |_| None);
+        let own = [
+            "127.0.0.1:4505".parse().unwrap(),
+            "127.0.0.1:4506".parse().unwrap(),
+        ];
+        let rx = start(&[m], own, &metrics, &tracker, &token, |_| None);
         let failures = metrics
             .dns_resolutions_total
             .with_label_values(&["failure"]);

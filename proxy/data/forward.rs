@@ -12,8 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,14 +26,26 @@ use crate::control::masters::Plane;
 use crate::control::route::Route;
 use crate::control::sessions::SessionTokens;
 use crate::data::duplex::{self, End};
+use crate::limits::{Listener, Op};
 use crate::metrics::Metrics;
-use crate::net;
+use crate::net::{self, ConnectError};
 
 /// Accept queue length asked of the kernel for the minion listeners.
 const ACCEPT_BACKLOG: i32 = 8192;
 
 /// A connected upstream: the plane, the master, the socket, its session tokens.
 type Upstream = (Arc<Plane>, MasterId, TcpStream, SessionTokens);
+
+/// Bytes a minion may send while its connection waits for a route; they
+/// are forwarded first once connected. A ZMTP greeting is 64 bytes, a Salt
+/// tcp-transport request a few hundred; beyond this the minion waits on TCP.
+const EARLY_MAX: usize = 16 * 1024;
+/// How often a held connection whose early buffer is full is checked for a
+/// close (it can no longer be read to notice one).
+const FULL_HOLD_CHECK: Duration = Duration::from_secs(1);
+/// How long to wait before retrying a connect that failed for the
+/// sidecar's own exhaustion (EMFILE, ...).
+const EXHAUSTED_RETRY: Duration = Duration::from_millis(500);
 
 /// Shared state of both listeners.
 pub struct Forwarder {
@@ -41,6 +54,19 @@ pub struct Forwarder {
     pub metrics: Arc<Metrics>,
     /// Connect and drain timeouts, socket options: live across reloads.
     pub tunables: watch::Receiver<Arc<Tunables>>,
+    /// One permit per minion connection, held or proxied, on both ports
+    /// (`sidecar.max_sessions`, fitted to the open-file limit).
+    pub sessions: Arc<Semaphore>,
+    pub max_sessions: usize,
+}
+
+/// How one connect attempt to a master ended.
+enum Attempt {
+    Connected(TcpStream, SessionTokens),
+    /// The master failed (health was told), or the route moved on.
+    Failed,
+    /// The sidecar ran out (EMFILE, ...): not the master's fault.
+    Exhausted,
 }
 
 // === impl Forwarder ===
@@ -72,16 +98,32 @@ impl Forwarder {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
+                        // Over the cap: closed at once, so a local flood can
+                        // never take the descriptors probes and the minion's
+                        // own sessions need.
+                        self.metrics
+                            .resources
+                            .refused(listener_label(port), self.max_sessions);
+                        net::reset_on_close(&stream);
+                        drop(stream);
+                        continue;
+                    };
                     if !inherits_nodelay {
                         let _ = stream.set_nodelay(true);
                     }
                     let fwd = self.clone();
                     let token = token.clone();
-                    tracker.spawn(async move { fwd.session(stream, peer, port, token).await });
+                    tracker.spawn(async move {
+                        fwd.session(stream, peer, port, token).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    warn!(port = port.as_str(), error = %e, "accept failed; retrying in 100 ms");
+                    if self.metrics.resources.check(Op::Accept, &e).is_none() {
+                        warn!(port = port.as_str(), error = %e, "accept failed; retrying in 100 ms");
+                    }
                     tokio::select! {
                         _ = token.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -101,10 +143,18 @@ impl Forwarder {
         // Boxed: the connect phase (route wait, jitter, connect timeout) is
         // larger than the copy phase and would otherwise size the future an
         // idle session keeps for its whole life.
+        let mut early = Vec::new();
         let connect = Box::pin(self.connect_upstream(port));
+        let closed = Box::pin(minion_closed(&minion, &mut early));
         let Some((plane, master, mut upstream, tokens)) = (tokio::select! {
             _ = shutdown.cancelled() => None,
             c = connect => c,
+            // A held connection is released the moment the minion gives up
+            // on it: a long outage holds no descriptor for a gone minion.
+            () = closed => {
+                debug!(port = port.as_str(), %peer, "minion closed its connection while waiting for a master");
+                None
+            }
         }) else {
             return;
         };
@@ -117,6 +167,17 @@ impl Forwarder {
         counters.active.inc();
         debug!(port = port.as_str(), %peer, master = label, "session open");
 
+        if !early.is_empty() {
+            // What the minion sent while waiting goes first, in order.
+            if let Err(e) = upstream.write_all(&early).await {
+                counters.active.dec();
+                net::reset_on_close(&minion);
+                debug!(port = port.as_str(), %peer, master = label, error = %e, "session closed before its first bytes reached the master");
+                return;
+            }
+            counters.to_master.inc_by(early.len() as u64);
+            drop(early);
+        }
         let ctl = duplex::Control {
             port,
             tokens: &tokens,
@@ -172,10 +233,22 @@ impl Forwarder {
             if after > Instant::now() {
                 tokio::time::sleep_until(after).await;
             }
+            let mut exhausted = false;
             for m in candidates {
-                if let Some((stream, tokens)) = self.try_master(&plane, m, port).await {
-                    return Some((plane, m, stream, tokens));
+                match self.try_master(&plane, m, port).await {
+                    Attempt::Connected(stream, tokens) => return Some((plane, m, stream, tokens)),
+                    Attempt::Failed => {}
+                    Attempt::Exhausted => {
+                        exhausted = true;
+                        break;
+                    }
                 }
+            }
+            if exhausted {
+                // Our own shortage: the route stays, the master is not
+                // blamed; try again shortly, still holding the minion.
+                tokio::time::sleep(EXHAUSTED_RETRY).await;
+                continue;
             }
             // Every candidate failed; each failure told health, which will
             // change the route shortly. Hold the connection until it does.
@@ -188,13 +261,10 @@ impl Forwarder {
     }
 
     /// One connect attempt to master `m` for a session on `port`.
-    async fn try_master(
-        &self,
-        plane: &Plane,
-        m: MasterId,
-        port: Port,
-    ) -> Option<(TcpStream, SessionTokens)> {
-        let spec = plane.masters.get(m.index())?;
+    async fn try_master(&self, plane: &Plane, m: MasterId, port: Port) -> Attempt {
+        let Some(spec) = plane.masters.get(m.index()) else {
+            return Attempt::Failed;
+        };
         // Register before connecting, then re-check the route: a switch
         // publishes the route before closing sessions, so a session that
         // slipped past the close sees the change here.
@@ -204,7 +274,7 @@ impl Forwarder {
             r.plane.generation == plane.generation && r.allows(m)
         };
         if !still {
-            return None;
+            return Attempt::Failed;
         }
         let addrs = plane
             .addrs
@@ -218,7 +288,7 @@ impl Forwarder {
         let started = Instant::now();
         let connected = tokio::select! {
             c = net::connect(&addrs, spec.port(port), connect_timeout) => c,
-            _ = tokens.reset.cancelled() => return None,
+            _ = tokens.reset.cancelled() => return Attempt::Failed,
         };
         match connected {
             Ok(stream) => {
@@ -229,7 +299,12 @@ impl Forwarder {
                 if let Err(e) = net::configure(&stream, &socket_options) {
                     debug!(master = %spec.label, error = %e, "could not set upstream socket options");
                 }
-                Some((stream, tokens))
+                Attempt::Connected(stream, tokens)
+            }
+            Err(ConnectError::Io { source, .. })
+                if self.metrics.resources.check(Op::Connect, &source).is_some() =>
+            {
+                Attempt::Exhausted
             }
             Err(e) => {
                 self.metrics
@@ -240,9 +315,45 @@ impl Forwarder {
                 if let Some(h) = plane.health.get(m.index()) {
                     h.suspect();
                 }
-                None
+                Attempt::Failed
             }
         }
+    }
+}
+
+/// Resolves when the minion has closed (or reset) its connection, reading
+/// what it sends meanwhile into `early` (up to [`EARLY_MAX`]) so the socket's
+/// readiness is consumed and a later close is seen at once.
+async fn minion_closed(minion: &TcpStream, early: &mut Vec<u8>) {
+    loop {
+        let Ok(ready) = minion.ready(Interest::READABLE).await else {
+            return;
+        };
+        let room = EARLY_MAX - early.len();
+        if room == 0 {
+            if ready.is_read_closed() || ready.is_error() {
+                return;
+            }
+            // Full: the minion waits on TCP; look again now and then.
+            tokio::time::sleep(FULL_HOLD_CHECK).await;
+            continue;
+        }
+        let mut chunk = [0u8; 2048];
+        let want = room.min(chunk.len());
+        match minion.try_read(&mut chunk[..want]) {
+            Ok(0) => return,
+            Ok(n) => early.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The `listener` label of a minion port.
+fn listener_label(port: Port) -> Listener {
+    match port {
+        Port::Publish => Listener::Publish,
+        Port::Ret => Listener::Ret,
     }
 }
 

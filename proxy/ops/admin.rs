@@ -547,6 +547,7 @@ mod tests {
             transitions: mpsc::channel(1).0,
             tunables: tunables_rx,
             root: CancellationToken::new(),
+            listeners: [config.sidecar.listen_publish, config.sidecar.listen_ret],
         };
         let route = watch::channel(crate::control::route::Route {
             plane,

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::clock;
 use crate::config::master::Port;
@@ -26,6 +26,7 @@ use crate::control::masters::PlaneBuilder;
 use crate::control::select::{jitter_seed, preference_order, Reason, Selector};
 use crate::control::supervisor::{Command, Snapshot, Supervisor};
 use crate::data::forward::Forwarder;
+use crate::limits::{self, Budget};
 use crate::metrics::Metrics;
 use crate::ops::admin::{self, Admin};
 use crate::ops::reload::Reloader;
@@ -67,6 +68,51 @@ pub struct Running {
     tunables: watch::Receiver<Arc<Tunables>>,
 }
 
+/// Raises the open-file limit as far as allowed and splits it (see
+/// [`Budget`]); logs the outcome once.
+fn fd_budget(config: &Config) -> Budget {
+    let limit = match limits::raise_nofile() {
+        Ok((before, after)) => {
+            if after > before {
+                info!(
+                    from = before,
+                    to = after,
+                    "raised the open-file limit (RLIMIT_NOFILE) to its hard limit"
+                );
+            }
+            after
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read or raise the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let budget = Budget::plan(limit, config.masters.len(), config.sidecar.max_sessions);
+    if let Some(wanted) = budget.lowered_from {
+        warn!(
+            wanted,
+            max_sessions = budget.max_sessions,
+            fd_limit = limit,
+            "sidecar.max_sessions lowered to fit the open-file limit (raise LimitNOFILE)"
+        );
+    }
+    if budget.max_sessions < 2 {
+        error!(
+            fd_limit = limit,
+            needed = budget.minimum_fd_limit(),
+            "the open-file limit is too low for even one minion; raise it (ulimit -n, LimitNOFILE)"
+        );
+    }
+    info!(
+        fd_limit = budget.fd_limit,
+        reserved = budget.reserve,
+        max_sessions = budget.max_sessions,
+        max_admin_connections = budget.max_admin,
+        "resource budget"
+    );
+    budget
+}
+
 /// Starts every task of the sidecar for `config`; returns once listening.
 pub async fn start(config: &Config, token: CancellationToken) -> Result<Running, StartError> {
     for w in &config.warnings {
@@ -77,6 +123,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
     }
     let metrics = Metrics::new(&config.masters, &Reason::COUNTED.map(Reason::as_str))?;
     let sc = &config.sidecar;
+    let budget = fd_budget(config);
     let bind = |addr: SocketAddr, port: Port| async move {
         TcpListener::bind(addr)
             .await
@@ -106,6 +153,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         transitions: transitions_tx,
         tunables: tunables_rx.clone(),
         root: token.clone(),
+        listeners: [listen_publish, listen_ret],
     };
     let plane = builder.build(0, &config.masters, None);
 
@@ -158,6 +206,8 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         route: route_rx.clone(),
         metrics: metrics.clone(),
         tunables: tunables_rx.clone(),
+        sessions: Arc::new(Semaphore::new(budget.max_sessions)),
+        max_sessions: budget.max_sessions,
     });
     for (listener, port) in [(publish_listener, Port::Publish), (ret_listener, Port::Ret)] {
         tracker.spawn(

@@ -15,6 +15,7 @@ use tokio::time::timeout;
 
 use crate::config::master::Port;
 use crate::config::ProbeKind;
+use crate::limits::Resource;
 use crate::metrics::{CheckResult, ConnectErrorKind};
 use crate::net::{self, ConnectError};
 use crate::zmtp::{self, SocketType, ZmtpError};
@@ -35,6 +36,9 @@ pub enum ProbeError {
     Io(#[from] std::io::Error),
     #[error("not a ZeroMQ master: {0}")]
     Protocol(#[from] ZmtpError),
+    /// The sidecar itself ran out (EMFILE, ...): no verdict on the master.
+    #[error("not probed: {}", .0.describe())]
+    Exhausted(Resource, #[source] std::io::Error),
 }
 
 impl ProbeError {
@@ -50,6 +54,16 @@ impl ProbeError {
             ProbeError::Timeout => CheckResult::Timeout,
             ProbeError::Closed | ProbeError::Io(_) => CheckResult::Reset,
             ProbeError::Protocol(_) => CheckResult::Protocol,
+            // Never counted: health skips the check (see `exhausted`).
+            ProbeError::Exhausted(..) => CheckResult::Other,
+        }
+    }
+
+    /// The sidecar's own exhaustion, not the master's failure.
+    pub fn exhausted(&self) -> Option<(Resource, &std::io::Error)> {
+        match self {
+            ProbeError::Exhausted(r, e) => Some((*r, e)),
+            _ => None,
         }
     }
 }
@@ -63,7 +77,16 @@ pub async fn probe(
     limit: Duration,
 ) -> Result<(), ProbeError> {
     let attempt = async {
-        let stream = net::connect(addrs, tcp_port, limit).await?;
+        let stream =
+            net::connect(addrs, tcp_port, limit)
+                .await
+                .map_err(|e| match e.exhaustion() {
+                    Some(r) => match e {
+                        ConnectError::Io { source, .. } => ProbeError::Exhausted(r, source),
+                        other => ProbeError::Connect(other),
+                    },
+                    None => ProbeError::Connect(e),
+                })?;
         match kind {
             ProbeKind::Tcp => Ok(()),
             ProbeKind::Zmtp => handshake(stream, port).await,
