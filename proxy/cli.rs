@@ -76,9 +76,13 @@ pub enum Command {
     /// Exits 0 when the status was shown (whatever it says), 1 when the admin
     /// endpoint cannot be reached or answers something else.
     Status {
-        /// The sidecar's admin endpoint (`sidecar.admin`).
-        #[arg(long, default_value_t = DEFAULT_ADMIN)]
-        admin: SocketAddr,
+        /// The sidecar's admin socket (`sidecar.admin_socket`).
+        #[arg(long, default_value = DEFAULT_ADMIN_SOCKET)]
+        socket: PathBuf,
+        /// Read the TCP endpoint (`sidecar.admin`, e.g. 127.0.0.1:9464)
+        /// instead of the socket: for users who may not open the socket.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
         /// Print the raw JSON document instead of the table.
         #[arg(long)]
         json: bool,
@@ -91,9 +95,10 @@ pub enum Command {
     /// and a sign-in reply on the ret port), moves on, and unpins at the end
     /// (also on Ctrl-C). Exits 0 only if every master accepted the minion.
     Enroll {
-        /// The sidecar's admin endpoint (`sidecar.admin`).
-        #[arg(long, default_value_t = DEFAULT_ADMIN)]
-        admin: SocketAddr,
+        /// The sidecar's admin socket (`sidecar.admin_socket`): enroll pins
+        /// and unpins, which only the socket accepts.
+        #[arg(long, default_value = DEFAULT_ADMIN_SOCKET)]
+        socket: PathBuf,
         /// Give up on a master after this long (e.g. 90s, 5m).
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         per_master_timeout: std::time::Duration,
@@ -115,5 +120,5 @@ pub enum Command {
     },
 }
 
-/// Default admin address (`sidecar.admin`), for `status`.
-pub const DEFAULT_ADMIN: SocketAddr = crate::config::DEFAULT_ADMIN;
+/// Default admin socket (`sidecar.admin_socket`), for `status` and `enroll`.
+pub const DEFAULT_ADMIN_SOCKET: &str = crate::config::DEFAULT_ADMIN_SOCKET;

@@ -7,7 +7,9 @@
 //! The source is in layers; each imports only the layers below it:
 //! 1. `config/`: the YAML file → a typed [`config::Config`], once; the master
 //!    vocabulary ([`master`]) and the live tunables (`config::settings`).
-//! 2. `metrics.rs`: the Prometheus families every layer updates.
+//! 2. `metrics.rs`, `limits.rs`: the Prometheus families every layer
+//!    updates, and the resource budgets (open files, sessions) with the
+//!    sidecar's own exhaustion, which is never blamed on a master.
 //! 3. `net.rs`: connecting to a master (timeouts, socket options).
 //! 4. `zmtp/`: the ZMTP codec ([`zmtp`]) and the health [`probe`].
 //! 5. `control/`: which master is up and which is active: the pure policy
@@ -41,6 +43,8 @@ pub use commands::demo::{self, standin};
 pub use commands::{convert, enroll, status};
 pub use config::master;
 pub use control::{hysteresis, select};
+pub use limits::DEFAULT_MAX_SESSIONS;
+pub use ops::api;
 pub use ops::app;
 pub use ops::reload::{ReloadError, Reloader};
 pub use zmtp::probe;

@@ -45,14 +45,21 @@ fn main() -> ExitCode {
             minion_config,
             output,
         } => convert_minion_config(&minion_config, output.as_deref()),
-        Command::Status { admin, json } => runtime().block_on(show_status(admin, json)),
-        Command::Enroll {
+        Command::Status {
+            socket,
             admin,
+            json,
+        } => {
+            let addr = admin.map_or(status::AdminAddr::Socket(socket), status::AdminAddr::Tcp);
+            runtime().block_on(show_status(addr, json))
+        }
+        Command::Enroll {
+            socket,
             per_master_timeout,
             settle,
         } => {
             let opts = enroll::Options {
-                admin,
+                admin: status::AdminAddr::Socket(socket),
                 per_master_timeout,
                 settle,
                 poll: std::time::Duration::from_millis(500),
@@ -109,10 +116,10 @@ async fn run_enroll(opts: enroll::Options) -> ExitCode {
     let result = tokio::select! {
         r = enroll::run(&opts, &mut say) => r,
         _ = tokio::signal::ctrl_c() => {
-            let unpinned = enroll::unpin(opts.admin).await;
+            let unpinned = enroll::unpin(&opts.admin).await;
             eprintln!("salt-sidecar enroll: interrupted; {}", match unpinned {
                 Ok(()) => "unpinned".to_string(),
-                Err(e) => format!("could not unpin ({e}): run `curl -X POST http://{}/admin/unpin`", opts.admin),
+                Err(e) => format!("could not unpin ({e}): run `curl --unix-socket {} -X POST http://localhost/admin/unpin`", opts.admin),
             });
             return ExitCode::from(130);
         }
@@ -220,7 +227,25 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                 "  listen:          publish {}, ret {}",
                 c.sidecar.listen_publish, c.sidecar.listen_ret
             );
-            let _ = writeln!(out, "  admin:           {}", c.sidecar.admin);
+            let _ = writeln!(
+                out,
+                "  admin:           {} (read-only), socket {} (mode {:04o}{})",
+                c.sidecar.admin,
+                c.sidecar.admin_socket.path.display(),
+                c.sidecar.admin_socket.mode,
+                c.sidecar
+                    .admin_socket
+                    .group
+                    .as_ref()
+                    .map_or_else(String::new, |g| format!(", group {g}"))
+            );
+            let _ = writeln!(
+                out,
+                "  max sessions:    {} (fitted to the open-file limit at start)",
+                c.sidecar
+                    .max_sessions
+                    .unwrap_or(salt_sidecar::DEFAULT_MAX_SESSIONS)
+            );
             let _ = writeln!(
                 out,
                 "  health:          {} probe every {}s, rise {}, fall {}, timeout {}",
@@ -254,13 +279,13 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn show_status(admin: std::net::SocketAddr, json: bool) -> ExitCode {
-    match status::fetch(admin, std::time::Duration::from_secs(5)).await {
+async fn show_status(admin: status::AdminAddr, json: bool) -> ExitCode {
+    match status::fetch(&admin, std::time::Duration::from_secs(5)).await {
         Ok((report, raw)) => {
             if json {
                 emit(&raw);
             } else {
-                emit(&status::render_table(&report, admin));
+                emit(&status::render_table(&report, &admin));
             }
             ExitCode::SUCCESS
         }

@@ -43,12 +43,12 @@ async fn minion(net: u8, sign_in_bytes: usize, stop: CancellationToken) {
     }
 }
 
-fn enroll(admin: SocketAddr, per_master: &str) -> (std::process::Child, Log) {
+fn enroll(socket: &std::path::Path, per_master: &str) -> (std::process::Child, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_salt-sidecar"))
         .args([
             "enroll",
-            "--admin",
-            &admin.to_string(),
+            "--socket",
+            &socket.display().to_string(),
             "--settle",
             "1s",
             "--per-master-timeout",
@@ -77,7 +77,7 @@ fn enroll(admin: SocketAddr, per_master: &str) -> (std::process::Child, Log) {
 async fn publish_session_to(admin: SocketAddr, master: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (report, _) = status::fetch(admin, T).await.expect("status");
+        let (report, _) = status::fetch(&admin.into(), T).await.expect("status");
         if report
             .masters
             .iter()
@@ -112,7 +112,11 @@ async fn lab(net: u8) -> (StandinMaster, StandinMaster, Sidecar) {
 }
 
 async fn pinned(admin: SocketAddr) -> Option<String> {
-    status::fetch(admin, T).await.expect("status").0.pinned
+    status::fetch(&admin.into(), T)
+        .await
+        .expect("status")
+        .0
+        .pinned
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,7 +128,7 @@ async fn enroll_walks_every_master_and_unpins() {
     let m = tokio::spawn(minion(net, 1500, stop.clone()));
     publish_session_to(admin, "127.0.60.2").await;
 
-    let (mut child, out) = enroll(admin, "20s");
+    let (mut child, out) = enroll(&sidecar.admin_socket, "20s");
     let o = out.clone();
     tokio::task::spawn_blocking(move || {
         o.wait_for(
@@ -172,7 +176,7 @@ async fn enroll_walks_every_master_and_unpins() {
 #[tokio::test(flavor = "multi_thread")]
 async fn enroll_fails_when_a_master_never_accepts_and_still_unpins() {
     let net = 61;
-    let (_a, _b, _sidecar) = lab(net).await;
+    let (_a, _b, sidecar) = lab(net).await;
     let admin = addr(net, 1, 9464);
     let stop = CancellationToken::new();
     // After the move to B, publish sessions are open but sign-in replies stay
@@ -180,7 +184,7 @@ async fn enroll_fails_when_a_master_never_accepts_and_still_unpins() {
     let m = tokio::spawn(minion(net, 10, stop.clone()));
     publish_session_to(admin, "127.0.61.2").await;
 
-    let (mut child, out) = enroll(admin, "3s");
+    let (mut child, out) = enroll(&sidecar.admin_socket, "3s");
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .expect("join")

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use salt_sidecar::standin::ZmtpClient;
-use salt_sidecar::status::{self, HealthState, Reply, StatusReport};
+use salt_sidecar::status::{self, AdminAddr, HealthState, Reply, StatusReport};
 use salt_sidecar::zmtp::SocketType;
 use support::{addr, ask, config, master, sample, until_answered_by, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,23 +43,27 @@ const FAMILIES: &[(&str, &str)] = &[
     ("salt_sidecar_dns_resolutions_total", "counter"),
     ("salt_sidecar_build_info", "gauge"),
     ("salt_sidecar_last_switch_timestamp_seconds", "gauge"),
+    // SPEC §3 "never the reason a minion is offline": the sidecar's own
+    // exhaustion and the connections refused over a cap.
+    ("salt_sidecar_resource_errors_total", "counter"),
+    ("salt_sidecar_connections_refused_total", "counter"),
 ];
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-async fn http(at: SocketAddr, method: Method, path: &str) -> Reply {
+async fn http(at: impl Into<AdminAddr>, method: Method, path: &str) -> Reply {
     status::request(at, method, path, Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-async fn get(at: SocketAddr, path: &str) -> Reply {
+async fn get(at: impl Into<AdminAddr>, path: &str) -> Reply {
     http(at, Method::GET, path).await
 }
 
-async fn post(at: SocketAddr, path: &str) -> Reply {
+async fn post(at: impl Into<AdminAddr>, path: &str) -> Reply {
     http(at, Method::POST, path).await
 }
 
@@ -164,7 +168,7 @@ async fn metrics_pass_promtool_and_count_sessions_bytes_and_switches() {
     assert_eq!(
         families.len(),
         FAMILIES.len(),
-        "exactly the families of SPEC §4: {families:?}"
+        "exactly the families of SPEC §3 and §4: {families:?}"
     );
     // Every labelled series exists from the start, at 0 if nothing happened.
     for (from, to) in [(a_label, b_label), (b_label, a_label), ("none", a_label)] {
@@ -450,7 +454,7 @@ async fn pin_drain_unpin_move_the_minion_and_are_logged() {
     until_answered_by(ret, "A", Duration::from_secs(5)).await;
 
     // Pin by label: the minion moves to B, and stays there.
-    let r = post(admin, "/admin/pin?master=127.0.42.3").await;
+    let r = post(&sidecar.admin_socket, "/admin/pin?master=127.0.42.3").await;
     assert_one_line(&r, 200, "ok: pinned to 127.0.42.3; active: 127.0.42.3");
     sidecar.log.wait_for(&["admin: pinned to 127.0.42.3"], T);
     assert_eq!(ask(ret).await.as_deref(), Some("B"));
@@ -465,21 +469,21 @@ async fn pin_drain_unpin_move_the_minion_and_are_logged() {
 
     // Unpin: back to the best master.
     assert_one_line(
-        &post(admin, "/admin/unpin").await,
+        &post(&sidecar.admin_socket, "/admin/unpin").await,
         200,
         "ok: unpinned; active: 127.0.42.2",
     );
     sidecar.log.wait_for(&["admin: unpinned"], T);
     assert_eq!(ask(ret).await.as_deref(), Some("A"));
     assert_one_line(
-        &post(admin, "/admin/unpin").await,
+        &post(&sidecar.admin_socket, "/admin/unpin").await,
         200,
         "not pinned; nothing to do",
     );
 
     // Drain by id: A is out of rotation, the minion moves to B.
     assert_one_line(
-        &post(admin, "/admin/drain?master=0").await,
+        &post(&sidecar.admin_socket, "/admin/drain?master=0").await,
         200,
         "ok: draining 127.0.42.2; active: 127.0.42.3",
     );
@@ -492,7 +496,7 @@ async fn pin_drain_unpin_move_the_minion_and_are_logged() {
     // Undrain (`#0` is the id as logs print it): A is usable again, and once
     // it has been up for the failback interval the minion fails back to it.
     assert_one_line(
-        &post(admin, "/admin/undrain?master=%230").await,
+        &post(&sidecar.admin_socket, "/admin/undrain?master=%230").await,
         200,
         "ok: undrained 127.0.42.2; active: ",
     );
@@ -551,34 +555,38 @@ async fn bad_admin_requests_get_a_4xx_with_a_one_line_reason() {
         .wait_for_async(&["selected master"], Duration::from_secs(5))
         .await;
 
-    assert_one_line(&post(admin, "/admin/pin").await, 400, "missing ?master=");
     assert_one_line(
-        &post(admin, "/admin/drain?master=").await,
+        &post(&sidecar.admin_socket, "/admin/pin").await,
+        400,
+        "missing ?master=",
+    );
+    assert_one_line(
+        &post(&sidecar.admin_socket, "/admin/drain?master=").await,
         404,
         "no master ``; known: 127.0.43.2 (id 0)",
     );
     assert_one_line(
-        &post(admin, "/admin/pin?master=salt-z").await,
+        &post(&sidecar.admin_socket, "/admin/pin?master=salt-z").await,
         404,
         "no master `salt-z`",
     );
     assert_one_line(
-        &post(admin, "/admin/pin?master=1").await,
+        &post(&sidecar.admin_socket, "/admin/pin?master=1").await,
         404,
         "no master `1`",
     );
     assert_one_line(
-        &post(admin, "/admin/pin?master=0&force=1").await,
+        &post(&sidecar.admin_socket, "/admin/pin?master=0&force=1").await,
         400,
         "bad query",
     );
     assert_one_line(
-        &post(admin, "/admin/unpin?master=0").await,
+        &post(&sidecar.admin_socket, "/admin/unpin?master=0").await,
         400,
         "takes no parameters",
     );
     assert_one_line(
-        &post(admin, "/admin/undrain?master=0&master=1").await,
+        &post(&sidecar.admin_socket, "/admin/undrain?master=0&master=1").await,
         400,
         "bad query",
     );
@@ -587,7 +595,11 @@ async fn bad_admin_requests_get_a_4xx_with_a_one_line_reason() {
         405,
         "GET is not allowed on /admin/pin; use POST",
     );
-    assert_one_line(&post(admin, "/status").await, 405, "use GET");
+    assert_one_line(
+        &post(&sidecar.admin_socket, "/status").await,
+        405,
+        "use GET",
+    );
     assert_one_line(&get(admin, "/nope").await, 404, "no such endpoint: /nope");
 
     // Raw bytes for what the client would not send: a browser's Origin, and garbage.
@@ -603,13 +615,26 @@ async fn bad_admin_requests_get_a_4xx_with_a_one_line_reason() {
             .expect("read");
         String::from_utf8_lossy(&out).into_owned()
     }
+    // Commands over TCP: refused, naming the socket (any local user, or a
+    // browser page, can reach TCP).
     let answer = raw(
         admin,
-        b"POST /admin/pin?master=0 HTTP/1.1\r\nHost: 127.0.0.1:9464\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n",
+        b"POST /admin/pin?master=0 HTTP/1.1\r\nHost: 127.0.0.1:9464\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-    assert!(answer.contains("browser page"), "{answer}");
+    assert!(
+        answer.contains("admin socket only") && answer.contains("admin.sock"),
+        "{answer}"
+    );
+    // A page whose DNS name was rebound to 127.0.0.1 cannot read /status.
+    let answer = raw(
+        admin,
+        b"GET /status HTTP/1.1\r\nHost: evil.example:9464\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("DNS rebinding"), "{answer}");
     let answer = raw(admin, b"\x16\x03\x01 not http at all\r\n\r\n").await;
     assert!(
         answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
@@ -640,21 +665,25 @@ async fn the_status_command_prints_a_table_or_the_raw_json() {
         .log
         .wait_for_async(&["selected master", "127.0.44.2"], Duration::from_secs(5))
         .await;
-    let run = |args: Vec<&'static str>| async move {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_salt-sidecar"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .output()
-            .await
-            .expect("run salt-sidecar status");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+    let socket = sidecar.admin_socket.display().to_string();
+    let run = |args: Vec<&str>| {
+        let args: Vec<String> = args.into_iter().map(str::to_string).collect();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_salt-sidecar"))
+                .args(args)
+                .env_remove("RUST_LOG")
+                .output()
+                .await
+                .expect("run salt-sidecar status");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
     };
 
-    let (code, table, err) = run(vec!["status", "--admin", "127.0.44.1:9464"]).await;
+    let (code, table, err) = run(vec!["status", "--socket", &socket]).await;
     assert_eq!(code, Some(0), "{err}");
     eprintln!("{table}");
     assert!(table.contains("for minion test-minion"), "{table}");
@@ -682,6 +711,17 @@ async fn the_status_command_prints_a_table_or_the_raw_json() {
     assert!(table
         .lines()
         .any(|l| l.contains("MASTER") && l.contains("HEALTH") && l.contains("SESSIONS")));
+    assert!(
+        table.contains("resources:   ") && table.contains("ran out 0 times, refused 0 over cap"),
+        "{table}"
+    );
+    // The TCP endpoint serves the same document to users who cannot open the socket.
+    let (code, tcp_table, err) = run(vec!["status", "--admin", "127.0.44.1:9464"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        tcp_table.contains("127.0.44.2 is active and up"),
+        "{tcp_table}"
+    );
 
     let (code, json, err) = run(vec!["status", "--admin", "127.0.44.1:9464", "--json"]).await;
     assert_eq!(code, Some(0), "{err}");
@@ -695,6 +735,12 @@ async fn the_status_command_prints_a_table_or_the_raw_json() {
     assert_eq!(code, Some(1), "{out}");
     assert!(
         err.contains("cannot connect to 127.0.44.1:9") && err.contains("--admin"),
+        "{err}"
+    );
+    let (code, out, err) = run(vec!["status", "--socket", "/nonexistent/admin.sock"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        err.contains("cannot connect to /nonexistent/admin.sock") && err.contains("--socket"),
         "{err}"
     );
 }

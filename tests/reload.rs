@@ -33,11 +33,10 @@ async fn sighup_applies_new_settings_without_touching_open_sessions() {
     assert_eq!(stream.request(b"1", T).await.expect("reply"), b"A:1");
 
     // Turn failback on, by reload.
-    std::fs::write(
-        &sidecar.config_path,
-        config(net, &masters, "master_alive_interval: 1\nrandom_reauth_delay: 0\nmaster_failback: true\nmaster_failback_interval: 1"),
-    )
-    .expect("rewrite config");
+    sidecar.rewrite(&config(
+        net,
+        &masters, "master_alive_interval: 1\nrandom_reauth_delay: 0\nmaster_failback: true\nmaster_failback_interval: 1"),
+    );
     sidecar.signal("HUP");
     sidecar
         .log
@@ -82,14 +81,9 @@ async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept
         .log
         .wait_for_async(&["selected master"], Duration::from_secs(5))
         .await;
-    let admin = addr(net, 1, 9464);
 
     // A broken file: refused with file, line and key; the sidecar keeps serving.
-    std::fs::write(
-        &sidecar.config_path,
-        "master: [127.0.71.2]\nmaster_alive_interval: soon\n",
-    )
-    .expect("write");
+    sidecar.rewrite("master: [127.0.71.2]\nmaster_alive_interval: soon\n");
     sidecar.signal("HUP");
     let line = sidecar
         .log
@@ -105,9 +99,14 @@ async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept
     assert_eq!(c.request(b"x", T).await.expect("reply"), b"A:x");
 
     // The same through the admin API: 409 and one line.
-    let reply = status::request(admin, Method::POST, "/admin/reload", T)
-        .await
-        .expect("http");
+    let reply = status::request(
+        sidecar.admin_socket.clone(),
+        Method::POST,
+        "/admin/reload",
+        T,
+    )
+    .await
+    .expect("http");
     assert_eq!(reply.status, 409);
     assert!(
         reply.body.starts_with("reload refused: invalid config")
@@ -117,15 +116,18 @@ async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept
     );
 
     // New listeners need new sockets: refused, named.
-    std::fs::write(
-        &sidecar.config_path,
-        config(net, &["127.0.71.2"], "master_alive_interval: 1")
+    sidecar.rewrite(
+        &config(net, &["127.0.71.2"], "master_alive_interval: 1")
             .replace("listen: 127.0.71.1", "listen: 127.0.71.9"),
+    );
+    let reply = status::request(
+        sidecar.admin_socket.clone(),
+        Method::POST,
+        "/admin/reload",
+        T,
     )
-    .expect("write");
-    let reply = status::request(admin, Method::POST, "/admin/reload", T)
-        .await
-        .expect("http");
+    .await
+    .expect("http");
     assert_eq!(reply.status, 409, "{}", reply.body);
     assert!(
         reply.body.contains("sidecar.listen") && reply.body.contains("restart"),
@@ -134,14 +136,15 @@ async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept
     );
 
     // Back to the original file: a no-op reload succeeds.
-    std::fs::write(
-        &sidecar.config_path,
-        config(net, &["127.0.71.2"], "master_alive_interval: 1"),
+    sidecar.rewrite(&config(net, &["127.0.71.2"], "master_alive_interval: 1"));
+    let reply = status::request(
+        sidecar.admin_socket.clone(),
+        Method::POST,
+        "/admin/reload",
+        T,
     )
-    .expect("write");
-    let reply = status::request(admin, Method::POST, "/admin/reload", T)
-        .await
-        .expect("http");
+    .await
+    .expect("http");
     assert_eq!(
         (reply.status, reply.body.trim()),
         (200, "ok: reloaded: no change")
@@ -167,14 +170,19 @@ async fn a_reloaded_master_list_keeps_sessions_to_kept_masters_and_drains_remove
     assert_eq!(on_a.request(b"1", T).await.expect("reply"), b"A:1");
 
     // Add C at the end: A stays active, the session to A is untouched, C is probed.
-    std::fs::write(
-        &sidecar.config_path,
-        config(net, &["127.0.72.2", "127.0.72.3", "127.0.72.4"], extra),
+    sidecar.rewrite(&config(
+        net,
+        &["127.0.72.2", "127.0.72.3", "127.0.72.4"],
+        extra,
+    ));
+    let reply = status::request(
+        sidecar.admin_socket.clone(),
+        Method::POST,
+        "/admin/reload",
+        T,
     )
-    .expect("write");
-    let reply = status::request(admin, Method::POST, "/admin/reload", T)
-        .await
-        .expect("http");
+    .await
+    .expect("http");
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(
         reply.body.contains("added: [127.0.72.4], removed: []"),
@@ -194,18 +202,14 @@ async fn a_reloaded_master_list_keeps_sessions_to_kept_masters_and_drains_remove
             Duration::from_secs(5),
         )
         .await;
-    let (report, _) = status::fetch(admin, T).await.expect("status");
+    let (report, _) = status::fetch(&admin.into(), T).await.expect("status");
     let names: Vec<&str> = report.masters.iter().map(|m| m.master.as_str()).collect();
     assert_eq!(names, ["127.0.72.2", "127.0.72.3", "127.0.72.4"]);
     assert_eq!(report.active.as_deref(), Some("127.0.72.2"));
 
     // Remove A: the minion moves to B (reason reload), its session to A drains
     // (closed once idle, not reset), new connections go to B.
-    std::fs::write(
-        &sidecar.config_path,
-        config(net, &["127.0.72.3", "127.0.72.4"], extra),
-    )
-    .expect("write");
+    sidecar.rewrite(&config(net, &["127.0.72.3", "127.0.72.4"], extra));
     sidecar.signal("HUP");
     sidecar
         .log

@@ -128,8 +128,13 @@ pub fn convert(
             file: path.to_path_buf(),
             line: at.map(|l| l.line() as u32),
             column: at.map(|l| l.column() as u32),
+            message: if e.key.starts_with("master[") && e.message.contains("is the sidecar itself")
+            {
+                format!("this minion already points at the sidecar ({}); was the file converted before? Convert the minion's original master list", e.message.split('`').nth(1).unwrap_or("127.0.0.1"))
+            } else {
+                e.message
+            },
             key: e.key,
-            message: e.message,
         });
     }
     Ok(Conversion {
@@ -645,6 +650,32 @@ log_level: warning
 grains:
   roles: [web]
 ";
+
+    #[test]
+    fn a_minion_that_already_points_at_the_sidecar_is_refused_at_its_line() {
+        for master in ["127.0.0.1", "localhost", "[127.0.0.1, 192.0.2.9]"] {
+            let e = conv(&format!(
+                "id: m\nmaster_alive_interval: 5\nmaster: {master}\n"
+            ))
+            .expect_err("a converted minion");
+            assert_eq!((e.line, e.key.as_str()), (Some(3), "master[0]"), "{e}");
+            assert!(e.message.contains("already points at the sidecar"), "{e}");
+        }
+        // Its publish port alone is enough to loop.
+        let e = conv("id: m\nmaster_alive_interval: 5\nmaster: 127.0.0.1:14506\n")
+            .expect_err("publish port 4505 is the sidecar's");
+        assert!(e.message.contains("already points at the sidecar"), "{e}");
+        // The sidecar listens on the minion's ports (publish_port 14505
+        // here), so any master at 127.0.0.1 on them loops; another loopback
+        // address does not.
+        let e =
+            conv("id: m\nmaster_alive_interval: 5\npublish_port: 14505\nmaster: 127.0.0.1:14506\n")
+                .expect_err("the sidecar would listen on 127.0.0.1:14505/14506");
+        assert_eq!(e.line, Some(4), "{e}");
+        let c =
+            conv("id: m\nmaster_alive_interval: 5\nmaster: 127.0.0.2\n").expect("not the sidecar");
+        assert_eq!(loads(&c).masters[0].label, "127.0.0.2");
+    }
 
     #[test]
     fn the_articles_failover_block() {

@@ -20,13 +20,12 @@
 //! never
 //! touches the sidecar's state except through the admin API.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::Method;
 use tokio::time::Instant;
 
-use crate::commands::status::{self, ClientError, StatusError};
+use crate::commands::status::{self, AdminAddr, ClientError, StatusError};
 
 /// Bytes a master must send on the ret port within one poll to count as a
 /// sign-in reply (an accepted one is larger; a pending one is far smaller).
@@ -35,7 +34,8 @@ pub const AUTH_REPLY_BYTES: u64 = 1024;
 /// How `enroll` runs.
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub admin: SocketAddr,
+    /// The sidecar's admin socket (`sidecar.admin_socket`).
+    pub admin: AdminAddr,
     /// Give up on one master after this long.
     pub per_master_timeout: Duration,
     /// A publish session must stay open this long.
@@ -73,7 +73,7 @@ const REMIND_EVERY: Duration = Duration::from_secs(30);
 
 /// Walks every master; `say` receives one line per step.
 pub async fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Outcome, EnrollError> {
-    let (report, _) = status::fetch(opts.admin, HTTP_LIMIT).await?;
+    let (report, _) = status::fetch(&opts.admin, HTTP_LIMIT).await?;
     let id = report.minion_id.clone();
     let masters: Vec<String> = report.masters.iter().map(|m| m.master.clone()).collect();
     say(&format!(
@@ -86,7 +86,7 @@ pub async fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Outcome, E
     };
     let walked = walk(opts, &id, &masters, &mut outcome, say).await;
     // Always unpin, whatever happened above.
-    let unpinned = admin(opts.admin, "/admin/unpin").await;
+    let unpinned = admin(&opts.admin, "/admin/unpin").await;
     walked?;
     unpinned?;
     say("unpinned: the sidecar selects masters normally again");
@@ -111,13 +111,13 @@ async fn walk(
     say: &mut dyn FnMut(&str),
 ) -> Result<(), EnrollError> {
     for master in masters {
-        let (before, _) = status::fetch(opts.admin, HTTP_LIMIT).await?;
+        let (before, _) = status::fetch(&opts.admin, HTTP_LIMIT).await?;
         let already_on_it = before
             .masters
             .iter()
             .any(|m| &m.master == master && m.active && m.sessions.publish > 0);
         admin(
-            opts.admin,
+            &opts.admin,
             &format!("/admin/pin?master={}", query_escape(master)),
         )
         .await?;
@@ -153,10 +153,10 @@ async fn wait_accepted(
     let deadline = start + opts.per_master_timeout;
     let mut open_since: Option<Instant> = None;
     let mut signed_in = already_on_it;
-    let mut last_bytes = ret_bytes_to_minion(opts.admin, master).await?;
+    let mut last_bytes = ret_bytes_to_minion(&opts.admin, master).await?;
     let mut next_reminder = start + REMIND_EVERY;
     while Instant::now() < deadline {
-        let (report, _) = status::fetch(opts.admin, HTTP_LIMIT).await?;
+        let (report, _) = status::fetch(&opts.admin, HTTP_LIMIT).await?;
         let publish_open = report
             .masters
             .iter()
@@ -166,7 +166,7 @@ async fn wait_accepted(
         } else {
             None
         };
-        let bytes = ret_bytes_to_minion(opts.admin, master).await?;
+        let bytes = ret_bytes_to_minion(&opts.admin, master).await?;
         signed_in |= bytes.saturating_sub(last_bytes) >= AUTH_REPLY_BYTES;
         last_bytes = bytes;
         if signed_in && open_since.is_some_and(|t| t.elapsed() >= opts.settle) {
@@ -185,13 +185,13 @@ async fn wait_accepted(
 }
 
 /// Unpins (for an interrupted enrollment).
-pub async fn unpin(addr: SocketAddr) -> Result<(), EnrollError> {
+pub async fn unpin(addr: &AdminAddr) -> Result<(), EnrollError> {
     admin(addr, "/admin/unpin").await
 }
 
 /// `POST path` on the admin endpoint; any answer but 2xx is an error.
-async fn admin(addr: SocketAddr, path: &str) -> Result<(), EnrollError> {
-    let reply = status::request(addr, Method::POST, path, HTTP_LIMIT).await?;
+async fn admin(addr: &AdminAddr, path: &str) -> Result<(), EnrollError> {
+    let reply = status::request(addr.clone(), Method::POST, path, HTTP_LIMIT).await?;
     if (200..300).contains(&reply.status) {
         Ok(())
     } else {
@@ -204,8 +204,8 @@ async fn admin(addr: SocketAddr, path: &str) -> Result<(), EnrollError> {
 }
 
 /// `salt_sidecar_bytes_total{master, port="ret", direction="to_minion"}`.
-async fn ret_bytes_to_minion(addr: SocketAddr, master: &str) -> Result<u64, EnrollError> {
-    let reply = status::request(addr, Method::GET, "/metrics", HTTP_LIMIT).await?;
+async fn ret_bytes_to_minion(addr: &AdminAddr, master: &str) -> Result<u64, EnrollError> {
+    let reply = status::request(addr.clone(), Method::GET, "/metrics", HTTP_LIMIT).await?;
     Ok(counter_value(
         &reply.body,
         "salt_sidecar_bytes_total",

@@ -6,64 +6,109 @@
 //! [`crate::ops::api`]. Never serves HTTP and never touches a running
 //! sidecar's state: everything here is a client.
 
+use std::fmt;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::body::Body;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
-pub use crate::ops::api::{HealthState, MasterStatus, SessionCounts, StatusReport};
+pub use crate::ops::api::{
+    HealthState, LastResourceError, MasterStatus, ResourceStatus, SessionCounts, StatusReport,
+};
 
 /// Largest answer the client reads (a Prometheus query answer, a `/status`).
 const MAX_BODY: usize = 4 << 20;
+
+/// Where a client reaches a sidecar: its admin socket (everything,
+/// commands included) or its TCP endpoint (read-only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminAddr {
+    Socket(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl fmt::Display for AdminAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminAddr::Socket(path) => write!(f, "{}", path.display()),
+            AdminAddr::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+impl From<SocketAddr> for AdminAddr {
+    fn from(addr: SocketAddr) -> Self {
+        AdminAddr::Tcp(addr)
+    }
+}
+
+impl From<PathBuf> for AdminAddr {
+    fn from(path: PathBuf) -> Self {
+        AdminAddr::Socket(path)
+    }
+}
+
+impl From<&PathBuf> for AdminAddr {
+    fn from(path: &PathBuf) -> Self {
+        AdminAddr::Socket(path.clone())
+    }
+}
+
+impl From<&Path> for AdminAddr {
+    fn from(path: &Path) -> Self {
+        AdminAddr::Socket(path.to_path_buf())
+    }
+}
 
 /// Why a request to an HTTP endpoint failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {addr}: {source}")]
     Connect {
-        addr: SocketAddr,
+        addr: AdminAddr,
         #[source]
         source: std::io::Error,
     },
     #[error("{0}: no answer in time")]
-    Timeout(SocketAddr),
+    Timeout(AdminAddr),
     #[error("{addr}: {source}")]
     Http {
-        addr: SocketAddr,
+        addr: AdminAddr,
         #[source]
         source: hyper::Error,
     },
     #[error("{addr}: invalid request: {source}")]
     Request {
-        addr: SocketAddr,
+        addr: AdminAddr,
         #[source]
         source: hyper::http::Error,
     },
     #[error("{addr}: the answer is larger than {MAX_BODY} bytes or was cut off")]
-    Body { addr: SocketAddr },
+    Body { addr: AdminAddr },
 }
 
 /// Why `salt-sidecar status` could not show the status.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     #[error(
-        "{0}; is the sidecar running, with `sidecar.admin` at this address? (use --admin ADDR)"
+        "{0}; is the sidecar running, with `sidecar.admin_socket` (or, with --admin, `sidecar.admin`) here? (use --socket PATH or --admin ADDR)"
     )]
     Unreachable(#[source] ClientError),
     #[error("{addr}/status answered {status}: {body}")]
     Refused {
-        addr: SocketAddr,
+        addr: AdminAddr,
         status: u16,
         body: String,
     },
     #[error("{addr}/status is not a salt-sidecar status document: {source}")]
     Invalid {
-        addr: SocketAddr,
+        addr: AdminAddr,
         #[source]
         source: serde_json::Error,
     },
@@ -80,31 +125,70 @@ pub struct Reply {
 /// One HTTP/1.1 request to `addr` (`path` includes any query string), on
 /// its own connection, all of it bounded by `limit`.
 pub async fn request(
-    addr: SocketAddr,
+    addr: impl Into<AdminAddr>,
     method: Method,
     path: &str,
     limit: Duration,
 ) -> Result<Reply, ClientError> {
+    let addr = addr.into();
+    let timeout = ClientError::Timeout(addr.clone());
     tokio::time::timeout(limit, request_inner(addr, method, path))
         .await
-        .unwrap_or(Err(ClientError::Timeout(addr)))
+        .unwrap_or(Err(timeout))
 }
 
-async fn request_inner(addr: SocketAddr, method: Method, path: &str) -> Result<Reply, ClientError> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|source| ClientError::Connect { addr, source })?;
-    let http = |source| ClientError::Http { addr, source };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+async fn request_inner(addr: AdminAddr, method: Method, path: &str) -> Result<Reply, ClientError> {
+    let connect = |source| ClientError::Connect {
+        addr: addr.clone(),
+        source,
+    };
+    match &addr {
+        AdminAddr::Socket(socket) => {
+            let stream = UnixStream::connect(socket).await.map_err(connect)?;
+            exchange(
+                TokioIo::new(stream),
+                &addr,
+                "localhost".into(),
+                method,
+                path,
+            )
+            .await
+        }
+        AdminAddr::Tcp(tcp) => {
+            let stream = TcpStream::connect(tcp).await.map_err(connect)?;
+            exchange(TokioIo::new(stream), &addr, tcp.to_string(), method, path).await
+        }
+    }
+}
+
+/// Sends one request on a connected stream and reads the whole answer.
+async fn exchange<S>(
+    io: TokioIo<S>,
+    addr: &AdminAddr,
+    host: String,
+    method: Method,
+    path: &str,
+) -> Result<Reply, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let http = |source| ClientError::Http {
+        addr: addr.clone(),
+        source,
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(http)?;
     let conn = tokio::spawn(conn);
     let req = Request::builder()
         .method(method)
         .uri(path)
-        .header(HOST, addr.to_string())
+        .header(HOST, host)
         .body(Body::empty())
-        .map_err(|source| ClientError::Request { addr, source })?;
+        .map_err(|source| ClientError::Request {
+            addr: addr.clone(),
+            source,
+        })?;
     let resp = sender.send_request(req).await.map_err(http)?;
     let status = resp.status().as_u16();
     let content_type = resp
@@ -114,7 +198,7 @@ async fn request_inner(addr: SocketAddr, method: Method, path: &str) -> Result<R
         .map(str::to_string);
     let bytes = axum::body::to_bytes(Body::new(resp.into_body()), MAX_BODY)
         .await
-        .map_err(|_| ClientError::Body { addr })?;
+        .map_err(|_| ClientError::Body { addr: addr.clone() })?;
     conn.abort();
     Ok(Reply {
         status,
@@ -125,28 +209,28 @@ async fn request_inner(addr: SocketAddr, method: Method, path: &str) -> Result<R
 
 /// `GET /status` from the admin endpoint at `admin`, parsed.
 pub async fn fetch(
-    admin: SocketAddr,
+    admin: &AdminAddr,
     limit: Duration,
 ) -> Result<(StatusReport, String), StatusError> {
-    let reply = request(admin, Method::GET, "/status", limit)
+    let reply = request(admin.clone(), Method::GET, "/status", limit)
         .await
         .map_err(StatusError::Unreachable)?;
     if reply.status != 200 {
         return Err(StatusError::Refused {
-            addr: admin,
+            addr: admin.clone(),
             status: reply.status,
             body: reply.body.trim().to_string(),
         });
     }
     let report = serde_json::from_str(&reply.body).map_err(|source| StatusError::Invalid {
-        addr: admin,
+        addr: admin.clone(),
         source,
     })?;
     Ok((report, reply.body))
 }
 
 /// The report as an operator reads it.
-pub fn render_table(report: &StatusReport, admin: SocketAddr) -> String {
+pub fn render_table(report: &StatusReport, admin: &AdminAddr) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -165,7 +249,10 @@ pub fn render_table(report: &StatusReport, admin: SocketAddr) -> String {
         report.active.as_deref().unwrap_or("none")
     );
     if let Some(p) = &report.pinned {
-        let _ = writeln!(out, "pinned:      {p} (POST /admin/unpin to release)");
+        let _ = writeln!(
+            out,
+            "pinned:      {p} (POST /admin/unpin on the admin socket to release)"
+        );
     }
     let _ = writeln!(
         out,
@@ -174,6 +261,23 @@ pub fn render_table(report: &StatusReport, admin: SocketAddr) -> String {
             .last_switch_age_seconds
             .map_or_else(|| "none since start".to_string(), age)
     );
+    if let Some(r) = &report.resources {
+        let _ = writeln!(
+            out,
+            "resources:   {} of {} minion connections, fd limit {}; ran out {} times, refused {} over cap{}",
+            r.connections_open,
+            r.max_sessions,
+            r.fd_limit,
+            r.resource_errors,
+            r.connections_refused,
+            r.last_error.as_ref().map_or_else(String::new, |e| format!(
+                " (last: {} {}, {})",
+                e.op,
+                e.kind,
+                age(e.age_seconds)
+            ))
+        );
+    }
     out.push('\n');
 
     let header = [
@@ -320,17 +424,37 @@ mod tests {
                 master(0, "salt-a.example.net", false),
                 master(1, "salt-b.example.net", true),
             ],
+            resources: Some(ResourceStatus {
+                fd_limit: 524_288,
+                max_sessions: 1024,
+                connections_open: 2,
+                resource_errors: 3,
+                connections_refused: 0,
+                last_error: Some(LastResourceError {
+                    op: "probe".into(),
+                    kind: "emfile".into(),
+                    what: "the sidecar is at its open-file limit (EMFILE)".into(),
+                    age_seconds: 65.0,
+                }),
+            }),
         }
     }
 
     #[test]
     fn the_table_marks_the_active_master_and_aligns_columns() {
-        let t = render_table(&report(), SocketAddr::from(([127, 0, 0, 1], 9464)));
+        let t = render_table(
+            &report(),
+            &AdminAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        );
         assert!(
             t.contains("ready:       yes: salt-b.example.net is active and up"),
             "{t}"
         );
         assert!(t.contains("last switch: 3m 12s ago"), "{t}");
+        assert!(
+            t.contains("resources:   2 of 1024 minion connections, fd limit 524288; ran out 3 times, refused 0 over cap (last: probe emfile, 1m 5s ago)"),
+            "{t}"
+        );
         let lines: Vec<&str> = t.lines().collect();
         let head = lines
             .iter()

@@ -1,43 +1,51 @@
-//! The admin HTTP endpoint on `sidecar.admin` (default 127.0.0.1:9464).
+//! The admin HTTP routes, served by [`super::listen`] on `sidecar.admin`
+//! (TCP, default 127.0.0.1:9464) and on `sidecar.admin_socket` (Unix).
 //!
 //! Serves `GET /metrics` (Prometheus text), `/healthz` (the process
-//! answers), `/readyz` (200 only while a master is selected and up),
-//! `/status` (JSON, see [`crate::ops::api`]), and the admin commands
-//! `POST /admin/pin|unpin|drain|undrain`, which it hands to the supervisor
-//! and answers once the supervisor's snapshot shows them applied. Every
-//! error is a 4xx with a one-line reason. Admin commands are accepted from
-//! loopback peers only, and never from a browser page (an `Origin` header).
+//! answers), `/readyz` (200 only while a master is selected and up, and the
+//! sidecar has not run out of resources lately), `/status` (JSON, see
+//! [`crate::ops::api`]), and the admin commands
+//! `POST /admin/pin|unpin|drain|undrain|reload`, which it hands to the
+//! supervisor and answers once the supervisor's snapshot shows them applied.
+//! Every error is a 4xx with a one-line reason. Admin commands are accepted
+//! on the Unix socket only (its file mode says who may send them), never on
+//! TCP, where any local user or a browser page could reach them.
 //!
 //! It owns no state and makes no decision: it reads metrics, health
 //! handles and the supervisor's [`Snapshot`], and sends [`Command`]s.
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::header::{CONTENT_TYPE, ORIGIN};
+use axum::extract::{Extension, Query, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::clock;
 use crate::config::master::{MasterId, MasterSpec, Port};
 use crate::control::masters::Plane;
 use crate::control::supervisor::{Command, Snapshot};
+use crate::limits::LastError;
 use crate::metrics::Metrics;
-use crate::ops::api::{HealthState, MasterStatus, SessionCounts, StatusReport};
+use crate::ops::api::{
+    HealthState, LastResourceError, MasterStatus, ResourceStatus, SessionCounts, StatusReport,
+};
+use crate::ops::listen::Via;
 use crate::ops::reload::Reloader;
 
 /// How long a command waits for the supervisor to apply it.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// `/readyz` says "not ready" for this long after the sidecar ran out of a
+/// resource (EMFILE, ...).
+const RESOURCE_ERROR_WINDOW: Duration = Duration::from_secs(30);
 
 /// What the endpoint reads and where it sends commands.
 pub struct Admin {
@@ -47,6 +55,11 @@ pub struct Admin {
     pub snapshot: watch::Receiver<Snapshot>,
     pub commands: mpsc::Sender<Command>,
     pub reloader: Arc<Reloader>,
+    /// Where commands are accepted (named in the refusal on TCP).
+    pub socket: PathBuf,
+    /// The session cap in force and its permits (shown by `/status`).
+    pub max_sessions: usize,
+    pub sessions: Arc<tokio::sync::Semaphore>,
 }
 
 /// A plain-text answer of one line.
@@ -72,20 +85,6 @@ struct MasterParam {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NoParams {}
-
-/// Serves the endpoint on `listener` until `token` is cancelled.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, token: CancellationToken) {
-    let router = router(admin);
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(token.cancelled_owned())
-    .await;
-    if let Err(e) = served {
-        warn!(error = %e, "admin endpoint stopped");
-    }
-}
 
 /// The routes (public for in-process tests).
 pub fn router(admin: Arc<Admin>) -> Router {
@@ -143,11 +142,11 @@ async fn status(State(admin): State<Arc<Admin>>) -> Response {
 
 async fn pin(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(via): Extension<Via>,
     headers: HeaderMap,
     query: Result<Query<MasterParam>, QueryRejection>,
 ) -> Line {
-    let m = match admin.command_target(peer, &headers, query) {
+    let m = match admin.command_target(via, &headers, query) {
         Ok(m) => m,
         Err(line) => return line,
     };
@@ -164,11 +163,11 @@ async fn pin(
 /// `POST /admin/reload`: re-read the config file, as SIGHUP does.
 async fn reload(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(via): Extension<Via>,
     headers: HeaderMap,
     query: Result<Query<NoParams>, QueryRejection>,
 ) -> Line {
-    if let Err(line) = allowed(peer, &headers) {
+    if let Err(line) = admin.allowed(via, &headers) {
         return line;
     }
     if query.is_err() {
@@ -185,11 +184,11 @@ async fn reload(
 
 async fn unpin(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(via): Extension<Via>,
     headers: HeaderMap,
     query: Result<Query<NoParams>, QueryRejection>,
 ) -> Line {
-    if let Err(line) = allowed(peer, &headers) {
+    if let Err(line) = admin.allowed(via, &headers) {
         return line;
     }
     if query.is_err() {
@@ -208,31 +207,31 @@ async fn unpin(
 
 async fn drain(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(via): Extension<Via>,
     headers: HeaderMap,
     query: Result<Query<MasterParam>, QueryRejection>,
 ) -> Line {
-    set_drained(&admin, peer, &headers, query, true).await
+    set_drained(&admin, via, &headers, query, true).await
 }
 
 async fn undrain(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(via): Extension<Via>,
     headers: HeaderMap,
     query: Result<Query<MasterParam>, QueryRejection>,
 ) -> Line {
-    set_drained(&admin, peer, &headers, query, false).await
+    set_drained(&admin, via, &headers, query, false).await
 }
 
 /// Drains (`drain = true`) or undrains the master the query names.
 async fn set_drained(
     admin: &Admin,
-    peer: SocketAddr,
+    via: Via,
     headers: &HeaderMap,
     query: Result<Query<MasterParam>, QueryRejection>,
     drain: bool,
 ) -> Line {
-    let m = match admin.command_target(peer, headers, query) {
+    let m = match admin.command_target(via, headers, query) {
         Ok(m) => m,
         Err(line) => return line,
     };
@@ -268,27 +267,6 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Line {
     )
 }
 
-/// Admin commands come from loopback, and not from a browser page (which
-/// could be made to POST here by any web site).
-fn allowed(peer: SocketAddr, headers: &HeaderMap) -> Result<(), Line> {
-    if !peer.ip().is_loopback() && !peer.ip().to_canonical().is_loopback() {
-        return Err(Line(
-            StatusCode::FORBIDDEN,
-            format!(
-                "admin commands are accepted from loopback only, not from {}",
-                peer.ip()
-            ),
-        ));
-    }
-    if headers.contains_key(ORIGIN) {
-        return Err(Line(
-            StatusCode::FORBIDDEN,
-            "admin commands are not accepted from a browser page (Origin header present); use curl or salt-sidecar".into(),
-        ));
-    }
-    Ok(())
-}
-
 fn bad_query(e: &QueryRejection) -> Line {
     Line(
         StatusCode::BAD_REQUEST,
@@ -308,14 +286,30 @@ impl Admin {
         self.plane().label(m).to_string()
     }
 
+    /// Admin commands come through the Unix socket only: on TCP any local
+    /// user could send them (and a browser page could try).
+    fn allowed(&self, via: Via, _headers: &HeaderMap) -> Result<(), Line> {
+        match via {
+            Via::Socket => Ok(()),
+            Via::Tcp(_) => Err(Line(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "admin commands are accepted on the admin socket only ({}; e.g. `curl --unix-socket {} -X POST http://localhost/admin/...`); this TCP endpoint serves /metrics /healthz /readyz /status",
+                    self.socket.display(),
+                    self.socket.display()
+                ),
+            )),
+        }
+    }
+
     /// The master a command names, or the 4xx to answer.
     fn command_target(
         &self,
-        peer: SocketAddr,
+        via: Via,
         headers: &HeaderMap,
         query: Result<Query<MasterParam>, QueryRejection>,
     ) -> Result<MasterId, Line> {
-        allowed(peer, headers)?;
+        self.allowed(via, headers)?;
         let Query(param) = query.map_err(|e| bad_query(&e))?;
         let Some(text) = param.master else {
             return Err(Line(
@@ -382,6 +376,14 @@ impl Admin {
 
     /// `Ok(why)` when a master is selected and up, else `Err(why not)`.
     fn readiness(&self, snapshot: &Snapshot) -> Result<String, String> {
+        if let Some(e) = self.metrics.resources.recent(RESOURCE_ERROR_WINDOW) {
+            return Err(format!(
+                "{} ({} failed {:.0} s ago; see salt_sidecar_resource_errors_total)",
+                e.resource.describe(),
+                e.op.as_str(),
+                e.at.elapsed().as_secs_f64()
+            ));
+        }
         let Some(m) = snapshot.active else {
             return Err(
                 "no master is selected (none is up yet, or all are down or drained)".into(),
@@ -398,6 +400,28 @@ impl Admin {
             (true, _) => Ok(format!("{label} is active and up")),
             (false, true) => Err(format!("{label} is pinned but down")),
             (false, false) => Err(format!("{label} is active but down")),
+        }
+    }
+
+    /// The resource budget and exhaustion, for `/status`.
+    fn resources(&self) -> ResourceStatus {
+        let (last, errors, refused) = self.metrics.resources.summary();
+        ResourceStatus {
+            fd_limit: rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|l| l.0)
+                .unwrap_or(0),
+            max_sessions: self.max_sessions,
+            connections_open: self
+                .max_sessions
+                .saturating_sub(self.sessions.available_permits()),
+            resource_errors: errors,
+            connections_refused: refused,
+            last_error: last.map(|e: LastError| LastResourceError {
+                op: e.op.as_str().to_string(),
+                kind: e.resource.as_str().to_string(),
+                what: e.resource.describe().to_string(),
+                age_seconds: e.at.elapsed().as_secs_f64(),
+            }),
         }
     }
 
@@ -473,6 +497,7 @@ impl Admin {
             last_switch_unix_seconds: last_switch,
             last_switch_age_seconds: last_switch.map(|t| (now_unix - t).max(0.0)),
             masters,
+            resources: Some(self.resources()),
         }
     }
 }
@@ -504,6 +529,7 @@ fn find_master(masters: &[MasterSpec], text: &str) -> Option<MasterId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_util::sync::CancellationToken;
 
     const FOUR_MASTERS: &str = "master:\n  - 192.0.2.1\n  - Salt-B.example.net:14506\n  - salt-c.example.net\n  - salt-c.example.net:5506\nmaster_alive_interval: 5\n";
 
@@ -569,6 +595,9 @@ mod tests {
             snapshot,
             commands,
             reloader,
+            socket: PathBuf::from("/run/salt-sidecar/admin.sock"),
+            max_sessions: 10,
+            sessions: Arc::new(tokio::sync::Semaphore::new(10)),
         }
     }
 
@@ -602,20 +631,18 @@ mod tests {
     }
 
     #[test]
-    fn admin_commands_need_a_loopback_peer_and_no_browser_origin() {
+    fn admin_commands_need_the_unix_socket() {
+        let a = admin();
         let none = HeaderMap::new();
-        let peer = |ip: &str| SocketAddr::new(ip.parse().expect("ip"), 40000);
-        assert!(allowed(peer("127.0.0.1"), &none).is_ok());
-        assert!(allowed(peer("127.9.9.9"), &none).is_ok());
-        assert!(allowed(peer("::1"), &none).is_ok());
-        assert!(allowed(peer("::ffff:127.0.0.1"), &none).is_ok());
-        let refused = allowed(peer("192.0.2.44"), &none).expect_err("remote");
+        assert!(a.allowed(Via::Socket, &none).is_ok());
+        let tcp = Via::Tcp("127.0.0.1:40000".parse().expect("addr"));
+        let refused = a.allowed(tcp, &none).expect_err("tcp");
         assert_eq!(refused.0, StatusCode::FORBIDDEN);
-        assert!(refused.1.contains("loopback only"), "{}", refused.1);
-        let mut browser = HeaderMap::new();
-        browser.insert(ORIGIN, "http://evil.example".parse().expect("header"));
-        let refused = allowed(peer("127.0.0.1"), &browser).expect_err("browser");
-        assert_eq!(refused.0, StatusCode::FORBIDDEN);
+        assert!(
+            refused.1.contains("/run/salt-sidecar/admin.sock"),
+            "names the socket: {}",
+            refused.1
+        );
     }
 
     #[test]

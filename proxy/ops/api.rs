@@ -26,6 +26,36 @@ pub struct StatusReport {
     pub last_switch_age_seconds: Option<f64>,
     /// Every configured master, in this minion's preference order.
     pub masters: Vec<MasterStatus>,
+    /// The sidecar's own budget and exhaustion (absent from older sidecars).
+    #[serde(default)]
+    pub resources: Option<ResourceStatus>,
+}
+
+/// The resource budget and the sidecar's own exhaustion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResourceStatus {
+    /// The open-file limit (soft RLIMIT_NOFILE) the sidecar runs with.
+    pub fd_limit: u64,
+    /// Concurrent minion connections allowed (`sidecar.max_sessions`, fitted).
+    pub max_sessions: usize,
+    /// Minion connections open now (proxied, or held waiting for a master).
+    pub connections_open: usize,
+    /// Times the sidecar ran out of a resource since start.
+    pub resource_errors: u64,
+    /// Connections closed at accept over a cap since start.
+    pub connections_refused: u64,
+    pub last_error: Option<LastResourceError>,
+}
+
+/// The last time the sidecar ran out of something.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastResourceError {
+    /// accept, connect, probe or admin.
+    pub op: String,
+    /// emfile, enfile, enobufs or enomem.
+    pub kind: String,
+    pub what: String,
+    pub age_seconds: f64,
 }
 
 /// One master in `/status`.

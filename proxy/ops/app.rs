@@ -29,6 +29,7 @@ use crate::data::forward::Forwarder;
 use crate::limits::{self, Budget};
 use crate::metrics::Metrics;
 use crate::ops::admin::{self, Admin};
+use crate::ops::listen;
 use crate::ops::reload::Reloader;
 
 /// Why the sidecar could not start.
@@ -47,6 +48,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot create the admin socket (`sidecar.admin_socket`): {0}")]
+    AdminSocket(#[from] listen::SocketError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -61,6 +64,8 @@ pub struct Running {
     pub listen_publish: SocketAddr,
     pub listen_ret: SocketAddr,
     pub admin: SocketAddr,
+    /// The admin socket (commands).
+    pub admin_socket: std::path::PathBuf,
     /// Re-reads the config file (SIGHUP, `POST /admin/reload`).
     pub reloader: Arc<Reloader>,
     tracker: TaskTracker,
@@ -141,6 +146,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
                 source,
             })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(sc.admin);
+    let admin_socket = listen::bind_socket(&sc.admin_socket)?;
 
     let tracker = TaskTracker::new();
     let (transitions_tx, transitions_rx) = mpsc::channel(64);
@@ -192,21 +198,34 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         builder,
         route_rx.clone(),
     ));
+    let sessions = Arc::new(Semaphore::new(budget.max_sessions));
     let admin = Arc::new(Admin {
         minion_id: config.minion_id.clone(),
         metrics: metrics.clone(),
         snapshot: snapshot_rx.clone(),
         commands: commands_tx.clone(),
         reloader: reloader.clone(),
+        socket: sc.admin_socket.path.clone(),
+        max_sessions: budget.max_sessions,
+        sessions: sessions.clone(),
     });
-    tracker.spawn(admin::serve(admin_listener, admin, token.clone()));
-    info!(admin = %admin_addr, "admin endpoint: /metrics /healthz /readyz /status /admin/*");
+    let endpoint = listen::Endpoint {
+        router: admin::router(admin),
+        metrics: metrics.clone(),
+        max_connections: budget.max_admin,
+        token: token.clone(),
+    };
+    tracker.spawn(endpoint.clone().serve_tcp(admin_listener));
+    let socket_path = sc.admin_socket.path.clone();
+    tracker.spawn(async move { endpoint.serve_socket(admin_socket, &socket_path).await });
+    info!(admin = %admin_addr, "admin endpoint: /metrics /healthz /readyz /status");
+    info!(socket = %sc.admin_socket.path.display(), "admin socket: /status and the commands /admin/pin|unpin|drain|undrain|reload");
 
     let forwarder = Arc::new(Forwarder {
         route: route_rx.clone(),
         metrics: metrics.clone(),
         tunables: tunables_rx.clone(),
-        sessions: Arc::new(Semaphore::new(budget.max_sessions)),
+        sessions,
         max_sessions: budget.max_sessions,
     });
     for (listener, port) in [(publish_listener, Port::Publish), (ret_listener, Port::Ret)] {
@@ -225,6 +244,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         listen_publish,
         listen_ret,
         admin: admin_addr,
+        admin_socket: sc.admin_socket.path.clone(),
         reloader,
         tracker,
         token,

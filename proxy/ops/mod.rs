@@ -3,4 +3,5 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod listen;
 pub mod reload;

@@ -45,6 +45,12 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
     if (o.admin, o.admin_allow_remote) != (n.admin, n.admin_allow_remote) {
         changed.push("`sidecar.admin`");
     }
+    if o.admin_socket != n.admin_socket {
+        changed.push("`sidecar.admin_socket*`");
+    }
+    if (o.max_sessions, o.listen_allow_remote) != (n.max_sessions, n.listen_allow_remote) {
+        changed.push("`sidecar.max_sessions`/`listen_allow_remote`");
+    }
     (!changed.is_empty()).then(|| changed.join(", "))
 }
 

@@ -70,6 +70,11 @@ from harness import A_IP, B_IP, SaltLab  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 ADMIN = "127.0.0.1:9464"
+
+
+def admin_socket(listen: str = "127.0.0.1") -> str:
+    """The admin socket (commands) of the sidecar listening on `listen`."""
+    return f"/tmp/salt-sidecar-e2e/admin-{listen}.sock"
 MINION = "m1"
 FRONT_READY = (("127.0.0.1", 4505), ("127.0.0.1", 4506))
 LABEL_TO_NAME = {A_IP: "A", B_IP: "B"}
@@ -112,7 +117,8 @@ def sidecar_config(transport: str = "zeromq", alive: int = 1, reauth: int = 0,
     }
     if transport == "tcp":
         cfg["transport"] = "tcp"
-    cfg["sidecar"] = {"listen": listen, "admin": admin, "connect_timeout": "1s",
+    cfg["sidecar"] = {"listen": listen, "admin": admin, "admin_socket": admin_socket(listen),
+                      "connect_timeout": "1s",
                       "drain_timeout": drain_timeout, "probe": "tcp" if transport == "tcp" else "zmtp"}
     return cfg
 
@@ -559,7 +565,7 @@ def enroll_round(ctx: Ctx) -> Dict[str, Any]:
         res["keys_before"] = {n: _key_state(lab, n, mid) for n in lab.masters}
         elog = os.path.join(sl.workdir, "enroll.log")
         t_enroll = time.monotonic()
-        enroll = subprocess.Popen([ctx.sidecar, "enroll", "--admin", ADMIN, "--per-master-timeout", "120s"],
+        enroll = subprocess.Popen([ctx.sidecar, "enroll", "--socket", admin_socket(), "--per-master-timeout", "120s"],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
         accepted: List[Dict[str, Any]] = []

@@ -101,8 +101,11 @@ pub struct Sidecar {
     /// Whether `child` is a wrapper with the sidecar as its child.
     wrapped: bool,
     pub log: Log,
-    /// The config file the sidecar was started with (rewrite it to test reloads).
+    /// The config file the sidecar was started with (rewrite it with
+    /// [`Sidecar::rewrite`] to test reloads).
     pub config_path: std::path::PathBuf,
+    /// The admin socket (commands): the test's own, in its temp dir.
+    pub admin_socket: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -140,7 +143,8 @@ impl Sidecar {
     pub fn start_with(yaml: &str, launch: Launch<'_>) -> Sidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.yaml");
-        std::fs::write(&path, yaml).expect("write config");
+        let admin_socket = dir.path().join("admin.sock");
+        std::fs::write(&path, with_admin_socket(yaml, &admin_socket)).expect("write config");
         let bin = launch
             .bin
             .unwrap_or(std::path::Path::new(env!("CARGO_BIN_EXE_salt-sidecar")));
@@ -179,12 +183,22 @@ impl Sidecar {
             wrapped: !launch.under.is_empty(),
             log,
             config_path: path,
+            admin_socket,
             _dir: dir,
         };
         sidecar
             .log
             .wait_for(&["listening for the minion"], Duration::from_secs(10));
         sidecar
+    }
+
+    /// Replaces the config file (for a reload), keeping the admin socket.
+    pub fn rewrite(&self, yaml: &str) {
+        std::fs::write(
+            &self.config_path,
+            with_admin_socket(yaml, &self.admin_socket),
+        )
+        .expect("rewrite config");
     }
 
     /// Fails the test, with the whole log, if the sidecar panicked.
@@ -258,6 +272,23 @@ impl Drop for Sidecar {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `yaml` with `sidecar.admin_socket` set to `socket` unless it sets one:
+/// every test sidecar gets its own socket (the default is one per host).
+pub fn with_admin_socket(yaml: &str, socket: &std::path::Path) -> String {
+    if yaml.contains("admin_socket:") {
+        return yaml.to_string();
+    }
+    let line = format!("  admin_socket: {}\n", socket.display());
+    match yaml.find("\nsidecar:\n") {
+        Some(i) => {
+            let at = i + "\nsidecar:\n".len();
+            format!("{}{line}{}", &yaml[..at], &yaml[at..])
+        }
+        None if yaml.starts_with("sidecar:\n") => format!("sidecar:\n{line}{}", &yaml[9..]),
+        None => format!("{}\nsidecar:\n{line}", yaml.trim_end()),
     }
 }
 
@@ -368,7 +399,7 @@ pub fn scrape(admin: SocketAddr) -> String {
     let mut s = std::net::TcpStream::connect(admin).expect("admin endpoint");
     s.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .expect("request");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("response");

@@ -59,10 +59,14 @@ pub async fn run(net: &str, alive_interval: u64) -> anyhow::Result<()> {
         .context("starting master B")?;
     say(&format!("started stand-in master A on {a_ip} and master B on {b_ip} (ports 4505/4506, ZeroMQ greetings)"));
 
+    // The demo runs as any user: its admin socket lives in the temp dir.
+    let socket =
+        std::env::temp_dir().join(format!("salt-sidecar-demo-{}.sock", std::process::id()));
+    let socket = socket.display();
     let yaml = format!(
         "master:\n  - {a_ip}\n  - {b_ip}\nmaster_type: failover\nmaster_alive_interval: {alive_interval}\n\
          master_failback: true\nmaster_failback_interval: {FAILBACK_S}\nrandom_reauth_delay: 1\nid: demo-minion\n\
-         sidecar:\n  listen: {side}\n  admin: {side}:9464\n  rise: 2\n  fall: 2\n  connect_timeout: 500ms\n  drain_timeout: 5s\n"
+         sidecar:\n  listen: {side}\n  admin: {side}:9464\n  admin_socket: {socket}\n  rise: 2\n  fall: 2\n  connect_timeout: 500ms\n  drain_timeout: 5s\n"
     );
     let cfg = config::parse(Path::new("<demo>"), &yaml).context("demo config")?;
     say(&format!(
