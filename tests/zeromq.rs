@@ -245,3 +245,91 @@ fn a_zeromq_minion_survives_a_master_sigkill_and_fails_back() {
         Duration::from_secs(5),
     );
 }
+
+/// A whole-fleet outage as a real ZeroMQ minion lives it: every master down
+/// for three minutes while the minion (DEALER and SUB, giving up on each
+/// connection whose handshake is not done in 500 ms) reconnects over and
+/// over. The sidecar must release each held connection as the minion drops
+/// it, so its descriptors stay flat, and serve the minion as soon as a
+/// master returns: within rise × interval + 1 s.
+#[test]
+fn a_three_minute_outage_holds_flat_descriptors_and_a_returning_master_serves_at_once() {
+    let net = 115;
+    let sidecar = Sidecar::start_with(
+        &config(
+            net,
+            &["127.0.115.2", "127.0.115.3"],
+            "master_alive_interval: 1\nrandom_reauth_delay: 0",
+        ),
+        support::Launch {
+            level: "salt_sidecar=info",
+            nofile: Some(256),
+            ..support::Launch::default()
+        },
+    );
+    sidecar
+        .log
+        .wait_for(&["master is down", "127.0.115.3"], Duration::from_secs(10));
+    let baseline = sidecar.fds();
+    let outage = Duration::from_secs(180);
+    let minion = Py::spawn(
+        "zmq_minion.py",
+        &[
+            "--ret",
+            "127.0.115.1:4506",
+            "--publish",
+            "127.0.115.1:4505",
+            "--interval",
+            "0.2",
+            "--duration",
+            "240",
+            "--handshake-ivl",
+            "500",
+        ]
+        .map(String::from),
+    );
+    let started = Instant::now();
+    let mut most = 0;
+    while started.elapsed() < outage {
+        // Descriptors have no event to await: sampled.
+        std::thread::sleep(Duration::from_secs(5));
+        most = most.max(sidecar.fds());
+    }
+    eprintln!("three-minute outage: descriptors {baseline} at the start, at most {most} during");
+    // The minion's two connections, each held while it waits for a route.
+    assert!(
+        most <= baseline + 4,
+        "descriptors grew from {baseline} to {most} during the outage"
+    );
+    assert_eq!(minion.out.count(&["\"event\": \"reply\""]), 0);
+
+    let back = unix_now();
+    let _a = Py::master("A", net, 2);
+    let ready = unix_now();
+    minion.out.wait_for(
+        &["\"event\": \"reply\"", "\"from\": \"A\""],
+        Duration::from_secs(10),
+    );
+    let served = first_event_after(
+        &minion.out,
+        &["\"event\": \"reply\"", "\"from\": \"A\""],
+        back,
+    )
+    .expect("a reply from A");
+    eprintln!(
+        "master A back (ready {:.2}s after start): first reply {:.2}s after it was ready",
+        ready - back,
+        served - ready
+    );
+    // rise (2) × interval (1 s) + 1 s.
+    assert!(
+        served - ready <= 3.0,
+        "served {:.2}s after the master returned",
+        served - ready
+    );
+    minion.out.wait_for(
+        &["\"event\": \"tick\"", "\"from\": \"A\""],
+        Duration::from_secs(5),
+    );
+    sidecar.assert_no_panic();
+}

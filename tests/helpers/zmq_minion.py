@@ -15,7 +15,8 @@ Prints one JSON line per event on stdout, flushed, which the tests parse:
 
 Usage (run with the test venv, see scripts/test-deps):
   $SALT_SIDECAR_VENV/bin/python tests/helpers/zmq_minion.py --ret 127.0.0.1:24506 \
-      [--publish 127.0.0.1:24505] [--interval 0.05] [--duration 30] [--request-timeout 0.5]
+      [--publish 127.0.0.1:24505] [--interval 0.05] [--duration 30] [--request-timeout 0.5] \
+      [--handshake-ivl 500]
 """
 import argparse
 import json
@@ -50,7 +51,11 @@ def main():
     ap.add_argument("--interval", type=float, default=0.05, help="seconds between pings")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds to run")
     ap.add_argument("--request-timeout", type=float, default=0.5, help="seconds to await a reply")
+    ap.add_argument("--handshake-ivl", type=int, default=None,
+                    help="ms: give up on a connection whose ZMTP handshake is not done by then, "
+                         "and reconnect (libzmq's default is 30000)")
     args = ap.parse_args()
+    sockopts = SOCKOPTS + (((zmq.HANDSHAKE_IVL, args.handshake_ivl),) if args.handshake_ivl else ())
 
     stop = False
 
@@ -63,7 +68,7 @@ def main():
 
     ctx = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
-    for opt, val in SOCKOPTS:
+    for opt, val in sockopts:
         dealer.setsockopt(opt, val)
     dealer.connect(f"tcp://{args.ret}")
     poller = zmq.Poller()
@@ -71,7 +76,7 @@ def main():
     sub = None
     if args.publish:
         sub = ctx.socket(zmq.SUB)
-        for opt, val in SOCKOPTS:
+        for opt, val in sockopts:
             sub.setsockopt(opt, val)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(f"tcp://{args.publish}")

@@ -120,6 +120,9 @@ pub struct Launch<'a> {
     /// A program and its arguments to run the binary under (strace); both
     /// get an empty environment (as `env -i`).
     pub under: &'a [&'a std::ffi::OsStr],
+    /// Start it with this open-file limit, soft and hard (`prlimit`, which
+    /// execs it: same PID), so it cannot raise it either.
+    pub nofile: Option<u64>,
 }
 
 impl Default for Launch<'_> {
@@ -129,6 +132,7 @@ impl Default for Launch<'_> {
             netns: None,
             bin: None,
             under: &[],
+            nofile: None,
         }
     }
 }
@@ -150,7 +154,14 @@ impl Sidecar {
             .unwrap_or(std::path::Path::new(env!("CARGO_BIN_EXE_salt-sidecar")));
         let mut cmd = match (launch.netns, launch.under.split_first()) {
             (Some(ns), _) => ns.command(bin),
-            (None, None) => Command::new(bin),
+            (None, None) => match launch.nofile {
+                Some(n) => {
+                    let mut cmd = Command::new("/usr/bin/prlimit");
+                    cmd.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
+                    cmd
+                }
+                None => Command::new(bin),
+            },
             (None, Some((program, args))) => {
                 let mut cmd = Command::new(program);
                 cmd.env_clear().args(args).arg(bin);
