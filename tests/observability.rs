@@ -830,6 +830,7 @@ async fn promtool_accepts_the_alert_rules_their_tests_and_the_example_config() {
         "SaltSidecarProbeLatencyHigh",
         "SaltSidecarScrapeDown",
         "SaltSidecarMasterDown",
+        "SaltSidecarOutOfResources",
     ] {
         assert!(
             rules.contains(&format!("- alert: {alert}\n")),
