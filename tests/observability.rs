@@ -812,7 +812,7 @@ async fn promtool_accepts_the_alert_rules_their_tests_and_the_example_config() {
     )
     .await;
     assert!(ok, "promtool check rules:\n{out}");
-    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 7 rules found"), "{out}");
     let (ok, out) = promtool(
         &promtool_bin,
         &["test", "rules", "dashboards/alerts.test.yml"],
