@@ -128,7 +128,7 @@ impl Lab {
                 "minion_dropin": lab.p("root/etc/salt/minion.d/99-salt-sidecar.conf"),
                 "manage_services": false,
                 "start_cmd": lab.p("start-sidecar"),
-                "gate_timeout": 5,
+                "gate_timeout": 10,
                 "minion_restart_cmd": format!("echo restarted >>'{}'", lab.p("minion-restarts")),
             }
         });
