@@ -16,11 +16,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use support::netns::{self, Netns};
-use support::{Launch, Sidecar};
+use support::{static_binary, Launch, Sidecar};
 
 const UNIT: &str = "config/salt-sidecar.service";
 /// Where the unit expects the binary; rewritten to a real one for `verify`.
@@ -41,36 +40,6 @@ fn text(bytes: &[u8]) -> String {
 }
 
 // === the static binary ===
-
-/// Builds the static binary with `scripts/build-static` (once per run) and
-/// returns its path.
-fn static_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(|d| root().join(d))
-            .unwrap_or_else(|| root().join("target"))
-            .join("static");
-        let started = Instant::now();
-        let out = output(
-            Command::new(root().join("scripts/build-static")).env("CARGO_TARGET_DIR", &target),
-        );
-        assert!(
-            out.status.success(),
-            "scripts/build-static failed:\n{}",
-            text(&out.stderr)
-        );
-        // "<path> <bytes> bytes (<MiB> MiB)"
-        let stdout = text(&out.stdout);
-        eprintln!(
-            "scripts/build-static ({:.0}s): {}",
-            started.elapsed().as_secs_f64(),
-            stdout.trim()
-        );
-        let path = stdout.split_whitespace().next().expect("a path on stdout");
-        PathBuf::from(path)
-    })
-}
 
 #[test]
 fn the_static_binary_needs_nothing_from_the_host() {

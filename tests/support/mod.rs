@@ -9,8 +9,9 @@ pub mod netns;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Log lines of a child process, awaitable.
@@ -513,4 +514,48 @@ pub async fn until_answered_by(sidecar_ret: SocketAddr, name: &str, limit: Durat
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+// === the static binary ===
+
+/// Where the tests build what they build outside `cargo test`'s own target
+/// directory (which `cargo test` keeps locked while tests run): `<target>/static`.
+/// `scripts/build-static` builds the release binary there, and
+/// `scripts/package` its man-page generator.
+pub fn static_target_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| root.join(d))
+        .unwrap_or_else(|| root.join("target"))
+        .join("static")
+}
+
+/// Builds the static binary with `scripts/build-static` (once per test
+/// binary; cargo makes later calls a no-op) into [`static_target_dir`] and
+/// returns its path.
+pub fn static_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let started = Instant::now();
+        let mut cmd = Command::new(root.join("scripts/build-static"));
+        let out = cmd
+            .env("CARGO_TARGET_DIR", static_target_dir())
+            .output()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "scripts/build-static failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // "<path> <bytes> bytes (<MiB> MiB)"
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!(
+            "scripts/build-static ({:.0}s): {}",
+            started.elapsed().as_secs_f64(),
+            stdout.trim()
+        );
+        let path = stdout.split_whitespace().next().expect("a path on stdout");
+        PathBuf::from(path)
+    })
 }
