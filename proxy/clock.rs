@@ -1,4 +1,4 @@
-//! Wall-clock time as Unix time, for what leaves the process (metrics,
+//! Layer 1, beside `config`: wall-clock time as Unix time, for what leaves the process (metrics,
 //! `/status`, a jitter seed). Everything that measures intervals uses
 //! `tokio::time::Instant` instead. Imports nothing of the crate.
 

@@ -1,8 +1,10 @@
-//! The Prometheus families of SPEC §4, registered once at start-up.
+//! Layer 2: the Prometheus families of SPEC §4, registered once at start-up.
+//! Every layer above updates them; this module imports only `config` (the
+//! `reason` labels of `switches_total` are handed in by the app).
 //!
 //! One [`Metrics`] struct is built from the master list and shared as `Arc`;
 //! every labelled series is created up front so dashboards never show "no
-//! data". Label values come from enums (`Port`, `Reason`, ...). The data path
+//! data". Label values come from enums (`Port`, `CheckResult`, ...). The data path
 //! resolves its counters once per session ([`SessionCounters`]) and then only
 //! does atomic adds. Serving `/metrics` is the admin module's job.
 

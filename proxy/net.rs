@@ -1,4 +1,5 @@
-//! Connecting to a master: one place for timeouts and socket options.
+//! Layer 3: connecting to a master, one place for timeouts and socket
+//! options. May import `config` and `metrics` only.
 //!
 //! Used by the health probes and by forwarding. Tries the master's addresses
 //! in order within one overall timeout, then sets TCP_NODELAY, keepalive and

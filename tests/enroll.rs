@@ -69,8 +69,25 @@ fn enroll(socket: &std::path::Path, per_master: &str) -> (std::process::Child, L
         {
             sink.push(line);
         }
+        sink.push(STDOUT_CLOSED.into());
     });
     (child, out)
+}
+
+/// The last line of an `enroll` child's output, once all of it was read.
+const STDOUT_CLOSED: &str = "<stdout closed>";
+
+/// Waits for `child` to exit and for all of its output to be read.
+async fn exit_and_output(mut child: std::process::Child, out: &Log) -> std::process::ExitStatus {
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    let out = out.clone();
+    tokio::task::spawn_blocking(move || out.wait_for(&[STDOUT_CLOSED], Duration::from_secs(5)))
+        .await
+        .expect("join");
+    status
 }
 
 /// Waits until the sidecar shows a publish session to `master`.
@@ -128,7 +145,7 @@ async fn enroll_walks_every_master_and_unpins() {
     let m = tokio::spawn(minion(net, 1500, stop.clone()));
     publish_session_to(admin, "127.0.60.2").await;
 
-    let (mut child, out) = enroll(&sidecar.admin_socket, "20s");
+    let (child, out) = enroll(&sidecar.admin_socket, "20s");
     let o = out.clone();
     tokio::task::spawn_blocking(move || {
         o.wait_for(
@@ -151,10 +168,7 @@ async fn enroll_walks_every_master_and_unpins() {
     })
     .await
     .expect("enroll steps");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
+    let status = exit_and_output(child, &out).await;
     assert!(
         status.success(),
         "enroll exits 0 when every master accepted: {status:?}\n{}",
@@ -184,11 +198,8 @@ async fn enroll_fails_when_a_master_never_accepts_and_still_unpins() {
     let m = tokio::spawn(minion(net, 10, stop.clone()));
     publish_session_to(admin, "127.0.61.2").await;
 
-    let (mut child, out) = enroll(&sidecar.admin_socket, "3s");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
+    let (child, out) = enroll(&sidecar.admin_socket, "3s");
+    let status = exit_and_output(child, &out).await;
     assert_eq!(status.code(), Some(1), "{}", out.lines().join("\n"));
     let text = out.lines().join("\n");
     // A: the minion was already on it with a publish session (a pending

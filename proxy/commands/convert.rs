@@ -275,7 +275,6 @@ impl<'a> Writer<'a> {
     }
 
     fn write(&mut self, raw: RawMinion, cached_id: Option<&str>) -> Result<(), ConfigError> {
-        let file = self.file.display().to_string();
         let present = |key: &str| match key {
             "master_type" => raw.master_type.is_some(),
             "master_alive_interval" => raw.master_alive_interval.is_some(),
@@ -287,13 +286,23 @@ impl<'a> Writer<'a> {
         };
         self.remove = MOVED_KEYS.into_iter().filter(|k| present(k)).collect();
 
-        // --- master and master_type
-        let Some(masters) = raw.master else {
+        self.master(&raw)?;
+        self.health_checks(&raw);
+        self.failback(&raw);
+        let tcp = self.ports_id_transport(&raw, cached_id);
+        self.sidecar(tcp);
+        Ok(())
+    }
+
+    /// `master` and `master_type`: the list in order, as failover.
+    fn master(&mut self, raw: &RawMinion) -> Result<(), ConfigError> {
+        let file = self.file.display().to_string();
+        let Some(masters) = &raw.master else {
             return Err(no_master(self.file));
         };
         let master_at = masters.referenced;
         self.locations.push(("master".into(), master_at));
-        let entries = masters.value.0;
+        let entries = &masters.value.0;
         if entries.is_empty() {
             return Err(self.err(
                 &master_at,
@@ -349,6 +358,12 @@ impl<'a> Writer<'a> {
             let _ = writeln!(self.out, "  - {}", yaml_str(text));
             self.locations.push((key, at));
         }
+        self.master_type(master_type);
+        Ok(())
+    }
+
+    /// `master_type`: always failover; what it was, in the comment.
+    fn master_type(&mut self, master_type: Option<(&str, &Spanned<Value>)>) {
         match master_type {
             Some((t, s)) => {
                 self.locations.push(("master_type".into(), s.referenced));
@@ -372,8 +387,11 @@ impl<'a> Writer<'a> {
                 "one master at a time, in this order",
             ),
         }
+    }
 
-        // --- health checks
+    /// `master_alive_interval`: copied, or added when Salt would never check.
+    fn health_checks(&mut self, raw: &RawMinion) {
+        let file = self.file.display().to_string();
         let alive = raw
             .master_alive_interval
             .as_ref()
@@ -398,8 +416,10 @@ impl<'a> Writer<'a> {
                 );
             }
         }
+    }
 
-        // --- failback, reconnect jitter, shuffle
+    /// Failback, reconnect jitter and shuffle.
+    fn failback(&mut self, raw: &RawMinion) {
         self.copy_or(
             "master_failback",
             raw.master_failback.as_ref(),
@@ -443,8 +463,10 @@ impl<'a> Writer<'a> {
             "false",
             "true: stable per-minion order (rendezvous hash of id)",
         );
+    }
 
-        // --- ports, id, transport
+    /// Ports, `id` and `transport`; returns whether the transport is tcp.
+    fn ports_id_transport(&mut self, raw: &RawMinion, cached_id: Option<&str>) -> bool {
         self.copy_or(
             "publish_port",
             raw.publish_port.as_ref(),
@@ -481,9 +503,11 @@ impl<'a> Writer<'a> {
         if let Some(t) = &transport {
             self.entry(&format!("transport: {t}"), "");
         }
-        let tcp = transport.as_deref() == Some("tcp");
+        transport.as_deref() == Some("tcp")
+    }
 
-        // --- sidecar
+    /// The `sidecar:` section, every key with its default.
+    fn sidecar(&mut self, tcp: bool) {
         self.out.push('\n');
         self.comment("salt-sidecar's own settings (config/example.yaml explains each).");
         self.out.push_str("sidecar:\n");
@@ -515,7 +539,6 @@ impl<'a> Writer<'a> {
         for (line, comment) in entries {
             self.entry(line, comment);
         }
-        Ok(())
     }
 }
 

@@ -1,4 +1,10 @@
-//! The subcommands besides `run`.
+//! Layer 8, the subcommands besides `run`: `status` and `enroll` (clients of
+//! a running sidecar's admin endpoint), `convert` (a minion config to a
+//! sidecar config), and with the `demo` feature `demo` and its stand-in
+//! master (also what the integration tests run against).
+//!
+//! May import every layer below; nothing in the crate imports it except
+//! `lib.rs`.
 
 pub mod convert;
 #[cfg(feature = "demo")]

@@ -231,6 +231,16 @@ pub async fn fetch(
 
 /// The report as an operator reads it.
 pub fn render_table(report: &StatusReport, admin: &AdminAddr) -> String {
+    let mut out = summary(report, admin);
+    out.push('\n');
+    let rows: Vec<[String; 8]> = report.masters.iter().map(row).collect();
+    out.push_str(&columns(&HEADER, &rows));
+    out.push_str("\nSESSIONS are open minion sessions (publish/ret); rows in preference order.\n");
+    out
+}
+
+/// The lines above the table: who, whether ready, which master.
+fn summary(report: &StatusReport, admin: &AdminAddr) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -278,67 +288,71 @@ pub fn render_table(report: &StatusReport, admin: &AdminAddr) -> String {
             ))
         );
     }
-    out.push('\n');
+    out
+}
 
-    let header = [
-        "",
-        "ID",
-        "MASTER",
-        "ADDRESSES",
-        "HEALTH",
-        "STATE",
-        "SESSIONS",
-        "LAST PROBE",
-    ];
-    let rows: Vec<[String; 8]> = report
-        .masters
-        .iter()
-        .map(|m| {
-            let mut state = Vec::new();
-            if m.active {
-                state.push("active");
-            }
-            if m.pinned {
-                state.push("pinned");
-            }
-            if m.drained {
-                state.push("drained");
-            }
-            if state.is_empty() {
-                state.push("standby");
-            }
-            let addresses = if m.addresses.is_empty() {
-                "unresolved".to_string()
-            } else {
-                m.addresses
-                    .iter()
-                    .map(IpAddr::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            let probe = match (m.last_probe_age_seconds, &m.last_result) {
-                (Some(a), Some(r)) => format!("{}: {r}", age(a)),
-                (Some(a), None) => age(a),
-                _ => "never".to_string(),
-            };
-            [
-                if m.active { "*" } else { "" }.to_string(),
-                m.id.to_string(),
-                m.master.clone(),
-                addresses,
-                m.health.as_str().to_string(),
-                state.join(","),
-                format!("{}/{}", m.sessions.publish, m.sessions.ret),
-                probe,
-            ]
-        })
-        .collect();
+const HEADER: [&str; 8] = [
+    "",
+    "ID",
+    "MASTER",
+    "ADDRESSES",
+    "HEALTH",
+    "STATE",
+    "SESSIONS",
+    "LAST PROBE",
+];
+
+/// One master's row, in [`HEADER`]'s columns.
+fn row(m: &MasterStatus) -> [String; 8] {
+    let mut state = Vec::new();
+    if m.active {
+        state.push("active");
+    }
+    if m.pinned {
+        state.push("pinned");
+    }
+    if m.drained {
+        state.push("drained");
+    }
+    if state.is_empty() {
+        state.push("standby");
+    }
+    let addresses = if m.addresses.is_empty() {
+        "unresolved".to_string()
+    } else {
+        m.addresses
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let probe = match (m.last_probe_age_seconds, &m.last_result) {
+        (Some(a), Some(r)) => format!("{}: {r}", age(a)),
+        (Some(a), None) => age(a),
+        _ => "never".to_string(),
+    };
+    [
+        if m.active { "*" } else { "" }.to_string(),
+        m.id.to_string(),
+        m.master.clone(),
+        addresses,
+        m.health.as_str().to_string(),
+        state.join(","),
+        format!("{}/{}", m.sessions.publish, m.sessions.ret),
+        probe,
+    ]
+}
+
+/// The header and rows with each column as wide as its widest cell (the
+/// last column unpadded).
+fn columns<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
+    let mut out = String::new();
     let mut line = |cells: &[&str]| {
         let mut l = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
@@ -350,12 +364,11 @@ pub fn render_table(report: &StatusReport, admin: &AdminAddr) -> String {
         }
         let _ = writeln!(out, "{}", l.trim_end());
     };
-    line(&header);
-    for row in &rows {
+    line(header);
+    for row in rows {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
         line(&cells);
     }
-    out.push_str("\nSESSIONS are open minion sessions (publish/ret); rows in preference order.\n");
     out
 }
 

@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::master::{MasterId, MasterSpec, Port};
-use crate::config::settings::Tunables;
+use crate::config::master::{Host, MasterId, MasterSpec, Port};
+use crate::config::settings::{HealthSettings, Tunables};
 use crate::control::hysteresis::Hysteresis;
 use crate::control::resolve::Addresses;
 use crate::limits::Op;
@@ -84,64 +84,93 @@ impl HealthHandle {
     }
 }
 
-/// Probes one master until cancelled, reporting transitions on `events`.
-#[allow(clippy::too_many_arguments)]
-pub async fn watch(
-    master: MasterSpec,
-    generation: u64,
-    mut addrs: Addresses,
-    handle: Arc<HealthHandle>,
-    mut tunables: watch::Receiver<Arc<Tunables>>,
-    events: mpsc::Sender<Transition>,
-    metrics: Arc<Metrics>,
-    token: CancellationToken,
-) {
-    let mut settings = tunables.borrow_and_update().health.clone();
-    let mut hyst = Hysteresis::resume(settings.rise, settings.fall, handle.status().up);
-    let mut rng = fastrand::Rng::new();
-    let label = master.label.as_str();
-    let mut resolver_alive = matches!(master.host, crate::config::master::Host::Name(_));
-    if resolver_alive && addrs.borrow().is_empty() {
-        // A DNS name not resolved yet: give the first lookup up to one probe
-        // timeout, so the master is not called down before it had an address
-        // (an NXDOMAIN answers at once and the probe then says "unresolved").
-        let _ = tokio::time::timeout(settings.timeout, addrs.wait_for(|a| !a.is_empty())).await;
-    }
-    loop {
-        if handle.suspect.swap(false, Ordering::Relaxed) {
-            debug!(
-                master = label,
-                "passive failure: a connect to this master failed"
-            );
-            if let Some(up) = hyst.observe(false) {
-                report(
-                    &events,
-                    &handle,
-                    &master,
-                    generation,
-                    up,
-                    "a minion connection to it failed".into(),
-                )
-                .await;
+/// One master's health task: what it probes, what it reads, where it reports.
+pub struct Watch {
+    pub master: MasterSpec,
+    /// The plane the master belongs to (sent with every transition).
+    pub generation: u64,
+    pub addrs: Addresses,
+    pub handle: Arc<HealthHandle>,
+    /// Probe timing, kind and thresholds; a reload changes them live.
+    pub tunables: watch::Receiver<Arc<Tunables>>,
+    pub events: mpsc::Sender<Transition>,
+    pub metrics: Arc<Metrics>,
+}
+
+// === impl Watch ===
+
+impl Watch {
+    /// Probes the master until cancelled, reporting transitions on `events`.
+    pub async fn run(mut self, token: CancellationToken) {
+        let mut settings = self.tunables.borrow_and_update().health.clone();
+        let mut hyst = Hysteresis::resume(settings.rise, settings.fall, self.handle.status().up);
+        let mut rng = fastrand::Rng::new();
+        let mut resolver_alive = matches!(self.master.host, Host::Name(_));
+        if resolver_alive && self.addrs.borrow().is_empty() {
+            // A DNS name not resolved yet: give the first lookup up to one probe
+            // timeout, so the master is not called down before it had an address
+            // (an NXDOMAIN answers at once and the probe then says "unresolved").
+            let first = self.addrs.wait_for(|a| !a.is_empty());
+            let _ = tokio::time::timeout(settings.timeout, first).await;
+        }
+        loop {
+            if self.handle.suspect.swap(false, Ordering::Relaxed) {
+                debug!(
+                    master = %self.master.label,
+                    "passive failure: a connect to this master failed"
+                );
+                if let Some(up) = hyst.observe(false) {
+                    self.report(up, "a minion connection to it failed".into())
+                        .await;
+                }
+            }
+            let start = Instant::now();
+            // The next probe starts 0.9–1.0 × interval after this one *started*
+            // (never later, so a dead master is down within fall × interval +
+            // timeout; jittered, so a fleet does not probe in lockstep), or at
+            // once when woken or when DNS changes the addresses (a literal IP has
+            // no resolver, so its channel is closed from the start). A round
+            // the sidecar could not probe (its own exhaustion) is no verdict:
+            // tried again soon.
+            let next = match self.probe_both(&settings).await {
+                Some((ok, detail)) => {
+                    if let Some(up) = hyst.observe(ok) {
+                        self.report(up, detail).await;
+                    }
+                    start + settings.interval.mul_f64(0.9 + 0.1 * rng.f64())
+                }
+                None => start + settings.interval.min(EXHAUSTED_RETRY),
+            };
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep_until(next) => {}
+                _ = self.handle.wake.notified() => {}
+                changed = self.addrs.changed(), if resolver_alive => resolver_alive = changed.is_ok(),
+                changed = self.tunables.changed() => {
+                    // A reload: new timing or thresholds apply from this probe on.
+                    if changed.is_ok() {
+                        settings = self.tunables.borrow_and_update().health.clone();
+                        hyst.set_thresholds(settings.rise, settings.fall);
+                    }
+                }
             }
         }
-        let current: Arc<[std::net::IpAddr]> = addrs.borrow_and_update().clone();
+    }
+
+    /// Probes both ports at once, counts the results and records them in
+    /// the handle; returns whether both passed, and why not — or `None` when
+    /// the sidecar itself ran out of descriptors or memory (no verdict).
+    async fn probe_both(&mut self, settings: &HealthSettings) -> Option<(bool, String)> {
+        let master = &self.master;
+        let label = master.label.as_str();
+        let current: Arc<[std::net::IpAddr]> = self.addrs.borrow_and_update().clone();
         let start = Instant::now();
+        let probe = |tcp_port: u16, port: Port| {
+            probe::probe(settings.kind, &current, tcp_port, port, settings.timeout)
+        };
         let (publish, ret) = tokio::join!(
-            probe::probe(
-                settings.kind,
-                &current,
-                master.publish_port,
-                Port::Publish,
-                settings.timeout
-            ),
-            probe::probe(
-                settings.kind,
-                &current,
-                master.ret_port,
-                Port::Ret,
-                settings.timeout
-            ),
+            probe(master.publish_port, Port::Publish),
+            probe(master.ret_port, Port::Ret),
         );
         let elapsed = start.elapsed().as_secs_f64();
         // The sidecar's own exhaustion is no verdict on the master: counted
@@ -151,7 +180,7 @@ pub async fn watch(
             .into_iter()
             .filter_map(|r| r.as_ref().err().and_then(ProbeError::exhausted))
         {
-            metrics.resources.check(Op::Probe, e);
+            self.metrics.resources.check(Op::Probe, e);
             exhausted = true;
         }
         if exhausted {
@@ -159,22 +188,17 @@ pub async fn watch(
                 master = label,
                 "probe skipped: the sidecar is out of resources"
             );
-            let retry = start + settings.interval.min(EXHAUSTED_RETRY);
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = tokio::time::sleep_until(retry) => {}
-            }
-            continue;
+            return None;
         }
         for (port, result) in [(Port::Publish, &publish), (Port::Ret, &ret)] {
             let outcome = result
                 .as_ref()
                 .map_or_else(ProbeError::result, |_| CheckResult::Ok);
-            metrics
+            self.metrics
                 .health_checks_total
                 .with_label_values(&[label, port.as_str(), outcome.as_str()])
                 .inc();
-            metrics
+            self.metrics
                 .health_check_duration_seconds
                 .with_label_values(&[label, port.as_str()])
                 .observe(elapsed);
@@ -186,33 +210,23 @@ pub async fn watch(
         };
         let ok = publish.is_ok() && ret.is_ok();
         debug!(master = label, ok, detail = %detail, "probe");
-        if let Ok(mut s) = handle.status.lock() {
+        if let Ok(mut s) = self.handle.status.lock() {
             s.last_probe = Some(SystemTime::now());
             s.last_result = Some(detail.clone());
         }
-        if let Some(up) = hyst.observe(ok) {
-            report(&events, &handle, &master, generation, up, detail).await;
-        }
+        Some((ok, detail))
+    }
 
-        // The next probe starts 0.9–1.0 × interval after this one *started*
-        // (never later, so a dead master is down within fall × interval +
-        // timeout; jittered, so a fleet does not probe in lockstep), or at
-        // once when woken or when DNS changes the addresses (a literal IP has
-        // no resolver, so its channel is closed from the start).
-        let next = start + settings.interval.mul_f64(0.9 + 0.1 * rng.f64());
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-            _ = handle.wake.notified() => {}
-            changed = addrs.changed(), if resolver_alive => resolver_alive = changed.is_ok(),
-            changed = tunables.changed() => {
-                // A reload: new timing or thresholds apply from this probe on.
-                if changed.is_ok() {
-                    settings = tunables.borrow_and_update().health.clone();
-                    hyst.set_thresholds(settings.rise, settings.fall);
-                }
-            }
-        }
+    async fn report(&self, up: bool, detail: String) {
+        report(
+            &self.events,
+            &self.handle,
+            &self.master,
+            self.generation,
+            up,
+            detail,
+        )
+        .await;
     }
 }
 

@@ -123,16 +123,16 @@ impl PlaneBuilder {
                 .collect(),
         ));
         for (i, spec) in masters.iter().enumerate() {
-            self.tracker.spawn(health::watch(
-                spec.clone(),
+            let watch = health::Watch {
+                master: spec.clone(),
                 generation,
-                addrs[i].clone(),
-                health[i].clone(),
-                self.tunables.clone(),
-                self.transitions.clone(),
-                self.metrics.clone(),
-                token.clone(),
-            ));
+                addrs: addrs[i].clone(),
+                handle: health[i].clone(),
+                tunables: self.tunables.clone(),
+                events: self.transitions.clone(),
+                metrics: self.metrics.clone(),
+            };
+            self.tracker.spawn(watch.run(token.clone()));
         }
         Arc::new(Plane {
             generation,

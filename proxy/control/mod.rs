@@ -1,4 +1,17 @@
-//! The control plane: which master is up and which one is active.
+//! Layer 5, the control plane: which masters are up, and which one the
+//! minion is routed to.
+//!
+//! - `select/`: the pure policy (a state machine on events and time) and
+//!   the preference order, shuffle and jitter seed; no sockets, no clock.
+//! - `hysteresis`: rise/fall, pure; `health`: one probe task per master;
+//!   `resolve`: DNS per TTL.
+//! - `masters`: the plane, everything kept per master; `sessions`: the
+//!   per-master tokens a switch fires to reset or drain sessions.
+//! - `supervisor`: drives `select` and carries out its actions; the only
+//!   writer of `route`, the routing decision forwarding reads.
+//!
+//! May import `config`, `clock`, `metrics`, `net`, `zmtp`; never `data`,
+//! `ops` or `commands` (a reload reaches it as a `supervisor::Command`).
 
 pub mod health;
 pub mod hysteresis;

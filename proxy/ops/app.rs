@@ -20,9 +20,9 @@ use tracing::{error, info, warn};
 
 use crate::clock;
 use crate::config::master::Port;
-use crate::config::settings::Tunables;
+use crate::config::settings::{Policy, Tunables};
 use crate::config::Config;
-use crate::control::masters::PlaneBuilder;
+use crate::control::masters::{Plane, PlaneBuilder};
 use crate::control::select::{jitter_seed, preference_order, Reason, Selector};
 use crate::control::supervisor::{Command, Snapshot, Supervisor};
 use crate::data::forward::Forwarder;
@@ -129,24 +129,8 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
     let metrics = Metrics::new(&config.masters, &Reason::COUNTED.map(Reason::as_str))?;
     let sc = &config.sidecar;
     let budget = fd_budget(config);
-    let bind = |addr: SocketAddr, port: Port| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, port, source })
-    };
-    let publish_listener = bind(sc.listen_publish, Port::Publish).await?;
-    let ret_listener = bind(sc.listen_ret, Port::Ret).await?;
-    let listen_publish = publish_listener.local_addr().unwrap_or(sc.listen_publish);
-    let listen_ret = ret_listener.local_addr().unwrap_or(sc.listen_ret);
-    let admin_listener =
-        TcpListener::bind(sc.admin)
-            .await
-            .map_err(|source| StartError::AdminBind {
-                addr: sc.admin,
-                source,
-            })?;
-    let admin_addr = admin_listener.local_addr().unwrap_or(sc.admin);
-    let admin_socket = listen::bind_socket(&sc.admin_socket)?;
+    let listeners = Listeners::bind(config).await?;
+    let (listen_publish, listen_ret, admin_addr) = listeners.addrs(config);
 
     let tracker = TaskTracker::new();
     let (transitions_tx, transitions_rx) = mpsc::channel(64);
@@ -162,33 +146,12 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         listeners: [listen_publish, listen_ret],
     };
     let plane = builder.build(0, &config.masters, None);
-
-    let order = preference_order(config);
-    let now = Instant::now();
-    let labels: Vec<&str> = order.iter().map(|m| plane.label(*m)).collect();
-    info!(
-        minion_id = %config.minion_id,
-        order = ?labels,
-        probe = sc.probe.as_str(),
-        alive_interval_s = config.alive_interval.as_secs(),
-        failback = config.failback,
-        "salt-sidecar starting"
+    let supervisor = supervisor(config, plane, policy, &metrics);
+    let (route_rx, snapshot_rx) = (
+        supervisor.route.subscribe(),
+        supervisor.snapshot.subscribe(),
     );
-    let unix_nanos = clock::unix(std::time::SystemTime::now()).as_nanos() as u64;
-    let seed = jitter_seed(&config.minion_id, unix_nanos);
-    let selector = Selector::new(order, policy, seed, now);
-    let (route_tx, route_rx) = watch::channel(Supervisor::current_route(&selector, &plane));
-    let (snapshot_tx, snapshot_rx) =
-        watch::channel(Supervisor::current_snapshot(&selector, &plane));
     let (commands_tx, commands_rx) = mpsc::channel(16);
-    let supervisor = Supervisor {
-        selector,
-        plane,
-        early: Vec::new(),
-        route: route_tx,
-        snapshot: snapshot_tx,
-        metrics: metrics.clone(),
-    };
     tracker.spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
 
     let reloader = Arc::new(Reloader::new(
@@ -215,8 +178,9 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         max_connections: budget.max_admin,
         token: token.clone(),
     };
-    tracker.spawn(endpoint.clone().serve_tcp(admin_listener));
+    tracker.spawn(endpoint.clone().serve_tcp(listeners.admin));
     let socket_path = sc.admin_socket.path.clone();
+    let admin_socket = listeners.admin_socket;
     tracker.spawn(async move { endpoint.serve_socket(admin_socket, &socket_path).await });
     info!(admin = %admin_addr, "admin endpoint: /metrics /healthz /readyz /status");
     info!(socket = %sc.admin_socket.path.display(), "admin socket: /status and the commands /admin/pin|unpin|drain|undrain|reload");
@@ -228,7 +192,10 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         sessions,
         max_sessions: budget.max_sessions,
     });
-    for (listener, port) in [(publish_listener, Port::Publish), (ret_listener, Port::Ret)] {
+    for (listener, port) in [
+        (listeners.publish, Port::Publish),
+        (listeners.ret, Port::Ret),
+    ] {
         tracker.spawn(
             forwarder
                 .clone()
@@ -250,6 +217,83 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         token,
         tunables: tunables_rx,
     })
+}
+
+/// The three sockets, bound before anything starts (a port clash fails
+/// start-up at once).
+struct Listeners {
+    publish: TcpListener,
+    ret: TcpListener,
+    admin: TcpListener,
+    admin_socket: tokio::net::UnixListener,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> Result<Listeners, StartError> {
+        let sc = &config.sidecar;
+        let bind = |addr: SocketAddr, port: Port| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, port, source })
+        };
+        let publish = bind(sc.listen_publish, Port::Publish).await?;
+        let ret = bind(sc.listen_ret, Port::Ret).await?;
+        let admin = TcpListener::bind(sc.admin)
+            .await
+            .map_err(|source| StartError::AdminBind {
+                addr: sc.admin,
+                source,
+            })?;
+        let admin_socket = listen::bind_socket(&sc.admin_socket)?;
+        Ok(Listeners {
+            publish,
+            ret,
+            admin,
+            admin_socket,
+        })
+    }
+
+    /// The bound addresses (port 0 in the config becomes the real one).
+    fn addrs(&self, config: &Config) -> (SocketAddr, SocketAddr, SocketAddr) {
+        let sc = &config.sidecar;
+        (
+            self.publish.local_addr().unwrap_or(sc.listen_publish),
+            self.ret.local_addr().unwrap_or(sc.listen_ret),
+            self.admin.local_addr().unwrap_or(sc.admin),
+        )
+    }
+}
+
+/// The supervisor for the first plane, its selector in this minion's order.
+fn supervisor(
+    config: &Config,
+    plane: Arc<Plane>,
+    policy: Policy,
+    metrics: &Arc<Metrics>,
+) -> Supervisor {
+    let order = preference_order(config);
+    let labels: Vec<&str> = order.iter().map(|m| plane.label(*m)).collect();
+    info!(
+        minion_id = %config.minion_id,
+        order = ?labels,
+        probe = config.sidecar.probe.as_str(),
+        alive_interval_s = config.alive_interval.as_secs(),
+        failback = config.failback,
+        "salt-sidecar starting"
+    );
+    let unix_nanos = clock::unix(std::time::SystemTime::now()).as_nanos() as u64;
+    let seed = jitter_seed(&config.minion_id, unix_nanos);
+    let selector = Selector::new(order, policy, seed, Instant::now());
+    let (route, _) = watch::channel(Supervisor::current_route(&selector, &plane));
+    let (snapshot, _) = watch::channel(Supervisor::current_snapshot(&selector, &plane));
+    Supervisor {
+        selector,
+        plane,
+        early: Vec::new(),
+        route,
+        snapshot,
+        metrics: metrics.clone(),
+    }
 }
 
 impl Running {

@@ -1,4 +1,10 @@
-//! Running the sidecar: wiring, reload and the admin endpoint.
+//! Layer 7, running the sidecar: `app` wires every task for one config (the
+//! only place that starts things), `reload` turns a new config into a pure
+//! diff and sends the changes down as commands, `admin` serves the HTTP
+//! endpoint, and `api` is the `/status` schema it shares with its clients.
+//!
+//! May import every layer below (`config` … `data`); never `commands`, and
+//! nothing below imports it.
 
 pub mod admin;
 pub mod api;

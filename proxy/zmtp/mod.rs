@@ -1,4 +1,10 @@
-//! ZMTP 3.0 as the sidecar needs it: the codec and the health probe.
+//! Layer 4: ZMTP 3.0 as the sidecar needs it. `codec` frames and parses
+//! greetings, commands and messages (pure, no I/O); `probe` is the health
+//! check of one master port (connect through `net`, then a greeting and
+//! READY exchange, or a plain connect for `tcp`).
+//!
+//! May import `config`, `metrics`, `net`; never `control`, `data`, `ops` or
+//! `commands`.
 
 mod codec;
 pub mod probe;

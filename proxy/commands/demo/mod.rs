@@ -36,22 +36,11 @@ struct Seen {
 
 /// Runs the demo on `<net>.1` (sidecar), `<net>.2` (A) and `<net>.3` (B).
 pub async fn run(net: &str, alive_interval: u64) -> anyhow::Result<()> {
-    let ip = |last: u8| -> anyhow::Result<IpAddr> {
-        let text = format!("{net}.{last}");
-        let ip: IpAddr = text
-            .parse()
-            .with_context(|| format!("--net {net}: `{text}` is not an IP address"))?;
-        if !ip.is_loopback() {
-            bail!("--net {net}: the demo only uses loopback addresses (127.x.y)");
-        }
-        Ok(ip)
-    };
-    let (side, a_ip, b_ip) = (ip(1)?, ip(2)?, ip(3)?);
-    let at = |ip: IpAddr, port: u16| SocketAddr::new(ip, port);
+    let (side, a_ip, b_ip) = (loopback(net, 1)?, loopback(net, 2)?, loopback(net, 3)?);
     let t0 = Instant::now();
     let say = move |msg: &str| line(&format!("[+{:6.2}s] {msg}", t0.elapsed().as_secs_f64()));
 
-    let mut a = StandinMaster::start("A", at(a_ip, 4505), at(a_ip, 4506))
+    let a = StandinMaster::start("A", at(a_ip, 4505), at(a_ip, 4506))
         .await
         .context("starting master A")?;
     let b = StandinMaster::start("B", at(b_ip, 4505), at(b_ip, 4506))
@@ -59,16 +48,11 @@ pub async fn run(net: &str, alive_interval: u64) -> anyhow::Result<()> {
         .context("starting master B")?;
     say(&format!("started stand-in master A on {a_ip} and master B on {b_ip} (ports 4505/4506, ZeroMQ greetings)"));
 
-    // The demo runs as any user: its admin socket lives in the temp dir.
-    let socket =
-        std::env::temp_dir().join(format!("salt-sidecar-demo-{}.sock", std::process::id()));
-    let socket = socket.display();
-    let yaml = format!(
-        "master:\n  - {a_ip}\n  - {b_ip}\nmaster_type: failover\nmaster_alive_interval: {alive_interval}\n\
-         master_failback: true\nmaster_failback_interval: {FAILBACK_S}\nrandom_reauth_delay: 1\nid: demo-minion\n\
-         sidecar:\n  listen: {side}\n  admin: {side}:9464\n  admin_socket: {socket}\n  rise: 2\n  fall: 2\n  connect_timeout: 500ms\n  drain_timeout: 5s\n"
-    );
-    let cfg = config::parse(Path::new("<demo>"), &yaml).context("demo config")?;
+    let cfg = config::parse(
+        Path::new("<demo>"),
+        &demo_config(side, a_ip, b_ip, alive_interval),
+    )
+    .context("demo config")?;
     say(&format!(
         "sidecar config: masters [A, B], alive interval {alive_interval}s, rise 2 / fall 2, failback after {FAILBACK_S}s, reconnect jitter up to 1s"
     ));
@@ -81,7 +65,7 @@ pub async fn run(net: &str, alive_interval: u64) -> anyhow::Result<()> {
     ));
 
     // The stand-in minion: a request every 500 ms to the sidecar's ret port.
-    let (seen_tx, mut seen_rx) = watch::channel(Seen::default());
+    let (seen_tx, seen) = watch::channel(Seen::default());
     let minion_stop = CancellationToken::new();
     let minion = tokio::spawn(minion_loop(
         at(side, 4506),
@@ -89,58 +73,24 @@ pub async fn run(net: &str, alive_interval: u64) -> anyhow::Result<()> {
         minion_stop.clone(),
         t0,
     ));
-
-    let on_master = |rx: &mut watch::Receiver<Seen>, name: &'static str, limit: Duration| {
-        let mut rx = rx.clone();
-        async move {
-            tokio::time::timeout(limit, rx.wait_for(|s| s.master.as_deref() == Some(name)))
-                .await
-                .map(|r| r.is_ok())
-                .unwrap_or(false)
-        }
+    let watcher = Watcher {
+        seen,
+        limit: Duration::from_secs(5 * alive_interval + 10),
     };
-    let limit = Duration::from_secs(5 * alive_interval + 10);
-    if !on_master(&mut seen_rx, "A", limit).await {
+    if !watcher.on_master("A", watcher.limit).await {
         bail!("the minion never got an answer from master A");
     }
     say("minion: requests are answered by master A (the primary)");
     sleep(Duration::from_secs(2)).await;
 
-    let killed = Instant::now();
-    say(">>> killing master A (every connection reset, listeners closed)");
-    a.kill().await;
-    let failover_ok = on_master(&mut seen_rx, "B", limit).await;
-    let failover_s = killed.elapsed().as_secs_f64();
-    if !failover_ok {
-        bail!(
-            "the minion did not reach master B within {}s",
-            limit.as_secs()
-        );
-    }
-    say(&format!(
-        "minion: requests are answered by master B — {failover_s:.2}s after the kill"
-    ));
+    let failover_s = failover(&watcher, a, &say).await?;
     sleep(Duration::from_secs(2)).await;
-
-    say(">>> restarting master A");
-    a = StandinMaster::start("A", at(a_ip, 4505), at(a_ip, 4506))
-        .await
-        .context("restarting master A")?;
-    let back = Instant::now();
-    say(&format!("the sidecar fails back only after A stayed healthy for {FAILBACK_S}s, and drains B's sessions gently"));
-    let failback_ok = on_master(&mut seen_rx, "A", limit + Duration::from_secs(FAILBACK_S)).await;
-    let failback_s = back.elapsed().as_secs_f64();
-    if !failback_ok {
-        bail!("the minion did not return to master A");
-    }
-    say(&format!(
-        "minion: requests are answered by master A again — {failback_s:.2}s after it came back"
-    ));
+    let (a, failback_s) = failback(&watcher, a_ip, &say).await?;
     sleep(Duration::from_millis(500)).await;
 
     minion_stop.cancel();
     let _ = minion.await;
-    let seen = seen_rx.borrow().clone();
+    let seen = watcher.seen.borrow().clone();
     token.cancel();
     running.wait().await;
     a.stop();
@@ -152,6 +102,98 @@ pub async fn run(net: &str, alive_interval: u64) -> anyhow::Result<()> {
     ));
     line("next: `salt-sidecar check-config --config config/example.yaml`, then `salt-sidecar run --config ...`");
     Ok(())
+}
+
+/// `<net>.<last>`, which must be a loopback address.
+fn loopback(net: &str, last: u8) -> anyhow::Result<IpAddr> {
+    let text = format!("{net}.{last}");
+    let ip: IpAddr = text
+        .parse()
+        .with_context(|| format!("--net {net}: `{text}` is not an IP address"))?;
+    if !ip.is_loopback() {
+        bail!("--net {net}: the demo only uses loopback addresses (127.x.y)");
+    }
+    Ok(ip)
+}
+
+fn at(ip: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(ip, port)
+}
+
+/// The sidecar's config for the demo, through the same loader as production.
+fn demo_config(side: IpAddr, a_ip: IpAddr, b_ip: IpAddr, alive_interval: u64) -> String {
+    // The demo runs as any user: its admin socket lives in the temp dir.
+    let socket =
+        std::env::temp_dir().join(format!("salt-sidecar-demo-{}.sock", std::process::id()));
+    let socket = socket.display();
+    format!(
+        "master:\n  - {a_ip}\n  - {b_ip}\nmaster_type: failover\nmaster_alive_interval: {alive_interval}\n\
+         master_failback: true\nmaster_failback_interval: {FAILBACK_S}\nrandom_reauth_delay: 1\nid: demo-minion\n\
+         sidecar:\n  listen: {side}\n  admin: {side}:9464\n  admin_socket: {socket}\n  rise: 2\n  fall: 2\n  connect_timeout: 500ms\n  drain_timeout: 5s\n"
+    )
+}
+
+/// Waits on what the stand-in minion sees.
+struct Watcher {
+    seen: watch::Receiver<Seen>,
+    /// How long a switch may take.
+    limit: Duration,
+}
+
+impl Watcher {
+    /// Whether master `name` answers the minion within `limit`.
+    async fn on_master(&self, name: &str, limit: Duration) -> bool {
+        let mut rx = self.seen.clone();
+        tokio::time::timeout(limit, rx.wait_for(|s| s.master.as_deref() == Some(name)))
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false)
+    }
+}
+
+/// Kills A and waits until B answers; returns the seconds that took.
+async fn failover(w: &Watcher, a: StandinMaster, say: &impl Fn(&str)) -> anyhow::Result<f64> {
+    let killed = Instant::now();
+    say(">>> killing master A (every connection reset, listeners closed)");
+    a.kill().await;
+    let failover_ok = w.on_master("B", w.limit).await;
+    let failover_s = killed.elapsed().as_secs_f64();
+    if !failover_ok {
+        bail!(
+            "the minion did not reach master B within {}s",
+            w.limit.as_secs()
+        );
+    }
+    say(&format!(
+        "minion: requests are answered by master B — {failover_s:.2}s after the kill"
+    ));
+    Ok(failover_s)
+}
+
+/// Restarts A and waits until it answers again; returns A and the seconds
+/// that took.
+async fn failback(
+    w: &Watcher,
+    a_ip: IpAddr,
+    say: &impl Fn(&str),
+) -> anyhow::Result<(StandinMaster, f64)> {
+    say(">>> restarting master A");
+    let a = StandinMaster::start("A", at(a_ip, 4505), at(a_ip, 4506))
+        .await
+        .context("restarting master A")?;
+    let back = Instant::now();
+    say(&format!("the sidecar fails back only after A stayed healthy for {FAILBACK_S}s, and drains B's sessions gently"));
+    let failback_ok = w
+        .on_master("A", w.limit + Duration::from_secs(FAILBACK_S))
+        .await;
+    let failback_s = back.elapsed().as_secs_f64();
+    if !failback_ok {
+        bail!("the minion did not return to master A");
+    }
+    say(&format!(
+        "minion: requests are answered by master A again — {failback_s:.2}s after it came back"
+    ));
+    Ok((a, failback_s))
 }
 
 /// Sends `ping N` every 500 ms, reconnecting on failure; publishes what it sees.

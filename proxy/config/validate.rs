@@ -1,0 +1,771 @@
+//! Raw structs to the typed [`Config`], one function per section; every
+//! error names the file, line and key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_saphyr::{Location, Spanned};
+
+use crate::config::master::{label_for, Host, MasterId, MasterSpec};
+use crate::config::raw::{DurationValue, RawConfig, RawEntry, RawMasters, RawSidecar};
+use crate::config::*;
+
+/// Collects the location of a value for error messages.
+struct Ctx<'a> {
+    file: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, at: Option<&Location>, key: &str, message: impl Into<String>) -> ConfigError {
+        let known = at.filter(|l| l.line() > 0);
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: known.map(|l| l.line() as u32),
+            column: known.map(|l| l.column() as u32),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+fn loc<T>(s: &Spanned<T>) -> Option<&Location> {
+    Some(&s.referenced)
+}
+
+impl RawConfig {
+    pub(crate) fn validate(self, file: &Path) -> Result<Config, ConfigError> {
+        let cx = Ctx { file };
+        let mut warnings = Vec::new();
+        let mut notes = Vec::new();
+
+        let publish_port = port_or(
+            &cx,
+            self.publish_port.as_ref(),
+            "publish_port",
+            DEFAULT_PUBLISH_PORT,
+        )?;
+        let ret_port = port_or(
+            &cx,
+            self.master_port.as_ref(),
+            "master_port",
+            DEFAULT_RET_PORT,
+        )?;
+        let (masters, locations) = masters(&cx, self.master, publish_port, ret_port)?;
+        let master_type = master_type(&cx, self.master_type.as_ref(), masters.len(), &mut notes)?;
+        let alive_interval =
+            alive_interval(&cx, self.master_alive_interval.as_ref(), &mut warnings)?;
+        let failback = self.master_failback.as_ref().is_some_and(|s| s.value);
+        let failback_interval =
+            failback_interval(&cx, self.master_failback_interval.as_ref(), alive_interval)?;
+        let reauth_delay = reauth_delay(&cx, self.random_reauth_delay.as_ref())?;
+        let shuffle = self.master_shuffle.as_ref().is_some_and(|s| s.value);
+        let minion_id = minion_id(&cx, self.id.as_ref())?;
+        let transport_probe = transport_probe(&cx, self.transport.as_ref())?;
+
+        let sidecar = self.sidecar.map(|s| s.value).unwrap_or_default();
+        let sidecar = sidecar.validate(&cx, publish_port, ret_port, transport_probe)?;
+        no_self_loop(&cx, &masters, &locations, &sidecar)?;
+
+        Ok(Config {
+            source: file.to_path_buf(),
+            masters,
+            master_type,
+            alive_interval,
+            failback,
+            failback_interval,
+            reauth_delay,
+            shuffle,
+            minion_id,
+            sidecar,
+            warnings,
+            notes,
+        })
+    }
+}
+
+/// `master:`: every entry to a [`MasterSpec`], in the configured order;
+/// `publish_port`/`master_port` are the defaults an entry may override.
+fn masters(
+    cx: &Ctx<'_>,
+    raw: Option<Spanned<RawMasters>>,
+    publish_port: u16,
+    ret_port: u16,
+) -> Result<(Vec<MasterSpec>, Vec<Location>), ConfigError> {
+    let Some(raw_masters) = raw else {
+        return Err(cx.err(
+            None,
+            "master",
+            "is required: the ordered list of masters to fail over between",
+        ));
+    };
+    let masters_loc = raw_masters.referenced;
+    let entries = raw_masters.value.0;
+    if entries.is_empty() {
+        return Err(cx.err(
+            Some(&masters_loc),
+            "master",
+            "the list is empty; name at least one master",
+        ));
+    }
+    if entries.len() > usize::from(u16::MAX) {
+        return Err(cx.err(Some(&masters_loc), "master", "too many masters"));
+    }
+    let mut masters: Vec<MasterSpec> = Vec::with_capacity(entries.len());
+    let mut locations: Vec<Location> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let key = format!("master[{i}]");
+        let at = if entry.referenced.line() > 0 {
+            &entry.referenced
+        } else {
+            &masters_loc
+        };
+        locations.push(*at);
+        let (host, publish, ret) = entry_ports(cx, &key, at, &entry.value, publish_port, ret_port)?;
+        if publish == 0 || ret == 0 {
+            return Err(cx.err(
+                Some(at),
+                &key,
+                "port 0 is not a port a master can listen on",
+            ));
+        }
+        let label = label_for(
+            &host,
+            publish,
+            ret,
+            (DEFAULT_PUBLISH_PORT, DEFAULT_RET_PORT),
+        );
+        if let Some(prev) = masters
+            .iter()
+            .find(|m| m.host == host && m.ret_port == ret && m.publish_port == publish)
+        {
+            return Err(cx.err(
+                Some(at),
+                &key,
+                format!(
+                    "`{label}` is listed twice (also master[{}]); each master may appear once",
+                    prev.id.0
+                ),
+            ));
+        }
+        masters.push(MasterSpec {
+            id: MasterId(i as u16),
+            host,
+            publish_port: publish,
+            ret_port: ret,
+            label,
+        });
+    }
+    Ok((masters, locations))
+}
+
+/// No master may be the sidecar itself: a literal address or `localhost` on
+/// one of the minion listeners would forward the minion to itself.
+fn no_self_loop(
+    cx: &Ctx<'_>,
+    masters: &[MasterSpec],
+    locations: &[Location],
+    sidecar: &SidecarConfig,
+) -> Result<(), ConfigError> {
+    let listeners = [sidecar.listen_publish, sidecar.listen_ret];
+    for (m, at) in masters.iter().zip(locations) {
+        if let Some(own) = m.loops_to(&listeners) {
+            return Err(cx.err(
+                Some(at),
+                &format!("master[{}]", m.id.0),
+                format!("`{}` is the sidecar itself (its listener {own}): it would forward the minion to itself. List the real masters here; only the minion points at 127.0.0.1", m.label),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One `master:` entry's host and (publish, ret) ports; `publish_port` and
+/// `ret_port` are the defaults it may override.
+fn entry_ports(
+    cx: &Ctx<'_>,
+    key: &str,
+    at: &Location,
+    entry: &RawEntry,
+    publish_port: u16,
+    ret_port: u16,
+) -> Result<(Host, u16, u16), ConfigError> {
+    Ok(match entry {
+        RawEntry::Text(text) => {
+            let (host, port) = parse_host_port(text).map_err(|m| cx.err(Some(at), key, m))?;
+            (host, publish_port, port.unwrap_or(ret_port))
+        }
+        RawEntry::Map(map) => {
+            let (host, port) = parse_host_port(&map.host)
+                .map_err(|m| cx.err(Some(at), &format!("{key}.host"), m))?;
+            if port.is_some() {
+                return Err(cx.err(
+                    Some(at),
+                    &format!("{key}.host"),
+                    "in the mapping form, give the port as `master_port:`, not in `host:`",
+                ));
+            }
+            (
+                host,
+                map.publish_port.unwrap_or(publish_port),
+                map.master_port.unwrap_or(ret_port),
+            )
+        }
+    })
+}
+
+/// `master_type:`; a list without it is taken as failover (with a note).
+fn master_type(
+    cx: &Ctx<'_>,
+    raw: Option<&Spanned<String>>,
+    masters: usize,
+    notes: &mut Vec<String>,
+) -> Result<MasterType, ConfigError> {
+    Ok(match raw {
+        None => {
+            if masters > 1 {
+                notes.push("`master` is a list without `master_type`: taking it as `master_type: failover`".into());
+            }
+            MasterType::Failover
+        }
+        Some(s) => match s.value.trim() {
+            "failover" => MasterType::Failover,
+            "str" if masters > 1 => {
+                return Err(cx.err(
+                    loc(s),
+                    "master_type",
+                    "`str` with several masters is Salt's hot multi-master (connected to all at once), which a proxy that forwards to one master at a time cannot do; salt-sidecar does failover: write `master_type: failover` (or drop the key) and list the masters in order of preference",
+                ));
+            }
+            "str" => MasterType::Str,
+            "func" | "disable" => {
+                return Err(cx.err(loc(s), "master_type", format!("{} is not supported by salt-sidecar; use `failover` (or `str` with one master)", quoted(&s.value))));
+            }
+            other => {
+                return Err(cx.err(
+                    loc(s),
+                    "master_type",
+                    format!(
+                        "{} is not a master_type; expected `failover` or `str`",
+                        quoted(other)
+                    ),
+                ));
+            }
+        },
+    })
+}
+
+/// `master_alive_interval:`; missing, the default (with a warning).
+fn alive_interval(
+    cx: &Ctx<'_>,
+    raw: Option<&Spanned<u64>>,
+    warnings: &mut Vec<String>,
+) -> Result<Duration, ConfigError> {
+    Ok(match raw {
+        None => {
+            warnings.push(format!(
+                "`master_alive_interval` is missing: checking every master every {}s (Salt itself would silently never check)",
+                DEFAULT_ALIVE_INTERVAL.as_secs()
+            ));
+            DEFAULT_ALIVE_INTERVAL
+        }
+        Some(s) if s.value == 0 => {
+            return Err(cx.err(
+                loc(s),
+                "master_alive_interval",
+                "must be at least 1 second; 0 would mean never checking",
+            ));
+        }
+        Some(s) if s.value > 86_400 => {
+            return Err(cx.err(
+                loc(s),
+                "master_alive_interval",
+                "must be at most 86400 seconds (one day)",
+            ));
+        }
+        Some(s) => Duration::from_secs(s.value),
+    })
+}
+
+/// `master_failback_interval:`; missing, one alive interval.
+fn failback_interval(
+    cx: &Ctx<'_>,
+    raw: Option<&Spanned<u64>>,
+    alive_interval: Duration,
+) -> Result<Duration, ConfigError> {
+    // Salt's default is 0; we wait one alive interval so a master that just
+    // came back proves itself before a fleet moves onto it.
+    Ok(match raw {
+        None => alive_interval,
+        Some(s) if s.value > 86_400 => {
+            return Err(cx.err(
+                loc(s),
+                "master_failback_interval",
+                "must be at most 86400 seconds (one day)",
+            ));
+        }
+        Some(s) => Duration::from_secs(s.value),
+    })
+}
+
+/// `random_reauth_delay:`.
+fn reauth_delay(cx: &Ctx<'_>, raw: Option<&Spanned<u64>>) -> Result<Duration, ConfigError> {
+    Ok(match raw {
+        None => DEFAULT_RANDOM_REAUTH_DELAY,
+        Some(s) if s.value > 3_600 => {
+            return Err(cx.err(
+                loc(s),
+                "random_reauth_delay",
+                "must be at most 3600 seconds",
+            ));
+        }
+        Some(s) => Duration::from_secs(s.value),
+    })
+}
+
+/// `id:`; missing, the host name (as Salt does).
+fn minion_id(cx: &Ctx<'_>, raw: Option<&Spanned<String>>) -> Result<String, ConfigError> {
+    Ok(match raw {
+        Some(s) if s.value.trim().is_empty() => {
+            return Err(cx.err(loc(s), "id", "must not be empty"))
+        }
+        Some(s) => s.value.trim().to_string(),
+        None => gethostname::gethostname().to_string_lossy().into_owned(),
+    })
+}
+
+/// `transport:`: the probe it implies, if given.
+fn transport_probe(
+    cx: &Ctx<'_>,
+    raw: Option<&Spanned<String>>,
+) -> Result<Option<ProbeKind>, ConfigError> {
+    Ok(match raw {
+        None => None,
+        Some(s) => match s.value.trim() {
+            "zeromq" => Some(ProbeKind::Zmtp),
+            "tcp" => Some(ProbeKind::Tcp),
+            other => {
+                return Err(cx.err(
+                    loc(s),
+                    "transport",
+                    format!(
+                        "{} is not a transport salt-sidecar forwards; expected `zeromq` or `tcp`",
+                        quoted(other)
+                    ),
+                ))
+            }
+        },
+    })
+}
+
+impl RawSidecar {
+    fn validate(
+        self,
+        cx: &Ctx<'_>,
+        publish_port: u16,
+        ret_port: u16,
+        transport_probe: Option<ProbeKind>,
+    ) -> Result<SidecarConfig, ConfigError> {
+        let (listen_publish, listen_ret) = self.listeners(cx, publish_port, ret_port)?;
+        let listen_allow_remote = self.listen_allow_remote(cx, listen_publish, listen_ret)?;
+        let (admin, admin_allow_remote) = self.admin(cx, listen_publish, listen_ret)?;
+        let probe = self.probe(cx, transport_probe)?;
+        let rise = count_or(cx, self.rise.as_ref(), "sidecar.rise", 2)?;
+        let fall = count_or(cx, self.fall.as_ref(), "sidecar.fall", 2)?;
+        let connect_timeout = duration_or(
+            cx,
+            self.connect_timeout.as_ref(),
+            "sidecar.connect_timeout",
+            Duration::from_secs(2),
+            Duration::from_millis(10),
+            Duration::from_secs(300),
+        )?;
+        let drain_timeout = duration_or(
+            cx,
+            self.drain_timeout.as_ref(),
+            "sidecar.drain_timeout",
+            Duration::from_secs(60),
+            Duration::ZERO,
+            Duration::from_secs(86_400),
+        )?;
+        Ok(SidecarConfig {
+            listen_publish,
+            listen_ret,
+            admin,
+            admin_allow_remote,
+            probe,
+            rise,
+            fall,
+            connect_timeout,
+            drain_timeout,
+            listen_allow_remote,
+            max_sessions: self.max_sessions(cx)?,
+            admin_socket: self.admin_socket(cx)?,
+        })
+    }
+
+    /// `listen_allow_remote`: a non-loopback minion listener is an open
+    /// relay to the masters unless explicitly allowed.
+    fn listen_allow_remote(
+        &self,
+        cx: &Ctx<'_>,
+        listen_publish: SocketAddr,
+        listen_ret: SocketAddr,
+    ) -> Result<bool, ConfigError> {
+        let allowed = self.listen_allow_remote.as_ref().is_some_and(|s| s.value);
+        for (addr, key, at) in [
+            (
+                listen_publish,
+                "sidecar.listen_publish",
+                self.listen_publish.as_ref(),
+            ),
+            (listen_ret, "sidecar.listen_ret", self.listen_ret.as_ref()),
+        ] {
+            if !addr.ip().is_loopback() && !allowed {
+                let (key, at) = match at {
+                    Some(s) => (key, Some(&s.referenced)),
+                    None => (
+                        "sidecar.listen",
+                        self.listen.as_ref().map(|s| &s.referenced),
+                    ),
+                };
+                return Err(cx.err(at, key, format!("{addr} is not a loopback address: anyone who can reach it could use the sidecar as a relay to your masters; the minion on this host connects over loopback (127.0.0.1). Set `listen_allow_remote: true` only if other hosts must connect through it")));
+            }
+        }
+        Ok(allowed)
+    }
+
+    /// `max_sessions`: the cap on minion connections (fitted to the
+    /// open-file limit at start).
+    fn max_sessions(&self, cx: &Ctx<'_>) -> Result<Option<u32>, ConfigError> {
+        match &self.max_sessions {
+            None => Ok(None),
+            Some(s) if s.value < 2 || s.value > 1_000_000 => Err(cx.err(
+                loc(s),
+                "sidecar.max_sessions",
+                "must be between 2 and 1000000 (one minion needs 2: publish and ret)",
+            )),
+            Some(s) => Ok(Some(s.value)),
+        }
+    }
+
+    /// `admin_socket`, `admin_socket_mode`, `admin_socket_group`: where the
+    /// admin commands are accepted, and who may send them.
+    fn admin_socket(&self, cx: &Ctx<'_>) -> Result<AdminSocket, ConfigError> {
+        let path = match &self.admin_socket {
+            None => PathBuf::from(DEFAULT_ADMIN_SOCKET),
+            Some(s) if !Path::new(s.value.trim()).is_absolute() => {
+                return Err(cx.err(
+                    loc(s),
+                    "sidecar.admin_socket",
+                    format!("{} is not an absolute path", quoted(&s.value)),
+                ))
+            }
+            Some(s) => PathBuf::from(s.value.trim()),
+        };
+        let mode = match &self.admin_socket_mode {
+            None => 0o660,
+            Some(s) => {
+                let text = s.value.trim();
+                match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+                    Ok(m) if m <= 0o777 => m,
+                    _ => return Err(cx.err(
+                        loc(s),
+                        "sidecar.admin_socket_mode",
+                        format!("{} is not a file mode; write it in octal and quoted, e.g. \"0660\" (owner and group may send admin commands)", quoted(text)),
+                    )),
+                }
+            }
+        };
+        let group = match &self.admin_socket_group {
+            None => None,
+            Some(s) if s.value.trim().is_empty() || s.value.contains(['/', ':', '\n']) => {
+                return Err(cx.err(
+                    loc(s),
+                    "sidecar.admin_socket_group",
+                    format!("{} is not a group name or id", quoted(&s.value)),
+                ))
+            }
+            Some(s) => Some(s.value.trim().to_string()),
+        };
+        Ok(AdminSocket { path, mode, group })
+    }
+
+    /// `listen`, `listen_publish`, `listen_ret`: the minion's two listeners.
+    fn listeners(
+        &self,
+        cx: &Ctx<'_>,
+        publish_port: u16,
+        ret_port: u16,
+    ) -> Result<(SocketAddr, SocketAddr), ConfigError> {
+        let listen_ip = match &self.listen {
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(s) => s
+                .value
+                .trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_err(|_| {
+                    cx.err(
+                        loc(s),
+                        "sidecar.listen",
+                        format!("{} is not an IP address (e.g. 127.0.0.1)", quoted(&s.value)),
+                    )
+                })?,
+        };
+        let listen_publish = socket_or(
+            cx,
+            self.listen_publish.as_ref(),
+            "sidecar.listen_publish",
+            SocketAddr::new(listen_ip, publish_port),
+        )?;
+        let listen_ret = socket_or(
+            cx,
+            self.listen_ret.as_ref(),
+            "sidecar.listen_ret",
+            SocketAddr::new(listen_ip, ret_port),
+        )?;
+        if listen_publish == listen_ret {
+            return Err(cx.err(
+            self.listen_ret.as_ref().or(self.listen_publish.as_ref()).map(|s| &s.referenced),
+            "sidecar.listen_ret",
+            format!("the publish and ret listeners are both {listen_ret}; the minion needs two distinct ports"),
+        ));
+        }
+        Ok((listen_publish, listen_ret))
+    }
+
+    /// `admin`, `admin_allow_remote`: the admin endpoint.
+    fn admin(
+        &self,
+        cx: &Ctx<'_>,
+        listen_publish: SocketAddr,
+        listen_ret: SocketAddr,
+    ) -> Result<(SocketAddr, bool), ConfigError> {
+        let admin = socket_or(cx, self.admin.as_ref(), "sidecar.admin", DEFAULT_ADMIN)?;
+        if admin == listen_publish || admin == listen_ret {
+            return Err(cx.err(
+                self.admin.as_ref().map(|s| &s.referenced),
+                "sidecar.admin",
+                format!("{admin} is already a minion listener"),
+            ));
+        }
+        let admin_allow_remote = self.admin_allow_remote.as_ref().is_some_and(|s| s.value);
+        if !admin.ip().is_loopback() && !admin_allow_remote {
+            return Err(cx.err(
+            self.admin.as_ref().map(|s| &s.referenced),
+            "sidecar.admin",
+            format!("{admin} is not a loopback address; the admin endpoint has no authentication, so exposing it needs `admin_allow_remote: true` (admin commands are still accepted from loopback only)"),
+        ));
+        }
+        Ok((admin, admin_allow_remote))
+    }
+
+    /// `probe`, checked against Salt's `transport`.
+    fn probe(
+        &self,
+        cx: &Ctx<'_>,
+        transport_probe: Option<ProbeKind>,
+    ) -> Result<ProbeKind, ConfigError> {
+        Ok(match (&self.probe, transport_probe) {
+            (None, t) => t.unwrap_or(ProbeKind::Zmtp),
+            (Some(s), t) => {
+                let p = match s.value.trim() {
+                "zmtp" => ProbeKind::Zmtp,
+                "tcp" => ProbeKind::Tcp,
+                other => return Err(cx.err(loc(s), "sidecar.probe", format!("{} is not a probe; expected `zmtp` (transport zeromq) or `tcp` (transport tcp)", quoted(other)))),
+            };
+                if t == Some(ProbeKind::Tcp) && p == ProbeKind::Zmtp {
+                    return Err(cx.err(loc(s), "sidecar.probe", "`zmtp` contradicts `transport: tcp`: a tcp-transport master does not speak ZMTP (and logs a traceback for every probe); use `probe: tcp`"));
+                }
+                p
+            }
+        })
+    }
+}
+
+fn port_or(
+    cx: &Ctx<'_>,
+    v: Option<&Spanned<u16>>,
+    key: &str,
+    default: u16,
+) -> Result<u16, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) if s.value == 0 => {
+            Err(cx.err(loc(s), key, "port 0 is not a port a master can listen on"))
+        }
+        Some(s) => Ok(s.value),
+    }
+}
+
+fn count_or(
+    cx: &Ctx<'_>,
+    v: Option<&Spanned<u32>>,
+    key: &str,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) if s.value == 0 || s.value > 100 => {
+            Err(cx.err(loc(s), key, "must be between 1 and 100 consecutive probes"))
+        }
+        Some(s) => Ok(s.value),
+    }
+}
+
+fn duration_or(
+    cx: &Ctx<'_>,
+    v: Option<&Spanned<DurationValue>>,
+    key: &str,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) if s.value.0 < min || s.value.0 > max => Err(cx.err(
+            loc(s),
+            key,
+            format!(
+                "{} is out of range [{}, {}]",
+                humantime::format_duration(s.value.0),
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        )),
+        Some(s) => Ok(s.value.0),
+    }
+}
+
+fn socket_or(
+    cx: &Ctx<'_>,
+    v: Option<&Spanned<String>>,
+    key: &str,
+    default: SocketAddr,
+) -> Result<SocketAddr, ConfigError> {
+    let Some(s) = v else { return Ok(default) };
+    let addr: SocketAddr = s.value.trim().parse().map_err(|_| {
+        cx.err(
+            loc(s),
+            key,
+            format!(
+                "{} is not an IP:port address (e.g. 127.0.0.1:4505 or [::1]:4505)",
+                quoted(&s.value)
+            ),
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(cx.err(
+            loc(s),
+            key,
+            "port 0 would pick a random port the minion cannot know; give a port",
+        ));
+    }
+    Ok(addr)
+}
+
+/// Longest user value quoted in a message.
+const MAX_QUOTED: usize = 64;
+/// Longest message shown (a safety net: values are quoted short already).
+const MAX_MESSAGE: usize = 512;
+
+/// A user value as a message shows it: in backticks, control characters
+/// escaped (one line, no forged log lines), at most [`MAX_QUOTED`] characters.
+pub fn quoted(value: &str) -> String {
+    let escaped: String = value.chars().flat_map(char::escape_default).collect();
+    if escaped.chars().count() > MAX_QUOTED {
+        let head: String = escaped.chars().take(MAX_QUOTED).collect();
+        format!("`{head}…` ({} bytes)", value.len())
+    } else {
+        format!("`{escaped}`")
+    }
+}
+
+/// One line, bounded: what any message (ours or the YAML parser's, which
+/// may echo input) becomes before it is shown.
+pub(crate) fn one_line(message: &str) -> String {
+    let mut out = String::new();
+    for c in message.chars() {
+        if out.len() >= MAX_MESSAGE {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Parses `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address.
+pub fn parse_host_port(text: &str) -> Result<(Host, Option<u16>), String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty master address".into());
+    }
+    let parse_port = |p: &str| -> Result<u16, String> {
+        match p.parse::<u16>() {
+            Ok(0) => Err("port 0 is not a port a master can listen on".into()),
+            Ok(n) => Ok(n),
+            Err(_) => Err(format!("{} is not a port number (1-65535)", quoted(p))),
+        }
+    };
+    if let Some(rest) = text.strip_prefix('[') {
+        let (ip, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{}: missing `]` after an IPv6 address", quoted(text)))?;
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("{} is not an IPv6 address", quoted(ip)))?;
+        let port = match after {
+            "" => None,
+            p => Some(parse_port(p.strip_prefix(':').ok_or_else(|| {
+                format!("{}: expected `:port` after `]`", quoted(text))
+            })?)?),
+        };
+        return Ok((Host::Ip(ip), port));
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok((Host::Ip(ip), None));
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) => (h, Some(parse_port(p)?)),
+        None => (text, None),
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok((Host::Ip(ip), port));
+    }
+    validate_hostname(host)?;
+    Ok((Host::Name(host.to_ascii_lowercase()), port))
+}
+
+fn validate_hostname(host: &str) -> Result<(), String> {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok {
+        Ok(())
+    } else if host.contains(':') {
+        Err(format!(
+            "{} is not a host name; write an IPv6 address with a port as `[addr]:port`",
+            quoted(host)
+        ))
+    } else {
+        Err(format!(
+            "{} is not a valid host name or IP address",
+            quoted(host)
+        ))
+    }
+}
