@@ -22,6 +22,7 @@ use support::netns::{self, Netns};
 use support::{static_binary, Launch, Sidecar};
 
 const UNIT: &str = "config/salt-sidecar.service";
+const SOCKET_UNIT: &str = "config/salt-sidecar.socket";
 /// Where the unit expects the binary; rewritten to a real one for `verify`.
 const INSTALLED_BIN: &str = "/usr/local/bin/salt-sidecar";
 /// SPEC §6: the static binary stays under 10 MB.
@@ -216,13 +217,24 @@ fn unit_for(bin: &Path) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join("salt-sidecar.service");
     let bin = bin.to_str().expect("a UTF-8 path");
     std::fs::write(&path, unit.replace(INSTALLED_BIN, bin)).expect("write the unit");
+    // Its socket unit beside it, as installed.
+    std::fs::copy(
+        root().join(SOCKET_UNIT),
+        dir.path().join("salt-sidecar.socket"),
+    )
+    .expect("copy the socket unit");
     (dir, path)
 }
 
 #[test]
 fn the_unit_verifies_without_a_warning() {
-    let (_dir, unit) = unit_for(Path::new(env!("CARGO_BIN_EXE_salt-sidecar")));
-    let out = output(Command::new("systemd-analyze").arg("verify").arg(&unit));
+    let (dir, unit) = unit_for(Path::new(env!("CARGO_BIN_EXE_salt-sidecar")));
+    let out = output(
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&unit)
+            .arg(dir.path().join("salt-sidecar.socket")),
+    );
     let said = text(&out.stdout) + &text(&out.stderr);
     assert!(
         out.status.success(),
@@ -253,9 +265,28 @@ fn the_unit_verifies_without_a_warning() {
 #[test]
 fn the_unit_matches_what_the_binary_does() {
     assert_eq!(directive("Before"), "salt-minion.service");
-    for key in ["Wants", "After"] {
-        assert_eq!(directive(key), "network-online.target", "{key}");
-    }
+    assert_eq!(directive("Wants"), "network-online.target");
+    assert_eq!(
+        directive("After"),
+        "network-online.target salt-sidecar.socket"
+    );
+    // The notify protocol and the watchdog (tests/systemd.rs checks the
+    // binary speaks them), and the budgets the sidecar splits.
+    assert_eq!(directive("Type"), "notify");
+    assert_eq!(directive("NotifyAccess"), "main");
+    assert_eq!(directive("WatchdogSec"), "30s");
+    assert_eq!(directive("LimitNOFILE"), "65536");
+    assert_eq!(directive("RuntimeDirectory"), "salt-sidecar");
+    let socket = std::fs::read_to_string(root().join(SOCKET_UNIT)).expect("read the socket unit");
+    let listens: Vec<&str> = socket
+        .lines()
+        .filter_map(|l| l.strip_prefix("ListenStream="))
+        .collect();
+    assert_eq!(
+        listens,
+        ["127.0.0.1:4505", "127.0.0.1:4506"],
+        "publish first, then ret: the order the sidecar takes them in"
+    );
     assert_eq!(
         directive("ExecStart"),
         format!("{INSTALLED_BIN} run --config /etc/salt-sidecar/config.yaml")

@@ -25,6 +25,7 @@ use support::netns::is_root;
 const NAME: &str = "salt-sidecar";
 const CONFIG: &str = "/etc/salt-sidecar/config.yaml";
 const UNIT: &str = "/usr/lib/systemd/system/salt-sidecar.service";
+const SOCKET_UNIT: &str = "/usr/lib/systemd/system/salt-sidecar.socket";
 /// The only `systemctl` call the maintainer scripts may make.
 const DAEMON_RELOAD: &str = "systemctl --system daemon-reload";
 
@@ -438,8 +439,8 @@ fn the_deb_installs_upgrades_keeping_the_config_and_purges_to_nothing() {
     let enabled = run(Command::new("find").args(["/etc/systemd/system", "-name", "salt-sidecar*"]));
     assert_eq!(enabled, "", "installing enabled something");
 
-    // The installed unit, as systemd would load it (the binary is in place).
-    let out = output(Command::new("systemd-analyze").args(["verify", UNIT]));
+    // The installed units, as systemd would load them (the binary is in place).
+    let out = output(Command::new("systemd-analyze").args(["verify", UNIT, SOCKET_UNIT]));
     let said = text(&out.stdout) + &text(&out.stderr);
     assert!(
         out.status.success(),

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::config::master::{Host, MasterId, MasterSpec, Port};
 use crate::config::settings::{HealthSettings, Tunables};
 use crate::control::hysteresis::Hysteresis;
+use crate::control::liveness::Liveness;
 use crate::control::resolve::Addresses;
 use crate::limits::Op;
 use crate::metrics::{CheckResult, Metrics};
@@ -95,6 +96,8 @@ pub struct Watch {
     pub tunables: watch::Receiver<Arc<Tunables>>,
     pub events: mpsc::Sender<Transition>,
     pub metrics: Arc<Metrics>,
+    /// Ticked after every probe round (the systemd watchdog reads it).
+    pub liveness: Arc<Liveness>,
 }
 
 // === impl Watch ===
@@ -103,6 +106,7 @@ impl Watch {
     /// Probes the master until cancelled, reporting transitions on `events`.
     pub async fn run(mut self, token: CancellationToken) {
         let mut settings = self.tunables.borrow_and_update().health.clone();
+        self.liveness.set_health_grace(Self::grace(&settings));
         let mut hyst = Hysteresis::resume(settings.rise, settings.fall, self.handle.status().up);
         let mut rng = fastrand::Rng::new();
         let mut resolver_alive = matches!(self.master.host, Host::Name(_));
@@ -141,6 +145,7 @@ impl Watch {
                 }
                 None => start + settings.interval.min(EXHAUSTED_RETRY),
             };
+            self.liveness.tick_health(Instant::now());
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep_until(next) => {}
@@ -151,6 +156,7 @@ impl Watch {
                     if changed.is_ok() {
                         settings = self.tunables.borrow_and_update().health.clone();
                         hyst.set_thresholds(settings.rise, settings.fall);
+                        self.liveness.set_health_grace(Self::grace(&settings));
                     }
                 }
             }
@@ -215,6 +221,12 @@ impl Watch {
             s.last_result = Some(detail.clone());
         }
         Some((ok, detail))
+    }
+
+    /// How long a health task may take between rounds before the watchdog
+    /// calls it stalled: two intervals and a probe timeout.
+    fn grace(settings: &HealthSettings) -> std::time::Duration {
+        settings.interval * 2 + settings.timeout
     }
 
     async fn report(&self, up: bool, detail: String) {

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::master::{MasterId, MasterSpec};
 use crate::config::settings::Tunables;
 use crate::control::health::{self, HealthHandle, Transition};
+use crate::control::liveness::Liveness;
 use crate::control::resolve::{self, Addresses};
 use crate::control::sessions::Sessions;
 use crate::metrics::{Metrics, NONE};
@@ -82,6 +83,8 @@ pub struct PlaneBuilder {
     pub root: CancellationToken,
     /// The minion listeners: a master address equal to one is a self-loop.
     pub listeners: [std::net::SocketAddr; 2],
+    /// What health tasks tick after each probe round.
+    pub liveness: Arc<Liveness>,
 }
 
 impl PlaneBuilder {
@@ -131,6 +134,7 @@ impl PlaneBuilder {
                 tunables: self.tunables.clone(),
                 events: self.transitions.clone(),
                 metrics: self.metrics.clone(),
+                liveness: self.liveness.clone(),
             };
             self.tracker.spawn(watch.run(token.clone()));
         }

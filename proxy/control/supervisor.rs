@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::clock;
 use crate::config::master::MasterId;
 use crate::control::health::Transition;
+use crate::control::liveness::{Liveness, SUPERVISOR_TICK};
 use crate::control::masters::Plane;
 use crate::control::route::Route;
 use crate::control::select::{Action, Event, Policy, Reason, Selector, SessionFate};
@@ -60,6 +61,8 @@ pub struct Supervisor {
     pub route: watch::Sender<Route>,
     pub snapshot: watch::Sender<Snapshot>,
     pub metrics: Arc<Metrics>,
+    /// Ticked on every turn of the loop (the systemd watchdog reads it).
+    pub liveness: Arc<Liveness>,
 }
 
 impl PartialEq for Snapshot {
@@ -108,10 +111,22 @@ impl Supervisor {
         mut commands: mpsc::Receiver<Command>,
         token: CancellationToken,
     ) {
+        let mut alive = tokio::time::interval(SUPERVISOR_TICK);
+        alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stall_at = test_stall_after().map(|d| Instant::now() + d);
         loop {
+            self.liveness.tick_supervisor(Instant::now());
             let deadline = self.selector.next_deadline();
             let event = tokio::select! {
                 _ = token.cancelled() => return,
+                _ = alive.tick() => continue,
+                _ = sleep_until_opt(stall_at) => {
+                    warn!("test hook: stalling the supervisor (SALT_SIDECAR_TEST_STALL_SUPERVISOR_AFTER)");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = std::future::pending::<()>() => continue,
+                    }
+                }
                 Some(t) = transitions.recv() => {
                     if t.generation > self.plane.generation {
                         // A reloaded plane's first probes can arrive before
@@ -293,6 +308,21 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
+/// Test hook, debug builds only: stall the supervisor (not the process)
+/// this long after it starts, so a test can see the systemd watchdog stop
+/// being fed. Release builds ignore the variable.
+fn test_stall_after() -> Option<std::time::Duration> {
+    if cfg!(debug_assertions) {
+        std::env::var("SALT_SIDECAR_TEST_STALL_SUPERVISOR_AFTER")
+            .ok()?
+            .parse()
+            .ok()
+            .map(std::time::Duration::from_secs)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The supervisor task with virtual time: transitions and commands in,
@@ -361,6 +391,7 @@ mod tests {
             route: route_tx,
             snapshot: snapshot_tx,
             metrics: metrics.clone(),
+            liveness: Arc::new(Liveness::new(Instant::now(), Duration::from_secs(1))),
         };
         tokio::spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
         Harness {

@@ -574,6 +574,10 @@ mod tests {
             tunables: tunables_rx,
             root: CancellationToken::new(),
             listeners: [config.sidecar.listen_publish, config.sidecar.listen_ret],
+            liveness: Arc::new(crate::control::liveness::Liveness::new(
+                tokio::time::Instant::now(),
+                Duration::ZERO,
+            )),
         };
         let route = watch::channel(crate::control::route::Route {
             plane,

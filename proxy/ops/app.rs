@@ -22,6 +22,7 @@ use crate::clock;
 use crate::config::master::Port;
 use crate::config::settings::{Policy, Tunables};
 use crate::config::Config;
+use crate::control::liveness::Liveness;
 use crate::control::masters::{Plane, PlaneBuilder};
 use crate::control::select::{jitter_seed, preference_order, Reason, Selector};
 use crate::control::supervisor::{Command, Snapshot, Supervisor};
@@ -31,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::ops::admin::{self, Admin};
 use crate::ops::listen;
 use crate::ops::reload::Reloader;
+use crate::ops::systemd::{self, Notifier};
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,8 @@ pub enum StartError {
     AdminSocket(#[from] listen::SocketError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("socket activation (LISTEN_FDS from systemd): {0}")]
+    Activation(#[source] std::io::Error),
 }
 
 /// A started sidecar: handles for the admin API and for shutdown.
@@ -71,6 +75,8 @@ pub struct Running {
     tracker: TaskTracker,
     token: CancellationToken,
     tunables: watch::Receiver<Arc<Tunables>>,
+    /// systemd's notify socket (`STOPPING=1` when the drain starts).
+    notifier: Notifier,
 }
 
 /// Raises the open-file limit as far as allowed and splits it (see
@@ -129,10 +135,12 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
     let metrics = Metrics::new(&config.masters, &Reason::COUNTED.map(Reason::as_str))?;
     let sc = &config.sidecar;
     let budget = fd_budget(config);
+    let notifier = Notifier::from_env();
     let listeners = Listeners::bind(config).await?;
     let (listen_publish, listen_ret, admin_addr) = listeners.addrs(config);
 
     let tracker = TaskTracker::new();
+    let liveness = Arc::new(Liveness::new(Instant::now(), Duration::ZERO));
     let (transitions_tx, transitions_rx) = mpsc::channel(64);
     let initial = Tunables::from_config(config);
     let policy = initial.policy;
@@ -144,9 +152,10 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         tunables: tunables_rx.clone(),
         root: token.clone(),
         listeners: [listen_publish, listen_ret],
+        liveness: liveness.clone(),
     };
     let plane = builder.build(0, &config.masters, None);
-    let supervisor = supervisor(config, plane, policy, &metrics);
+    let supervisor = supervisor(config, plane, policy, &metrics, liveness.clone());
     let (route_rx, snapshot_rx) = (
         supervisor.route.subscribe(),
         supervisor.snapshot.subscribe(),
@@ -154,13 +163,16 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
     let (commands_tx, commands_rx) = mpsc::channel(16);
     tracker.spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
 
-    let reloader = Arc::new(Reloader::new(
-        config.clone(),
-        tunables_tx,
-        commands_tx.clone(),
-        builder,
-        route_rx.clone(),
-    ));
+    let reloader = Arc::new(
+        Reloader::new(
+            config.clone(),
+            tunables_tx,
+            commands_tx.clone(),
+            builder,
+            route_rx.clone(),
+        )
+        .notifying(notifier.clone()),
+    );
     let sessions = Arc::new(Semaphore::new(budget.max_sessions));
     let admin = Arc::new(Admin {
         minion_id: config.minion_id.clone(),
@@ -202,7 +214,26 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
                 .serve(listener, port, token.clone(), tracker.clone()),
         );
     }
-    info!(publish = %listen_publish, ret = %listen_ret, "listening for the minion");
+    info!(publish = %listen_publish, ret = %listen_ret, activated = listeners.activated, "listening for the minion");
+    let first_verdict = sc.connect_timeout + Duration::from_millis(500);
+    tracker.spawn(notify_service(
+        notifier.clone(),
+        snapshot_rx.clone(),
+        first_verdict,
+        token.clone(),
+    ));
+    if let Some(period) = systemd::watchdog_period() {
+        info!(
+            period_ms = period.as_millis() as u64,
+            "systemd watchdog: fed while the control loop makes progress"
+        );
+        tracker.spawn(systemd::watchdog(
+            notifier.clone(),
+            period,
+            liveness,
+            token.clone(),
+        ));
+    }
     Ok(Running {
         metrics,
         commands: commands_tx,
@@ -216,7 +247,71 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         tracker,
         token,
         tunables: tunables_rx,
+        notifier,
     })
+}
+
+/// Tells systemd: `READY=1` once the first probe round has a verdict for
+/// every master (or after `first_verdict`, whatever it says), then a
+/// `STATUS=` line whenever the selection changes.
+async fn notify_service(
+    notifier: Notifier,
+    mut snapshot: watch::Receiver<Snapshot>,
+    first_verdict: Duration,
+    token: CancellationToken,
+) {
+    let deadline = Instant::now() + first_verdict;
+    // Health handles have no change event of their own: looked at briefly.
+    while Instant::now() < deadline {
+        let probed = snapshot
+            .borrow()
+            .plane
+            .health
+            .iter()
+            .all(|h| h.status().last_probe.is_some());
+        if probed {
+            break;
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    let mut line = status_line(&snapshot.borrow_and_update());
+    notifier.ready(&line);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            changed = snapshot.changed() => if changed.is_err() { return },
+        }
+        let now = status_line(&snapshot.borrow_and_update());
+        if now != line {
+            notifier.status(&now);
+            line = now;
+        }
+    }
+}
+
+/// One line for `systemctl status`: the active master and its health.
+fn status_line(s: &Snapshot) -> String {
+    match s.active {
+        Some(m) => {
+            let up = s
+                .plane
+                .health
+                .get(m.index())
+                .and_then(|h| h.status().up)
+                .unwrap_or(false);
+            let how = match (up, s.pinned == Some(m)) {
+                (true, true) => "up, pinned",
+                (true, false) => "up",
+                (false, true) => "down, pinned",
+                (false, false) => "down",
+            };
+            format!("active master {} ({how})", s.plane.label(m))
+        }
+        None => "no master is up".to_string(),
+    }
 }
 
 /// The three sockets, bound before anything starts (a port clash fails
@@ -224,6 +319,8 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
 struct Listeners {
     publish: TcpListener,
     ret: TcpListener,
+    /// The minion listeners came from systemd (socket activation).
+    activated: bool,
     admin: TcpListener,
     admin_socket: tokio::net::UnixListener,
 }
@@ -236,8 +333,19 @@ impl Listeners {
                 .await
                 .map_err(|source| StartError::Bind { addr, port, source })
         };
-        let publish = bind(sc.listen_publish, Port::Publish).await?;
-        let ret = bind(sc.listen_ret, Port::Ret).await?;
+        // Socket activation: systemd holds the minion listeners across
+        // restarts (config/salt-sidecar.socket); bind what it did not pass.
+        let passed = systemd::activated_listeners().map_err(StartError::Activation)?;
+        let activated = passed.publish.is_some() || passed.ret.is_some();
+        let adopt = |l: Option<std::net::TcpListener>| l.map(TcpListener::from_std).transpose();
+        let publish = match adopt(passed.publish).map_err(StartError::Activation)? {
+            Some(l) => l,
+            None => bind(sc.listen_publish, Port::Publish).await?,
+        };
+        let ret = match adopt(passed.ret).map_err(StartError::Activation)? {
+            Some(l) => l,
+            None => bind(sc.listen_ret, Port::Ret).await?,
+        };
         let admin = TcpListener::bind(sc.admin)
             .await
             .map_err(|source| StartError::AdminBind {
@@ -248,6 +356,7 @@ impl Listeners {
         Ok(Listeners {
             publish,
             ret,
+            activated,
             admin,
             admin_socket,
         })
@@ -270,6 +379,7 @@ fn supervisor(
     plane: Arc<Plane>,
     policy: Policy,
     metrics: &Arc<Metrics>,
+    liveness: Arc<Liveness>,
 ) -> Supervisor {
     let order = preference_order(config);
     let labels: Vec<&str> = order.iter().map(|m| plane.label(*m)).collect();
@@ -293,6 +403,7 @@ fn supervisor(
         route,
         snapshot,
         metrics: metrics.clone(),
+        liveness,
     }
 }
 
@@ -301,6 +412,7 @@ impl Running {
     /// drain timeout). Returns `false` if sessions had to be abandoned.
     pub async fn wait(self) -> bool {
         self.token.cancelled().await;
+        self.notifier.stopping();
         self.tracker.close();
         let drain_timeout = self.tunables.borrow().drain_timeout;
         let deadline = drain_timeout + Duration::from_millis(500);

@@ -25,6 +25,7 @@ use crate::control::masters::{Plane, PlaneBuilder};
 use crate::control::route::Route;
 use crate::control::select::preference_order;
 use crate::control::supervisor::Command;
+use crate::ops::systemd::Notifier;
 
 /// Why a reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +120,8 @@ pub struct Reloader {
     generation: AtomicU64,
     /// One reload at a time (SIGHUP and the admin API may race).
     busy: tokio::sync::Mutex<()>,
+    /// systemd hears `RELOADING=1`, then `READY=1`, around each reload.
+    notifier: Notifier,
 }
 
 impl Reloader {
@@ -138,13 +141,32 @@ impl Reloader {
             route,
             generation: AtomicU64::new(0),
             busy: tokio::sync::Mutex::new(()),
+            notifier: Notifier::disabled(),
         }
+    }
+
+    /// Tells `notifier` (systemd) when a reload starts and ends.
+    pub fn notifying(mut self, notifier: Notifier) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// Reloads from the file the sidecar was started with; logs the outcome
     /// (one line) and returns a one-line summary or the reason for refusal.
     pub async fn reload(&self) -> Result<String, ReloadError> {
+        self.notifier.reloading();
         let result = self.try_reload().await;
+        let active = {
+            let route = self.route.borrow();
+            route.active.map_or_else(
+                || "no master is up".to_string(),
+                |m| format!("active master {}", route.plane.label(m)),
+            )
+        };
+        self.notifier.ready(&match &result {
+            Ok(_) => format!("{active} (reloaded)"),
+            Err(_) => format!("{active} (reload refused; the previous config runs)"),
+        });
         match &result {
             Ok(summary) => info!(file = %self.path.display(), "reload: {summary}"),
             Err(e) => error!(file = %self.path.display(), "reload refused: {e}"),

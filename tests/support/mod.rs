@@ -124,6 +124,8 @@ pub struct Launch<'a> {
     /// Start it with this open-file limit, soft and hard (`prlimit`, which
     /// execs it: same PID), so it cannot raise it either.
     pub nofile: Option<u64>,
+    /// Environment variables to set (`NOTIFY_SOCKET`, ...).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Default for Launch<'_> {
@@ -134,6 +136,7 @@ impl Default for Launch<'_> {
             bin: None,
             under: &[],
             nofile: None,
+            env: &[],
         }
     }
 }
@@ -173,6 +176,7 @@ impl Sidecar {
             .args(["--log-level", launch.level, "run", "--config"])
             .arg(&path)
             .env_remove("RUST_LOG")
+            .envs(launch.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
