@@ -58,19 +58,7 @@ fn enroll(socket: &std::path::Path, per_master: &str) -> (std::process::Child, L
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn enroll");
-    let out = Log::default();
-    let sink = out.clone();
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            sink.push(line);
-        }
-        sink.push(STDOUT_CLOSED.into());
-    });
+    let out = support::stdout_log(&mut child, STDOUT_CLOSED);
     (child, out)
 }
 

@@ -12,6 +12,13 @@ use support::{addr, config, Sidecar};
 
 const T: Duration = Duration::from_secs(2);
 
+/// `POST /admin/reload` on the sidecar's admin socket.
+async fn reload(sidecar: &Sidecar) -> status::Reply {
+    status::request(&sidecar.admin_socket, Method::POST, "/admin/reload", T)
+        .await
+        .expect("http")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_applies_new_settings_without_touching_open_sessions() {
     let net = 70;
@@ -99,14 +106,7 @@ async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept
     assert_eq!(c.request(b"x", T).await.expect("reply"), b"A:x");
 
     // The same through the admin API: 409 and one line.
-    let reply = status::request(
-        sidecar.admin_socket.clone(),
-        Method::POST,
-        "/admin/reload",
-        T,
-    )
-    .await
-    .expect("http");
+    let reply = reload(&sidecar).await;
     assert_eq!(reply.status, 409);
     assert!(
         reply.body.starts_with("reload refused: invalid config")
@@ -120,14 +120,7 @@ async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept
         &config(net, &["127.0.71.2"], "master_alive_interval: 1")
             .replace("listen: 127.0.71.1", "listen: 127.0.71.9"),
     );
-    let reply = status::request(
-        sidecar.admin_socket.clone(),
-        Method::POST,
-        "/admin/reload",
-        T,
-    )
-    .await
-    .expect("http");
+    let reply = reload(&sidecar).await;
     assert_eq!(reply.status, 409, "{}", reply.body);
     assert!(
         reply.body.contains("sidecar.listen") && reply.body.contains("restart"),
@@ -137,14 +130,7 @@ async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept
 
     // Back to the original file: a no-op reload succeeds.
     sidecar.rewrite(&config(net, &["127.0.71.2"], "master_alive_interval: 1"));
-    let reply = status::request(
-        sidecar.admin_socket.clone(),
-        Method::POST,
-        "/admin/reload",
-        T,
-    )
-    .await
-    .expect("http");
+    let reply = reload(&sidecar).await;
     assert_eq!(
         (reply.status, reply.body.trim()),
         (200, "ok: reloaded: no change")
@@ -175,14 +161,7 @@ async fn a_reloaded_master_list_keeps_sessions_to_kept_masters_and_drains_remove
         &["127.0.72.2", "127.0.72.3", "127.0.72.4"],
         extra,
     ));
-    let reply = status::request(
-        sidecar.admin_socket.clone(),
-        Method::POST,
-        "/admin/reload",
-        T,
-    )
-    .await
-    .expect("http");
+    let reply = reload(&sidecar).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(
         reply.body.contains("added: [127.0.72.4], removed: []"),

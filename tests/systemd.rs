@@ -205,18 +205,7 @@ fn activator(args: &[String]) -> (Child, Log) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn activator");
-    let log = Log::default();
-    let sink = log.clone();
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            sink.push(line);
-        }
-    });
+    let log = support::stdout_log(&mut child, "<activator exited>");
     (child, log)
 }
 

@@ -145,48 +145,49 @@ pub struct Endpoint {
 impl Endpoint {
     /// Serves the read-only endpoints on `listener` until cancelled.
     pub async fn serve_tcp(self, listener: TcpListener) {
-        let conns = Arc::new(Semaphore::new(self.max_connections));
-        let tracker = TaskTracker::new();
-        loop {
-            let accepted = tokio::select! {
-                _ = self.token.cancelled() => break,
-                a = listener.accept() => a,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let Some(permit) = self.permit(&conns, Listener::Admin) else {
-                        continue;
-                    };
-                    tracker.spawn(self.clone().connection(stream, Via::Tcp(peer), permit));
-                }
-                Err(e) => self.accept_failed(&e).await,
-            }
-        }
-        tracker.close();
-        tracker.wait().await;
+        let accept = || async {
+            let (stream, peer) = listener.accept().await?;
+            Ok((stream, Via::Tcp(peer)))
+        };
+        self.serve(Listener::Admin, accept).await;
     }
 
     /// Serves every endpoint, commands included, on the Unix socket at
     /// `path` until cancelled; removes the socket file at the end.
     pub async fn serve_socket(self, listener: UnixListener, path: &Path) {
+        let accept = || async {
+            let (stream, _) = listener.accept().await?;
+            Ok((stream, Via::Socket))
+        };
+        self.serve(Listener::AdminSocket, accept).await;
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Accepts with `accept` until cancelled, one task per connection within
+    /// the cap; waits for the connections to end.
+    async fn serve<S, F, Fut>(self, label: Listener, mut accept: F)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = io::Result<(S, Via)>>,
+    {
         let conns = Arc::new(Semaphore::new(self.max_connections));
         let tracker = TaskTracker::new();
         loop {
             let accepted = tokio::select! {
                 _ = self.token.cancelled() => break,
-                a = listener.accept() => a,
+                a = accept() => a,
             };
             match accepted {
-                Ok((stream, _)) => {
-                    let Some(permit) = self.permit(&conns, Listener::AdminSocket) else {
+                Ok((stream, via)) => {
+                    let Some(permit) = self.permit(&conns, label) else {
                         continue;
                     };
-                    tracker.spawn(self.clone().connection(stream, Via::Socket, permit));
+                    tracker.spawn(self.clone().connection(stream, via, permit));
                 }
                 Err(e) => self.accept_failed(&e).await,
             }
         }
-        let _ = std::fs::remove_file(path);
         tracker.close();
         tracker.wait().await;
     }

@@ -291,6 +291,21 @@ impl Drop for Sidecar {
     }
 }
 
+/// The lines `child` writes on its (piped) stdout, collected as they come;
+/// `closed` is pushed once it closes.
+pub fn stdout_log(child: &mut Child, closed: &'static str) -> Log {
+    let log = Log::default();
+    let sink = log.clone();
+    let stdout = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.push(line);
+        }
+        sink.push(closed.into());
+    });
+    log
+}
+
 /// `yaml` with `sidecar.admin_socket` set to `socket` unless it sets one:
 /// every test sidecar gets its own socket (the default is one per host).
 pub fn with_admin_socket(yaml: &str, socket: &std::path::Path) -> String {
