@@ -3,7 +3,7 @@
 //! Owns a small HTTP/1.1 client for the admin endpoint (hyper, one request
 //! per connection, bounded by a timeout) and the table printed for an
 //! operator; reads the `/status` document with the schema of
-//! [`crate::ops::api`]. Never serves HTTP and never touches a running
+//! `ops::api`. Never serves HTTP and never touches a running
 //! sidecar's state: everything here is a client.
 
 use std::fmt;

@@ -1,7 +1,7 @@
 //! Layer 1, the bottom: the configuration file and the words every other
 //! layer speaks. Imports nothing else of the crate.
 //!
-//! Salt's own minion keys plus a `sidecar:` section: [`load`] reads YAML into
+//! Salt's own minion keys plus a `sidecar:` section: [`load()`] reads YAML into
 //! raw serde structs (`raw`, unknown keys rejected), then `validate` (one
 //! function per section) turns them into the typed [`Config`] the rest of the
 //! sidecar uses. Every error carries the file, line and key, and nothing

@@ -671,7 +671,7 @@ const MAX_QUOTED: usize = 64;
 const MAX_MESSAGE: usize = 512;
 
 /// A user value as a message shows it: in backticks, control characters
-/// escaped (one line, no forged log lines), at most [`MAX_QUOTED`] characters.
+/// escaped (one line, no forged log lines), at most `MAX_QUOTED` characters.
 pub fn quoted(value: &str) -> String {
     let escaped: String = value.chars().flat_map(char::escape_default).collect();
     if escaped.chars().count() > MAX_QUOTED {
