@@ -19,6 +19,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::TokioResolver;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +35,8 @@ use crate::metrics::{Metrics, SrvLookupResult as LookupResult};
 pub const MIN_REFRESH: Duration = Duration::from_secs(5);
 /// The longest (a TTL above it is lowered).
 pub const MAX_REFRESH: Duration = Duration::from_secs(300);
+/// Asked again this long after the TTL ran out.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(250);
 /// Retry backoff after a failed, empty or NXDOMAIN answer.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -197,7 +201,9 @@ impl Follower {
                 Ok((targets, ttl)) => match self.accept(&targets, ttl) {
                     Ok(()) => {
                         retry = RETRY_MIN;
-                        ttl.clamp(MIN_REFRESH, MAX_REFRESH)
+                        // Just after the TTL, so the resolver's cache has let
+                        // the answer go and the server is asked again.
+                        (ttl + EXPIRY_MARGIN).clamp(MIN_REFRESH, MAX_REFRESH)
                     }
                     Err(why) => self.failed(LookupResult::Empty, why, &mut retry),
                 },
@@ -231,14 +237,28 @@ impl Follower {
                     .collect();
                 Ok((targets, ttl))
             }
-            Err(e) if e.is_nx_domain() => {
-                Err((LookupResult::Empty, "no such name (NXDOMAIN)".to_string()))
+            Err(e) => {
+                let code = match e.proto().map(|p| p.kind()) {
+                    Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => {
+                        Some(*response_code)
+                    }
+                    _ => None,
+                };
+                match code {
+                    Some(ResponseCode::NXDomain) => {
+                        Err((LookupResult::Empty, "no such name (NXDOMAIN)".to_string()))
+                    }
+                    Some(ResponseCode::NoError) => Err((
+                        LookupResult::Empty,
+                        "no SRV records at this name".to_string(),
+                    )),
+                    Some(other) => Err((
+                        LookupResult::Failure,
+                        format!("the server answered {other} ({})", u16::from(other)),
+                    )),
+                    None => Err((LookupResult::Failure, format!("lookup failed: {e}"))),
+                }
             }
-            Err(e) if e.is_no_records_found() => Err((
-                LookupResult::Empty,
-                "no SRV records at this name".to_string(),
-            )),
-            Err(e) => Err((LookupResult::Failure, format!("lookup failed: {e}"))),
         }
     }
 
