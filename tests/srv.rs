@@ -593,6 +593,10 @@ fn nxdomain_at_start_is_reported_and_retried_and_servfail_keeps_the_last_good_ma
         assert!(srv.last_refresh.is_none());
         assert_eq!(srv.last_error.as_deref(), Some("no such name (NXDOMAIN)"));
         assert!(!r.ready, "not ready without masters");
+        assert_eq!(
+            r.ready_reason,
+            format!("no masters yet: the SRV record {RECORD} has not answered with any (no such name (NXDOMAIN))")
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
         let retries = zone.queries().len();
         assert!(retries >= 2, "NXDOMAIN not retried ({retries} queries)");
@@ -605,6 +609,10 @@ fn nxdomain_at_start_is_reported_and_retried_and_servfail_keeps_the_last_good_ma
         let took = until(140, "A", Duration::from_secs(20)).await;
         eprintln!("srv nxdomain: {retries} queries while NXDOMAIN; A answered {took:?} after the record appeared");
         assert_eq!(sidecar.log.count(&["switched master"]), 0, "the first masters are a start");
+        // A reload of the file (SIGHUP) keeps the masters the record named.
+        sidecar.signal("HUP");
+        sidecar.log.wait_for_async(&["reload: no change"], T).await;
+        assert_eq!(ask(ret(140)).await.as_deref(), Some("A"), "a reload lost the SRV masters");
 
         for (what, answer, result) in [
             ("SERVFAIL", Answer::ServFail, "failure"),

@@ -389,6 +389,16 @@ impl Admin {
             ));
         }
         let Some(m) = snapshot.active else {
+            if let (Some(srv), true) = (&self.srv, snapshot.plane.masters.is_empty()) {
+                let srv = srv.borrow();
+                return Err(format!(
+                    "no masters yet: the SRV record {} has not answered with any ({})",
+                    srv.record,
+                    srv.last_error
+                        .as_deref()
+                        .unwrap_or("waiting for its first answer")
+                ));
+            }
             return Err(
                 "no master is selected (none is up yet, or all are down or drained)".into(),
             );
