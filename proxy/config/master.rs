@@ -7,7 +7,8 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-/// A master's rank in the configured `master:` list (0 = first).
+/// A master's rank in the configured `master:` list (0 = first), or in
+/// the list an SRV record's answer makes (see `control::srv`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MasterId(pub u16);
 

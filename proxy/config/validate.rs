@@ -114,6 +114,7 @@ impl RawConfig {
     }
 }
 
+/// The listed masters (none with an SRV record: they are found at run time).
 fn config_masters(source: &MasterSource) -> &[MasterSpec] {
     match source {
         MasterSource::List(masters) => masters,
