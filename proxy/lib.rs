@@ -42,7 +42,7 @@ pub mod zmtp;
 pub use commands::demo::{self, standin};
 pub use commands::{convert, enroll, status};
 pub use config::master;
-pub use control::{hysteresis, select};
+pub use control::{hysteresis, select, srv};
 pub use limits::DEFAULT_MAX_SESSIONS;
 pub use ops::api;
 pub use ops::app;

@@ -212,9 +212,17 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             let mut out = String::new();
             let _ = writeln!(out, "{}: ok", path.display());
             let _ = writeln!(out, "  minion id:       {}", c.minion_id);
-            let _ = writeln!(out, "  masters (in the order this minion prefers them):");
+            if let Some(srv) = c.srv() {
+                let _ = writeln!(
+                    out,
+                    "  masters:         the targets of the SRV record {} (publish port {}, ret port from each record), by priority and weight; `salt-sidecar status` shows them",
+                    srv.name, srv.publish_port
+                );
+            } else {
+                let _ = writeln!(out, "  masters (in the order this minion prefers them):");
+            }
             for id in order {
-                if let Some(m) = c.masters.get(id.index()) {
+                if let Some(m) = c.masters().get(id.index()) {
                     let _ = writeln!(
                         out,
                         "    - {} (publish {}, ret {})",

@@ -89,6 +89,34 @@ impl ConnectErrorKind {
     }
 }
 
+/// The outcome of one lookup of `sidecar.master_srv` (the `result` label of
+/// `srv_lookups_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SrvLookupResult {
+    /// An answer with at least one target.
+    Success,
+    /// NXDOMAIN, no SRV record, or only the "no service" target `.`.
+    Empty,
+    /// SERVFAIL, a timeout, or no resolver.
+    Failure,
+}
+
+impl SrvLookupResult {
+    pub const ALL: [SrvLookupResult; 3] = [
+        SrvLookupResult::Success,
+        SrvLookupResult::Empty,
+        SrvLookupResult::Failure,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SrvLookupResult::Success => "success",
+            SrvLookupResult::Empty => "empty",
+            SrvLookupResult::Failure => "failure",
+        }
+    }
+}
+
 /// Direction of bytes, seen from the sidecar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -125,6 +153,7 @@ pub struct Metrics {
     pub upstream_connect_duration_seconds: HistogramVec,
     pub upstream_connect_errors_total: IntCounterVec,
     pub dns_resolutions_total: IntCounterVec,
+    pub srv_lookups_total: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub last_switch_timestamp_seconds: Gauge,
     /// The sidecar's own exhaustion (`resource_errors_total{op,kind}`) and
@@ -238,6 +267,11 @@ impl Metrics {
                 "DNS lookups of master names, by result (success, failure; self_loop: an answer held the sidecar's own address, skipped).",
                 &["result"],
             )?,
+            srv_lookups_total: counter(
+                "srv_lookups_total",
+                "Lookups of the SRV record of sidecar.master_srv, by result (success; empty: NXDOMAIN or no usable target; failure: SERVFAIL, timeout).",
+                &["result"],
+            )?,
             build_info: gauge(
                 "build_info",
                 "Always 1; the version label says which build runs.",
@@ -260,6 +294,9 @@ impl Metrics {
             ),
             registry,
         };
+        for result in SrvLookupResult::ALL {
+            m.srv_lookups_total.with_label_values(&[result.as_str()]);
+        }
         m.add_masters(masters);
         Ok(Arc::new(m))
     }

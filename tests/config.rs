@@ -67,13 +67,13 @@ fn the_article_block_means_what_salt_means() {
             .expect("article.yaml"),
     )
     .expect("loads");
-    assert_eq!(c.masters.len(), 2);
+    assert_eq!(c.masters().len(), 2);
     assert_eq!(
-        c.masters[0].host,
+        c.masters()[0].host,
         Host::Ip("192.168.57.12".parse().unwrap())
     );
     assert_eq!(
-        (c.masters[1].publish_port, c.masters[1].ret_port),
+        (c.masters()[1].publish_port, c.masters()[1].ret_port),
         (4505, 4506)
     );
     assert_eq!(c.master_type, MasterType::Failover);
@@ -103,7 +103,7 @@ fn every_entry_form_and_key_is_understood() {
     )
     .expect("loads");
     let m: Vec<(String, u16, u16)> = c
-        .masters
+        .masters()
         .iter()
         .map(|m| (m.host.to_string(), m.publish_port, m.ret_port))
         .collect();
@@ -116,8 +116,8 @@ fn every_entry_form_and_key_is_understood() {
             ("salt-c.example.net".into(), 5505, 5506),
         ]
     );
-    assert_eq!(c.masters[1].label, "salt-b.example.net:14506");
-    assert_eq!(c.masters[3].label, "salt-c.example.net:5506/5505");
+    assert_eq!(c.masters()[1].label, "salt-b.example.net:14506");
+    assert_eq!(c.masters()[3].label, "salt-c.example.net:5506/5505");
     assert!(c.shuffle, "random_master is an alias of master_shuffle");
     assert_eq!(c.minion_id, "web-01");
     assert_eq!(c.sidecar.listen_publish, "127.0.0.1:14505".parse().unwrap());
@@ -130,7 +130,7 @@ fn every_entry_form_and_key_is_understood() {
     assert_eq!(c.sidecar.connect_timeout, Duration::from_millis(500));
     assert_eq!(c.sidecar.drain_timeout, Duration::from_secs(120));
     assert_eq!(
-        c.masters.iter().map(|m| m.id).collect::<Vec<_>>(),
+        c.masters().iter().map(|m| m.id).collect::<Vec<_>>(),
         (0..4).map(MasterId).collect::<Vec<_>>()
     );
 }
@@ -144,13 +144,49 @@ fn a_single_string_master_and_transport_tcp() {
             .expect("fixture"),
     )
     .expect("loads");
-    assert_eq!(c.masters.len(), 1);
-    assert_eq!(c.masters[0].host, Host::Name("salt.example.net".into()));
+    assert_eq!(c.masters().len(), 1);
+    assert_eq!(c.masters()[0].host, Host::Name("salt.example.net".into()));
     assert_eq!(
         c.sidecar.probe,
         ProbeKind::Tcp,
         "transport: tcp picks the tcp probe"
     );
+}
+
+/// `sidecar.master_srv` instead of `master:`: no masters in the file, the
+/// record's name (lower case, no trailing dot) and the publish port every
+/// target gets; failover without a note; `check-config` names the record.
+#[test]
+fn an_srv_record_instead_of_a_master_list() {
+    let path = fixtures("valid")
+        .into_iter()
+        .find(|p| p.ends_with("srv.yaml"))
+        .expect("fixture");
+    let c = config::load(&path).expect("loads");
+    assert!(c.masters().is_empty(), "{:?}", c.masters());
+    assert_eq!(
+        c.srv(),
+        Some(&config::SrvSource {
+            name: "_salt._tcp.example.net".into(),
+            publish_port: 4505,
+        })
+    );
+    assert_eq!(c.master_type, MasterType::Failover);
+    assert!(c.notes.is_empty(), "{:?}", c.notes);
+    let out = sidecar()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("the targets of the SRV record _salt._tcp.example.net (publish port 4505, ret port from each record)"),
+        "{stdout}"
+    );
+    // Neither: the error says both ways to name the masters.
+    let e = config::parse(Path::new("n.yaml"), "id: x\n").expect_err("no masters");
+    assert!(e.to_string().contains("`sidecar.master_srv`"), "{e}");
 }
 
 #[test]
@@ -343,7 +379,7 @@ fn convert_minion_config_prints_a_config_that_loads_and_the_minion_change() {
     let converted = dir.path().join("config.yaml");
     std::fs::write(&converted, &out.stdout).expect("write");
     let cfg = config::load(&converted).unwrap_or_else(|e| panic!("{e}"));
-    let labels: Vec<&str> = cfg.masters.iter().map(|m| m.label.as_str()).collect();
+    let labels: Vec<&str> = cfg.masters().iter().map(|m| m.label.as_str()).collect();
     assert_eq!(labels, ["192.168.57.12", "192.168.57.13"]);
     assert_eq!(cfg.minion_id, "web-01");
     assert_eq!(cfg.alive_interval, Duration::from_secs(60));

@@ -41,6 +41,8 @@ const FAMILIES: &[(&str, &str)] = &[
     ),
     ("salt_sidecar_upstream_connect_errors_total", "counter"),
     ("salt_sidecar_dns_resolutions_total", "counter"),
+    // SPEC §3 "Discovery": lookups of `sidecar.master_srv`, by result.
+    ("salt_sidecar_srv_lookups_total", "counter"),
     ("salt_sidecar_build_info", "gauge"),
     ("salt_sidecar_last_switch_timestamp_seconds", "gauge"),
     // SPEC §3 "never the reason a minion is offline": the sidecar's own
@@ -218,6 +220,13 @@ async fn metrics_pass_promtool_and_count_sessions_bytes_and_switches() {
         ),
         Some(0.0)
     );
+    for result in ["success", "empty", "failure"] {
+        assert_eq!(
+            sample(&text, "salt_sidecar_srv_lookups_total", &[("result", result)]),
+            Some(0.0),
+            "srv_lookups_total{{result={result}}} exists from the start, also without an SRV record"
+        );
+    }
     assert_eq!(
         sample(
             &text,

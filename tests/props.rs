@@ -54,15 +54,15 @@ fn check_config_text(text: &str) -> Result<(), TestCaseError> {
     let path = Path::new(CONFIG_PATH);
     match config::parse(path, text) {
         Ok(c) => {
-            prop_assert!(!c.masters.is_empty(), "a valid config has a master");
-            for (i, m) in c.masters.iter().enumerate() {
+            prop_assert!(!c.masters().is_empty(), "a valid config has a master");
+            for (i, m) in c.masters().iter().enumerate() {
                 prop_assert_eq!(m.id, MasterId(i as u16));
                 prop_assert!(m.publish_port != 0 && m.ret_port != 0, "port 0 accepted");
             }
-            let mut labels: Vec<&str> = c.masters.iter().map(|m| m.label.as_str()).collect();
+            let mut labels: Vec<&str> = c.masters().iter().map(|m| m.label.as_str()).collect();
             labels.sort_unstable();
             labels.dedup();
-            prop_assert_eq!(labels.len(), c.masters.len(), "duplicate master accepted");
+            prop_assert_eq!(labels.len(), c.masters().len(), "duplicate master accepted");
             prop_assert!(!c.alive_interval.is_zero(), "alive interval 0 accepted");
             prop_assert!(c.sidecar.rise >= 1 && c.sidecar.fall >= 1);
             prop_assert!(
@@ -73,7 +73,7 @@ fn check_config_text(text: &str) -> Result<(), TestCaseError> {
                 c.sidecar.admin.ip().is_loopback() || c.sidecar.admin_allow_remote,
                 "non-loopback admin accepted without admin_allow_remote"
             );
-            if c.masters.len() > 1 {
+            if c.masters().len() > 1 {
                 prop_assert_eq!(c.master_type, config::MasterType::Failover);
             }
         }
@@ -333,7 +333,7 @@ fn config_hostile_yaml_is_answered_quickly() {
             .stack_size(2 << 20)
             .spawn(move || {
                 let r = config::parse(Path::new(CONFIG_PATH), &text);
-                let r = r.map(|c| c.masters.len()).map_err(|e| e.to_string());
+                let r = r.map(|c| c.masters().len()).map_err(|e| e.to_string());
                 (r, thread_cpu_time())
             })
             .expect("spawn");

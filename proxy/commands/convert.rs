@@ -697,14 +697,14 @@ grains:
         assert_eq!(e.line, Some(4), "{e}");
         let c =
             conv("id: m\nmaster_alive_interval: 5\nmaster: 127.0.0.2\n").expect("not the sidecar");
-        assert_eq!(loads(&c).masters[0].label, "127.0.0.2");
+        assert_eq!(loads(&c).masters()[0].label, "127.0.0.2");
     }
 
     #[test]
     fn the_articles_failover_block() {
         let c = conv(ARTICLE).unwrap();
         let cfg = loads(&c);
-        let hosts: Vec<&str> = cfg.masters.iter().map(|m| m.label.as_str()).collect();
+        let hosts: Vec<&str> = cfg.masters().iter().map(|m| m.label.as_str()).collect();
         assert_eq!(hosts, ["192.168.57.12", "192.168.57.13"]);
         assert_eq!(cfg.master_type, config::MasterType::Failover);
         assert_eq!(cfg.alive_interval.as_secs(), 60);
@@ -741,10 +741,10 @@ grains:
     fn a_single_master_string() {
         let c = conv("master: salt.example.net\nid: db-3\n").unwrap();
         let cfg = loads(&c);
-        assert_eq!(cfg.masters.len(), 1);
-        assert_eq!(cfg.masters[0].label, "salt.example.net");
-        assert_eq!(cfg.masters[0].publish_port, 4505);
-        assert_eq!(cfg.masters[0].ret_port, 4506);
+        assert_eq!(cfg.masters().len(), 1);
+        assert_eq!(cfg.masters()[0].label, "salt.example.net");
+        assert_eq!(cfg.masters()[0].publish_port, 4505);
+        assert_eq!(cfg.masters()[0].ret_port, 4506);
         assert!(c.minion_change.remove.is_empty());
         // Salt never checked: the sidecar does, and says so.
         assert_eq!(cfg.alive_interval, DEFAULT_ALIVE_INTERVAL);
@@ -764,8 +764,8 @@ grains:
         assert_eq!(cfg.sidecar.probe, config::ProbeKind::Tcp);
         assert!(c.sidecar_yaml.contains("transport: tcp\n"));
         assert!(c.sidecar_yaml.contains("  probe: tcp "));
-        assert_eq!(cfg.masters[1].publish_port, 14505);
-        assert_eq!(cfg.masters[1].ret_port, 14506);
+        assert_eq!(cfg.masters()[1].publish_port, 14505);
+        assert_eq!(cfg.masters()[1].ret_port, 14506);
         assert_eq!(cfg.sidecar.listen_publish.port(), 14505);
         assert_eq!(cfg.sidecar.listen_ret.port(), 14506);
     }
@@ -779,7 +779,7 @@ grains:
             let c = conv(text).unwrap();
             let cfg = loads(&c);
             assert_eq!(cfg.master_type, config::MasterType::Failover);
-            assert_eq!(cfg.masters.len(), 2);
+            assert_eq!(cfg.masters().len(), 2);
             assert_eq!(c.warnings.len(), 1, "{text}");
             let w = &c.warnings[0];
             assert!(w.contains("hot multi-master"), "{w}");
@@ -878,6 +878,6 @@ grains:
         let c =
             conv("master:\n  - '[::1]:4506'\n  - 'fe80::1'\nmaster_alive_interval: 1\n").unwrap();
         let cfg = loads(&c);
-        assert_eq!(cfg.masters[0].ret_port, 4506);
+        assert_eq!(cfg.masters()[0].ret_port, 4506);
     }
 }

@@ -19,7 +19,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
 
 pub use crate::ops::api::{
-    HealthState, LastResourceError, MasterStatus, ResourceStatus, SessionCounts, StatusReport,
+    HealthState, LastResourceError, MasterStatus, ResourceStatus, SessionCounts, SrvStatus,
+    StatusReport,
 };
 
 /// Largest answer the client reads (a Prometheus query answer, a `/status`).
@@ -233,10 +234,39 @@ pub async fn fetch(
 pub fn render_table(report: &StatusReport, admin: &AdminAddr) -> String {
     let mut out = summary(report, admin);
     out.push('\n');
-    let rows: Vec<[String; 8]> = report.masters.iter().map(row).collect();
-    out.push_str(&columns(&HEADER, &rows));
+    let srv = report.srv.is_some();
+    let mut header: Vec<&str> = HEADER.to_vec();
+    if srv {
+        header.insert(3, "PRIO/WEIGHT");
+    }
+    let rows: Vec<Vec<String>> = report.masters.iter().map(|m| row(m, srv)).collect();
+    out.push_str(&columns(&header, &rows));
     out.push_str("\nSESSIONS are open minion sessions (publish/ret); rows in preference order.\n");
+    if srv {
+        out.push_str("PRIO/WEIGHT: the SRV record's priority (lowest first) and weight (share of minions).\n");
+    }
     out
+}
+
+/// The `srv:` line: the record, and how fresh its answer is.
+fn srv_line(s: &SrvStatus) -> String {
+    let mut line = match (s.last_refresh_age_seconds, s.ttl_seconds) {
+        (Some(a), Some(ttl)) => format!(
+            "{}: {} targets, refreshed {} (TTL {ttl}s)",
+            s.record,
+            s.targets,
+            age(a)
+        ),
+        (Some(a), None) => format!("{}: {} targets, refreshed {}", s.record, s.targets, age(a)),
+        (None, _) => format!("{}: no answer yet", s.record),
+    };
+    if let Some(e) = &s.last_error {
+        let _ = write!(line, "; last lookup: {e}");
+        if s.targets > 0 {
+            line.push_str(" (the last good targets stay in use)");
+        }
+    }
+    line
 }
 
 /// The lines above the table: who, whether ready, which master.
@@ -271,6 +301,9 @@ fn summary(report: &StatusReport, admin: &AdminAddr) -> String {
             .last_switch_age_seconds
             .map_or_else(|| "none since start".to_string(), age)
     );
+    if let Some(srv) = &report.srv {
+        let _ = writeln!(out, "srv:         {}", srv_line(srv));
+    }
     if let Some(r) = &report.resources {
         let _ = writeln!(
             out,
@@ -302,8 +335,9 @@ const HEADER: [&str; 8] = [
     "LAST PROBE",
 ];
 
-/// One master's row, in [`HEADER`]'s columns.
-fn row(m: &MasterStatus) -> [String; 8] {
+/// One master's row, in [`HEADER`]'s columns (with `srv`, its priority
+/// and weight after MASTER).
+fn row(m: &MasterStatus, srv: bool) -> Vec<String> {
     let mut state = Vec::new();
     if m.active {
         state.push("active");
@@ -331,7 +365,7 @@ fn row(m: &MasterStatus) -> [String; 8] {
         (Some(a), None) => age(a),
         _ => "never".to_string(),
     };
-    [
+    let mut cells = vec![
         if m.active { "*" } else { "" }.to_string(),
         m.id.to_string(),
         m.master.clone(),
@@ -340,13 +374,21 @@ fn row(m: &MasterStatus) -> [String; 8] {
         state.join(","),
         format!("{}/{}", m.sessions.publish, m.sessions.ret),
         probe,
-    ]
+    ];
+    if srv {
+        let rank = match (m.priority, m.weight) {
+            (Some(p), Some(w)) => format!("{p}/{w}"),
+            _ => "-".to_string(),
+        };
+        cells.insert(3, rank);
+    }
+    cells
 }
 
 /// The header and rows with each column as wide as its widest cell (the
 /// last column unpadded).
-fn columns<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(str::len);
+fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -355,7 +397,7 @@ fn columns<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut out = String::new();
     let mut line = |cells: &[&str]| {
         let mut l = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        for (i, (cell, w)) in cells.iter().zip(widths.iter().copied()).enumerate() {
             if i + 1 == cells.len() {
                 l.push_str(cell);
             } else {
@@ -403,6 +445,8 @@ mod tests {
             host: label.to_string(),
             publish_port: 4505,
             ret_port: 4506,
+            priority: None,
+            weight: None,
             addresses: vec![IpAddr::from([192, 0, 2, 10 + id as u8])],
             health: if active {
                 HealthState::Up
@@ -437,6 +481,7 @@ mod tests {
                 master(0, "salt-a.example.net", false),
                 master(1, "salt-b.example.net", true),
             ],
+            srv: None,
             resources: Some(ResourceStatus {
                 fd_limit: 524_288,
                 max_sessions: 1024,
@@ -492,6 +537,45 @@ mod tests {
         assert!(
             a.contains("0.4s ago: publish port 4505: connection refused"),
             "{a}"
+        );
+    }
+
+    #[test]
+    fn with_an_srv_record_the_table_shows_it_and_each_priority_and_weight() {
+        let mut r = report();
+        for (m, (p, w)) in r.masters.iter_mut().zip([(10, 60), (10, 20)]) {
+            m.priority = Some(p);
+            m.weight = Some(w);
+        }
+        r.srv = Some(SrvStatus {
+            record: "_salt._tcp.example.net".into(),
+            last_refresh: Some("2025-01-01T00:00:00Z".into()),
+            last_refresh_age_seconds: Some(2.5),
+            ttl_seconds: Some(30),
+            targets: 2,
+            last_error: Some("lookup failed: request timed out".into()),
+        });
+        let t = render_table(&r, &AdminAddr::Socket("/run/s.sock".into()));
+        assert!(
+            t.contains("srv:         _salt._tcp.example.net: 2 targets, refreshed 2.5s ago (TTL 30s); last lookup: lookup failed: request timed out (the last good targets stay in use)"),
+            "{t}"
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        let head = lines
+            .iter()
+            .position(|l| l.contains("PRIO/WEIGHT"))
+            .expect("header");
+        assert!(lines[head + 1].contains(" 10/60 "), "{t}");
+        assert_eq!(
+            lines[head].find("PRIO/WEIGHT"),
+            lines[head + 2].find("10/20"),
+            "columns align:\n{t}"
+        );
+        let text = serde_json::to_string(&r).expect("serialize");
+        assert!(text.contains("\"priority\":10,\"weight\":60"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<StatusReport>(&text).expect("parse"),
+            r
         );
     }
 

@@ -7,7 +7,8 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-/// A master's rank in the configured `master:` list (0 = first).
+/// A master's rank in the configured `master:` list (0 = first), or in
+/// the list an SRV record's answer makes (see `control::srv`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MasterId(pub u16);
 
@@ -78,6 +79,17 @@ pub struct MasterSpec {
     /// `host` when both ports are the defaults, else `host:ret` or
     /// `host:ret/publish`.
     pub label: String,
+    /// Its SRV priority and weight, for a master found by
+    /// `sidecar.master_srv` (`None` for one listed under `master:`).
+    pub srv: Option<SrvRank>,
+}
+
+/// An SRV record's preference for its target (RFC 2782): lower `priority`
+/// first; within one priority, a share proportional to `weight`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SrvRank {
+    pub priority: u16,
+    pub weight: u16,
 }
 
 impl MasterSpec {

@@ -69,8 +69,8 @@ pub enum MasterType {
 pub struct Config {
     /// The file this came from (for messages and reloads).
     pub source: PathBuf,
-    /// Masters in configured order; `masters[i].id == MasterId(i)`.
-    pub masters: Vec<MasterSpec>,
+    /// Where the masters come from: the `master:` list, or DNS SRV.
+    pub master_source: MasterSource,
     pub master_type: MasterType,
     pub alive_interval: Duration,
     pub failback: bool,
@@ -84,6 +84,47 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Things worth one info line at start-up (e.g. a list taken as failover).
     pub notes: Vec<String>,
+}
+
+/// Where the master list comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MasterSource {
+    /// `master:`, in configured order; `masters[i].id == MasterId(i)`.
+    List(Vec<MasterSpec>),
+    /// `sidecar.master_srv`: the masters are the record's targets, found
+    /// at run time (`control::srv`) and applied like a reloaded list.
+    Srv(SrvSource),
+}
+
+/// `sidecar.master_srv`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SrvSource {
+    /// The SRV record's name, lower case, e.g. `_salt._tcp.example.net`.
+    pub name: String,
+    /// Every target's publish port (`publish_port`); its ret port is the
+    /// record's port.
+    pub publish_port: u16,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// The masters listed in the file, in configured order; empty with
+    /// `sidecar.master_srv` (the running list then comes from DNS).
+    pub fn masters(&self) -> &[MasterSpec] {
+        match &self.master_source {
+            MasterSource::List(masters) => masters,
+            MasterSource::Srv(_) => &[],
+        }
+    }
+
+    /// The SRV record the masters come from, if any.
+    pub fn srv(&self) -> Option<&SrvSource> {
+        match &self.master_source {
+            MasterSource::Srv(srv) => Some(srv),
+            MasterSource::List(_) => None,
+        }
+    }
 }
 
 /// The `sidecar:` section, validated.

@@ -33,6 +33,8 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSidecar {
+    /// The SRV record naming the masters (instead of `master:`).
+    pub(crate) master_srv: Option<Spanned<String>>,
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) listen_publish: Option<Spanned<String>>,
     pub(crate) listen_ret: Option<Spanned<String>>,

@@ -50,8 +50,31 @@ impl RawConfig {
             "master_port",
             DEFAULT_RET_PORT,
         )?;
-        let (masters, locations) = masters(&cx, self.master, publish_port, ret_port)?;
-        let master_type = master_type(&cx, self.master_type.as_ref(), masters.len(), &mut notes)?;
+        let mut sidecar = self.sidecar.map(|s| s.value).unwrap_or_default();
+        let srv_raw = sidecar.master_srv.take();
+        let (source, locations) = match (self.master, srv_raw) {
+            (Some(_), Some(srv)) => {
+                return Err(cx.err(
+                    loc(&srv),
+                    "sidecar.master_srv",
+                    "both `master` and `sidecar.master_srv` name the masters; keep one (the list, or the SRV record whose targets are the masters)",
+                ));
+            }
+            (None, Some(srv)) => {
+                let srv = master_srv(&cx, &srv, publish_port)?;
+                (MasterSource::Srv(srv), Vec::new())
+            }
+            (list, None) => {
+                let (masters, locations) = masters(&cx, list, publish_port, ret_port)?;
+                (MasterSource::List(masters), locations)
+            }
+        };
+        let master_type = match &source {
+            MasterSource::List(masters) => {
+                master_type(&cx, self.master_type.as_ref(), masters.len(), &mut notes)?
+            }
+            MasterSource::Srv(_) => srv_master_type(&cx, self.master_type.as_ref())?,
+        };
         let alive_interval =
             alive_interval(&cx, self.master_alive_interval.as_ref(), &mut warnings)?;
         let failback = self.master_failback.as_ref().is_some_and(|s| s.value);
@@ -59,16 +82,24 @@ impl RawConfig {
             failback_interval(&cx, self.master_failback_interval.as_ref(), alive_interval)?;
         let reauth_delay = reauth_delay(&cx, self.random_reauth_delay.as_ref())?;
         let shuffle = self.master_shuffle.as_ref().is_some_and(|s| s.value);
+        if let (Some(s), MasterSource::Srv(_)) =
+            (self.master_shuffle.as_ref().filter(|s| s.value), &source)
+        {
+            return Err(cx.err(
+                loc(s),
+                "master_shuffle",
+                "with `sidecar.master_srv` the order comes from the records' priority and weight (already spread per minion id); drop `master_shuffle`",
+            ));
+        }
         let minion_id = minion_id(&cx, self.id.as_ref())?;
         let transport_probe = transport_probe(&cx, self.transport.as_ref())?;
 
-        let sidecar = self.sidecar.map(|s| s.value).unwrap_or_default();
         let sidecar = sidecar.validate(&cx, publish_port, ret_port, transport_probe)?;
-        no_self_loop(&cx, &masters, &locations, &sidecar)?;
+        no_self_loop(&cx, config_masters(&source), &locations, &sidecar)?;
 
         Ok(Config {
             source: file.to_path_buf(),
-            masters,
+            master_source: source,
             master_type,
             alive_interval,
             failback,
@@ -80,6 +111,53 @@ impl RawConfig {
             warnings,
             notes,
         })
+    }
+}
+
+/// The listed masters (none with an SRV record: they are found at run time).
+fn config_masters(source: &MasterSource) -> &[MasterSpec] {
+    match source {
+        MasterSource::List(masters) => masters,
+        MasterSource::Srv(_) => &[],
+    }
+}
+
+/// `sidecar.master_srv`: the SRV record whose targets are the masters.
+fn master_srv(
+    cx: &Ctx<'_>,
+    raw: &Spanned<String>,
+    publish_port: u16,
+) -> Result<SrvSource, ConfigError> {
+    let key = "sidecar.master_srv";
+    let text = raw.value.trim();
+    match parse_host_port(text) {
+        Ok((Host::Name(name), None)) => Ok(SrvSource {
+            name: name.trim_end_matches('.').to_string(),
+            publish_port,
+        }),
+        Ok((Host::Name(_), Some(_))) => Err(cx.err(
+            loc(raw),
+            key,
+            format!("{} has a port; give only the record's name (its targets carry their ports), e.g. `_salt._tcp.example.net`", quoted(text)),
+        )),
+        Ok((Host::Ip(_), _)) => Err(cx.err(
+            loc(raw),
+            key,
+            format!("{} is an address, not the name of an SRV record; write e.g. `_salt._tcp.example.net`", quoted(text)),
+        )),
+        Err(m) => Err(cx.err(loc(raw), key, m)),
+    }
+}
+
+/// `master_type:` with `sidecar.master_srv`: failover (the default) only.
+fn srv_master_type(cx: &Ctx<'_>, raw: Option<&Spanned<String>>) -> Result<MasterType, ConfigError> {
+    match raw {
+        Some(s) if s.value.trim() != "failover" => Err(cx.err(
+            loc(s),
+            "master_type",
+            format!("{} does not go with `sidecar.master_srv`: the record's targets are masters to fail over between; write `master_type: failover` (or drop the key)", quoted(&s.value)),
+        )),
+        _ => Ok(MasterType::Failover),
     }
 }
 
@@ -95,7 +173,7 @@ fn masters(
         return Err(cx.err(
             None,
             "master",
-            "is required: the ordered list of masters to fail over between",
+            "is required: the ordered list of masters to fail over between (or `sidecar.master_srv`: an SRV record naming them)",
         ));
     };
     let masters_loc = raw_masters.referenced;
@@ -153,6 +231,7 @@ fn masters(
             publish_port: publish,
             ret_port: ret,
             label,
+            srv: None,
         });
     }
     Ok((masters, locations))

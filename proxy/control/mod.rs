@@ -4,7 +4,7 @@
 //! - `select/`: the pure policy (a state machine on events and time) and
 //!   the preference order, shuffle and jitter seed; no sockets, no clock.
 //! - `hysteresis`: rise/fall, pure; `health`: one probe task per master;
-//!   `resolve`: DNS per TTL.
+//!   `resolve`: DNS per TTL; `srv`: the masters named by an SRV record.
 //! - `masters`: the plane, everything kept per master; `sessions`: the
 //!   per-master tokens a switch fires to reset or drain sessions.
 //! - `supervisor`: drives `select` and carries out its actions; the only
@@ -23,4 +23,5 @@ pub mod resolve;
 pub mod route;
 pub mod select;
 pub mod sessions;
+pub mod srv;
 pub mod supervisor;

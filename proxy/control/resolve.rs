@@ -192,6 +192,7 @@ mod tests {
             publish_port: 4505,
             ret_port: 4506,
             label: "m".into(),
+            srv: None,
         }
     }
 

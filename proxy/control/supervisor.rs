@@ -178,7 +178,12 @@ impl Supervisor {
         };
         let placeholder = Selector::new(Vec::new(), self.selector.policy(), 0, Instant::now());
         let prev = std::mem::replace(&mut self.selector, placeholder);
-        self.selector = Selector::carry_over(prev, order, map);
+        self.selector = if prev.order().is_empty() {
+            // The first masters (an SRV record's first answer): a start.
+            Selector::first_masters(prev, order, Instant::now())
+        } else {
+            Selector::carry_over(prev, order, map)
+        };
         for spec in &old.masters {
             if self.plane.find(spec).is_none() {
                 old.sessions.drain(spec.id);
@@ -346,6 +351,7 @@ mod tests {
             publish_port: 4505,
             ret_port: 4506,
             label: format!("192.0.2.{host}"),
+            srv: None,
         }
     }
 

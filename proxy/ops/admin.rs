@@ -32,11 +32,13 @@ use tracing::info;
 use crate::clock;
 use crate::config::master::{MasterId, MasterSpec, Port};
 use crate::control::masters::Plane;
+use crate::control::srv::SrvState;
 use crate::control::supervisor::{Command, Snapshot};
 use crate::limits::LastError;
 use crate::metrics::Metrics;
 use crate::ops::api::{
-    HealthState, LastResourceError, MasterStatus, ResourceStatus, SessionCounts, StatusReport,
+    HealthState, LastResourceError, MasterStatus, ResourceStatus, SessionCounts, SrvStatus,
+    StatusReport,
 };
 use crate::ops::listen::Via;
 use crate::ops::reload::Reloader;
@@ -53,6 +55,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// The selector's state and the plane of masters it refers to.
     pub snapshot: watch::Receiver<Snapshot>,
+    /// The SRV follower's state, with `sidecar.master_srv`.
+    pub srv: Option<watch::Receiver<SrvState>>,
     pub commands: mpsc::Sender<Command>,
     pub reloader: Arc<Reloader>,
     /// Where commands are accepted (named in the refusal on TCP).
@@ -385,6 +389,16 @@ impl Admin {
             ));
         }
         let Some(m) = snapshot.active else {
+            if let (Some(srv), true) = (&self.srv, snapshot.plane.masters.is_empty()) {
+                let srv = srv.borrow();
+                return Err(format!(
+                    "no masters yet: the SRV record {} has not answered with any ({})",
+                    srv.record,
+                    srv.last_error
+                        .as_deref()
+                        .unwrap_or("waiting for its first answer")
+                ));
+            }
             return Err(
                 "no master is selected (none is up yet, or all are down or drained)".into(),
             );
@@ -456,6 +470,8 @@ impl Admin {
                     host: spec.host.to_string(),
                     publish_port: spec.publish_port,
                     ret_port: spec.ret_port,
+                    priority: spec.srv.map(|r| r.priority),
+                    weight: spec.srv.map(|r| r.weight),
                     addresses: snapshot
                         .plane
                         .addrs
@@ -497,8 +513,25 @@ impl Admin {
             last_switch_unix_seconds: last_switch,
             last_switch_age_seconds: last_switch.map(|t| (now_unix - t).max(0.0)),
             masters,
+            srv: self.srv.as_ref().map(|rx| srv_status(&rx.borrow(), now)),
             resources: Some(self.resources()),
         }
+    }
+}
+
+/// The SRV follower's state as `/status` shows it.
+fn srv_status(state: &SrvState, now: SystemTime) -> SrvStatus {
+    SrvStatus {
+        record: state.record.clone(),
+        last_refresh: state
+            .last_refresh
+            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        last_refresh_age_seconds: state
+            .last_refresh
+            .map(|t| now.duration_since(t).unwrap_or_default().as_secs_f64()),
+        ttl_seconds: state.ttl.map(|t| t.as_secs()),
+        targets: state.masters.len(),
+        last_error: state.last_error.clone(),
     }
 }
 
@@ -537,7 +570,7 @@ mod tests {
     fn admin() -> Admin {
         let config =
             crate::config::parse(std::path::Path::new("t.yaml"), FOUR_MASTERS).expect("config");
-        let masters = config.masters.clone();
+        let masters = config.masters().to_vec();
         let n = masters.len();
         let metrics = Metrics::new(
             &masters,
@@ -597,6 +630,7 @@ mod tests {
             minion_id: "t".into(),
             metrics,
             snapshot,
+            srv: None,
             commands,
             reloader,
             socket: PathBuf::from("/run/salt-sidecar/admin.sock"),
@@ -609,7 +643,8 @@ mod tests {
     fn masters_are_found_by_label_host_or_id() {
         let masters = crate::config::parse(std::path::Path::new("t.yaml"), FOUR_MASTERS)
             .expect("config")
-            .masters;
+            .masters()
+            .to_vec();
         let find = |t: &str| find_master(&masters, t).map(|m| m.0);
         assert_eq!(find("192.0.2.1"), Some(0));
         assert_eq!(find(" salt-b.example.net:14506 "), Some(1));

@@ -26,9 +26,31 @@ pub struct StatusReport {
     pub last_switch_age_seconds: Option<f64>,
     /// Every configured master, in this minion's preference order.
     pub masters: Vec<MasterStatus>,
+    /// The SRV record the masters come from (`sidecar.master_srv`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srv: Option<SrvStatus>,
     /// The sidecar's own budget and exhaustion (absent from older sidecars).
     #[serde(default)]
     pub resources: Option<ResourceStatus>,
+}
+
+/// The SRV record the masters come from, and how fresh its answer is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SrvStatus {
+    /// The record's name.
+    pub record: String,
+    /// RFC 3339 time of the last good answer (`None`: none yet).
+    pub last_refresh: Option<String>,
+    /// Seconds since then, measured by the sidecar.
+    pub last_refresh_age_seconds: Option<f64>,
+    /// That answer's TTL, as served (the sidecar asks again after it,
+    /// clamped to 5 s … 5 min).
+    pub ttl_seconds: Option<u64>,
+    /// Targets in the last good answer (the masters).
+    pub targets: usize,
+    /// Why the last lookup failed, while it does (the last good masters
+    /// stay in use).
+    pub last_error: Option<String>,
 }
 
 /// The resource budget and the sidecar's own exhaustion.
@@ -70,6 +92,12 @@ pub struct MasterStatus {
     pub host: String,
     pub publish_port: u16,
     pub ret_port: u16,
+    /// Its SRV priority (lower is preferred), for a master from `master_srv`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u16>,
+    /// Its SRV weight (its share of the minions within its priority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
     /// Current addresses (a DNS name's last good answer; empty: unresolved).
     pub addresses: Vec<IpAddr>,
     pub health: HealthState,

@@ -3,7 +3,8 @@
 //!
 //! Order: metrics → listeners bound, the admin endpoint's too (so a port
 //! clash fails before anything starts) → DNS → health tasks → supervisor →
-//! admin endpoint → accept loops. Shutdown (the
+//! reloader (and, with `sidecar.master_srv`, the SRV follower feeding it)
+//! → admin endpoint → accept loops. Shutdown (the
 //! token) stops accepting, asks every session to drain, and waits at most
 //! `drain_timeout` for them. Owns no policy of its own.
 
@@ -25,6 +26,7 @@ use crate::config::Config;
 use crate::control::liveness::Liveness;
 use crate::control::masters::{Plane, PlaneBuilder};
 use crate::control::select::{jitter_seed, preference_order, Reason, Selector};
+use crate::control::srv;
 use crate::control::supervisor::{Command, Snapshot, Supervisor};
 use crate::data::forward::Forwarder;
 use crate::limits::{self, Budget};
@@ -98,7 +100,12 @@ fn fd_budget(config: &Config) -> Budget {
             1024
         }
     };
-    let budget = Budget::plan(limit, config.masters.len(), config.sidecar.max_sessions);
+    // With an SRV record, room for as many masters as it may name.
+    let masters = match config.srv() {
+        Some(_) => srv::MAX_TARGETS,
+        None => config.masters().len(),
+    };
+    let budget = Budget::plan(limit, masters, config.sidecar.max_sessions);
     if let Some(wanted) = budget.lowered_from {
         warn!(
             wanted,
@@ -132,7 +139,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
     for n in &config.notes {
         info!("{n}");
     }
-    let metrics = Metrics::new(&config.masters, &Reason::COUNTED.map(Reason::as_str))?;
+    let metrics = Metrics::new(config.masters(), &Reason::COUNTED.map(Reason::as_str))?;
     let sc = &config.sidecar;
     let budget = fd_budget(config);
     let notifier = Notifier::from_env();
@@ -154,7 +161,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         listeners: [listen_publish, listen_ret],
         liveness: liveness.clone(),
     };
-    let plane = builder.build(0, &config.masters, None);
+    let plane = builder.build(0, config.masters(), None);
     let supervisor = supervisor(config, plane, policy, &metrics, liveness.clone());
     let (route_rx, snapshot_rx) = (
         supervisor.route.subscribe(),
@@ -173,11 +180,25 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         )
         .notifying(notifier.clone()),
     );
+    // With `sidecar.master_srv`, the record's targets are the masters: each
+    // new set is applied by the reloader, like a reloaded list.
+    let srv_state = config.srv().map(|source| {
+        let answers = srv::start(
+            source,
+            [listen_publish, listen_ret],
+            &metrics,
+            &tracker,
+            &token,
+        );
+        tracker.spawn(reloader.clone().follow_srv(answers.clone(), token.clone()));
+        answers
+    });
     let sessions = Arc::new(Semaphore::new(budget.max_sessions));
     let admin = Arc::new(Admin {
         minion_id: config.minion_id.clone(),
         metrics: metrics.clone(),
         snapshot: snapshot_rx.clone(),
+        srv: srv_state,
         commands: commands_tx.clone(),
         reloader: reloader.clone(),
         socket: sc.admin_socket.path.clone(),
@@ -383,9 +404,13 @@ fn supervisor(
 ) -> Supervisor {
     let order = preference_order(config);
     let labels: Vec<&str> = order.iter().map(|m| plane.label(*m)).collect();
+    let masters = match config.srv() {
+        Some(srv) => format!("from the SRV record {}", srv.name),
+        None => format!("{labels:?}"),
+    };
     info!(
         minion_id = %config.minion_id,
-        order = ?labels,
+        order = %masters,
         probe = config.sidecar.probe.as_str(),
         alive_interval_s = config.alive_interval.as_secs(),
         failback = config.failback,

@@ -9,7 +9,12 @@
 //! can; the supervisor swaps to it: sessions to masters that stay are not
 //! touched, sessions to removed masters drain. Changes that need new sockets
 //! (the listeners, the admin address) are refused with the reason: restart
-//! to apply them. Owns no sockets.
+//! to apply them.
+//!
+//! With `sidecar.master_srv`, the masters come from the SRV follower
+//! (`control::srv`) instead of the file: [`Reloader::follow_srv`] applies
+//! each new set of targets through the same [`Change::Masters`], in the
+//! order of their priority and weight for this minion. Owns no sockets.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +28,8 @@ use crate::config::settings::Tunables;
 use crate::config::{self, Config, ConfigError};
 use crate::control::masters::{Plane, PlaneBuilder};
 use crate::control::route::Route;
-use crate::control::select::preference_order;
+use crate::control::select::{preference_order, srv_order};
+use crate::control::srv::SrvState;
 use crate::control::supervisor::Command;
 use crate::ops::systemd::Notifier;
 
@@ -52,12 +58,35 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
     if (o.max_sessions, o.listen_allow_remote) != (n.max_sessions, n.listen_allow_remote) {
         changed.push("`sidecar.max_sessions`/`listen_allow_remote`");
     }
+    // The SRV follower runs for one record, and orders by one minion id.
+    if old.srv() != new.srv() && (old.srv().is_some() || new.srv().is_some()) {
+        changed.push("`sidecar.master_srv` (or its `publish_port`)");
+    } else if old.srv().is_some() && old.minion_id != new.minion_id {
+        changed.push("`id` (with `sidecar.master_srv`)");
+    }
     (!changed.is_empty()).then(|| changed.join(", "))
 }
 
 /// Whether the masters (as a list, in this minion's order) differ.
 fn masters_changed(old: &Config, new: &Config) -> bool {
-    old.masters != new.masters || old.shuffle != new.shuffle || old.minion_id != new.minion_id
+    old.masters() != new.masters() || old.shuffle != new.shuffle || old.minion_id != new.minion_id
+}
+
+/// The change from the running masters `old` to `new` (in this minion's
+/// `order`): a reloaded list, or a new answer of the SRV record. Pure.
+pub fn masters_change(old: &[MasterSpec], new: Vec<MasterSpec>, order: Vec<MasterId>) -> Change {
+    let missing = |from: &[MasterSpec], other: &[MasterSpec]| -> Vec<String> {
+        from.iter()
+            .filter(|m| !other.iter().any(|o| o.same_master(m)))
+            .map(|m| m.label.clone())
+            .collect()
+    };
+    Change::Masters {
+        added: missing(&new, old),
+        removed: missing(old, &new),
+        masters: new,
+        order,
+    }
 }
 
 /// One thing a reload changes, for the applier to carry out.
@@ -90,19 +119,11 @@ pub fn diff(old: &Config, new: &Config) -> Result<Vec<Change>, ReloadError> {
         changes.push(Change::Tunables(tunables));
     }
     if masters_changed(old, new) {
-        let missing = |from: &Config, other: &Config| -> Vec<String> {
-            from.masters
-                .iter()
-                .filter(|m| !other.masters.iter().any(|o| o.same_master(m)))
-                .map(|m| m.label.clone())
-                .collect()
-        };
-        changes.push(Change::Masters {
-            masters: new.masters.clone(),
-            order: preference_order(new),
-            added: missing(new, old),
-            removed: missing(old, new),
-        });
+        changes.push(masters_change(
+            old.masters(),
+            new.masters().to_vec(),
+            preference_order(new),
+        ));
     }
     Ok(changes)
 }
@@ -199,6 +220,50 @@ impl Reloader {
                 parts.join(" and ")
             )
         })
+    }
+
+    /// Applies each new set of masters the SRV follower publishes, like a
+    /// reloaded list (kept masters keep their sessions and health, removed
+    /// ones drain, added ones are probed before use), until `token` ends.
+    pub async fn follow_srv(
+        self: Arc<Self>,
+        mut answers: watch::Receiver<SrvState>,
+        token: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            let (record, masters) = {
+                let state = answers.borrow_and_update();
+                (state.record.clone(), state.masters.clone())
+            };
+            if !masters.is_empty() {
+                self.apply_srv(&record, masters.to_vec()).await;
+            }
+            tokio::select! {
+                _ = token.cancelled() => return,
+                changed = answers.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Applies one SRV answer's masters, if they differ from the running ones.
+    async fn apply_srv(&self, record: &str, masters: Vec<MasterSpec>) {
+        let _one_at_a_time = self.busy.lock().await;
+        let running = self.route.borrow().plane.masters.clone();
+        if running == masters {
+            return;
+        }
+        let minion_id = match self.current.lock() {
+            Ok(c) => c.minion_id.clone(),
+            Err(p) => p.into_inner().minion_id.clone(),
+        };
+        let order = srv_order(&minion_id, &masters);
+        let labels: Vec<&str> = order
+            .iter()
+            .map(|m| masters[m.index()].label.as_str())
+            .collect();
+        let order_text = format!("{labels:?}");
+        let summary = self.apply(masters_change(&running, masters, order)).await;
+        info!(record, order = %order_text, "SRV record changed: applied {summary}; sessions to kept masters untouched");
     }
 
     /// Carries out one change; returns its part of the summary.
@@ -318,5 +383,81 @@ mod tests {
         for (name, new, want) in cases {
             assert_eq!(summary(diff(&old, &parse(new))), *want, "{name}");
         }
+    }
+
+    /// With `sidecar.master_srv` the file names no masters: settings reload
+    /// as usual; another record, another publish port, another id, or a
+    /// switch between list and record need a restart.
+    #[test]
+    fn diff_with_an_srv_record() {
+        const SRV: &str =
+            "id: m\nmaster_alive_interval: 5\nsidecar:\n  master_srv: _salt._tcp.example.net\n";
+        let restart = |what: &str| {
+            format!("refused: {what} cannot change by reload (new sockets); restart salt-sidecar to apply it (keeping the running config)")
+        };
+        let cases: &[(&str, &str, Vec<String>)] = &[
+            ("identical", SRV, vec![]),
+            (
+                "settings",
+                "id: m\nmaster_alive_interval: 9\nsidecar:\n  master_srv: _salt._tcp.example.net\n",
+                vec!["tunables".into()],
+            ),
+            (
+                "another record",
+                "id: m\nmaster_alive_interval: 5\nsidecar:\n  master_srv: _salt._tcp.example.org\n",
+                vec![restart("`sidecar.master_srv` (or its `publish_port`)")],
+            ),
+            (
+                "another publish port (the listener's too)",
+                "id: m\nmaster_alive_interval: 5\npublish_port: 14505\nsidecar:\n  master_srv: _salt._tcp.example.net\n",
+                vec![restart("`sidecar.listen*`, `sidecar.master_srv` (or its `publish_port`)")],
+            ),
+            (
+                "another id",
+                "id: n\nmaster_alive_interval: 5\nsidecar:\n  master_srv: _salt._tcp.example.net\n",
+                vec![restart("`id` (with `sidecar.master_srv`)")],
+            ),
+            (
+                "a list instead",
+                "master: [127.0.0.2]\nid: m\nmaster_alive_interval: 5\n",
+                vec![restart("`sidecar.master_srv` (or its `publish_port`)")],
+            ),
+        ];
+        let old = parse(SRV);
+        for (name, new, want) in cases {
+            assert_eq!(summary(diff(&old, &parse(new))), *want, "{name}");
+        }
+        // And from a list to a record.
+        let list = parse("master: [127.0.0.2]\nid: m\nmaster_alive_interval: 5\n");
+        assert_eq!(
+            summary(diff(&list, &old)),
+            [restart("`sidecar.master_srv` (or its `publish_port`)")]
+        );
+    }
+
+    /// An SRV answer's change, as the applier sees it: masters named by
+    /// label, same host and ports = same master (a new weight is not a new
+    /// master).
+    #[test]
+    fn an_srv_answer_changes_the_masters_like_a_reload() {
+        use crate::config::master::{label_for, Host, SrvRank};
+        let m = |id: u16, host: &str, weight: u16| MasterSpec {
+            id: MasterId(id),
+            host: Host::Name(host.into()),
+            publish_port: 4505,
+            ret_port: 4506,
+            label: label_for(&Host::Name(host.into()), 4505, 4506, (4505, 4506)),
+            srv: Some(SrvRank {
+                priority: 10,
+                weight,
+            }),
+        };
+        let old = vec![m(0, "a.example", 1), m(1, "b.example", 1)];
+        let new = vec![m(0, "b.example", 5), m(1, "c.example", 1)];
+        let order = vec![MasterId(0), MasterId(1)];
+        assert_eq!(
+            summary(Ok(vec![masters_change(&old, new, order)])),
+            [r#"masters ["b.example", "c.example"] +["c.example"] -["a.example"]"#]
+        );
     }
 }

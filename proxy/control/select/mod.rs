@@ -28,7 +28,7 @@ use crate::config::master::MasterId;
 pub use crate::config::settings::Policy;
 
 mod order;
-pub use order::{jitter_seed, preference_order, shuffled_order};
+pub use order::{jitter_seed, preference_order, shuffled_order, srv_order};
 
 /// What the selector knows of one master's health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +197,17 @@ impl Selector {
                 }
             }
         }
+        next
+    }
+
+    /// A selector for the first masters of a sidecar that had none (with
+    /// `sidecar.master_srv`, until the record's first answer): a fresh start
+    /// at `now`, so the first choice waits for better-ranked masters' first
+    /// probes (`startup_grace`) and is not counted as a switch. Keeps the
+    /// policy and the random generator.
+    pub fn first_masters(prev: Selector, order: Vec<MasterId>, now: Instant) -> Selector {
+        let mut next = Selector::new(order, prev.policy, 0, now);
+        next.rng = prev.rng;
         next
     }
 

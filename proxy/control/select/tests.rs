@@ -408,3 +408,24 @@ fn a_reload_that_keeps_the_active_master_switches_nothing() {
     assert_eq!(sel.active(), Some(A));
     assert_eq!(sel.health(C), Health::Unknown);
 }
+
+/// With `sidecar.master_srv` the sidecar starts with no masters; the
+/// record's first answer is a start, not a reload: the first choice waits
+/// for the better-ranked master's first probe and is not a switch.
+#[test]
+fn the_first_masters_after_none_are_a_start_not_a_switch() {
+    let (mut sel, t0) = selector(0, policy());
+    assert!(switches(&sel.on_event(Event::Tick, t0)).is_empty());
+    assert_eq!(sel.active(), None);
+
+    let t1 = t0 + secs(60);
+    let mut sel = Selector::first_masters(sel, vec![B, A], t1);
+    // A (ranked second) answers first: within the grace, wait for B.
+    assert!(switches(&sel.on_event(Event::Up(A), t1)).is_empty());
+    assert_eq!(sel.active(), None);
+    let acts = sel.on_event(Event::Up(B), t1 + secs(1));
+    assert_eq!(switches(&acts), vec![(None, Some(B), Reason::Initial)]);
+    // Later switches are switches.
+    let acts = sel.on_event(Event::Down(B), t1 + secs(2));
+    assert_eq!(switches(&acts), vec![(Some(B), Some(A), Reason::Failover)]);
+}
