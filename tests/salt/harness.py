@@ -396,8 +396,17 @@ class SaltLab:
         key = (self.venv, role)
         if role and self.reuse_keys and key in SaltLab._KEY_CACHE:
             return SaltLab._KEY_CACHE[key]
-        code = ("import json,salt.crypt;p,q=salt.crypt.gen_keys(%d);"
-                "print(json.dumps([p,q]))" % keysize)
+        # Salt 3008 returns the PEMs; up to 3007 gen_keys(keydir, keyname, keysize) writes
+        # <keydir>/<keyname>.pem and .pub (the venv may be a legacy one: keep this Python 3.6).
+        code = ("import inspect,json,os,shutil,tempfile,salt.crypt\n"
+                "if 'keydir' in inspect.signature(salt.crypt.gen_keys).parameters:\n"
+                "    d = tempfile.mkdtemp()\n"
+                "    salt.crypt.gen_keys(d, 'k', %d)\n"
+                "    p, q = [open(os.path.join(d, 'k' + x)).read() for x in ('.pem', '.pub')]\n"
+                "    shutil.rmtree(d)\n"
+                "else:\n"
+                "    p, q = salt.crypt.gen_keys(%d)\n"
+                "print(json.dumps([p, q]))\n" % (keysize, keysize))
         out = subprocess.run([os.path.join(self.bin, "python"), "-c", code], check=True,
                              capture_output=True, text=True, env=self._env(), timeout=120)
         priv, pub = json.loads(out.stdout)
