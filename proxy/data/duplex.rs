@@ -9,6 +9,19 @@
 //! caller sends RST), `drain` ends it once it is idle or at the drain
 //! deadline. Never logs.
 //!
+//! A ZeroMQ session (`probe: zmtp`) is also followed frame by frame
+//! ([`Tracks`]: each direction's tracker is fed the bytes as they are
+//! written, headers parsed, bodies skipped) so that a switch or a lost master
+//! can *move* it instead: the copy stops at a message boundary and returns
+//! [`End::Move`], with the minion's bytes read but not yet sent
+//! ([`Carry`]), for `forward` to open the session on the new master. On a
+//! failover (reset) or a lost master, nothing more is sent to the old master
+//! and nothing more read from it; what was read from it is flushed to the
+//! minion. On a graceful switch (drain), the copy waits until the last
+//! request was answered, then reads each side only up to its next message
+//! boundary (never into the next message) and stops there. A session that
+//! is inside a message, or cannot be followed, ends as before (RST, drain).
+//!
 //! Cost per burst is what the benchmark (`scripts/bench`) measures: one
 //! `recv` of up to [`CHUNK`] bytes into a buffer that was zeroed once, when
 //! the pool first made it, then `send`; a short read tells tokio the socket
@@ -31,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::master::Port;
 use crate::control::sessions::SessionTokens;
+use crate::zmtp::track::{Track, Tracks};
 
 /// Bytes moved per read at most, and the size of a borrowed buffer. 64 KiB
 /// is the loopback MTU and about what one read of a busy socket returns;
@@ -48,6 +62,9 @@ const POOL_MAX: usize = 8;
 pub const IDLE_QUIET: Duration = Duration::from_secs(2);
 /// How often a draining session checks whether it has become idle.
 const DRAIN_STEP: Duration = Duration::from_millis(100);
+/// How long a moving session may take to pass on to the minion what the old
+/// master had sent (the minion's socket may be full); past it, reset.
+const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
 /// How a session ended. The errors are read only through `Debug` (the
 /// "session closed" log line), which the dead-code lint does not count.
@@ -64,6 +81,62 @@ pub enum End {
     Reset,
     /// Drained after a graceful switch (idle, or the drain deadline passed).
     Drained,
+    /// A ZeroMQ session at a message boundary, ready to be opened on the
+    /// new master; the old upstream is done with. `carry`: minion bytes read
+    /// but not sent to the old master, to go to the new one first.
+    Move { cause: Cause, carry: Carry },
+}
+
+/// Why a session moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The route moved away from a master that is down (reset token).
+    Failover,
+    /// A graceful switch: failback, drain, admin, reload (drain token).
+    Switch,
+    /// The master closed or reset the session.
+    Lost,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Failover => "failover",
+            Cause::Switch => "switch",
+            Cause::Lost => "master_lost",
+        }
+    }
+}
+
+/// Minion bytes a moving session read but did not send: `buf[pos..end]`.
+/// The buffer goes back to the pool when dropped.
+pub struct Carry {
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    end: usize,
+}
+
+impl Carry {
+    pub fn bytes(&self) -> &[u8] {
+        self.buf
+            .as_deref()
+            .and_then(|b| b.get(self.pos..self.end))
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Carry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Carry({} bytes)", self.end - self.pos)
+    }
+}
+
+impl Drop for Carry {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            pool::give(buf);
+        }
+    }
 }
 
 /// What the copy needs besides the two sockets.
@@ -77,23 +150,50 @@ pub struct Control<'a> {
     pub to_minion: &'a IntCounter,
 }
 
-/// Copies between `minion` and `master` until the session ends.
-pub async fn run(minion: &mut TcpStream, master: &mut TcpStream, ctl: Control<'_>) -> End {
+/// Copies between `minion` and `master` until the session ends. With
+/// `tracks` (a ZeroMQ session), a switch or a lost master may end it with
+/// [`End::Move`] instead of a reset or a drain (see the module doc).
+pub async fn run(
+    minion: &mut TcpStream,
+    master: &mut TcpStream,
+    ctl: Control<'_>,
+    tracks: Option<&mut Tracks>,
+) -> End {
     let activity = Activity::new();
     let (minion_r, minion_w) = minion.split();
     let (master_r, master_w) = master.split();
+    let (up_track, down_track) = match tracks {
+        Some(t) => (Some(&mut t.up), Some(&mut t.down)),
+        None => (None, None),
+    };
     let mut copy = Copy {
-        up: Pump::new(minion_r, master_w, ctl.to_master, &activity.to_master_ms),
-        down: Pump::new(master_r, minion_w, ctl.to_minion, &activity.to_minion_ms),
+        up: Pump::new(
+            minion_r,
+            master_w,
+            ctl.to_master,
+            &activity.to_master_ms,
+            up_track,
+        ),
+        down: Pump::new(
+            master_r,
+            minion_w,
+            ctl.to_minion,
+            &activity.to_minion_ms,
+            down_track,
+        ),
         activity: &activity,
+        stop: Stop::No,
     };
     let reset = ctl.tokens.reset.cancelled();
     tokio::pin!(reset);
     // Copying, until the end, a reset, or a drain request; no timer is held.
+    let drain = ctl.tokens.drain.cancelled();
+    tokio::pin!(drain);
     tokio::select! {
         biased;
-        _ = &mut reset => return End::Reset,
-        result = &mut copy => return result.into(),
+        _ = &mut reset => return copy.stop_now(Cause::Failover, End::Reset).await,
+        out = &mut copy => return copy.end(out).await,
+        _ = &mut drain, if copy.candidate() => return copy.switch(&ctl, &mut reset).await,
         _ = drain_requested(&ctl) => {}
     }
     // Draining: keep copying; end once idle or at the deadline. Only a
@@ -109,7 +209,7 @@ pub async fn run(minion: &mut TcpStream, master: &mut TcpStream, ctl: Control<'_
         tokio::select! {
             biased;
             _ = &mut reset => return End::Reset,
-            result = &mut copy => return result.into(),
+            out = &mut copy => return copy.end(out).await,
             _ = &mut tick => {}
         }
     }
@@ -156,7 +256,15 @@ impl Activity {
         let up = self.to_master_ms.load(Ordering::Relaxed);
         let down = self.to_minion_ms.load(Ordering::Relaxed);
         let quiet = self.now_ms() >= up.max(down) + IDLE_QUIET.as_millis() as u64;
-        quiet && (port == Port::Publish || down >= up)
+        quiet && self.answered(port)
+    }
+
+    /// On the ret port, the last bytes went to the minion: no request is
+    /// waiting for its answer from this master. Always on the publish port.
+    fn answered(&self, port: Port) -> bool {
+        let up = self.to_master_ms.load(Ordering::Relaxed);
+        let down = self.to_minion_ms.load(Ordering::Relaxed);
+        port == Port::Publish || down >= up
     }
 }
 
@@ -166,46 +274,179 @@ enum Side {
     Master(io::Error),
 }
 
-impl From<Result<(), Side>> for End {
-    fn from(result: Result<(), Side>) -> End {
-        match result {
-            Ok(()) => End::Closed,
-            Err(Side::Minion(e)) => End::MinionError(e),
-            Err(Side::Master(e)) => End::MasterError(e),
-        }
-    }
+/// How the copy stopped.
+enum Out {
+    /// Both directions passed their EOF on.
+    Closed,
+    Failed(Side),
+    /// The master closed its side of a followed session: not passed on yet.
+    MasterEof,
+    /// Both directions stopped as asked ([`Stop`]).
+    Parked,
+}
+
+/// Whether, and how, the copy is to stop for a move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    No,
+    /// Read each side only up to its next message boundary, then stop.
+    AtBoundary,
+    /// Send nothing more to the master and read nothing more from it; pass
+    /// on to the minion what was already read.
+    Now,
 }
 
 /// Both directions of one session, polled as one future (no task or future
 /// per direction): ready when both have passed their EOF on, or at the
-/// first error.
+/// first error, or when both have stopped as `stop` asks.
 struct Copy<'a> {
     /// minion → master
     up: Pump<'a>,
     /// master → minion
     down: Pump<'a>,
     activity: &'a Activity,
+    stop: Stop,
 }
 
 // === impl Copy ===
 
+impl Copy<'_> {
+    /// A followed session whose handshakes are done and that can still be
+    /// followed: a switch tries to move it.
+    fn candidate(&self) -> bool {
+        match (&self.up.track, &self.down.track) {
+            (Some(up), Some(down)) => up.handshaken() && down.handshaken() && !self.up.done,
+            _ => false,
+        }
+    }
+
+    /// Stopped at a message boundary on both sides, ready to move.
+    fn movable(&self) -> bool {
+        let at = |t: &Option<&mut Track>| t.as_deref().is_some_and(Track::at_boundary);
+        !self.up.done && at(&self.up.track) && at(&self.down.track) && !self.down.pending()
+    }
+
+    /// Stops at once (failover, lost master) and moves if the session is at
+    /// a boundary; `otherwise` if it is not (or cannot be followed).
+    async fn stop_now(&mut self, cause: Cause, otherwise: End) -> End {
+        if !self.candidate() {
+            return otherwise;
+        }
+        self.stop = Stop::Now;
+        match tokio::time::timeout(FLUSH_LIMIT, &mut *self).await {
+            Ok(Out::Parked) if self.movable() => self.take_move(cause),
+            Ok(Out::Failed(Side::Minion(e))) => End::MinionError(e),
+            _ => otherwise,
+        }
+    }
+
+    /// A graceful switch of a followed session: once the last request was
+    /// answered, stop at the next boundary on both sides and move. Drains
+    /// (ends) at the deadline if it never gets there; a reset meanwhile
+    /// stops it at once.
+    async fn switch<F: Future<Output = ()> + Unpin>(
+        &mut self,
+        ctl: &Control<'_>,
+        reset: &mut F,
+    ) -> End {
+        let deadline = Instant::now() + ctl.drain_timeout;
+        let mut tick = Box::pin(tokio::time::sleep_until(Instant::now()));
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return End::Drained;
+            }
+            if self.stop == Stop::No && self.activity.answered(ctl.port) {
+                self.stop = Stop::AtBoundary;
+            }
+            tick.as_mut().reset(deadline.min(now + DRAIN_STEP));
+            tokio::select! {
+                biased;
+                _ = &mut *reset => return self.stop_now(Cause::Failover, End::Reset).await,
+                out = &mut *self => match out {
+                    Out::Parked if self.movable() => return self.take_move(Cause::Switch),
+                    Out::Parked => return End::Drained,
+                    out => return self.end(out).await,
+                },
+                _ = &mut tick => {}
+            }
+        }
+    }
+
+    /// The copy ended by itself: closed, an error, or a master's EOF.
+    async fn end(&mut self, out: Out) -> End {
+        match out {
+            Out::Closed | Out::Parked => End::Closed,
+            Out::Failed(Side::Minion(e)) => End::MinionError(e),
+            Out::Failed(Side::Master(e)) => self.stop_now(Cause::Lost, End::MasterError(e)).await,
+            Out::MasterEof => {
+                let eof = || io::Error::from(io::ErrorKind::UnexpectedEof);
+                self.stop_now(Cause::Lost, End::MasterError(eof())).await
+            }
+        }
+    }
+
+    fn take_move(&mut self, cause: Cause) -> End {
+        let up = &mut self.up;
+        let carry = Carry {
+            buf: up.buf.take(),
+            pos: up.pos,
+            end: up.end,
+        };
+        (up.pos, up.end) = (0, 0);
+        End::Move { cause, carry }
+    }
+}
+
 impl Future for Copy<'_> {
-    type Output = Result<(), Side>;
+    type Output = Out;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let activity = this.activity;
-        if let Poll::Ready(r) = this.up.poll_copy(cx, activity, this.down.done) {
-            r.map_err(|f| f.side(Side::Minion, Side::Master))?;
+        let (activity, stop) = (this.activity, this.stop);
+        // The minion's side never stops "now": its bytes are kept, not sent.
+        let up_stop = stop;
+        match this
+            .up
+            .poll_copy(cx, activity, this.down.done, up_stop, true)
+        {
+            Poll::Ready(Err(f)) => {
+                return Poll::Ready(Out::Failed(f.side(Side::Minion, Side::Master)))
+            }
+            Poll::Ready(Ok(_)) | Poll::Pending => {}
         }
-        if let Poll::Ready(r) = this.down.poll_copy(cx, activity, this.up.done) {
-            r.map_err(|f| f.side(Side::Master, Side::Minion))?;
+        match this.down.poll_copy(cx, activity, this.up.done, stop, false) {
+            Poll::Ready(Err(f)) => {
+                return Poll::Ready(Out::Failed(f.side(Side::Master, Side::Minion)))
+            }
+            Poll::Ready(Ok(Flow::HeldEof)) => {
+                // A followed session's master closed: move it if it can be
+                // moved; else pass the half-close on as for any session.
+                let followed = this.up.track.as_deref().is_some_and(Track::handshaken)
+                    && this.down.track.as_deref().is_some_and(Track::handshaken);
+                if followed && !this.up.done {
+                    return Poll::Ready(Out::MasterEof);
+                }
+                if !this.up.done {
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut this.down.to).poll_shutdown(cx) {
+                        if e.kind() != io::ErrorKind::NotConnected {
+                            return Poll::Ready(Out::Failed(Side::Minion(e)));
+                        }
+                    }
+                }
+            }
+            Poll::Ready(Ok(_)) | Poll::Pending => {}
         }
         if this.up.done && this.down.done {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
+            return Poll::Ready(Out::Closed);
         }
+        if stop != Stop::No
+            && (this.up.parked || this.up.done)
+            && (this.down.parked || this.down.done)
+        {
+            return Poll::Ready(Out::Parked);
+        }
+        Poll::Pending
     }
 }
 
@@ -225,6 +466,17 @@ impl Fault {
     }
 }
 
+/// What a direction reports when it is ready.
+enum Flow {
+    /// The source's EOF was seen (and passed on, unless held).
+    Eof,
+    /// The source's EOF was seen and not passed on: a followed master's
+    /// stream, whose end [`Copy`] decides about.
+    HeldEof,
+    /// Stopped as asked.
+    Parked,
+}
+
 /// One direction: `from` → `to`.
 struct Pump<'a> {
     from: ReadHalf<'a>,
@@ -232,12 +484,16 @@ struct Pump<'a> {
     counter: &'a IntCounter,
     /// This direction's last-activity slot in [`Activity`].
     slot: &'a AtomicU64,
+    /// Follows the frames written (ZeroMQ sessions only).
+    track: Option<&'a mut Track>,
     /// Borrowed from the pool while `buf[pos..end]` waits to be written.
     buf: Option<Box<[u8]>>,
     pos: usize,
     end: usize,
     /// EOF seen and passed on.
     done: bool,
+    /// Stopped for a move.
+    parked: bool,
 }
 
 // === impl Pump ===
@@ -248,33 +504,53 @@ impl<'a> Pump<'a> {
         to: WriteHalf<'a>,
         counter: &'a IntCounter,
         slot: &'a AtomicU64,
+        track: Option<&'a mut Track>,
     ) -> Self {
         Pump {
             from,
             to,
             counter,
             slot,
+            track,
             buf: None,
             pos: 0,
             end: 0,
             done: false,
+            parked: false,
         }
     }
 
+    /// Bytes read and not yet written.
+    fn pending(&self) -> bool {
+        self.pos < self.end
+    }
+
     /// Moves bytes until the source has none or the sink takes no more.
-    /// `Ready(Ok)` once the source's EOF has been passed on (`done`);
-    /// `other_done`: the opposite direction has finished, so both sockets are
-    /// about to be closed and the half-close is left to `close` (its FIN).
+    /// `Ready(Ok)` once the source's EOF has been seen (`done`), or once
+    /// stopped as `stop` asks (`parked`); `other_done`: the opposite
+    /// direction has finished, so both sockets are about to be closed and
+    /// the half-close is left to `close` (its FIN). `to_master`: this is the
+    /// minion's direction, whose unsent bytes a `Stop::Now` keeps for the
+    /// next master instead of sending them.
     fn poll_copy(
         &mut self,
         cx: &mut Context<'_>,
         activity: &Activity,
         other_done: bool,
-    ) -> Poll<Result<(), Fault>> {
+        stop: Stop,
+        to_master: bool,
+    ) -> Poll<Result<Flow, Fault>> {
         if self.done {
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Ok(Flow::Eof));
+        }
+        if self.parked {
+            return Poll::Ready(Ok(Flow::Parked));
         }
         loop {
+            if stop == Stop::Now && to_master {
+                self.parked = true;
+                return Poll::Ready(Ok(Flow::Parked));
+            }
             if let Some(buf) = &self.buf {
                 while self.pos < self.end {
                     let n = match Pin::new(&mut self.to).poll_write(cx, &buf[self.pos..self.end]) {
@@ -286,8 +562,22 @@ impl<'a> Pump<'a> {
                         }
                         Poll::Ready(Ok(n)) => n,
                     };
+                    if let Some(track) = self.track.as_deref_mut() {
+                        track.feed(buf.get(self.pos..self.pos + n).unwrap_or_default());
+                    }
                     self.pos += n;
                 }
+            }
+            // Reading for a move: never past the next message boundary.
+            let limit = match (stop, self.track.as_deref()) {
+                (Stop::No, _) => CHUNK,
+                (Stop::AtBoundary, Some(track)) => track.to_boundary().min(CHUNK),
+                (Stop::AtBoundary, None) | (Stop::Now, _) => 0,
+            };
+            if limit == 0 {
+                self.release();
+                self.parked = true;
+                return Poll::Ready(Ok(Flow::Parked));
             }
             // Nothing in flight: wait for readiness without a buffer.
             match self.from.as_ref().poll_read_ready(cx) {
@@ -299,7 +589,7 @@ impl<'a> Pump<'a> {
                 Poll::Ready(Ok(())) => {}
             }
             let buf = self.buf.get_or_insert_with(pool::take);
-            let mut read = ReadBuf::new(buf);
+            let mut read = ReadBuf::new(&mut buf[..limit]);
             match Pin::new(&mut self.from).poll_read(cx, &mut read) {
                 // Readiness was stale (tokio cleared it): give the buffer back.
                 Poll::Pending => {
@@ -313,6 +603,10 @@ impl<'a> Pump<'a> {
             if n == 0 {
                 self.release();
                 self.done = true;
+                // A followed master's EOF is the copy's to decide about.
+                if !to_master && self.track.is_some() {
+                    return Poll::Ready(Ok(Flow::HeldEof));
+                }
                 if !other_done {
                     // Half-close: pass the EOF on, keep the other direction.
                     if let Poll::Ready(Err(e)) = Pin::new(&mut self.to).poll_shutdown(cx) {
@@ -321,7 +615,7 @@ impl<'a> Pump<'a> {
                         }
                     }
                 }
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(Ok(Flow::Eof));
             }
             self.counter.inc_by(n as u64);
             activity.touch(self.slot);
@@ -421,7 +715,7 @@ mod tests {
                     to_master: &up,
                     to_minion: &down,
                 };
-                run(&mut proxy_minion, &mut proxy_master, ctl).await
+                run(&mut proxy_minion, &mut proxy_master, ctl, None).await
             }
         });
         Session {
