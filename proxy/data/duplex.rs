@@ -364,6 +364,9 @@ impl Copy<'_> {
                 biased;
                 _ = &mut *reset => return self.stop_now(Cause::Failover, End::Reset).await,
                 out = &mut *self => match out {
+                    // A request slipped through before the stop: wait for
+                    // its answer, then stop again.
+                    Out::Parked if !self.activity.answered(ctl.port) => self.resume(),
                     Out::Parked if self.movable() => return self.take_move(Cause::Switch),
                     Out::Parked => return End::Drained,
                     out => return self.end(out).await,
@@ -384,6 +387,13 @@ impl Copy<'_> {
                 self.stop_now(Cause::Lost, End::MasterError(eof())).await
             }
         }
+    }
+
+    /// Copies on after a stop.
+    fn resume(&mut self) {
+        self.stop = Stop::No;
+        self.up.parked = false;
+        self.down.parked = false;
     }
 
     fn take_move(&mut self, cause: Cause) -> End {

@@ -66,6 +66,9 @@ pub struct Forwarder {
 /// A second loss of the upstream this soon after a move resets the session.
 const RELOSS_WINDOW: Duration = Duration::from_secs(1);
 
+/// Connect-and-handshake attempts when moving a session.
+const REJOIN_ATTEMPTS: u32 = 3;
+
 /// Why a session could not be moved to the new master (it is reset).
 #[derive(Debug, thiserror::Error)]
 enum MoveError {
@@ -320,15 +323,34 @@ impl Forwarder {
         shutdown: &CancellationToken,
     ) -> Result<Upstream, MoveError> {
         let mut early = Vec::new();
-        let connect = Box::pin(self.connect_upstream(port));
-        let closed = Box::pin(minion_closed(minion, &mut early));
-        let (plane, m, mut stream, tokens) = tokio::select! {
-            _ = shutdown.cancelled() => return Err(MoveError::Shutdown),
-            c = connect => c.ok_or(MoveError::Shutdown)?,
-            () = closed => return Err(MoveError::MinionClosed),
+        let mut attempt = 1;
+        let (plane, m, mut stream, tokens) = loop {
+            let connect = Box::pin(self.connect_upstream(port));
+            let closed = Box::pin(minion_closed(minion, &mut early));
+            let (plane, m, mut stream, tokens) = tokio::select! {
+                _ = shutdown.cancelled() => return Err(MoveError::Shutdown),
+                c = connect => c.ok_or(MoveError::Shutdown)?,
+                () = closed => return Err(MoveError::MinionClosed),
+            };
+            let limit = self.tunables.borrow().connect_timeout;
+            match rejoin(&mut stream, tracks, port, limit).await {
+                Ok(down) => {
+                    tracks.down = down;
+                    break (plane, m, stream, tokens);
+                }
+                // A master that accepted and then failed the handshake (a
+                // process being killed still has its listener for a moment):
+                // tell health, and take the route again.
+                Err(e) if attempt < REJOIN_ATTEMPTS => {
+                    debug!(master = plane.label(m), port = port.as_str(), error = %e, "moving a session: handshake with the new master failed; trying again");
+                    if let Some(h) = plane.health.get(m.index()) {
+                        h.suspect();
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
-        let limit = self.tunables.borrow().connect_timeout;
-        tracks.down = rejoin(&mut stream, tracks, port, limit).await?;
         let to_master = self.metrics.session(plane.label(m), port).to_master;
         for bytes in [carry.bytes(), early.as_slice()] {
             if bytes.is_empty() {
