@@ -171,14 +171,14 @@ pub async fn run(
             minion_r,
             master_w,
             ctl.to_master,
-            &activity.to_master_ms,
+            &activity.to_master_us,
             up_track,
         ),
         down: Pump::new(
             master_r,
             minion_w,
             ctl.to_minion,
-            &activity.to_minion_ms,
+            &activity.to_minion_us,
             down_track,
         ),
         activity: &activity,
@@ -187,14 +187,15 @@ pub async fn run(
     let reset = ctl.tokens.reset.cancelled();
     tokio::pin!(reset);
     // Copying, until the end, a reset, or a drain request; no timer is held.
-    let drain = ctl.tokens.drain.cancelled();
-    tokio::pin!(drain);
     tokio::select! {
         biased;
         _ = &mut reset => return copy.stop_now(Cause::Failover, End::Reset).await,
         out = &mut copy => return copy.end(out).await,
-        _ = &mut drain, if copy.candidate() => return copy.switch(&ctl, &mut reset).await,
         _ = drain_requested(&ctl) => {}
+    }
+    // A graceful switch moves a followed session; shutdown drains it.
+    if !ctl.shutdown.is_cancelled() && copy.candidate() {
+        return copy.switch(&ctl, &mut reset).await;
     }
     // Draining: keep copying; end once idle or at the deadline. Only a
     // draining session pays for a timer (boxed, so idle sessions stay small).
@@ -223,11 +224,12 @@ async fn drain_requested(ctl: &Control<'_>) {
     }
 }
 
-/// Last activity per direction, in ms since the session started (plus one).
+/// Last activity per direction, in µs since the session started (plus one;
+/// µs, not ms: a request and the answer before it can fall in one ms).
 struct Activity {
     start: Instant,
-    to_master_ms: AtomicU64,
-    to_minion_ms: AtomicU64,
+    to_master_us: AtomicU64,
+    to_minion_us: AtomicU64,
 }
 
 // === impl Activity ===
@@ -236,34 +238,34 @@ impl Activity {
     fn new() -> Self {
         Activity {
             start: Instant::now(),
-            to_master_ms: AtomicU64::new(0),
-            to_minion_ms: AtomicU64::new(0),
+            to_master_us: AtomicU64::new(0),
+            to_minion_us: AtomicU64::new(0),
         }
     }
 
-    /// Now, in ms since the start plus one: 0 in a slot means "never".
-    fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64 + 1
+    /// Now, in µs since the start plus one: 0 in a slot means "never".
+    fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64 + 1
     }
 
     fn touch(&self, slot: &AtomicU64) {
-        slot.store(self.now_ms(), Ordering::Relaxed);
+        slot.store(self.now_us(), Ordering::Relaxed);
     }
 
     /// Idle: nothing moved for [`IDLE_QUIET`] and, on the ret port, the last
     /// bytes went to the minion (its last request was answered).
     fn is_idle(&self, port: Port) -> bool {
-        let up = self.to_master_ms.load(Ordering::Relaxed);
-        let down = self.to_minion_ms.load(Ordering::Relaxed);
-        let quiet = self.now_ms() >= up.max(down) + IDLE_QUIET.as_millis() as u64;
+        let up = self.to_master_us.load(Ordering::Relaxed);
+        let down = self.to_minion_us.load(Ordering::Relaxed);
+        let quiet = self.now_us() >= up.max(down) + IDLE_QUIET.as_micros() as u64;
         quiet && self.answered(port)
     }
 
     /// On the ret port, the last bytes went to the minion: no request is
     /// waiting for its answer from this master. Always on the publish port.
     fn answered(&self, port: Port) -> bool {
-        let up = self.to_master_ms.load(Ordering::Relaxed);
-        let down = self.to_minion_ms.load(Ordering::Relaxed);
+        let up = self.to_master_us.load(Ordering::Relaxed);
+        let down = self.to_minion_us.load(Ordering::Relaxed);
         port == Port::Publish || down >= up
     }
 }
@@ -830,5 +832,168 @@ mod tests {
             .expect("ends")
             .expect("join");
         assert!(matches!(end, End::MasterError(_)), "{end:?}");
+    }
+
+    /// A followed (ZeroMQ) session whose handshakes have passed through.
+    struct Followed {
+        minion: TcpStream,
+        master: TcpStream,
+        tokens: SessionTokens,
+        /// The session's end, and the sidecar's minion-side socket (kept
+        /// open, as `forward` keeps it for a move).
+        end: tokio::task::JoinHandle<(End, TcpStream)>,
+    }
+
+    async fn followed(port: Port) -> Followed {
+        use crate::zmtp::{encode_ready, greeting_null, SocketType};
+        let (mut minion, mut proxy_minion) = pair().await;
+        let (mut proxy_master, mut master) = pair().await;
+        let tokens = SessionTokens::default();
+        let end = tokio::spawn({
+            let tokens = tokens.clone();
+            async move {
+                let (shutdown, up, down) = (CancellationToken::new(), counter(), counter());
+                let mut tracks = Tracks::default();
+                let ctl = Control {
+                    port,
+                    tokens: &tokens,
+                    shutdown: &shutdown,
+                    drain_timeout: Duration::from_secs(10),
+                    to_master: &up,
+                    to_minion: &down,
+                };
+                let end = run(&mut proxy_minion, &mut proxy_master, ctl, Some(&mut tracks)).await;
+                (end, proxy_minion)
+            }
+        });
+        let mine = [
+            greeting_null(false).to_vec(),
+            encode_ready(SocketType::of_minion(port)),
+        ]
+        .concat();
+        let theirs = [
+            greeting_null(false).to_vec(),
+            encode_ready(SocketType::of_master(port)),
+        ]
+        .concat();
+        minion.write_all(&mine).await.expect("minion handshake");
+        master.write_all(&theirs).await.expect("master handshake");
+        let mut got = vec![0u8; mine.len()];
+        master
+            .read_exact(&mut got)
+            .await
+            .expect("minion's handshake through");
+        let mut got = vec![0u8; theirs.len()];
+        minion
+            .read_exact(&mut got)
+            .await
+            .expect("master's handshake through");
+        Followed {
+            minion,
+            master,
+            tokens,
+            end,
+        }
+    }
+
+    async fn ended(end: tokio::task::JoinHandle<(End, TcpStream)>) -> (End, TcpStream) {
+        tokio::time::timeout(Duration::from_secs(5), end)
+            .await
+            .expect("ends")
+            .expect("join")
+    }
+
+    /// One exchange each way, so both streams are past a whole message.
+    async fn exchange(s: &mut Followed) {
+        let request = crate::zmtp::encode_message(&[b"", b"ping 1"]);
+        s.minion.write_all(&request).await.expect("request");
+        let mut got = vec![0u8; request.len()];
+        s.master
+            .read_exact(&mut got)
+            .await
+            .expect("request through");
+        s.master.write_all(&request).await.expect("reply");
+        s.minion.read_exact(&mut got).await.expect("reply through");
+    }
+
+    #[tokio::test]
+    async fn a_followed_session_moves_when_its_master_closes_between_messages() {
+        let mut s = followed(Port::Ret).await;
+        exchange(&mut s).await;
+        drop(s.master);
+        let (end, _kept) = ended(s.end).await;
+        assert!(
+            matches!(&end, End::Move { cause: Cause::Lost, carry } if carry.bytes().is_empty()),
+            "{end:?}"
+        );
+        // The minion saw nothing: no EOF, no reset.
+        let mut b = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(200), s.minion.read(&mut b)).await;
+        assert!(
+            read.is_err(),
+            "the minion's connection was touched: {read:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_master_that_dies_inside_a_message_resets_the_session() {
+        let mut s = followed(Port::Publish).await;
+        exchange(&mut s).await;
+        // A 10-byte frame of which only 3 body bytes arrive.
+        s.master
+            .write_all(&[0x00, 10, 1, 2, 3])
+            .await
+            .expect("part");
+        let mut part = [0u8; 5];
+        s.minion.read_exact(&mut part).await.expect("part through");
+        drop(s.master);
+        let (end, _kept) = ended(s.end).await;
+        assert!(matches!(end, End::MasterError(_)), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failover_between_messages_moves_at_once() {
+        let mut s = followed(Port::Ret).await;
+        exchange(&mut s).await;
+        s.tokens.reset.cancel();
+        let (end, _kept) = ended(s.end).await;
+        assert!(
+            matches!(
+                end,
+                End::Move {
+                    cause: Cause::Failover,
+                    ..
+                }
+            ),
+            "{end:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_graceful_switch_waits_for_the_answer_then_moves() {
+        let mut s = followed(Port::Ret).await;
+        let request = crate::zmtp::encode_message(&[b"", b"ping 2"]);
+        s.minion.write_all(&request).await.expect("request");
+        let mut got = vec![0u8; request.len()];
+        s.master
+            .read_exact(&mut got)
+            .await
+            .expect("request through");
+        s.tokens.drain.cancel();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!s.end.is_finished(), "moved before the answer");
+        s.master.write_all(&request).await.expect("answer");
+        s.minion.read_exact(&mut got).await.expect("answer through");
+        let (end, _kept) = ended(s.end).await;
+        assert!(
+            matches!(
+                end,
+                End::Move {
+                    cause: Cause::Switch,
+                    ..
+                }
+            ),
+            "{end:?}"
+        );
     }
 }

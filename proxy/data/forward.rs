@@ -7,6 +7,29 @@
 //! also tells `health`). Bytes are then copied
 //! by [`duplex`]. Layer 4 only: payload is never decoded. Logs per session
 //! at debug level only; state changes are the supervisor's to log.
+//!
+//! **Moving a session.** With `probe: zmtp` each session carries
+//! [`Tracks`] (frame boundaries, the minion's greeting, READY and
+//! subscriptions). When `duplex` ends with [`End::Move`] — the route moved
+//! (reset or drain token) or the master's side closed — the old upstream is
+//! closed (RST if the master is gone, FIN after a graceful switch), the
+//! minion's connection is kept, and [`Forwarder::move_session`] connects
+//! again through [`Forwarder::connect_upstream`] (same route, jitter and
+//! fallbacks as a new session: a master that just died is refused and the
+//! next one taken), opens the minion's ZMTP session there
+//! ([`rejoin`]), sends the minion bytes the old master never got, and the
+//! copy resumes. Failing that, the minion is reset, as before. Each outcome
+//! is counted in `session_moves_total{port,how}`.
+//!
+//! **In-flight requests are not replayed.** A request the sidecar had
+//! already written to the dead master is lost with it; the minion's request
+//! channel times out and retries (Salt's `return_retry_timer` /
+//! `return_retry_tries`, `auth_timeout` / `auth_tries`), exactly as without
+//! a sidecar. Replaying needs the payload decoded (which requests are safe?)
+//! and a copy of every request kept; a job return the dead master may have
+//! processed would run twice; and a sign-in (`_auth`, safe to replay) is
+//! not needed, since the minion re-authenticates on the first publication
+//! from the new master that it cannot decrypt.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
