@@ -135,6 +135,27 @@ impl Direction {
     }
 }
 
+/// What a switch (or a lost master) did to one minion session (the `how`
+/// label of `session_moves_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveHow {
+    /// Moved to the new master; the minion saw no disconnect.
+    Preserved,
+    /// Closed (RST on failover, drained on a graceful switch).
+    Reset,
+}
+
+impl MoveHow {
+    pub const ALL: [MoveHow; 2] = [MoveHow::Preserved, MoveHow::Reset];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveHow::Preserved => "preserved",
+            MoveHow::Reset => "reset",
+        }
+    }
+}
+
 /// Every family, by name without the `salt_sidecar_` prefix.
 pub struct Metrics {
     pub registry: Registry,
@@ -150,6 +171,7 @@ pub struct Metrics {
     pub sessions_active: IntGaugeVec,
     pub sessions_total: IntCounterVec,
     pub bytes_total: IntCounterVec,
+    pub session_moves_total: IntCounterVec,
     pub upstream_connect_duration_seconds: HistogramVec,
     pub upstream_connect_errors_total: IntCounterVec,
     pub dns_resolutions_total: IntCounterVec,
@@ -252,6 +274,12 @@ impl Metrics {
                 "Bytes forwarded, by direction (to_master, to_minion).",
                 &["master", "port", "direction"],
             )?,
+            session_moves_total: counter(
+                "session_moves_total",
+                "Minion sessions a switch or a lost master moved to another master \
+                 (preserved: the minion saw no disconnect) or closed (reset).",
+                &["port", "how"],
+            )?,
             upstream_connect_duration_seconds: histogram(
                 "upstream_connect_duration_seconds",
                 "Time to connect to a master for a minion session.",
@@ -307,6 +335,12 @@ impl Metrics {
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        for port in Port::ALL {
+            for how in MoveHow::ALL {
+                self.session_moves_total
+                    .with_label_values(&[port.as_str(), how.as_str()]);
+            }
+        }
         for result in ["success", "failure", "self_loop"] {
             self.dns_resolutions_total.with_label_values(&[result]);
         }
@@ -382,6 +416,13 @@ impl Metrics {
                 .sessions_active
                 .with_label_values(&[label, port.as_str()]),
         }
+    }
+
+    /// Counts one session moved (or closed) by a switch.
+    pub fn session_moved(&self, port: Port, how: MoveHow) {
+        self.session_moves_total
+            .with_label_values(&[port.as_str(), how.as_str()])
+            .inc();
     }
 
     /// The text exposition format of every family.

@@ -35,6 +35,8 @@ const FAMILIES: &[(&str, &str)] = &[
     ("salt_sidecar_sessions_active", "gauge"),
     ("salt_sidecar_sessions_total", "counter"),
     ("salt_sidecar_bytes_total", "counter"),
+    // SPEC §3: sessions re-routed (preserved) or cut (reset) by a switch.
+    ("salt_sidecar_session_moves_total", "counter"),
     (
         "salt_sidecar_upstream_connect_duration_seconds",
         "histogram",

@@ -333,3 +333,195 @@ fn a_three_minute_outage_holds_flat_descriptors_and_a_returning_master_serves_at
     );
     sidecar.assert_no_panic();
 }
+
+/// One `salt_sidecar_session_moves_total` series from the sidecar on
+/// 127.0.<net>.1 (its admin endpoint, port 9464).
+fn moves(net: u8, port: &str, how: &str) -> u64 {
+    let admin = support::addr(net, 1, 9464);
+    let reply = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(salt_sidecar::status::request(
+            admin,
+            hyper::Method::GET,
+            "/metrics",
+            Duration::from_secs(5),
+        ))
+        .expect("GET /metrics");
+    let (port, how) = (format!("port=\"{port}\""), format!("how=\"{how}\""));
+    reply
+        .body
+        .lines()
+        .find(|l| {
+            l.starts_with("salt_sidecar_session_moves_total{")
+                && l.contains(&port)
+                && l.contains(&how)
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no session_moves_total series {port} {how}:\n{}",
+                reply.body
+            )
+        })
+}
+
+/// What a minion lived through: a SIGKILL of master A, then A's return
+/// and a failback, with the minion's libzmq socket events watched.
+struct Lived {
+    /// First reply from B after the SIGKILL of A, in seconds.
+    failover: f64,
+    /// First reply from A after the failback switch was logged, in seconds.
+    failback: f64,
+    /// The minion's libzmq `DISCONNECTED` events (both sockets).
+    disconnects: usize,
+    handshakes: usize,
+}
+
+/// A real ZeroMQ minion (DEALER on ret, SUB on publish, socket monitor on)
+/// through a sidecar in front of pyzmq masters A and B on 127.0.<net>.2/.3.
+/// A is SIGKILLed; once the minion has replies and publications from B, A
+/// comes back and the sidecar fails back to it.
+fn kill_a_then_fail_back(net: u8, sidecar_yaml: &str) -> (Lived, Sidecar, Vec<Py>) {
+    let mut a = Py::master("A", net, 2);
+    let b = Py::master("B", net, 3);
+    let sidecar = Sidecar::start(sidecar_yaml);
+    let minion = Py::spawn(
+        "zmq_minion.py",
+        &[
+            "--ret",
+            &format!("127.0.{net}.1:4506"),
+            "--publish",
+            &format!("127.0.{net}.1:4505"),
+            "--interval",
+            "0.05",
+            "--duration",
+            "60",
+            "--monitor",
+        ]
+        .map(String::from),
+    );
+    let reply = |from: &'static str| ["\"event\": \"reply\"", from];
+    let tick = |from: &'static str| ["\"event\": \"tick\"", from];
+    minion
+        .out
+        .wait_for(&reply("\"from\": \"A\""), Duration::from_secs(10));
+    minion
+        .out
+        .wait_for(&tick("\"from\": \"A\""), Duration::from_secs(10));
+
+    let killed = unix_now();
+    a.sigkill();
+    minion
+        .out
+        .wait_for(&reply("\"from\": \"B\""), Duration::from_secs(10));
+    let failover = first_event_after(&minion.out, &reply("\"from\": \"B\""), killed)
+        .expect("a reply from B after the kill")
+        - killed;
+    // The publish side is on B too: B filters by subscription, so its
+    // ticks arrive only if the minion's subscription reached B.
+    minion
+        .out
+        .wait_for(&tick("\"from\": \"B\""), Duration::from_secs(5));
+
+    let (replies_a, ticks_a) = (
+        minion.out.count(&reply("\"from\": \"A\"")),
+        minion.out.count(&tick("\"from\": \"A\"")),
+    );
+    let a2 = Py::master("A", net, 2);
+    sidecar.log.wait_for(
+        &["switched master", "reason=\"failback\""],
+        Duration::from_secs(15),
+    );
+    let switched = unix_now();
+    minion.out.wait_for_more(
+        &reply("\"from\": \"A\""),
+        replies_a,
+        Duration::from_secs(10),
+    );
+    let failback = first_event_after(&minion.out, &reply("\"from\": \"A\""), switched)
+        .expect("a reply from A after the failback")
+        - switched;
+    minion
+        .out
+        .wait_for_more(&tick("\"from\": \"A\""), ticks_a, Duration::from_secs(5));
+    let event = |what: &str| {
+        minion
+            .out
+            .count(&["\"event\": \"monitor\"", &format!("\"what\": \"{what}\"")])
+    };
+    let lived = Lived {
+        failover,
+        failback,
+        disconnects: event("DISCONNECTED"),
+        handshakes: event("HANDSHAKE_SUCCEEDED"),
+    };
+    // Kept alive until the caller has read the metrics.
+    (lived, sidecar, vec![a2, b, minion])
+}
+
+/// Issue 12 point 1: with the ZeroMQ transport a failover and a failback
+/// move the minion's sessions; the minion's sockets never see a disconnect.
+#[test]
+fn a_zeromq_minion_sees_no_disconnect_when_its_master_dies_or_fails_back() {
+    let net = 150;
+    let yaml = config(
+        net,
+        &["127.0.150.2", "127.0.150.3"],
+        "master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0",
+    );
+    let (lived, sidecar, _alive) = kill_a_then_fail_back(net, &yaml);
+    eprintln!(
+        "preserved sessions: first reply from B {:.3}s after SIGKILL of A; first reply from A {:.3}s after the failback switch",
+        lived.failover, lived.failback
+    );
+    assert_eq!(lived.disconnects, 0, "the minion saw a disconnect");
+    assert_eq!(
+        lived.handshakes, 2,
+        "one ZMTP handshake per minion socket, ever"
+    );
+    // A request in flight to A when it died is lost (the minion's own
+    // timeout, 0.5 s here, retries it): one request timeout plus a little.
+    assert!(lived.failover < 1.5, "failover took {:.2}s", lived.failover);
+    assert!(lived.failback < 1.5, "failback took {:.2}s", lived.failback);
+    for port in ["publish", "ret"] {
+        assert!(
+            moves(net, port, "preserved") >= 2,
+            "{port}: failover and failback each moved the session"
+        );
+        assert_eq!(moves(net, port, "reset"), 0, "{port}: nothing was cut");
+    }
+    sidecar
+        .log
+        .wait_for(&["session moved"], Duration::from_secs(1));
+    sidecar.assert_no_panic();
+}
+
+/// `probe: tcp` (Salt's tcp transport) sessions cannot be followed: they
+/// are cut as before, and counted so.
+#[test]
+fn a_probe_tcp_session_is_still_reset_and_counted() {
+    let net = 151;
+    let yaml = support::Yaml::new("127.0.151.1", &["127.0.151.2", "127.0.151.3"])
+        .minion("master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0")
+        .sidecar("drain_timeout", "3s")
+        .sidecar("probe", "tcp")
+        .build();
+    let (lived, sidecar, _alive) = kill_a_then_fail_back(net, &yaml);
+    eprintln!(
+        "reset sessions (probe: tcp): first reply from B {:.3}s after SIGKILL of A; first reply from A {:.3}s after the failback switch",
+        lived.failover, lived.failback
+    );
+    assert!(lived.disconnects >= 2, "the minion's sessions were cut");
+    for port in ["publish", "ret"] {
+        assert_eq!(
+            moves(net, port, "preserved"),
+            0,
+            "{port}: tcp is never moved"
+        );
+        assert!(
+            moves(net, port, "reset") >= 1,
+            "{port}: the failback's drain is counted as a reset"
+        );
+    }
+    sidecar.assert_no_panic();
+}

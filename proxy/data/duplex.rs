@@ -9,6 +9,19 @@
 //! caller sends RST), `drain` ends it once it is idle or at the drain
 //! deadline. Never logs.
 //!
+//! A ZeroMQ session (`probe: zmtp`) is also followed frame by frame
+//! ([`Tracks`]: each direction's tracker is fed the bytes as they are
+//! written, headers parsed, bodies skipped) so that a switch or a lost master
+//! can *move* it instead: the copy stops at a message boundary and returns
+//! [`End::Move`], with the minion's bytes read but not yet sent
+//! ([`Carry`]), for `forward` to open the session on the new master. On a
+//! failover (reset) or a lost master, nothing more is sent to the old master
+//! and nothing more read from it; what was read from it is flushed to the
+//! minion. On a graceful switch (drain), the copy waits until the last
+//! request was answered, then reads each side only up to its next message
+//! boundary (never into the next message) and stops there. A session that
+//! is inside a message, or cannot be followed, ends as before (RST, drain).
+//!
 //! Cost per burst is what the benchmark (`scripts/bench`) measures: one
 //! `recv` of up to [`CHUNK`] bytes into a buffer that was zeroed once, when
 //! the pool first made it, then `send`; a short read tells tokio the socket
@@ -31,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::master::Port;
 use crate::control::sessions::SessionTokens;
+use crate::zmtp::track::{Track, Tracks};
 
 /// Bytes moved per read at most, and the size of a borrowed buffer. 64 KiB
 /// is the loopback MTU and about what one read of a busy socket returns;
@@ -48,6 +62,9 @@ const POOL_MAX: usize = 8;
 pub const IDLE_QUIET: Duration = Duration::from_secs(2);
 /// How often a draining session checks whether it has become idle.
 const DRAIN_STEP: Duration = Duration::from_millis(100);
+/// How long a moving session may take to pass on to the minion what the old
+/// master had sent (the minion's socket may be full); past it, reset.
+const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
 /// How a session ended. The errors are read only through `Debug` (the
 /// "session closed" log line), which the dead-code lint does not count.
@@ -64,6 +81,62 @@ pub enum End {
     Reset,
     /// Drained after a graceful switch (idle, or the drain deadline passed).
     Drained,
+    /// A ZeroMQ session at a message boundary, ready to be opened on the
+    /// new master; the old upstream is done with. `carry`: minion bytes read
+    /// but not sent to the old master, to go to the new one first.
+    Move { cause: Cause, carry: Carry },
+}
+
+/// Why a session moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The route moved away from a master that is down (reset token).
+    Failover,
+    /// A graceful switch: failback, drain, admin, reload (drain token).
+    Switch,
+    /// The master closed or reset the session.
+    Lost,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Failover => "failover",
+            Cause::Switch => "switch",
+            Cause::Lost => "master_lost",
+        }
+    }
+}
+
+/// Minion bytes a moving session read but did not send: `buf[pos..end]`.
+/// The buffer goes back to the pool when dropped.
+pub struct Carry {
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    end: usize,
+}
+
+impl Carry {
+    pub fn bytes(&self) -> &[u8] {
+        self.buf
+            .as_deref()
+            .and_then(|b| b.get(self.pos..self.end))
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Carry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Carry({} bytes)", self.end - self.pos)
+    }
+}
+
+impl Drop for Carry {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            pool::give(buf);
+        }
+    }
 }
 
 /// What the copy needs besides the two sockets.
@@ -77,24 +150,52 @@ pub struct Control<'a> {
     pub to_minion: &'a IntCounter,
 }
 
-/// Copies between `minion` and `master` until the session ends.
-pub async fn run(minion: &mut TcpStream, master: &mut TcpStream, ctl: Control<'_>) -> End {
+/// Copies between `minion` and `master` until the session ends. With
+/// `tracks` (a ZeroMQ session), a switch or a lost master may end it with
+/// [`End::Move`] instead of a reset or a drain (see the module doc).
+pub async fn run(
+    minion: &mut TcpStream,
+    master: &mut TcpStream,
+    ctl: Control<'_>,
+    tracks: Option<&mut Tracks>,
+) -> End {
     let activity = Activity::new();
     let (minion_r, minion_w) = minion.split();
     let (master_r, master_w) = master.split();
+    let (up_track, down_track) = match tracks {
+        Some(t) => (Some(&mut t.up), Some(&mut t.down)),
+        None => (None, None),
+    };
     let mut copy = Copy {
-        up: Pump::new(minion_r, master_w, ctl.to_master, &activity.to_master_ms),
-        down: Pump::new(master_r, minion_w, ctl.to_minion, &activity.to_minion_ms),
+        up: Pump::new(
+            minion_r,
+            master_w,
+            ctl.to_master,
+            &activity.to_master_us,
+            up_track,
+        ),
+        down: Pump::new(
+            master_r,
+            minion_w,
+            ctl.to_minion,
+            &activity.to_minion_us,
+            down_track,
+        ),
         activity: &activity,
+        stop: Stop::No,
     };
     let reset = ctl.tokens.reset.cancelled();
     tokio::pin!(reset);
     // Copying, until the end, a reset, or a drain request; no timer is held.
     tokio::select! {
         biased;
-        _ = &mut reset => return End::Reset,
-        result = &mut copy => return result.into(),
+        _ = &mut reset => return copy.stop_now(Cause::Failover, End::Reset).await,
+        out = &mut copy => return copy.end(out).await,
         _ = drain_requested(&ctl) => {}
+    }
+    // A graceful switch moves a followed session; shutdown drains it.
+    if !ctl.shutdown.is_cancelled() && copy.candidate() {
+        return copy.switch(&ctl, &mut reset).await;
     }
     // Draining: keep copying; end once idle or at the deadline. Only a
     // draining session pays for a timer (boxed, so idle sessions stay small).
@@ -109,7 +210,7 @@ pub async fn run(minion: &mut TcpStream, master: &mut TcpStream, ctl: Control<'_
         tokio::select! {
             biased;
             _ = &mut reset => return End::Reset,
-            result = &mut copy => return result.into(),
+            out = &mut copy => return copy.end(out).await,
             _ = &mut tick => {}
         }
     }
@@ -123,11 +224,12 @@ async fn drain_requested(ctl: &Control<'_>) {
     }
 }
 
-/// Last activity per direction, in ms since the session started (plus one).
+/// Last activity per direction, in µs since the session started (plus one;
+/// µs, not ms: a request and the answer before it can fall in one ms).
 struct Activity {
     start: Instant,
-    to_master_ms: AtomicU64,
-    to_minion_ms: AtomicU64,
+    to_master_us: AtomicU64,
+    to_minion_us: AtomicU64,
 }
 
 // === impl Activity ===
@@ -136,27 +238,35 @@ impl Activity {
     fn new() -> Self {
         Activity {
             start: Instant::now(),
-            to_master_ms: AtomicU64::new(0),
-            to_minion_ms: AtomicU64::new(0),
+            to_master_us: AtomicU64::new(0),
+            to_minion_us: AtomicU64::new(0),
         }
     }
 
-    /// Now, in ms since the start plus one: 0 in a slot means "never".
-    fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64 + 1
+    /// Now, in µs since the start plus one: 0 in a slot means "never".
+    fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64 + 1
     }
 
     fn touch(&self, slot: &AtomicU64) {
-        slot.store(self.now_ms(), Ordering::Relaxed);
+        slot.store(self.now_us(), Ordering::Relaxed);
     }
 
     /// Idle: nothing moved for [`IDLE_QUIET`] and, on the ret port, the last
     /// bytes went to the minion (its last request was answered).
     fn is_idle(&self, port: Port) -> bool {
-        let up = self.to_master_ms.load(Ordering::Relaxed);
-        let down = self.to_minion_ms.load(Ordering::Relaxed);
-        let quiet = self.now_ms() >= up.max(down) + IDLE_QUIET.as_millis() as u64;
-        quiet && (port == Port::Publish || down >= up)
+        let up = self.to_master_us.load(Ordering::Relaxed);
+        let down = self.to_minion_us.load(Ordering::Relaxed);
+        let quiet = self.now_us() >= up.max(down) + IDLE_QUIET.as_micros() as u64;
+        quiet && self.answered(port)
+    }
+
+    /// On the ret port, the last bytes went to the minion: no request is
+    /// waiting for its answer from this master. Always on the publish port.
+    fn answered(&self, port: Port) -> bool {
+        let up = self.to_master_us.load(Ordering::Relaxed);
+        let down = self.to_minion_us.load(Ordering::Relaxed);
+        port == Port::Publish || down >= up
     }
 }
 
@@ -166,46 +276,189 @@ enum Side {
     Master(io::Error),
 }
 
-impl From<Result<(), Side>> for End {
-    fn from(result: Result<(), Side>) -> End {
-        match result {
-            Ok(()) => End::Closed,
-            Err(Side::Minion(e)) => End::MinionError(e),
-            Err(Side::Master(e)) => End::MasterError(e),
-        }
-    }
+/// How the copy stopped.
+enum Out {
+    /// Both directions passed their EOF on.
+    Closed,
+    Failed(Side),
+    /// The master closed its side of a followed session: not passed on yet.
+    MasterEof,
+    /// Both directions stopped as asked ([`Stop`]).
+    Parked,
+}
+
+/// Whether, and how, the copy is to stop for a move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    No,
+    /// Read each side only up to its next message boundary, then stop.
+    AtBoundary,
+    /// Send nothing more to the master and read nothing more from it; pass
+    /// on to the minion what was already read.
+    Now,
 }
 
 /// Both directions of one session, polled as one future (no task or future
 /// per direction): ready when both have passed their EOF on, or at the
-/// first error.
+/// first error, or when both have stopped as `stop` asks.
 struct Copy<'a> {
     /// minion → master
     up: Pump<'a>,
     /// master → minion
     down: Pump<'a>,
     activity: &'a Activity,
+    stop: Stop,
 }
 
 // === impl Copy ===
 
+impl Copy<'_> {
+    /// A followed session whose handshakes are done and that can still be
+    /// followed: a switch tries to move it.
+    fn candidate(&self) -> bool {
+        match (&self.up.track, &self.down.track) {
+            (Some(up), Some(down)) => up.handshaken() && down.handshaken() && !self.up.done,
+            _ => false,
+        }
+    }
+
+    /// Stopped at a message boundary on both sides, ready to move.
+    fn movable(&self) -> bool {
+        let at = |t: &Option<&mut Track>| t.as_deref().is_some_and(Track::at_boundary);
+        !self.up.done && at(&self.up.track) && at(&self.down.track) && !self.down.pending()
+    }
+
+    /// Stops at once (failover, lost master) and moves if the session is at
+    /// a boundary; `otherwise` if it is not (or cannot be followed).
+    async fn stop_now(&mut self, cause: Cause, otherwise: End) -> End {
+        if !self.candidate() {
+            return otherwise;
+        }
+        self.stop = Stop::Now;
+        match tokio::time::timeout(FLUSH_LIMIT, &mut *self).await {
+            Ok(Out::Parked) if self.movable() => self.take_move(cause),
+            Ok(Out::Failed(Side::Minion(e))) => End::MinionError(e),
+            _ => otherwise,
+        }
+    }
+
+    /// A graceful switch of a followed session: once the last request was
+    /// answered, stop at the next boundary on both sides and move. Drains
+    /// (ends) at the deadline if it never gets there; a reset meanwhile
+    /// stops it at once.
+    async fn switch<F: Future<Output = ()> + Unpin>(
+        &mut self,
+        ctl: &Control<'_>,
+        reset: &mut F,
+    ) -> End {
+        let deadline = Instant::now() + ctl.drain_timeout;
+        let mut tick = Box::pin(tokio::time::sleep_until(Instant::now()));
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return End::Drained;
+            }
+            if self.stop == Stop::No && self.activity.answered(ctl.port) {
+                self.stop = Stop::AtBoundary;
+            }
+            tick.as_mut().reset(deadline.min(now + DRAIN_STEP));
+            tokio::select! {
+                biased;
+                _ = &mut *reset => return self.stop_now(Cause::Failover, End::Reset).await,
+                out = &mut *self => match out {
+                    // A request slipped through before the stop: wait for
+                    // its answer, then stop again.
+                    Out::Parked if !self.activity.answered(ctl.port) => self.resume(),
+                    Out::Parked if self.movable() => return self.take_move(Cause::Switch),
+                    Out::Parked => return End::Drained,
+                    out => return self.end(out).await,
+                },
+                _ = &mut tick => {}
+            }
+        }
+    }
+
+    /// The copy ended by itself: closed, an error, or a master's EOF.
+    async fn end(&mut self, out: Out) -> End {
+        match out {
+            Out::Closed | Out::Parked => End::Closed,
+            Out::Failed(Side::Minion(e)) => End::MinionError(e),
+            Out::Failed(Side::Master(e)) => self.stop_now(Cause::Lost, End::MasterError(e)).await,
+            Out::MasterEof => {
+                let eof = || io::Error::from(io::ErrorKind::UnexpectedEof);
+                self.stop_now(Cause::Lost, End::MasterError(eof())).await
+            }
+        }
+    }
+
+    /// Copies on after a stop.
+    fn resume(&mut self) {
+        self.stop = Stop::No;
+        self.up.parked = false;
+        self.down.parked = false;
+    }
+
+    fn take_move(&mut self, cause: Cause) -> End {
+        let up = &mut self.up;
+        let carry = Carry {
+            buf: up.buf.take(),
+            pos: up.pos,
+            end: up.end,
+        };
+        (up.pos, up.end) = (0, 0);
+        End::Move { cause, carry }
+    }
+}
+
 impl Future for Copy<'_> {
-    type Output = Result<(), Side>;
+    type Output = Out;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let activity = this.activity;
-        if let Poll::Ready(r) = this.up.poll_copy(cx, activity, this.down.done) {
-            r.map_err(|f| f.side(Side::Minion, Side::Master))?;
+        let (activity, stop) = (this.activity, this.stop);
+        // The minion's side never stops "now": its bytes are kept, not sent.
+        let up_stop = stop;
+        match this
+            .up
+            .poll_copy(cx, activity, this.down.done, up_stop, true)
+        {
+            Poll::Ready(Err(f)) => {
+                return Poll::Ready(Out::Failed(f.side(Side::Minion, Side::Master)))
+            }
+            Poll::Ready(Ok(_)) | Poll::Pending => {}
         }
-        if let Poll::Ready(r) = this.down.poll_copy(cx, activity, this.up.done) {
-            r.map_err(|f| f.side(Side::Master, Side::Minion))?;
+        match this.down.poll_copy(cx, activity, this.up.done, stop, false) {
+            Poll::Ready(Err(f)) => {
+                return Poll::Ready(Out::Failed(f.side(Side::Master, Side::Minion)))
+            }
+            Poll::Ready(Ok(Flow::HeldEof)) => {
+                // A followed session's master closed: move it if it can be
+                // moved; else pass the half-close on as for any session.
+                let followed = this.up.track.as_deref().is_some_and(Track::handshaken)
+                    && this.down.track.as_deref().is_some_and(Track::handshaken);
+                if followed && !this.up.done {
+                    return Poll::Ready(Out::MasterEof);
+                }
+                if !this.up.done {
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut this.down.to).poll_shutdown(cx) {
+                        if e.kind() != io::ErrorKind::NotConnected {
+                            return Poll::Ready(Out::Failed(Side::Minion(e)));
+                        }
+                    }
+                }
+            }
+            Poll::Ready(Ok(_)) | Poll::Pending => {}
         }
         if this.up.done && this.down.done {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
+            return Poll::Ready(Out::Closed);
         }
+        if stop != Stop::No
+            && (this.up.parked || this.up.done)
+            && (this.down.parked || this.down.done)
+        {
+            return Poll::Ready(Out::Parked);
+        }
+        Poll::Pending
     }
 }
 
@@ -225,6 +478,17 @@ impl Fault {
     }
 }
 
+/// What a direction reports when it is ready.
+enum Flow {
+    /// The source's EOF was seen (and passed on, unless held).
+    Eof,
+    /// The source's EOF was seen and not passed on: a followed master's
+    /// stream, whose end [`Copy`] decides about.
+    HeldEof,
+    /// Stopped as asked.
+    Parked,
+}
+
 /// One direction: `from` → `to`.
 struct Pump<'a> {
     from: ReadHalf<'a>,
@@ -232,12 +496,16 @@ struct Pump<'a> {
     counter: &'a IntCounter,
     /// This direction's last-activity slot in [`Activity`].
     slot: &'a AtomicU64,
+    /// Follows the frames written (ZeroMQ sessions only).
+    track: Option<&'a mut Track>,
     /// Borrowed from the pool while `buf[pos..end]` waits to be written.
     buf: Option<Box<[u8]>>,
     pos: usize,
     end: usize,
     /// EOF seen and passed on.
     done: bool,
+    /// Stopped for a move.
+    parked: bool,
 }
 
 // === impl Pump ===
@@ -248,33 +516,53 @@ impl<'a> Pump<'a> {
         to: WriteHalf<'a>,
         counter: &'a IntCounter,
         slot: &'a AtomicU64,
+        track: Option<&'a mut Track>,
     ) -> Self {
         Pump {
             from,
             to,
             counter,
             slot,
+            track,
             buf: None,
             pos: 0,
             end: 0,
             done: false,
+            parked: false,
         }
     }
 
+    /// Bytes read and not yet written.
+    fn pending(&self) -> bool {
+        self.pos < self.end
+    }
+
     /// Moves bytes until the source has none or the sink takes no more.
-    /// `Ready(Ok)` once the source's EOF has been passed on (`done`);
-    /// `other_done`: the opposite direction has finished, so both sockets are
-    /// about to be closed and the half-close is left to `close` (its FIN).
+    /// `Ready(Ok)` once the source's EOF has been seen (`done`), or once
+    /// stopped as `stop` asks (`parked`); `other_done`: the opposite
+    /// direction has finished, so both sockets are about to be closed and
+    /// the half-close is left to `close` (its FIN). `to_master`: this is the
+    /// minion's direction, whose unsent bytes a `Stop::Now` keeps for the
+    /// next master instead of sending them.
     fn poll_copy(
         &mut self,
         cx: &mut Context<'_>,
         activity: &Activity,
         other_done: bool,
-    ) -> Poll<Result<(), Fault>> {
+        stop: Stop,
+        to_master: bool,
+    ) -> Poll<Result<Flow, Fault>> {
         if self.done {
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Ok(Flow::Eof));
+        }
+        if self.parked {
+            return Poll::Ready(Ok(Flow::Parked));
         }
         loop {
+            if stop == Stop::Now && to_master {
+                self.parked = true;
+                return Poll::Ready(Ok(Flow::Parked));
+            }
             if let Some(buf) = &self.buf {
                 while self.pos < self.end {
                     let n = match Pin::new(&mut self.to).poll_write(cx, &buf[self.pos..self.end]) {
@@ -286,8 +574,22 @@ impl<'a> Pump<'a> {
                         }
                         Poll::Ready(Ok(n)) => n,
                     };
+                    if let Some(track) = self.track.as_deref_mut() {
+                        track.feed(buf.get(self.pos..self.pos + n).unwrap_or_default());
+                    }
                     self.pos += n;
                 }
+            }
+            // Reading for a move: never past the next message boundary.
+            let limit = match (stop, self.track.as_deref()) {
+                (Stop::No, _) => CHUNK,
+                (Stop::AtBoundary, Some(track)) => track.to_boundary().min(CHUNK),
+                (Stop::AtBoundary, None) | (Stop::Now, _) => 0,
+            };
+            if limit == 0 {
+                self.release();
+                self.parked = true;
+                return Poll::Ready(Ok(Flow::Parked));
             }
             // Nothing in flight: wait for readiness without a buffer.
             match self.from.as_ref().poll_read_ready(cx) {
@@ -299,7 +601,7 @@ impl<'a> Pump<'a> {
                 Poll::Ready(Ok(())) => {}
             }
             let buf = self.buf.get_or_insert_with(pool::take);
-            let mut read = ReadBuf::new(buf);
+            let mut read = ReadBuf::new(&mut buf[..limit]);
             match Pin::new(&mut self.from).poll_read(cx, &mut read) {
                 // Readiness was stale (tokio cleared it): give the buffer back.
                 Poll::Pending => {
@@ -313,6 +615,10 @@ impl<'a> Pump<'a> {
             if n == 0 {
                 self.release();
                 self.done = true;
+                // A followed master's EOF is the copy's to decide about.
+                if !to_master && self.track.is_some() {
+                    return Poll::Ready(Ok(Flow::HeldEof));
+                }
                 if !other_done {
                     // Half-close: pass the EOF on, keep the other direction.
                     if let Poll::Ready(Err(e)) = Pin::new(&mut self.to).poll_shutdown(cx) {
@@ -321,7 +627,7 @@ impl<'a> Pump<'a> {
                         }
                     }
                 }
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(Ok(Flow::Eof));
             }
             self.counter.inc_by(n as u64);
             activity.touch(self.slot);
@@ -421,7 +727,7 @@ mod tests {
                     to_master: &up,
                     to_minion: &down,
                 };
-                run(&mut proxy_minion, &mut proxy_master, ctl).await
+                run(&mut proxy_minion, &mut proxy_master, ctl, None).await
             }
         });
         Session {
@@ -526,5 +832,168 @@ mod tests {
             .expect("ends")
             .expect("join");
         assert!(matches!(end, End::MasterError(_)), "{end:?}");
+    }
+
+    /// A followed (ZeroMQ) session whose handshakes have passed through.
+    struct Followed {
+        minion: TcpStream,
+        master: TcpStream,
+        tokens: SessionTokens,
+        /// The session's end, and the sidecar's minion-side socket (kept
+        /// open, as `forward` keeps it for a move).
+        end: tokio::task::JoinHandle<(End, TcpStream)>,
+    }
+
+    async fn followed(port: Port) -> Followed {
+        use crate::zmtp::{encode_ready, greeting_null, SocketType};
+        let (mut minion, mut proxy_minion) = pair().await;
+        let (mut proxy_master, mut master) = pair().await;
+        let tokens = SessionTokens::default();
+        let end = tokio::spawn({
+            let tokens = tokens.clone();
+            async move {
+                let (shutdown, up, down) = (CancellationToken::new(), counter(), counter());
+                let mut tracks = Tracks::default();
+                let ctl = Control {
+                    port,
+                    tokens: &tokens,
+                    shutdown: &shutdown,
+                    drain_timeout: Duration::from_secs(10),
+                    to_master: &up,
+                    to_minion: &down,
+                };
+                let end = run(&mut proxy_minion, &mut proxy_master, ctl, Some(&mut tracks)).await;
+                (end, proxy_minion)
+            }
+        });
+        let mine = [
+            greeting_null(false).to_vec(),
+            encode_ready(SocketType::of_minion(port)),
+        ]
+        .concat();
+        let theirs = [
+            greeting_null(false).to_vec(),
+            encode_ready(SocketType::of_master(port)),
+        ]
+        .concat();
+        minion.write_all(&mine).await.expect("minion handshake");
+        master.write_all(&theirs).await.expect("master handshake");
+        let mut got = vec![0u8; mine.len()];
+        master
+            .read_exact(&mut got)
+            .await
+            .expect("minion's handshake through");
+        let mut got = vec![0u8; theirs.len()];
+        minion
+            .read_exact(&mut got)
+            .await
+            .expect("master's handshake through");
+        Followed {
+            minion,
+            master,
+            tokens,
+            end,
+        }
+    }
+
+    async fn ended(end: tokio::task::JoinHandle<(End, TcpStream)>) -> (End, TcpStream) {
+        tokio::time::timeout(Duration::from_secs(5), end)
+            .await
+            .expect("ends")
+            .expect("join")
+    }
+
+    /// One exchange each way, so both streams are past a whole message.
+    async fn exchange(s: &mut Followed) {
+        let request = crate::zmtp::encode_message(&[b"", b"ping 1"]);
+        s.minion.write_all(&request).await.expect("request");
+        let mut got = vec![0u8; request.len()];
+        s.master
+            .read_exact(&mut got)
+            .await
+            .expect("request through");
+        s.master.write_all(&request).await.expect("reply");
+        s.minion.read_exact(&mut got).await.expect("reply through");
+    }
+
+    #[tokio::test]
+    async fn a_followed_session_moves_when_its_master_closes_between_messages() {
+        let mut s = followed(Port::Ret).await;
+        exchange(&mut s).await;
+        drop(s.master);
+        let (end, _kept) = ended(s.end).await;
+        assert!(
+            matches!(&end, End::Move { cause: Cause::Lost, carry } if carry.bytes().is_empty()),
+            "{end:?}"
+        );
+        // The minion saw nothing: no EOF, no reset.
+        let mut b = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(200), s.minion.read(&mut b)).await;
+        assert!(
+            read.is_err(),
+            "the minion's connection was touched: {read:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_master_that_dies_inside_a_message_resets_the_session() {
+        let mut s = followed(Port::Publish).await;
+        exchange(&mut s).await;
+        // A 10-byte frame of which only 3 body bytes arrive.
+        s.master
+            .write_all(&[0x00, 10, 1, 2, 3])
+            .await
+            .expect("part");
+        let mut part = [0u8; 5];
+        s.minion.read_exact(&mut part).await.expect("part through");
+        drop(s.master);
+        let (end, _kept) = ended(s.end).await;
+        assert!(matches!(end, End::MasterError(_)), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failover_between_messages_moves_at_once() {
+        let mut s = followed(Port::Ret).await;
+        exchange(&mut s).await;
+        s.tokens.reset.cancel();
+        let (end, _kept) = ended(s.end).await;
+        assert!(
+            matches!(
+                end,
+                End::Move {
+                    cause: Cause::Failover,
+                    ..
+                }
+            ),
+            "{end:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_graceful_switch_waits_for_the_answer_then_moves() {
+        let mut s = followed(Port::Ret).await;
+        let request = crate::zmtp::encode_message(&[b"", b"ping 2"]);
+        s.minion.write_all(&request).await.expect("request");
+        let mut got = vec![0u8; request.len()];
+        s.master
+            .read_exact(&mut got)
+            .await
+            .expect("request through");
+        s.tokens.drain.cancel();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!s.end.is_finished(), "moved before the answer");
+        s.master.write_all(&request).await.expect("answer");
+        s.minion.read_exact(&mut got).await.expect("answer through");
+        let (end, _kept) = ended(s.end).await;
+        assert!(
+            matches!(
+                end,
+                End::Move {
+                    cause: Cause::Switch,
+                    ..
+                }
+            ),
+            "{end:?}"
+        );
     }
 }

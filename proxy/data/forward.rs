@@ -7,6 +7,29 @@
 //! also tells `health`). Bytes are then copied
 //! by [`duplex`]. Layer 4 only: payload is never decoded. Logs per session
 //! at debug level only; state changes are the supervisor's to log.
+//!
+//! **Moving a session.** With `probe: zmtp` each session carries
+//! [`Tracks`] (frame boundaries, the minion's greeting, READY and
+//! subscriptions). When `duplex` ends with [`End::Move`] — the route moved
+//! (reset or drain token) or the master's side closed — the old upstream is
+//! closed (RST if the master is gone, FIN after a graceful switch), the
+//! minion's connection is kept, and [`Forwarder::move_session`] connects
+//! again through [`Forwarder::connect_upstream`] (same route, jitter and
+//! fallbacks as a new session: a master that just died is refused and the
+//! next one taken), opens the minion's ZMTP session there
+//! ([`rejoin`]), sends the minion bytes the old master never got, and the
+//! copy resumes. Failing that, the minion is reset, as before. Each outcome
+//! is counted in `session_moves_total{port,how}`.
+//!
+//! **In-flight requests are not replayed.** A request the sidecar had
+//! already written to the dead master is lost with it; the minion's request
+//! channel times out and retries (Salt's `return_retry_timer` /
+//! `return_retry_tries`, `auth_timeout` / `auth_tries`), exactly as without
+//! a sidecar. Replaying needs the payload decoded (which requests are safe?)
+//! and a copy of every request kept; a job return the dead master may have
+//! processed would run twice; and a sign-in (`_auth`, safe to replay) is
+//! not needed, since the minion re-authenticates on the first publication
+//! from the new master that it cannot decrypt.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,13 +45,16 @@ use tracing::{debug, warn};
 
 use crate::config::master::{MasterId, Port};
 use crate::config::settings::Tunables;
+use crate::config::ProbeKind;
 use crate::control::masters::Plane;
 use crate::control::route::Route;
 use crate::control::sessions::SessionTokens;
-use crate::data::duplex::{self, End};
+use crate::data::duplex::{self, Cause, End};
 use crate::limits::{Listener, Op};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, MoveHow};
 use crate::net::{self, ConnectError};
+use crate::zmtp::rejoin::{rejoin, RejoinError};
+use crate::zmtp::track::Tracks;
 
 /// Accept queue length asked of the kernel for the minion listeners.
 const ACCEPT_BACKLOG: i32 = 8192;
@@ -58,6 +84,27 @@ pub struct Forwarder {
     /// (`sidecar.max_sessions`, fitted to the open-file limit).
     pub sessions: Arc<Semaphore>,
     pub max_sessions: usize,
+}
+
+/// A second loss of the upstream this soon after a move resets the session.
+const RELOSS_WINDOW: Duration = Duration::from_secs(1);
+
+/// Connect-and-handshake attempts when moving a session.
+const REJOIN_ATTEMPTS: u32 = 3;
+
+/// Why a session could not be moved to the new master (it is reset).
+#[derive(Debug, thiserror::Error)]
+enum MoveError {
+    #[error("the sidecar is stopping")]
+    Shutdown,
+    #[error("the minion closed its connection while waiting for a master")]
+    MinionClosed,
+    #[error("the new master dropped the session again within a second")]
+    Looping,
+    #[error("handshake with the new master: {0}")]
+    Rejoin(#[from] RejoinError),
+    #[error("sending to the new master: {0}")]
+    Io(std::io::Error),
 }
 
 /// How one connect attempt to a master ended.
@@ -146,7 +193,7 @@ impl Forwarder {
         let mut early = Vec::new();
         let connect = Box::pin(self.connect_upstream(port));
         let closed = Box::pin(minion_closed(&minion, &mut early));
-        let Some((plane, master, mut upstream, tokens)) = (tokio::select! {
+        let Some(mut next) = (tokio::select! {
             _ = shutdown.cancelled() => None,
             c = connect => c,
             // A held connection is released the moment the minion gives up
@@ -158,52 +205,185 @@ impl Forwarder {
         }) else {
             return;
         };
-        let label = plane.label(master);
-        let counters = self.metrics.session(label, port);
-        self.metrics
-            .sessions_total
-            .with_label_values(&[label, port.as_str()])
-            .inc();
-        counters.active.inc();
-        debug!(port = port.as_str(), %peer, master = label, "session open");
+        // A ZeroMQ session is followed frame by frame so that a switch can
+        // move it to the new master instead of cutting it.
+        let mut tracks = (self.tunables.borrow().health.kind == ProbeKind::Zmtp)
+            .then(|| Box::new(Tracks::default()));
+        let mut last_move: Option<Instant> = None;
+        loop {
+            let (plane, master, mut upstream, tokens) = next;
+            let label = plane.label(master);
+            let counters = self.metrics.session(label, port);
+            self.metrics
+                .sessions_total
+                .with_label_values(&[label, port.as_str()])
+                .inc();
+            counters.active.inc();
+            debug!(port = port.as_str(), %peer, master = label, "session open");
 
-        if !early.is_empty() {
-            // What the minion sent while waiting goes first, in order.
-            if let Err(e) = upstream.write_all(&early).await {
-                counters.active.dec();
-                net::reset_on_close(&minion);
-                debug!(port = port.as_str(), %peer, master = label, error = %e, "session closed before its first bytes reached the master");
-                return;
+            if !early.is_empty() {
+                // What the minion sent while waiting goes first, in order.
+                if let Err(e) = upstream.write_all(&early).await {
+                    counters.active.dec();
+                    net::reset_on_close(&minion);
+                    debug!(port = port.as_str(), %peer, master = label, error = %e, "session closed before its first bytes reached the master");
+                    return;
+                }
+                if let Some(t) = tracks.as_deref_mut() {
+                    t.up.feed(&early);
+                }
+                counters.to_master.inc_by(early.len() as u64);
+                early = Vec::new();
             }
-            counters.to_master.inc_by(early.len() as u64);
-            drop(early);
-        }
-        let ctl = duplex::Control {
-            port,
-            tokens: &tokens,
-            // Shutdown of the sidecar drains like a failback does.
-            shutdown: &shutdown,
-            drain_timeout: self.tunables.borrow().drain_timeout,
-            to_master: &counters.to_master,
-            to_minion: &counters.to_minion,
-        };
-        let end = duplex::run(&mut minion, &mut upstream, ctl).await;
-        counters.active.dec();
-        match &end {
-            End::Reset => {
-                net::reset_on_close(&minion);
+            let ctl = duplex::Control {
+                port,
+                tokens: &tokens,
+                // Shutdown of the sidecar drains like a failback does.
+                shutdown: &shutdown,
+                drain_timeout: self.tunables.borrow().drain_timeout,
+                to_master: &counters.to_master,
+                to_minion: &counters.to_minion,
+            };
+            let end = duplex::run(&mut minion, &mut upstream, ctl, tracks.as_deref_mut()).await;
+            counters.active.dec();
+            let (cause, carry) = match end {
+                End::Move { cause, carry } => (cause, carry),
+                end => {
+                    self.closed(&minion, &upstream, &plane, master, port, &end, &shutdown);
+                    debug!(port = port.as_str(), %peer, master = label, end = ?end, "session closed");
+                    return;
+                }
+            };
+            // The old master is done with: gone (RST), or left at a message
+            // boundary (FIN, as a peer that leaves).
+            if cause != Cause::Switch {
                 net::reset_on_close(&upstream);
             }
-            End::MasterError(_) => {
-                net::reset_on_close(&minion);
+            drop(upstream);
+            if cause == Cause::Lost {
                 if let Some(h) = plane.health.get(master.index()) {
                     h.reprobe();
                 }
             }
-            End::MinionError(_) => net::reset_on_close(&upstream),
-            End::Closed | End::Drained => {}
+            let Some(t) = tracks.as_deref_mut() else {
+                return; // a move needs the tracks: not reached
+            };
+            // A master that takes the session and drops it again at once
+            // would make a loop: the second loss within a second resets.
+            let looping =
+                cause == Cause::Lost && last_move.is_some_and(|at| at.elapsed() < RELOSS_WINDOW);
+            let moved = if looping {
+                Err(MoveError::Looping)
+            } else {
+                self.move_session(&minion, port, t, carry, &shutdown).await
+            };
+            match moved {
+                Ok(upstream) => {
+                    self.metrics.session_moved(port, MoveHow::Preserved);
+                    debug!(port = port.as_str(), %peer, from = label, to = upstream.0.label(upstream.1), cause = cause.as_str(), "session moved to the new master");
+                    last_move = Some(Instant::now());
+                    next = upstream;
+                }
+                Err(e) => {
+                    self.metrics.session_moved(port, MoveHow::Reset);
+                    net::reset_on_close(&minion);
+                    debug!(port = port.as_str(), %peer, from = label, cause = cause.as_str(), error = %e, "session could not be moved; reset");
+                    return;
+                }
+            }
         }
-        debug!(port = port.as_str(), %peer, master = label, end = ?end, "session closed");
+    }
+
+    /// Closes a session that ended without a move, as its end asks, and
+    /// counts a session a switch or its master's failure cut.
+    #[allow(clippy::too_many_arguments)]
+    fn closed(
+        &self,
+        minion: &TcpStream,
+        upstream: &TcpStream,
+        plane: &Plane,
+        master: MasterId,
+        port: Port,
+        end: &End,
+        shutdown: &CancellationToken,
+    ) {
+        let cut = match end {
+            End::Reset => {
+                net::reset_on_close(minion);
+                net::reset_on_close(upstream);
+                true
+            }
+            End::MasterError(_) => {
+                net::reset_on_close(minion);
+                if let Some(h) = plane.health.get(master.index()) {
+                    h.reprobe();
+                }
+                true
+            }
+            End::MinionError(_) => {
+                net::reset_on_close(upstream);
+                false
+            }
+            End::Drained => !shutdown.is_cancelled(),
+            End::Closed | End::Move { .. } => false,
+        };
+        if cut {
+            self.metrics.session_moved(port, MoveHow::Reset);
+        }
+    }
+
+    /// Opens a moving session on the master the route now names: connect
+    /// (the same path, jitter and fallbacks as a new session; the minion's
+    /// connection held meanwhile), replay the minion's handshake and
+    /// subscriptions, then send the minion's bytes the old master did not
+    /// get. Reads nothing from the minion but what it sends while waiting.
+    async fn move_session(
+        &self,
+        minion: &TcpStream,
+        port: Port,
+        tracks: &mut Tracks,
+        carry: duplex::Carry,
+        shutdown: &CancellationToken,
+    ) -> Result<Upstream, MoveError> {
+        let mut early = Vec::new();
+        let mut attempt = 1;
+        let (plane, m, mut stream, tokens) = loop {
+            let connect = Box::pin(self.connect_upstream(port));
+            let closed = Box::pin(minion_closed(minion, &mut early));
+            let (plane, m, mut stream, tokens) = tokio::select! {
+                _ = shutdown.cancelled() => return Err(MoveError::Shutdown),
+                c = connect => c.ok_or(MoveError::Shutdown)?,
+                () = closed => return Err(MoveError::MinionClosed),
+            };
+            let limit = self.tunables.borrow().connect_timeout;
+            match rejoin(&mut stream, tracks, port, limit).await {
+                Ok(down) => {
+                    tracks.down = down;
+                    break (plane, m, stream, tokens);
+                }
+                // A master that accepted and then failed the handshake (a
+                // process being killed still has its listener for a moment):
+                // tell health, and take the route again.
+                Err(e) if attempt < REJOIN_ATTEMPTS => {
+                    debug!(master = plane.label(m), port = port.as_str(), error = %e, "moving a session: handshake with the new master failed; trying again");
+                    if let Some(h) = plane.health.get(m.index()) {
+                        h.suspect();
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let to_master = self.metrics.session(plane.label(m), port).to_master;
+        for bytes in [carry.bytes(), early.as_slice()] {
+            if bytes.is_empty() {
+                continue;
+            }
+            stream.write_all(bytes).await.map_err(MoveError::Io)?;
+            tracks.up.feed(bytes);
+            to_master.inc_by(bytes.len() as u64);
+        }
+        Ok((plane, m, stream, tokens))
     }
 
     /// Connects to the first candidate that answers. While none is

@@ -1,10 +1,13 @@
 //! Layer 6, the data plane: the minion's sessions, forwarded byte for byte.
 //! `forward` accepts, picks the master from the current route, connects and
 //! hands both sockets to `duplex`, the two-way copy that counts live and
-//! keeps half-close. Reads control's route and session tokens; decides
-//! nothing about masters.
+//! keeps half-close. On a switch, a ZeroMQ session is moved to the new
+//! master at a message boundary (the minion keeps its connection and its
+//! ZMTP session) where `zmtp`'s tracker says it can be; others are reset or
+//! drained. Reads control's route and session tokens; decides nothing about
+//! masters.
 //!
-//! May import `config`, `metrics`, `net`, `control`; never `ops` or
+//! May import `config`, `metrics`, `net`, `zmtp`, `control`; never `ops` or
 //! `commands`.
 
 pub mod duplex;

@@ -1,12 +1,16 @@
 //! Layer 4: ZMTP 3.0 as the sidecar needs it. `codec` frames and parses
 //! greetings, commands and messages (pure, no I/O); `probe` is the health
 //! check of one master port (connect through `net`, then a greeting and
-//! READY exchange, or a plain connect for `tcp`).
+//! READY exchange, or a plain connect for `tcp`); `track` follows the frame
+//! boundaries of a relayed session (pure) and `rejoin` opens that session on
+//! another master, so a switch can move it instead of cutting it.
 //!
 //! May import `config`, `metrics`, `net`; never `control`, `data`, `ops` or
 //! `commands`.
 
 mod codec;
 pub mod probe;
+pub mod rejoin;
+pub mod track;
 
 pub use codec::*;

@@ -11,12 +11,14 @@ Prints one JSON line per event on stdout, flushed, which the tests parse:
                                                                  DEALER replies can arrive late)
   {"t": ..., "event": "timeout", "seq": N}
   {"t": ..., "event": "tick", "from": "A", "n": N}
+  {"t": ..., "event": "monitor", "socket": "dealer"|"sub", "what": "CONNECTED"|"DISCONNECTED"|...}
+                                                                (with --monitor: libzmq's socket events)
   {"event": "done", "replies": R, "timeouts": T}                 (last line; after --duration or SIGTERM)
 
 Usage (run with the test venv, see scripts/test-deps):
   $SALT_SIDECAR_VENV/bin/python tests/helpers/zmq_minion.py --ret 127.0.0.1:24506 \
       [--publish 127.0.0.1:24505] [--interval 0.05] [--duration 30] [--request-timeout 0.5] \
-      [--handshake-ivl 500]
+      [--handshake-ivl 500] [--monitor]
 """
 import argparse
 import json
@@ -24,6 +26,7 @@ import signal
 import time
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 # Milliseconds. Fast reconnects, and ZMTP heartbeats so a silently dead peer is dropped in ~0.6 s.
 SOCKOPTS = ((zmq.LINGER, 0), (zmq.RECONNECT_IVL, 50), (zmq.RECONNECT_IVL_MAX, 200),
@@ -54,6 +57,8 @@ def main():
     ap.add_argument("--handshake-ivl", type=int, default=None,
                     help="ms: give up on a connection whose ZMTP handshake is not done by then, "
                          "and reconnect (libzmq's default is 30000)")
+    ap.add_argument("--monitor", action="store_true",
+                    help="print every libzmq socket event (connect, handshake, disconnect, ...)")
     args = ap.parse_args()
     sockopts = SOCKOPTS + (((zmq.HANDSHAKE_IVL, args.handshake_ivl),) if args.handshake_ivl else ())
 
@@ -81,6 +86,14 @@ def main():
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(f"tcp://{args.publish}")
         poller.register(sub, zmq.POLLIN)
+
+    monitors = {}  # monitor socket -> name of the socket it watches
+    if args.monitor:
+        for name, sock in (("dealer", dealer), ("sub", sub)):
+            if sock is not None:
+                mon = sock.get_monitor_socket()
+                monitors[mon] = name
+                poller.register(mon, zmq.POLLIN)
 
     replies = timeouts = 0
     seq = 0
@@ -134,7 +147,23 @@ def main():
                 src, _, n = parse(msg)
                 emit(**{"t": time.time(), "event": "tick", "from": src, "n": n})
 
+        for mon, name in monitors.items():
+            if mon not in events:
+                continue
+            while True:
+                try:
+                    ev = recv_monitor_message(mon, zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    what = zmq.Event(ev["event"]).name
+                except ValueError:
+                    what = str(ev["event"])
+                emit(t=time.time(), event="monitor", socket=name, what=what)
+
     emit(event="done", replies=replies, timeouts=timeouts)
+    for mon in monitors:
+        mon.close()
     dealer.close()
     if sub is not None:
         sub.close()
