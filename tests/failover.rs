@@ -20,11 +20,13 @@ async fn a_client_stream_survives_a_primary_kill_and_fails_back() {
     let net = 10;
     let a = master("A", net, 2).await;
     let _b = master("B", net, 3).await;
-    let sidecar = Sidecar::start(&config(
-        net,
-        &["127.0.10.2", "127.0.10.3"],
-        "master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0",
-    ));
+    let sidecar = Sidecar::start(
+        &support::Yaml::new("127.0.10.1", &["127.0.10.2", "127.0.10.3"])
+            .minion("master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0")
+            .sidecar("drain_timeout", "3s")
+            .sidecar("move_sessions", "true")
+            .build(),
+    );
     let ret = addr(net, 1, 4506);
     until_answered_by(ret, "A", Duration::from_secs(5)).await;
 

@@ -464,11 +464,11 @@ fn kill_a_then_fail_back(net: u8, sidecar_yaml: &str) -> (Lived, Sidecar, Vec<Py
 #[test]
 fn a_zeromq_minion_sees_no_disconnect_when_its_master_dies_or_fails_back() {
     let net = 150;
-    let yaml = config(
-        net,
-        &["127.0.150.2", "127.0.150.3"],
-        "master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0",
-    );
+    let yaml = support::Yaml::new("127.0.150.1", &["127.0.150.2", "127.0.150.3"])
+        .minion("master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0")
+        .sidecar("drain_timeout", "3s")
+        .sidecar("move_sessions", "true")
+        .build();
     let (lived, sidecar, _alive) = kill_a_then_fail_back(net, &yaml);
     eprintln!(
         "preserved sessions: first reply from B {:.3}s after SIGKILL of A; first reply from A {:.3}s after the failback switch",
@@ -505,6 +505,7 @@ fn a_probe_tcp_session_is_still_reset_and_counted() {
         .minion("master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0")
         .sidecar("drain_timeout", "3s")
         .sidecar("probe", "tcp")
+        .sidecar("move_sessions", "true")
         .build();
     let (lived, sidecar, _alive) = kill_a_then_fail_back(net, &yaml);
     eprintln!(

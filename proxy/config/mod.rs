@@ -141,6 +141,9 @@ pub struct SidecarConfig {
     pub fall: u32,
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
+    /// ZeroMQ sessions move to the new master on a switch instead of being
+    /// cut (opt-in while it is validated against every legacy Salt).
+    pub move_sessions: bool,
     /// The minion listeners may be non-loopback addresses (an open relay to
     /// the masters for anyone who can reach them).
     pub listen_allow_remote: bool,

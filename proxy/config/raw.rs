@@ -45,6 +45,7 @@ pub(crate) struct RawSidecar {
     pub(crate) fall: Option<Spanned<u32>>,
     pub(crate) connect_timeout: Option<Spanned<DurationValue>>,
     pub(crate) drain_timeout: Option<Spanned<DurationValue>>,
+    pub(crate) move_sessions: Option<Spanned<bool>>,
     pub(crate) listen_allow_remote: Option<Spanned<bool>>,
     pub(crate) max_sessions: Option<Spanned<u32>>,
     pub(crate) admin_socket: Option<Spanned<String>>,

@@ -17,6 +17,8 @@ pub struct Tunables {
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
     pub socket_options: SocketOptions,
+    /// `sidecar.move_sessions`: ZeroMQ sessions move on a switch.
+    pub move_sessions: bool,
 }
 
 impl Tunables {
@@ -40,6 +42,7 @@ impl Tunables {
             },
             connect_timeout: sc.connect_timeout,
             drain_timeout: sc.drain_timeout,
+            move_sessions: sc.move_sessions,
             socket_options: SocketOptions::for_health(
                 c.alive_interval,
                 sc.fall,

@@ -207,8 +207,11 @@ impl Forwarder {
         };
         // A ZeroMQ session is followed frame by frame so that a switch can
         // move it to the new master instead of cutting it.
-        let mut tracks = (self.tunables.borrow().health.kind == ProbeKind::Zmtp)
-            .then(|| Box::new(Tracks::default()));
+        let movable = {
+            let t = self.tunables.borrow();
+            t.health.kind == ProbeKind::Zmtp && t.move_sessions
+        };
+        let mut tracks = movable.then(|| Box::new(Tracks::default()));
         let mut last_move: Option<Instant> = None;
         loop {
             let (plane, master, mut upstream, tokens) = next;
