@@ -31,8 +31,7 @@ use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use support::netns::{self, Netns};
 use support::{ask, Launch, Sidecar};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 const MASTER: &str = "salt.sidecar.test";
 /// Where the sidecar listens inside its namespace (127.0.0.1 is the trap's).
@@ -119,9 +118,11 @@ impl Zone {
     fn queries(&self) -> Vec<Instant> {
         self.queries.lock().expect("zone").clone()
     }
+}
 
+impl support::dns::Respond for Zone {
     /// The response to `query`, or `None` to stay silent.
-    fn respond(&self, query: &[u8]) -> Option<Vec<u8>> {
+    fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
         let req = Message::from_vec(query).ok()?;
         let q = req.queries().first()?.clone();
         let master = Name::from_str(&format!("{MASTER}.")).expect("name");
@@ -174,50 +175,6 @@ impl Zone {
         }
         resp.to_vec().ok()
     }
-}
-
-/// Serves `zone` on 127.0.0.53:53, UDP and TCP, in the current namespace.
-async fn serve_dns(zone: Arc<Zone>) {
-    let addr = SocketAddr::from(([127, 0, 0, 53], 53));
-    let udp = UdpSocket::bind(addr).await.expect("bind dns udp");
-    let tcp = TcpListener::bind(addr).await.expect("bind dns tcp");
-    let z = zone.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
-            if let Some(resp) = z.respond(&buf[..n]) {
-                let _ = udp.send_to(&resp, peer).await;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = tcp.accept().await {
-            let z = zone.clone();
-            tokio::spawn(async move {
-                loop {
-                    let mut len = [0u8; 2];
-                    if s.read_exact(&mut len).await.is_err() {
-                        return;
-                    }
-                    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-                    if s.read_exact(&mut msg).await.is_err() {
-                        return;
-                    }
-                    match z.respond(&msg) {
-                        Some(resp) => {
-                            let mut out = (resp.len() as u16).to_be_bytes().to_vec();
-                            out.extend(resp);
-                            if s.write_all(&out).await.is_err() {
-                                return;
-                            }
-                        }
-                        // Silence: hold the connection, answer nothing.
-                        None => std::future::pending::<()>().await,
-                    }
-                }
-            });
-        }
-    });
 }
 
 /// A "master" on 127.0.0.1:4505/4506 that must never be reached: what
@@ -284,7 +241,7 @@ fn ttl_changes_are_followed() {
             ip: Ipv4Addr::new(127, 0, 0, 2),
             ttl: 3,
         });
-        serve_dns(zone.clone()).await;
+        support::dns::serve(zone.clone()).await;
         let trap = trap().await;
         let (one, two) = (master("one", 2).await, master("two", 3).await);
         let sidecar = sidecar(&lab, &config(""));
@@ -346,7 +303,7 @@ fn servfail_and_timeouts_keep_the_last_good_address() {
             ip: Ipv4Addr::new(127, 0, 0, 2),
             ttl: 1,
         });
-        serve_dns(zone.clone()).await;
+        support::dns::serve(zone.clone()).await;
         let trap = trap().await;
         let (one, two) = (master("one", 2).await, master("two", 3).await);
         let sidecar = sidecar(&lab, &config(""));
@@ -419,7 +376,7 @@ fn nxdomain_at_start_is_reported_retried_and_never_localhost() {
     lab.block_on(|| async {
         let zone = Arc::new(Zone::default());
         zone.set(Answer::NxDomain);
-        serve_dns(zone.clone()).await;
+        support::dns::serve(zone.clone()).await;
         let trap = trap().await;
         let one = master("one", 2).await;
         let sidecar = sidecar(&lab, &config(""));
@@ -464,7 +421,7 @@ fn a_dns_named_master_is_selected_at_start_without_a_down_or_a_counted_switch() 
             ip: Ipv4Addr::new(127, 0, 0, 2),
             ttl: 30,
         });
-        serve_dns(zone.clone()).await;
+        support::dns::serve(zone.clone()).await;
         let one = master("one", 2).await;
         let sidecar = sidecar(&lab, &config(""));
         until("one", Duration::from_secs(10)).await;

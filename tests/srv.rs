@@ -35,8 +35,6 @@ use salt_sidecar::status::{self, StatusReport};
 use salt_sidecar::zmtp::SocketType;
 use support::netns::{self, Netns};
 use support::{ask, Launch, Sidecar};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
 
 const RECORD: &str = "_salt._tcp.lab.test";
 /// The DNS server, inside each namespace.
@@ -194,8 +192,10 @@ impl Zone {
     fn queries(&self) -> Vec<Instant> {
         self.queries.lock().expect("zone").clone()
     }
+}
 
-    fn respond(&self, query: &[u8]) -> Option<Vec<u8>> {
+impl support::dns::Respond for Zone {
+    fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
         let req = Message::from_vec(query).ok()?;
         let q = req.queries().first()?.clone();
         let name = |n: &str| Name::from_str(&format!("{n}.")).expect("name");
@@ -259,45 +259,6 @@ impl Zone {
         }
         resp.to_vec().ok()
     }
-}
-
-/// Serves `zone` on 127.0.0.53:53, UDP and TCP, in the current namespace.
-async fn serve(zone: Arc<Zone>) {
-    let addr = SocketAddr::from((DNS, 53));
-    let udp = UdpSocket::bind(addr).await.expect("bind dns udp");
-    let tcp = TcpListener::bind(addr).await.expect("bind dns tcp");
-    let z = zone.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
-            if let Some(resp) = z.respond(&buf[..n]) {
-                let _ = udp.send_to(&resp, peer).await;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = tcp.accept().await {
-            let z = zone.clone();
-            tokio::spawn(async move {
-                loop {
-                    let mut len = [0u8; 2];
-                    if s.read_exact(&mut len).await.is_err() {
-                        return;
-                    }
-                    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-                    if s.read_exact(&mut msg).await.is_err() {
-                        return;
-                    }
-                    let Some(resp) = z.respond(&msg) else { return };
-                    let mut out = (resp.len() as u16).to_be_bytes().to_vec();
-                    out.extend(resp);
-                    if s.write_all(&out).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
 }
 
 // === dnsmasq ===
@@ -420,7 +381,7 @@ fn ttl_is_followed_within_bounds_status_shows_the_record_and_a_priority_swap_mov
             },
             vec![("a.lab.test", ip(141)), ("b.lab.test", ip(142))],
         );
-        serve(zone.clone()).await;
+        support::dns::serve(zone.clone()).await;
         let (a, b) = (master("A", 141).await, master("B", 142).await);
         let sidecar = start(
             &lab,
@@ -574,7 +535,7 @@ fn nxdomain_at_start_is_reported_and_retried_and_servfail_keeps_the_last_good_ma
     let Some(lab) = lab("nx") else { return };
     lab.block_on(|| async {
         let zone = Zone::new(Answer::NxDomain, vec![("a.lab.test", ip(141))]);
-        serve(zone.clone()).await;
+        support::dns::serve(zone.clone()).await;
         let a = master("A", 141).await;
         let sidecar = start(&lab, &config(140, "srv-minion", ""));
         let line = sidecar
