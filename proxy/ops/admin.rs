@@ -171,14 +171,8 @@ async fn reload(
     headers: HeaderMap,
     query: Result<Query<NoParams>, QueryRejection>,
 ) -> Line {
-    if let Err(line) = admin.allowed(via, &headers) {
+    if let Err(line) = admin.parameterless(via, &headers, &query, "/admin/reload") {
         return line;
-    }
-    if query.is_err() {
-        return Line(
-            StatusCode::BAD_REQUEST,
-            "bad query: /admin/reload takes no parameters".into(),
-        );
     }
     match admin.reloader.reload().await {
         Ok(summary) => Line(StatusCode::OK, format!("ok: reloaded: {summary}")),
@@ -192,14 +186,8 @@ async fn unpin(
     headers: HeaderMap,
     query: Result<Query<NoParams>, QueryRejection>,
 ) -> Line {
-    if let Err(line) = admin.allowed(via, &headers) {
+    if let Err(line) = admin.parameterless(via, &headers, &query, "/admin/unpin") {
         return line;
-    }
-    if query.is_err() {
-        return Line(
-            StatusCode::BAD_REQUEST,
-            "bad query: /admin/unpin takes no parameters".into(),
-        );
     }
     if admin.snapshot.borrow().pinned.is_none() {
         return Line(StatusCode::OK, "not pinned; nothing to do".into());
@@ -304,6 +292,25 @@ impl Admin {
                 ),
             )),
         }
+    }
+
+    /// A command that takes no parameters: allowed here, with none given;
+    /// else the 4xx to answer.
+    fn parameterless(
+        &self,
+        via: Via,
+        headers: &HeaderMap,
+        query: &Result<Query<NoParams>, QueryRejection>,
+        path: &str,
+    ) -> Result<(), Line> {
+        self.allowed(via, headers)?;
+        if query.is_err() {
+            return Err(Line(
+                StatusCode::BAD_REQUEST,
+                format!("bad query: {path} takes no parameters"),
+            ));
+        }
+        Ok(())
     }
 
     /// The master a command names, or the 4xx to answer.
