@@ -2,8 +2,12 @@
 //!
 //! The stand-in minion keeps a publish (SUB) session open and "signs in" on
 //! the ret port with a large request, which the stand-in master echoes back
-//! (> 1 KiB, like an accepted sign-in reply). When a pin moves it, its
-//! sessions are drained and it reconnects — to the pinned master.
+//! (> 1 KiB, like an accepted sign-in reply). Like a Salt minion, it signs
+//! in again when a publication comes from a master it did not sign in with
+//! (Salt: it cannot decrypt it). When a pin moves its sessions (the
+//! default) they stay open and it signs in to the pinned master on its
+//! first publication; when they are cut, it reconnects — to the pinned
+//! master.
 
 mod support;
 
@@ -14,7 +18,7 @@ use std::time::Duration;
 use salt_sidecar::standin::{StandinMaster, ZmtpClient};
 use salt_sidecar::status;
 use salt_sidecar::zmtp::SocketType;
-use support::{addr, config, Log, Sidecar};
+use support::{addr, Log, Sidecar};
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(2);
@@ -30,9 +34,18 @@ async fn minion(net: u8, sign_in_bytes: usize, stop: CancellationToken) {
             let mut req = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
                 .await
                 .ok()?;
-            req.request(&vec![b'k'; sign_in_bytes], T).await.ok()?;
-            // Stay subscribed until the session is closed (a drain after a pin).
-            while sub.recv(Duration::from_secs(5)).await.is_ok() {}
+            let sign_in = vec![b'k'; sign_in_bytes];
+            // The master whose "key" it has: the reply's "NAME:" prefix.
+            let name = |reply: &[u8]| reply.split(|&b| b == b':').next().map(<[u8]>::to_vec);
+            let mut signed_with = name(&req.request(&sign_in, T).await.ok()?);
+            // Stay subscribed until the session is closed; a publication
+            // from another master makes it sign in again.
+            while let Ok(parts) = sub.recv(Duration::from_secs(5)).await {
+                let from = parts.first().and_then(|p| name(p));
+                if from.is_some() && from != signed_with {
+                    signed_with = name(&req.request(&sign_in, T).await.ok()?);
+                }
+            }
             Some(())
         };
         tokio::select! {
@@ -99,16 +112,18 @@ async fn publish_session_to(admin: SocketAddr, master: &str) {
 }
 
 /// Stand-in masters A (127.0.<net>.2) and B (.3), and a sidecar in front of
-/// them that has selected one.
-async fn lab(net: u8) -> (StandinMaster, StandinMaster, Sidecar) {
+/// them that has selected one; `move_sessions` as given.
+async fn lab(net: u8, move_sessions: bool) -> (StandinMaster, StandinMaster, Sidecar) {
     let a = support::master("A", net, 2).await;
     let b = support::master("B", net, 3).await;
     let masters = [format!("127.0.{net}.2"), format!("127.0.{net}.3")];
-    let sidecar = Sidecar::start(&config(
-        net,
-        &[&masters[0], &masters[1]],
-        "master_alive_interval: 1\nrandom_reauth_delay: 0",
-    ));
+    let sidecar = Sidecar::start(
+        &support::Yaml::new(&format!("127.0.{net}.1"), &masters)
+            .minion("master_alive_interval: 1\nrandom_reauth_delay: 0")
+            .sidecar("drain_timeout", "3s")
+            .sidecar("move_sessions", &move_sessions.to_string())
+            .build(),
+    );
     sidecar
         .log
         .wait_for_async(&["selected master"], Duration::from_secs(5))
@@ -124,32 +139,58 @@ async fn pinned(admin: SocketAddr) -> Option<String> {
         .pinned
 }
 
+/// The minion's sessions move to the pinned master (the default): it signs
+/// in there on the first publication it gets from it, on the same
+/// connections.
 #[tokio::test(flavor = "multi_thread")]
 async fn enroll_walks_every_master_and_unpins() {
-    let net = 60;
-    let (_a, _b, sidecar) = lab(net).await;
+    let sidecar = enroll_walk(60, true).await;
+    sidecar.assert_no_panic();
+    let metrics = support::scrape(addr(60, 1, 9464));
+    let moved = support::sample(
+        &metrics,
+        "salt_sidecar_session_moves_total",
+        &[("port", "ret"), ("how", "preserved")],
+    );
+    assert!(
+        moved.unwrap_or(0.0) >= 1.0,
+        "the ret session was not moved by the pin: {moved:?}"
+    );
+}
+
+/// With `move_sessions: false` a pin drains the minion's sessions and it
+/// reconnects to the pinned master, where it signs in.
+#[tokio::test(flavor = "multi_thread")]
+async fn enroll_walks_every_master_and_unpins_with_moves_off() {
+    enroll_walk(62, false).await;
+}
+
+/// Runs `enroll` over A and B with a stand-in minion that has a big
+/// (accepted-sized) sign-in; asserts every step and the exit.
+async fn enroll_walk(net: u8, move_sessions: bool) -> Sidecar {
+    let (_a, _b, sidecar) = lab(net, move_sessions).await;
     let admin = addr(net, 1, 9464);
     let stop = CancellationToken::new();
     let m = tokio::spawn(minion(net, 1500, stop.clone()));
-    publish_session_to(admin, "127.0.60.2").await;
+    publish_session_to(admin, &format!("127.0.{net}.2")).await;
 
     let (child, out) = enroll(&sidecar.admin_socket, "20s");
     let o = out.clone();
     tokio::task::spawn_blocking(move || {
         o.wait_for(
-            &["accept the key of test-minion on 127.0.60.2"],
+            &[&format!("accept the key of test-minion on 127.0.{net}.2")],
             Duration::from_secs(10),
         );
         o.wait_for(
-            &["127.0.60.2 accepted test-minion"],
+            &[&format!("127.0.{net}.2 accepted test-minion")],
             Duration::from_secs(20),
         );
         o.wait_for(
-            &["accept the key of test-minion on 127.0.60.3"],
+            &[&format!("accept the key of test-minion on 127.0.{net}.3")],
             Duration::from_secs(5),
         );
         o.wait_for(
-            &["127.0.60.3 accepted test-minion"],
+            &[&format!("127.0.{net}.3 accepted test-minion")],
             Duration::from_secs(20),
         );
         o.wait_for(&["unpinned"], Duration::from_secs(5));
@@ -169,16 +210,17 @@ async fn enroll_walks_every_master_and_unpins() {
     );
     sidecar
         .log
-        .wait_for_async(&["admin: pinned to 127.0.60.3"], T)
+        .wait_for_async(&[&format!("admin: pinned to 127.0.{net}.3")], T)
         .await;
     stop.cancel();
     let _ = m.await;
+    sidecar
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn enroll_fails_when_a_master_never_accepts_and_still_unpins() {
     let net = 61;
-    let (_a, _b, sidecar) = lab(net).await;
+    let (_a, _b, sidecar) = lab(net, true).await;
     let admin = addr(net, 1, 9464);
     let stop = CancellationToken::new();
     // After the move to B, publish sessions are open but sign-in replies stay

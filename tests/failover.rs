@@ -24,7 +24,6 @@ async fn a_client_stream_survives_a_primary_kill_and_fails_back() {
         &support::Yaml::new("127.0.10.1", &["127.0.10.2", "127.0.10.3"])
             .minion("master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0")
             .sidecar("drain_timeout", "3s")
-            .sidecar("move_sessions", "true")
             .build(),
     );
     let ret = addr(net, 1, 4506);
@@ -68,7 +67,7 @@ async fn a_client_stream_survives_a_primary_kill_and_fails_back() {
         &[
             "switched master",
             "reason=\"failover\"",
-            "old_sessions=\"reset\"",
+            "old_sessions=\"moved\"",
         ],
         T,
     );
@@ -87,7 +86,7 @@ async fn a_client_stream_survives_a_primary_kill_and_fails_back() {
             &[
                 "switched master",
                 "reason=\"failback\"",
-                "old_sessions=\"draining\"",
+                "old_sessions=\"moving\"",
             ],
             Duration::from_secs(10),
         )

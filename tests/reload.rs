@@ -137,17 +137,46 @@ async fn an_invalid_or_unsupported_reload_is_refused_and_the_running_config_kept
     );
 }
 
+/// The default: a removed master's sessions move to the new active master
+/// (same connection, answered there).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reloaded_master_list_keeps_sessions_to_kept_masters_and_drains_removed_ones() {
-    let net = 72;
+async fn a_reloaded_master_list_keeps_sessions_to_kept_masters_and_moves_removed_ones() {
+    reload_master_list(72, Sessions::Move).await;
+}
+
+/// `move_sessions: false`: a removed master's sessions drain (closed once
+/// idle, not reset).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reloaded_master_list_drains_removed_ones_with_moves_off() {
+    reload_master_list(73, Sessions::Drain).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Sessions {
+    Move,
+    Drain,
+}
+
+async fn reload_master_list(net: u8, sessions: Sessions) {
     let _a = support::master("A", net, 2).await;
     let _b = support::master("B", net, 3).await;
     let _c = support::master("C", net, 4).await;
     let extra = "master_alive_interval: 1\nrandom_reauth_delay: 0";
-    let sidecar = Sidecar::start(&config(net, &["127.0.72.2", "127.0.72.3"], extra));
+    let config = |net: u8, masters: &[&str], extra: &str| {
+        let mut yaml = support::Yaml::new(&format!("127.0.{net}.1"), masters)
+            .minion(extra)
+            .sidecar("drain_timeout", "3s");
+        if sessions == Sessions::Drain {
+            yaml = yaml.sidecar("move_sessions", "false");
+        }
+        yaml.build()
+    };
+    let m = |host: u8| format!("127.0.{net}.{host}");
+    let (a, b, c) = (m(2), m(3), m(4));
+    let sidecar = Sidecar::start(&config(net, &[&a, &b], extra));
     sidecar
         .log
-        .wait_for_async(&["selected master", "127.0.72.2"], Duration::from_secs(5))
+        .wait_for_async(&["selected master", &a], Duration::from_secs(5))
         .await;
     let admin = addr(net, 1, 9464);
     let mut on_a = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
@@ -156,15 +185,11 @@ async fn a_reloaded_master_list_keeps_sessions_to_kept_masters_and_drains_remove
     assert_eq!(on_a.request(b"1", T).await.expect("reply"), b"A:1");
 
     // Add C at the end: A stays active, the session to A is untouched, C is probed.
-    sidecar.rewrite(&config(
-        net,
-        &["127.0.72.2", "127.0.72.3", "127.0.72.4"],
-        extra,
-    ));
+    sidecar.rewrite(&config(net, &[&a, &b, &c], extra));
     let reply = reload(&sidecar).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(
-        reply.body.contains("added: [127.0.72.4], removed: []"),
+        reply.body.contains(&format!("added: [{c}], removed: []")),
         "{}",
         reply.body
     );
@@ -177,57 +202,65 @@ async fn a_reloaded_master_list_keeps_sessions_to_kept_masters_and_drains_remove
     sidecar
         .log
         .wait_for_async(
-            &["master is up", "master=127.0.72.4"],
+            &["master is up", &format!("master={c}")],
             Duration::from_secs(5),
         )
         .await;
     let (report, _) = status::fetch(&admin.into(), T).await.expect("status");
     let names: Vec<&str> = report.masters.iter().map(|m| m.master.as_str()).collect();
-    assert_eq!(names, ["127.0.72.2", "127.0.72.3", "127.0.72.4"]);
-    assert_eq!(report.active.as_deref(), Some("127.0.72.2"));
+    assert_eq!(names, [&a, &b, &c]);
+    assert_eq!(report.active.as_deref(), Some(a.as_str()));
 
-    // Remove A: the minion moves to B (reason reload), its session to A drains
-    // (closed once idle, not reset), new connections go to B.
-    sidecar.rewrite(&config(net, &["127.0.72.3", "127.0.72.4"], extra));
+    // Remove A: the minion moves to B (reason reload); its session to A
+    // moves to B (the default) or drains (closed once idle, not reset); new
+    // connections go to B.
+    sidecar.rewrite(&config(net, &[&b, &c], extra));
     sidecar.signal("HUP");
-    sidecar
-        .log
-        .wait_for_async(
-            &["reload: master removed; its sessions drain", "127.0.72.2"],
-            T,
-        )
-        .await;
+    let fate = match sessions {
+        Sessions::Move => "reload: master removed; its sessions move",
+        Sessions::Drain => "reload: master removed; its sessions drain",
+    };
+    sidecar.log.wait_for_async(&[fate, &a], T).await;
     sidecar
         .log
         .wait_for_async(
             &[
                 "switched master",
                 "from=\"none\"",
-                "to=\"127.0.72.3\"",
+                &format!("to=\"{b}\""),
                 "reason=\"reload\"",
             ],
             T,
         )
         .await;
-    // Idle, the drained session is closed gracefully (EOF), not reset.
-    match on_a.recv(Duration::from_secs(5)).await {
-        Err(StandinError::Closed(_)) => {}
-        other => panic!("expected a graceful close of the drained session, got {other:?}"),
+    match sessions {
+        // Same connection, now answered by B.
+        Sessions::Move => assert_eq!(
+            on_a.request(b"3", T)
+                .await
+                .expect("the moved session answers"),
+            b"B:3"
+        ),
+        // Idle, the drained session is closed gracefully (EOF), not reset.
+        Sessions::Drain => match on_a.recv(Duration::from_secs(5)).await {
+            Err(StandinError::Closed(_)) => {}
+            other => panic!("expected a graceful close of the drained session, got {other:?}"),
+        },
     }
-    let mut c = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
+    let mut fresh = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
         .await
         .expect("connect");
-    assert_eq!(c.request(b"4", T).await.expect("reply"), b"B:4");
+    assert_eq!(fresh.request(b"4", T).await.expect("reply"), b"B:4");
     let metrics = status::request(admin, Method::GET, "/metrics", T)
         .await
         .expect("metrics")
         .body;
     assert!(
-        !metrics.contains("salt_sidecar_master_up{master=\"127.0.72.2\"}"),
+        !metrics.contains(&format!("salt_sidecar_master_up{{master=\"{a}\"}}")),
         "a removed master's state gauges are gone"
     );
     assert!(
-        metrics.contains("salt_sidecar_master_up{master=\"127.0.72.4\"} 1"),
+        metrics.contains(&format!("salt_sidecar_master_up{{master=\"{c}\"}} 1")),
         "the added master is up"
     );
 }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use salt_sidecar::standin::{StandinError, StandinMaster, ZmtpClient};
+use salt_sidecar::standin::{StandinMaster, ZmtpClient};
 use salt_sidecar::status::{self, StatusReport};
 use salt_sidecar::zmtp::SocketType;
 use support::netns::{self, Netns};
@@ -369,7 +369,8 @@ async fn lookup_srv() -> Option<Vec<(u16, u16, u16, String)>> {
 /// TTL 0 (Consul's) is asked again every 5 s, not in a loop; TTL 7 after 7 s.
 /// `/status` shows the record, each master's priority and weight and the
 /// last refresh; `status` prints them. Swapping the priorities moves the
-/// minion (failback on: after `master_failback_interval`, draining).
+/// minion (failback on: after `master_failback_interval`, its sessions
+/// moving at their next message boundary).
 #[test]
 fn ttl_is_followed_within_bounds_status_shows_the_record_and_a_priority_swap_moves_the_minion() {
     let Some(lab) = lab("ttl") else { return };
@@ -479,16 +480,18 @@ fn ttl_is_followed_within_bounds_status_shows_the_record_and_a_priority_swap_mov
                     "switched master",
                     "to=\"b.lab.test\"",
                     "reason=\"reload\"",
-                    "old_sessions=\"draining\"",
+                    "old_sessions=\"moving\"",
                 ],
                 T,
             )
             .await;
-        // The session to A drains (closed once idle), it is not reset.
-        match on_a.recv(Duration::from_secs(8)).await {
-            Err(StandinError::Closed(_)) => {}
-            other => panic!("expected a graceful close of the drained session, got {other:?}"),
-        }
+        // The session to A moves to B (once idle), it is not reset.
+        assert_eq!(
+            on_a.request(b"2", T)
+                .await
+                .expect("the moved session answers"),
+            b"B:2"
+        );
         let r = status_until(140, T, "new priorities", |r| {
             r.masters.first().map(|m| (m.master.as_str(), m.priority))
                 == Some(("b.lab.test", Some(10)))
@@ -615,11 +618,11 @@ fn nxdomain_at_start_is_reported_and_retried_and_servfail_keeps_the_last_good_ma
 }
 
 /// dnsmasq serves the record; restarted with new flags, the record changes:
-/// a removed target's sessions drain (closed once idle, not reset), new
-/// connections go to the next master; a target added back is probed before
+/// a removed target's sessions move to the next master (not reset), new
+/// connections go there too; a target added back is probed before
 /// it is used and, being preferred, taken (failback).
 #[test]
-fn dnsmasq_a_removed_target_drains_and_an_added_one_is_probed_first() {
+fn dnsmasq_a_removed_target_moves_its_sessions_and_an_added_one_is_probed_first() {
     let Some(lab) = lab("dnsmasq") else { return };
     lab.block_on(|| async {
         let hosts = [("a.lab.test", ip(141)), ("b.lab.test", ip(142))];
@@ -655,7 +658,7 @@ fn dnsmasq_a_removed_target_drains_and_an_added_one_is_probed_first() {
         sidecar
             .log
             .wait_for_async(
-                &["reload: master removed; its sessions drain", "a.lab.test"],
+                &["reload: master removed; its sessions move", "a.lab.test"],
                 T,
             )
             .await;
@@ -671,12 +674,12 @@ fn dnsmasq_a_removed_target_drains_and_an_added_one_is_probed_first() {
                 T,
             )
             .await;
-        match on_a.recv(Duration::from_secs(8)).await {
-            Err(StandinError::Closed(_)) => {}
-            other => panic!("expected a graceful close of the drained session, got {other:?}"),
-        }
+        assert_eq!(
+            on_a.request(b"2", T).await.expect("the moved session answers"),
+            b"B:2"
+        );
         eprintln!(
-            "srv dnsmasq: the session to the removed target closed {:?} after the record changed",
+            "srv dnsmasq: the session to the removed target answered by B {:?} after the record changed",
             removed.elapsed()
         );
         assert_eq!(ask(ret(140)).await.as_deref(), Some("B"));

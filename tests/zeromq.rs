@@ -467,7 +467,6 @@ fn a_zeromq_minion_sees_no_disconnect_when_its_master_dies_or_fails_back() {
     let yaml = support::Yaml::new("127.0.150.1", &["127.0.150.2", "127.0.150.3"])
         .minion("master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0")
         .sidecar("drain_timeout", "3s")
-        .sidecar("move_sessions", "true")
         .build();
     let (lived, sidecar, _alive) = kill_a_then_fail_back(net, &yaml);
     eprintln!(
@@ -505,7 +504,6 @@ fn a_probe_tcp_session_is_still_reset_and_counted() {
         .minion("master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0")
         .sidecar("drain_timeout", "3s")
         .sidecar("probe", "tcp")
-        .sidecar("move_sessions", "true")
         .build();
     let (lived, sidecar, _alive) = kill_a_then_fail_back(net, &yaml);
     eprintln!(

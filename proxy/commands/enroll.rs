@@ -12,14 +12,23 @@
 //! either the minion was already on that master with a publish session when
 //! it was pinned (a pending minion never opens one), or the master sent a
 //! sign-in-sized burst — at least [`AUTH_REPLY_BYTES`] on the ret port within
-//! one poll — after the pin. An accepted sign-in reply carries the master's
-//! public key and the RSA-encrypted session key (well over 1 KiB); a
-//! "pending" reply is tens of bytes, every `acceptance_wait_time`. An open
-//! publish session alone proves nothing for a master the minion moved to: a
-//! ZeroMQ SUB socket reconnects on its own without signing in. Client only:
-//! never
-//! touches the sidecar's state except through the admin API.
+//! [`BURST_WINDOW`] — since just before the pin (so a minion that signs in
+//! while the pin is being applied counts too). An accepted sign-in reply
+//! carries the master's public key and the RSA-encrypted session key (well
+//! over 1 KiB); a "pending" reply is tens of bytes, every
+//! `acceptance_wait_time`, so even a slow poll under load does not add up
+//! pending replies to a burst. An open publish session alone proves nothing
+//! for a master the minion moved to: a ZeroMQ SUB socket reconnects (or its
+//! session is moved) without signing in.
+//!
+//! With `sidecar.move_sessions` (the default) a pin moves the minion's open
+//! sessions to the pinned master at their next message boundary; the
+//! minion's next sign-in — it signs in again when it cannot decrypt the new
+//! master's first publication — goes there, not to a draining old master.
+//! Client only: never touches the sidecar's state except through the admin
+//! API.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use hyper::Method;
@@ -68,6 +77,10 @@ impl Outcome {
     }
 }
 
+/// A sign-in reply counts if it arrives within this long (a slow poll
+/// widens the window by one poll at most).
+pub const BURST_WINDOW: Duration = Duration::from_secs(2);
+
 const HTTP_LIMIT: Duration = Duration::from_secs(5);
 const REMIND_EVERY: Duration = Duration::from_secs(30);
 
@@ -111,6 +124,9 @@ async fn walk(
     say: &mut dyn FnMut(&str),
 ) -> Result<(), EnrollError> {
     for master in masters {
+        // Read before the pin: a sign-in right after it must count.
+        let baseline = ret_bytes_to_minion(&opts.admin, master).await?;
+        let mut burst = Burst::new(Instant::now(), baseline);
         let (before, _) = status::fetch(&opts.admin, HTTP_LIMIT).await?;
         let already_on_it = before
             .masters
@@ -127,7 +143,7 @@ async fn walk(
         say(&format!(
             "  (a ZeroMQ minion signs in to a new master on its first job from it: if the key is not listed by `salt-key -l pre` there, run any job on {master}, e.g. salt '*' test.ping)"
         ));
-        let ok = wait_accepted(opts, id, master, already_on_it, say).await?;
+        let ok = wait_accepted(opts, id, master, already_on_it, &mut burst, say).await?;
         if ok {
             say(&format!("{master} accepted {id}"));
         } else {
@@ -147,13 +163,13 @@ async fn wait_accepted(
     id: &str,
     master: &str,
     already_on_it: bool,
+    burst: &mut Burst,
     say: &mut dyn FnMut(&str),
 ) -> Result<bool, EnrollError> {
     let start = Instant::now();
     let deadline = start + opts.per_master_timeout;
     let mut open_since: Option<Instant> = None;
     let mut signed_in = already_on_it;
-    let mut last_bytes = ret_bytes_to_minion(&opts.admin, master).await?;
     let mut next_reminder = start + REMIND_EVERY;
     while Instant::now() < deadline {
         let (report, _) = status::fetch(&opts.admin, HTTP_LIMIT).await?;
@@ -167,8 +183,7 @@ async fn wait_accepted(
             None
         };
         let bytes = ret_bytes_to_minion(&opts.admin, master).await?;
-        signed_in |= bytes.saturating_sub(last_bytes) >= AUTH_REPLY_BYTES;
-        last_bytes = bytes;
+        signed_in |= burst.push(Instant::now(), bytes);
         if signed_in && open_since.is_some_and(|t| t.elapsed() >= opts.settle) {
             return Ok(true);
         }
@@ -182,6 +197,41 @@ async fn wait_accepted(
         tokio::time::sleep(opts.poll).await;
     }
     Ok(false)
+}
+
+/// The master's ret bytes to the minion, sampled at each poll: tells a
+/// sign-in reply (one burst of [`AUTH_REPLY_BYTES`] or more) from pending
+/// replies (small ones, spread out), whatever the poll's pace.
+#[derive(Debug)]
+pub struct Burst {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Burst {
+    /// Starts from the counter's value `bytes` at `at`.
+    pub fn new(at: Instant, bytes: u64) -> Burst {
+        Burst {
+            samples: VecDeque::from([(at, bytes)]),
+        }
+    }
+
+    /// Adds a sample; `true` if the master sent at least
+    /// [`AUTH_REPLY_BYTES`] since the latest sample taken at least
+    /// [`BURST_WINDOW`] before `at` (or since the first sample, if none is
+    /// that old). A counter that went back (a restarted sidecar) counts
+    /// nothing until its old samples age out.
+    pub fn push(&mut self, at: Instant, bytes: u64) -> bool {
+        while self
+            .samples
+            .get(1)
+            .is_some_and(|(t, _)| at.saturating_duration_since(*t) >= BURST_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let from = self.samples.front().map_or(bytes, |(_, b)| *b);
+        self.samples.push_back((at, bytes));
+        bytes.saturating_sub(from) >= AUTH_REPLY_BYTES
+    }
 }
 
 /// Unpins (for an interrupted enrollment).
@@ -279,6 +329,43 @@ mod tests {
             counter_value("garbage{{{", "salt_sidecar_bytes_total", &[]),
             None
         );
+    }
+
+    #[test]
+    fn a_sign_in_burst_counts_whatever_the_poll_pace() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // One reply of 1.5 KiB between two quick polls.
+        let mut b = Burst::new(at(0), 100);
+        assert!(!b.push(at(250), 160));
+        assert!(b.push(at(500), 160 + 1536));
+        // A poll that took 4 s under load still sees it (against the
+        // sample before it).
+        let mut b = Burst::new(at(0), 100);
+        assert!(b.push(at(4000), 100 + 1536));
+        // Signed in while the pin was applied: the baseline is from before.
+        let mut b = Burst::new(at(0), 0);
+        assert!(b.push(at(300), 1700));
+    }
+
+    #[test]
+    fn pending_replies_never_add_up_to_a_burst() {
+        let t0 = Instant::now();
+        // 60-byte pending replies every second for ten minutes, polled
+        // every 250 ms.
+        let mut b = Burst::new(t0, 0);
+        let mut bytes = 0;
+        for tick in 1..=2400u64 {
+            if tick % 4 == 0 {
+                bytes += 60;
+            }
+            let at = t0 + Duration::from_millis(250 * tick);
+            assert!(!b.push(at, bytes), "false burst at {tick}");
+        }
+        // A sidecar restart (counter back to 0) is no burst either.
+        let later = t0 + Duration::from_secs(700);
+        assert!(!b.push(later, 0));
+        assert!(!b.push(later + Duration::from_millis(250), 60));
     }
 
     #[test]

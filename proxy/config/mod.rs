@@ -142,7 +142,7 @@ pub struct SidecarConfig {
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
     /// ZeroMQ sessions move to the new master on a switch instead of being
-    /// cut (opt-in while it is validated against every legacy Salt).
+    /// cut (default true; `false` restores the 0.1 behaviour, a reset).
     pub move_sessions: bool,
     /// The minion listeners may be non-loopback addresses (an open relay to
     /// the masters for anyone who can reach them).

@@ -22,6 +22,13 @@ pub struct Tunables {
 }
 
 impl Tunables {
+    /// Sessions are followed and moved on a switch: `move_sessions` is on
+    /// and the transport is ZeroMQ (`probe: zmtp`); a tcp-transport session
+    /// is always reset.
+    pub fn moves_sessions(&self) -> bool {
+        self.move_sessions && self.health.kind == ProbeKind::Zmtp
+    }
+
     pub fn from_config(c: &Config) -> Self {
         let sc = &c.sidecar;
         Tunables {

@@ -476,7 +476,7 @@ impl RawSidecar {
             fall,
             connect_timeout,
             drain_timeout,
-            move_sessions: self.move_sessions.as_ref().is_some_and(|s| s.value),
+            move_sessions: self.move_sessions.as_ref().is_none_or(|s| s.value),
             listen_allow_remote,
             max_sessions: self.max_sessions(cx)?,
             admin_socket: self.admin_socket(cx)?,

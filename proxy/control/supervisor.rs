@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::clock;
 use crate::config::master::MasterId;
+use crate::config::settings::Tunables;
 use crate::control::health::Transition;
 use crate::control::liveness::{Liveness, SUPERVISOR_TICK};
 use crate::control::masters::Plane;
@@ -63,6 +64,8 @@ pub struct Supervisor {
     pub metrics: Arc<Metrics>,
     /// Ticked on every turn of the loop (the systemd watchdog reads it).
     pub liveness: Arc<Liveness>,
+    /// Whether sessions move on a switch (for the switch's log line).
+    pub tunables: watch::Receiver<Arc<Tunables>>,
 }
 
 impl PartialEq for Snapshot {
@@ -184,11 +187,18 @@ impl Supervisor {
         } else {
             Selector::carry_over(prev, order, map)
         };
+        let moves = self.tunables.borrow().moves_sessions();
         for spec in &old.masters {
             if self.plane.find(spec).is_none() {
+                // A followed session moves to the active master at its next
+                // message boundary; the others drain.
                 old.sessions.drain(spec.id);
                 self.metrics.retire(&spec.label);
-                info!(master = %spec.label, "reload: master removed; its sessions drain");
+                if moves {
+                    info!(master = %spec.label, "reload: master removed; its sessions move");
+                } else {
+                    info!(master = %spec.label, "reload: master removed; its sessions drain");
+                }
             }
         }
         for spec in &self.plane.masters {
@@ -265,10 +275,16 @@ impl Supervisor {
             m.master_active.with_label_values(&[plane.label(t)]).set(1);
         }
         let delay_ms = connect_after.saturating_duration_since(now).as_millis() as u64;
-        let sessions = match old_sessions {
-            Some(SessionFate::Reset) => "reset",
-            Some(SessionFate::Drain) => "draining",
-            None => "none",
+        // With moves on, the data path moves each followed session (now on
+        // a reset, at its next message boundary on a drain) and resets or
+        // drains only the rest.
+        let moves = self.tunables.borrow().moves_sessions();
+        let sessions = match (old_sessions, moves) {
+            (Some(SessionFate::Reset), false) => "reset",
+            (Some(SessionFate::Reset), true) => "moved",
+            (Some(SessionFate::Drain), false) => "draining",
+            (Some(SessionFate::Drain), true) => "moving",
+            (None, _) => "none",
         };
         if reason == Reason::Initial {
             info!(master = name(to), "selected master");
@@ -355,6 +371,26 @@ mod tests {
         }
     }
 
+    fn tunables() -> Tunables {
+        use crate::config::settings::{HealthSettings, SocketOptions};
+        use crate::config::ProbeKind;
+        let second = Duration::from_secs(1);
+        Tunables {
+            health: HealthSettings {
+                kind: ProbeKind::Zmtp,
+                interval: second,
+                timeout: second,
+                rise: 2,
+                fall: 2,
+            },
+            policy: policy(),
+            connect_timeout: second,
+            drain_timeout: second,
+            socket_options: SocketOptions::for_health(second, 2, second),
+            move_sessions: true,
+        }
+    }
+
     fn policy() -> Policy {
         Policy {
             failback: true,
@@ -398,6 +434,7 @@ mod tests {
             snapshot: snapshot_tx,
             metrics: metrics.clone(),
             liveness: Arc::new(Liveness::new(Instant::now(), Duration::from_secs(1))),
+            tunables: watch::channel(Arc::new(tunables())).1,
         };
         tokio::spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
         Harness {

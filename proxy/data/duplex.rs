@@ -383,6 +383,10 @@ impl Copy<'_> {
         match out {
             Out::Closed | Out::Parked => End::Closed,
             Out::Failed(Side::Minion(e)) => End::MinionError(e),
+            // The minion had closed its side: a master that resets now (a
+            // stand-in or a busy master often does) ends a session the
+            // minion left, not one the master cut.
+            Out::Failed(Side::Master(_)) if self.up.done => End::Closed,
             Out::Failed(Side::Master(e)) => self.stop_now(Cause::Lost, End::MasterError(e)).await,
             Out::MasterEof => {
                 let eof = || io::Error::from(io::ErrorKind::UnexpectedEof);

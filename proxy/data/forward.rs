@@ -45,7 +45,6 @@ use tracing::{debug, warn};
 
 use crate::config::master::{MasterId, Port};
 use crate::config::settings::Tunables;
-use crate::config::ProbeKind;
 use crate::control::masters::Plane;
 use crate::control::route::Route;
 use crate::control::sessions::SessionTokens;
@@ -207,10 +206,7 @@ impl Forwarder {
         };
         // A ZeroMQ session is followed frame by frame so that a switch can
         // move it to the new master instead of cutting it.
-        let movable = {
-            let t = self.tunables.borrow();
-            t.health.kind == ProbeKind::Zmtp && t.move_sessions
-        };
+        let movable = self.tunables.borrow().moves_sessions();
         let mut tracks = movable.then(|| Box::new(Tracks::default()));
         let mut last_move: Option<Instant> = None;
         loop {

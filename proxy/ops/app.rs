@@ -162,7 +162,14 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         liveness: liveness.clone(),
     };
     let plane = builder.build(0, config.masters(), None);
-    let supervisor = supervisor(config, plane, policy, &metrics, liveness.clone());
+    let supervisor = supervisor(
+        config,
+        plane,
+        policy,
+        &metrics,
+        liveness.clone(),
+        tunables_rx.clone(),
+    );
     let (route_rx, snapshot_rx) = (
         supervisor.route.subscribe(),
         supervisor.snapshot.subscribe(),
@@ -401,6 +408,7 @@ fn supervisor(
     policy: Policy,
     metrics: &Arc<Metrics>,
     liveness: Arc<Liveness>,
+    tunables: watch::Receiver<Arc<Tunables>>,
 ) -> Supervisor {
     let order = preference_order(config);
     let labels: Vec<&str> = order.iter().map(|m| plane.label(*m)).collect();
@@ -429,6 +437,7 @@ fn supervisor(
         snapshot,
         metrics: metrics.clone(),
         liveness,
+        tunables,
     }
 }
 

@@ -182,7 +182,7 @@ async fn failback(
         .await
         .context("restarting master A")?;
     let back = Instant::now();
-    say(&format!("the sidecar fails back only after A stayed healthy for {FAILBACK_S}s, and drains B's sessions gently"));
+    say(&format!("the sidecar fails back only after A stayed healthy for {FAILBACK_S}s, then moves the minion's session back at a message boundary"));
     let failback_ok = w
         .on_master("A", w.limit + Duration::from_secs(FAILBACK_S))
         .await;
