@@ -838,6 +838,26 @@ mod tests {
         assert!(matches!(end, End::MasterError(_)), "{end:?}");
     }
 
+    #[tokio::test]
+    async fn a_master_reset_after_the_minion_left_is_a_close_not_a_cut() {
+        let mut s = session(Port::Ret).await;
+        s.minion.shutdown().await.expect("the minion leaves");
+        let mut rest = Vec::new();
+        s.master
+            .read_to_end(&mut rest)
+            .await
+            .expect("EOF reaches the master");
+        socket2::SockRef::from(&s.master)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(s.master); // and it answers with RST
+        let end = tokio::time::timeout(Duration::from_secs(5), s.end)
+            .await
+            .expect("ends")
+            .expect("join");
+        assert!(matches!(end, End::Closed), "{end:?}");
+    }
+
     /// A followed (ZeroMQ) session whose handshakes have passed through.
     struct Followed {
         minion: TcpStream,
