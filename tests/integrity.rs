@@ -12,7 +12,8 @@
 //!   buffer what the other side sends (its RSS stays flat).
 //! - **Soak**: many short connections plus long ones with a failover every
 //!   few seconds; open fds and RSS return to their baseline; no error other
-//!   than the resets a switch causes. The CI version runs 60 s;
+//!   than the resets a switch causes and, with sessions moved, the requests
+//!   that were in flight to a killed master (lost, not replayed). The CI version runs 60 s;
 //!   `scripts/soak` runs the 10-minute one (`SOAK_SECS`, `SOAK_SHORT`,
 //!   `SOAK_LONG`, `SOAK_FAILOVER_EVERY`).
 //!
@@ -662,12 +663,23 @@ fn env_u64(name: &str, default: u64) -> u64 {
 struct Tally {
     short_ok: AtomicU64,
     long_requests: AtomicU64,
-    /// Resets and closes: what a switch does to open sessions.
+    /// Resets and closes: what a switch does to open sessions it cannot move.
     expected_resets: AtomicU64,
+    /// Requests that were on their way to a master when it was killed: the
+    /// session moves to the new master and the request is lost, not
+    /// replayed (the client times out and asks again, as Salt does).
+    lost_in_flight: AtomicU64,
+    /// When each master was killed.
+    kills: Mutex<Vec<Instant>>,
     /// Anything else: timeouts, refusals, wrong or corrupt replies.
     errors: AtomicU64,
     first_errors: Mutex<Vec<String>>,
 }
+
+/// A request sent this close to a kill may have been in flight to the
+/// killed master (generous: the sidecar notices a killed master in
+/// milliseconds, but this machine may be busy).
+const IN_FLIGHT: Duration = Duration::from_secs(1);
 
 impl Tally {
     fn classify(&self, what: &str, e: &StandinError) {
@@ -676,6 +688,24 @@ impl Tally {
                 self.expected_resets.fetch_add(1, Ordering::Relaxed);
             }
             _ => self.error(format!("{what}: {e}")),
+        }
+    }
+
+    /// [`Tally::classify`] for a request sent at `sent`: a timeout is a
+    /// request lost in flight if a master was killed within [`IN_FLIGHT`]
+    /// of sending it, an error otherwise.
+    fn classify_request(&self, what: &str, e: &StandinError, sent: Instant) {
+        let near_a_kill = || {
+            self.kills.lock().expect("kills").iter().any(|k| {
+                sent.saturating_duration_since(*k) <= IN_FLIGHT
+                    && k.saturating_duration_since(sent) <= IN_FLIGHT
+            })
+        };
+        match e {
+            StandinError::Timeout(_) if near_a_kill() => {
+                self.lost_in_flight.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => self.classify(what, e),
         }
     }
 
@@ -765,6 +795,7 @@ async fn soak_short_and_long_connections_through_failovers() {
                 let now = open_long.fetch_add(1, Ordering::Relaxed) + 1;
                 peak_long.fetch_max(now, Ordering::Relaxed);
                 let mut n = 0u64;
+                let mut sent = Instant::now();
                 let ended = loop {
                     if stop.load(Ordering::Relaxed) {
                         break None;
@@ -774,6 +805,7 @@ async fn soak_short_and_long_connections_through_failovers() {
                     } else {
                         tokio::time::sleep(Duration::from_millis(4_000 + (i * 37) % 2_000)).await;
                         n += 1;
+                        sent = Instant::now();
                         c.request(format!("long {i} {n}").as_bytes(), Duration::from_secs(10))
                             .await
                     };
@@ -795,7 +827,8 @@ async fn soak_short_and_long_connections_through_failovers() {
                 };
                 open_long.fetch_sub(1, Ordering::Relaxed);
                 match ended {
-                    Some(e) => tally.classify("long session", &e),
+                    Some(e) if sub => tally.classify("long session", &e),
+                    Some(e) => tally.classify_request("long session", &e, sent),
                     None => return,
                 }
                 tokio::time::sleep(Duration::from_millis(100 + (i * 7) % 500)).await;
@@ -818,10 +851,12 @@ async fn soak_short_and_long_connections_through_failovers() {
             {
                 next += per_worker_gap;
                 let payload = format!("short {w}");
+                let mut sent = Instant::now();
                 let r = async {
                     let mut c =
                         ZmtpClient::connect(ret, SocketType::Dealer, Duration::from_secs(10))
                             .await?;
+                    sent = Instant::now();
                     c.request(payload.as_bytes(), Duration::from_secs(10)).await
                 }
                 .await;
@@ -836,7 +871,7 @@ async fn soak_short_and_long_connections_through_failovers() {
                         "short: wrong reply {:?}",
                         String::from_utf8_lossy(&body)
                     )),
-                    Err(e) => tally.classify("short", &e),
+                    Err(e) => tally.classify_request("short", &e, sent),
                 }
                 tokio::time::sleep_until(next).await;
             }
@@ -852,6 +887,7 @@ async fn soak_short_and_long_connections_through_failovers() {
         peak_rss = peak_rss.max(sidecar.rss_kib());
         if Instant::now() >= next_fault && Instant::now() + Duration::from_secs(8) < deadline {
             if let Some(m) = a.take() {
+                tally.kills.lock().expect("kills").push(Instant::now());
                 m.kill().await;
                 kills += 1;
             }
@@ -881,12 +917,13 @@ async fn soak_short_and_long_connections_through_failovers() {
     let t = &tally;
     eprintln!(
         "soak: {ran:?}; {} short connections answered (of {short_total}), {long_total} long sessions (peak {} open), {} long requests answered; \
-         {kills} masters killed, {failovers} failovers, {failbacks} failbacks; {} expected resets, {} errors {:?}; \
+         {kills} masters killed, {failovers} failovers, {failbacks} failbacks; {} expected resets, {} requests lost in flight, {} errors {:?}; \
          sidecar fds {fd0} -> peak {peak_fds} -> {fd1}; RSS {rss0} -> peak {peak_rss} -> {rss1} KiB",
         t.short_ok.load(Ordering::Relaxed),
         peak_long.load(Ordering::Relaxed),
         t.long_requests.load(Ordering::Relaxed),
         t.expected_resets.load(Ordering::Relaxed),
+        t.lost_in_flight.load(Ordering::Relaxed),
         t.errors.load(Ordering::Relaxed),
         t.first_errors.lock().expect("errors"),
     );
@@ -895,6 +932,13 @@ async fn soak_short_and_long_connections_through_failovers() {
         0,
         "errors other than resets: {:?}",
         t.first_errors.lock().expect("errors")
+    );
+    // Each client has at most one request outstanding: a kill can cost it
+    // that one request, no more.
+    let clients = 16 + long_total / 2;
+    assert!(
+        t.lost_in_flight.load(Ordering::Relaxed) <= u64::from(kills) * clients,
+        "more requests lost than were in flight at the kills"
     );
     assert!(
         fd1 <= fd0 + 2,
