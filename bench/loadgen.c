@@ -12,8 +12,10 @@
  *   loadgen stream  A:P SECONDS [WARMUP]     one stream, read side: Gbit/s
  *   loadgen upload  A:P SECONDS [WARMUP]     one stream, write side: Gbit/s
  *   loadgen rtt     A:P COUNT SIZE [WARMUP]  ping-pong, one connection: µs percentiles
- *   loadgen connrate A:P SECONDS CONCURRENCY [SRCNET]
- *       connect, 1-byte echo, close, CONCURRENCY at a time: connections/s
+ *   loadgen connrate A:P SECONDS CONCURRENCY [SRCNET [SIZE]]
+ *       connect, SIZE-byte echo (default 1), close, CONCURRENCY at a time:
+ *       connections/s, and each connection's setup time (connect() called
+ *       until the echo is back) p50/p99 in µs
  *   loadgen hold    A:P COUNT [SRCNET]
  *       opens COUNT connections, 1-byte echo on each, prints "ready", holds
  *       them until stdin closes.
@@ -367,12 +369,15 @@ static int rtt(const char *addr, long count, long size, long warmup) {
 
 struct slot {
     int fd;
-    int state; /* 0 connecting, 1 waiting for the echo */
+    int state;    /* 0 connecting, 1 waiting for the echo */
+    long got;     /* echo bytes back so far */
+    double start; /* connect() called */
 };
 
 static void slot_start(int ep, struct slot *s, int idx, struct sockaddr_in a, const char *srcnet,
                        unsigned *seq, long *errors) {
     for (;;) {
+        s->start = now();
         int fd = client_socket(srcnet, (*seq)++);
         set_nonblock(fd);
         nodelay(fd);
@@ -388,16 +393,21 @@ static void slot_start(int ep, struct slot *s, int idx, struct sockaddr_in a, co
         }
         s->fd = fd;
         s->state = 0;
+        s->got = 0;
         struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)idx};
         epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
         return;
     }
 }
 
-static int connrate(const char *addr, double seconds, int conc, const char *srcnet) {
+static int connrate(const char *addr, double seconds, int conc, const char *srcnet, long size) {
     struct sockaddr_in a = parse_addr(addr);
     int ep = epoll_create1(0);
     struct slot *slots = calloc((size_t)conc, sizeof *slots);
+    char *msg = malloc((size_t)size), *back = malloc((size_t)size);
+    memset(msg, 'c', (size_t)size);
+    long lat_cap = 4 << 20, lat_n = 0;
+    double *lat = malloc(sizeof(double) * (size_t)lat_cap);
     unsigned seq = 0;
     long done = 0, errors = 0;
     for (int i = 0; i < conc; i++)
@@ -416,7 +426,7 @@ static int connrate(const char *addr, double seconds, int conc, const char *srcn
                 if (err || (evs[i].events & EPOLLERR)) {
                     errors++;
                     restart = 1;
-                } else if (write(s->fd, "x", 1) != 1) {
+                } else if (write(s->fd, msg, (size_t)size) != size) {
                     errors++;
                     restart = 1;
                 } else {
@@ -425,14 +435,18 @@ static int connrate(const char *addr, double seconds, int conc, const char *srcn
                     epoll_ctl(ep, EPOLL_CTL_MOD, s->fd, &ev);
                 }
             } else {
-                char c;
-                ssize_t r = read(s->fd, &c, 1);
+                ssize_t r = read(s->fd, back, (size_t)(size - s->got));
                 if (r < 0 && errno == EAGAIN)
                     continue;
-                if (r == 1)
+                if (r > 0 && (s->got += r) < size)
+                    continue;
+                if (r > 0) {
                     done++;
-                else
+                    if (lat_n < lat_cap)
+                        lat[lat_n++] = (now() - s->start) * 1e6;
+                } else {
                     errors++;
+                }
                 restart = 1;
             }
             if (restart) {
@@ -442,9 +456,11 @@ static int connrate(const char *addr, double seconds, int conc, const char *srcn
         }
     }
     double el = t - t0;
+    qsort(lat, (size_t)lat_n, sizeof(double), cmp_double);
+    double p50 = lat_n ? lat[(long)(0.50 * (lat_n - 1))] : 0, p99 = lat_n ? lat[(long)(0.99 * (lat_n - 1))] : 0;
     printf("{\"connections\":%ld,\"errors\":%ld,\"seconds\":%.4f,\"conn_s\":%.1f,\"concurrency\":%d,"
-           "\"client_cpu_s\":%.4f}\n",
-           done, errors, el, done / el, conc, cpu_self() - cpu0);
+           "\"size\":%ld,\"setup_p50_us\":%.2f,\"setup_p99_us\":%.2f,\"client_cpu_s\":%.4f}\n",
+           done, errors, el, done / el, conc, size, p50, p99, cpu_self() - cpu0);
     return errors > done / 100 ? 1 : 0;
 }
 
@@ -611,7 +627,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "rtt") && argc >= 5)
         return rtt(argv[2], atol(argv[3]), atol(argv[4]), argc > 5 ? atol(argv[5]) : 2000);
     if (!strcmp(cmd, "connrate") && argc >= 5)
-        return connrate(argv[2], atof(argv[3]), atoi(argv[4]), argc > 5 ? argv[5] : NULL);
+        return connrate(argv[2], atof(argv[3]), atoi(argv[4]), argc > 5 ? argv[5] : NULL,
+                        argc > 6 ? atol(argv[6]) : 1);
     if (!strcmp(cmd, "hold") && argc >= 4)
         return hold(argv[2], atoi(argv[3]), argc > 4 ? argv[4] : NULL);
     if (!strcmp(cmd, "fleet") && argc >= 6)

@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
@@ -191,7 +191,7 @@ impl Forwarder {
         // idle session keeps for its whole life.
         let mut early = Vec::new();
         let connect = Box::pin(self.connect_upstream(port));
-        let closed = Box::pin(minion_closed(&minion, &mut early));
+        let closed = Box::pin(minion_closed(&mut minion, &mut early));
         let Some(mut next) = (tokio::select! {
             _ = shutdown.cancelled() => None,
             c = connect => c,
@@ -274,7 +274,8 @@ impl Forwarder {
             let moved = if looping {
                 Err(MoveError::Looping)
             } else {
-                self.move_session(&minion, port, t, carry, &shutdown).await
+                self.move_session(&mut minion, port, t, carry, &shutdown)
+                    .await
             };
             match moved {
                 Ok(upstream) => {
@@ -338,7 +339,7 @@ impl Forwarder {
     /// get. Reads nothing from the minion but what it sends while waiting.
     async fn move_session(
         &self,
-        minion: &TcpStream,
+        minion: &mut TcpStream,
         port: Port,
         tracks: &mut Tracks,
         carry: duplex::Carry,
@@ -348,7 +349,7 @@ impl Forwarder {
         let mut attempt = 1;
         let (plane, m, mut stream, tokens) = loop {
             let connect = Box::pin(self.connect_upstream(port));
-            let closed = Box::pin(minion_closed(minion, &mut early));
+            let closed = Box::pin(minion_closed(&mut *minion, &mut early));
             let (plane, m, mut stream, tokens) = tokio::select! {
                 _ = shutdown.cancelled() => return Err(MoveError::Shutdown),
                 c = connect => c.ok_or(MoveError::Shutdown)?,
@@ -502,14 +503,17 @@ impl Forwarder {
 
 /// Resolves when the minion has closed (or reset) its connection, reading
 /// what it sends meanwhile into `early` (up to [`EARLY_MAX`]) so the socket's
-/// readiness is consumed and a later close is seen at once.
-async fn minion_closed(minion: &TcpStream, early: &mut Vec<u8>) {
+/// readiness is consumed and a later close is seen at once. Reads through
+/// `AsyncRead`: a short read clears the readiness, so the usual first
+/// request (one read) costs no second `recv` that would only say `EAGAIN`.
+async fn minion_closed(minion: &mut TcpStream, early: &mut Vec<u8>) {
+    let mut chunk = [0u8; 2048];
     loop {
-        let Ok(ready) = minion.ready(Interest::READABLE).await else {
-            return;
-        };
         let room = EARLY_MAX - early.len();
         if room == 0 {
+            let Ok(ready) = minion.ready(Interest::READABLE).await else {
+                return;
+            };
             if ready.is_read_closed() || ready.is_error() {
                 return;
             }
@@ -517,13 +521,12 @@ async fn minion_closed(minion: &TcpStream, early: &mut Vec<u8>) {
             tokio::time::sleep(FULL_HOLD_CHECK).await;
             continue;
         }
-        let mut chunk = [0u8; 2048];
         let want = room.min(chunk.len());
-        match minion.try_read(&mut chunk[..want]) {
-            Ok(0) => return,
+        // Cancel-safe: the bytes of a read that completed are kept below
+        // before the next await.
+        match minion.read(&mut chunk[..want]).await {
+            Ok(0) | Err(_) => return,
             Ok(n) => early.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
         }
     }
 }
