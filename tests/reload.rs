@@ -214,6 +214,7 @@ async fn reload_master_list(net: u8, sessions: Sessions) {
     // Remove A: the minion moves to B (reason reload); its session to A
     // moves to B (the default) or drains (closed once idle, not reset); new
     // connections go to B.
+    let moved_before = support::moved(admin, "ret");
     sidecar.rewrite(&config(net, &[&b, &c], extra));
     sidecar.signal("HUP");
     let fate = match sessions {
@@ -233,8 +234,11 @@ async fn reload_master_list(net: u8, sessions: Sessions) {
             T,
         )
         .await;
+    if sessions == Sessions::Move {
+        support::until_moved(admin, "ret", moved_before, Duration::from_secs(6)).await;
+    }
     match sessions {
-        // Same connection, now answered by B.
+        // Same connection, now answered by B (moved once quiet for 2 s).
         Sessions::Move => assert_eq!(
             on_a.request(b"3", T)
                 .await

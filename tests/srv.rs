@@ -461,6 +461,7 @@ fn ttl_is_followed_within_bounds_status_shows_the_record_and_a_priority_swap_mov
             .await
             .expect("connect");
         assert_eq!(on_a.request(b"1", T).await.expect("reply"), b"A:1");
+        let moved_before = support::moved(admin(140), "ret");
         zone.set(Answer::Records {
             srv: vec![(20, 1, 4506, "a.lab.test"), (10, 1, 4506, "b.lab.test")],
             ttl: 7,
@@ -485,7 +486,8 @@ fn ttl_is_followed_within_bounds_status_shows_the_record_and_a_priority_swap_mov
                 T,
             )
             .await;
-        // The session to A moves to B (once idle), it is not reset.
+        // The session to A moves to B (once quiet for 2 s), it is not reset.
+        support::until_moved(admin(140), "ret", moved_before, Duration::from_secs(6)).await;
         assert_eq!(
             on_a.request(b"2", T)
                 .await
@@ -642,6 +644,7 @@ fn dnsmasq_a_removed_target_moves_its_sessions_and_an_added_one_is_probed_first(
             .await
             .expect("connect");
         assert_eq!(on_a.request(b"1", T).await.expect("reply"), b"A:1");
+        let moved_before = support::moved(admin(140), "ret");
 
         // a.lab.test leaves the record.
         drop(dns);
@@ -674,6 +677,8 @@ fn dnsmasq_a_removed_target_moves_its_sessions_and_an_added_one_is_probed_first(
                 T,
             )
             .await;
+        // Moved once quiet for 2 s (it has been, since its request).
+        support::until_moved(admin(140), "ret", moved_before, Duration::from_secs(6)).await;
         assert_eq!(
             on_a.request(b"2", T).await.expect("the moved session answers"),
             b"B:2"

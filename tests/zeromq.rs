@@ -481,7 +481,11 @@ fn a_zeromq_minion_sees_no_disconnect_when_its_master_dies_or_fails_back() {
     // A request in flight to A when it died is lost (the minion's own
     // timeout, 0.5 s here, retries it): one request timeout plus a little.
     assert!(lived.failover < 1.5, "failover took {:.2}s", lived.failover);
-    assert!(lived.failback < 1.5, "failback took {:.2}s", lived.failback);
+    // A failback moves sessions once they are quiet (2 s) or at the drain
+    // timeout (3 s here); this minion is never quiet (a request every 50 ms,
+    // ZMTP heartbeats every 200 ms), so it moves at the deadline, stopped at
+    // a message boundary: the drain timeout plus one request timeout.
+    assert!(lived.failback < 4.5, "failback took {:.2}s", lived.failback);
     for port in ["publish", "ret"] {
         assert!(
             moves(net, port, "preserved") >= 2,

@@ -6,6 +6,7 @@
 //! fire the current pair and install fresh ones for later sessions. Touched
 //! once per session and once per switch, never per byte.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,40 @@ use crate::config::master::MasterId;
 pub struct SessionTokens {
     pub reset: CancellationToken,
     pub drain: CancellationToken,
+    /// Shared by every session that holds the same `drain` token: a
+    /// graceful switch moves them together, once all of them are idle.
+    pub gate: Arc<SwitchGate>,
+}
+
+/// Where the sessions asked to move by one graceful switch meet: each
+/// counts itself busy until it is idle, and none moves before all are, so
+/// a minion's publish and ret sessions reach the new master together (a
+/// minion whose publications come from one master and whose requests go
+/// to another cannot sign in to either). Touched once per session and per
+/// change between busy and idle, never per byte.
+#[derive(Debug, Default)]
+pub struct SwitchGate {
+    busy: AtomicUsize,
+}
+
+impl SwitchGate {
+    /// Counts one more session that is not idle yet.
+    pub fn busy(&self) {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One counted session is idle now (or gone).
+    pub fn idle(&self) {
+        // Never below zero, whatever the order of calls.
+        let _ = self
+            .busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// No session of this switch is busy.
+    pub fn all_idle(&self) -> bool {
+        self.busy.load(Ordering::Acquire) == 0
+    }
 }
 
 /// One master's current tokens; shared across a reload for a master that
@@ -59,9 +94,15 @@ impl Sessions {
         self.fire(m, |t| &mut t.reset);
     }
 
-    /// Asks every current session to `m` to close when idle.
+    /// Asks every current session to `m` to close (or move) when idle;
+    /// later sessions get a fresh drain token and gate.
     pub fn drain(&self, m: MasterId) {
-        self.fire(m, |t| &mut t.drain);
+        if let Some(slot) = self.per_master.get(m.index()) {
+            if let Ok(mut tokens) = slot.lock() {
+                tokens.gate = Arc::default();
+                std::mem::take(&mut tokens.drain).cancel();
+            }
+        }
     }
 
     /// Cancels one token and replaces only that one, so a session that is
@@ -95,6 +136,26 @@ mod tests {
             !s.join(MasterId(0)).reset.is_cancelled(),
             "later sessions start fresh"
         );
+    }
+
+    #[test]
+    fn one_drain_shares_one_gate_and_later_sessions_get_a_new_one() {
+        let s = Sessions::new(1);
+        let (a, b) = (s.join(MasterId(0)), s.join(MasterId(0)));
+        assert!(Arc::ptr_eq(&a.gate, &b.gate));
+        s.drain(MasterId(0));
+        let later = s.join(MasterId(0));
+        assert!(!Arc::ptr_eq(&a.gate, &later.gate));
+        a.gate.busy();
+        b.gate.busy();
+        a.gate.idle();
+        assert!(!b.gate.all_idle(), "one is still busy");
+        b.gate.idle();
+        assert!(a.gate.all_idle());
+        a.gate.idle();
+        assert!(a.gate.all_idle(), "never below zero");
+        a.gate.busy();
+        assert!(!a.gate.all_idle());
     }
 
     #[test]

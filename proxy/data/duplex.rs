@@ -17,9 +17,11 @@
 //! ([`Carry`]), for `forward` to open the session on the new master. On a
 //! failover (reset) or a lost master, nothing more is sent to the old master
 //! and nothing more read from it; what was read from it is flushed to the
-//! minion. On a graceful switch (drain), the copy waits until the last
-//! request was answered, then reads each side only up to its next message
-//! boundary (never into the next message) and stops there. A session that
+//! minion. On a graceful switch (drain), the copy goes on until the session
+//! is idle as a drain would have it (last request answered, [`IDLE_QUIET`]
+//! of quiet) and so is every other session the switch asked to move (they
+//! move together: [`SwitchGate`]); then it reads each side only up to its
+//! next message boundary (never into the next message) and stops there. A session that
 //! is inside a message, or cannot be followed, ends as before (RST, drain).
 //!
 //! Cost per burst is what the benchmark (`scripts/bench`) measures: one
@@ -43,7 +45,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::master::Port;
-use crate::control::sessions::SessionTokens;
+use crate::control::sessions::{SessionTokens, SwitchGate};
 use crate::zmtp::track::{Track, Tracks};
 
 /// Bytes moved per read at most, and the size of a borrowed buffer. 64 KiB
@@ -270,6 +272,44 @@ impl Activity {
     }
 }
 
+/// One session's place at a [`SwitchGate`]: busy until it says idle;
+/// leaving (a move, an end) counts as idle.
+struct Waiting<'a> {
+    gate: &'a SwitchGate,
+    busy: bool,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(gate: &'a SwitchGate) -> Self {
+        gate.busy();
+        Waiting { gate, busy: true }
+    }
+
+    fn set_idle(&mut self, idle: bool) {
+        if idle == self.busy {
+            if idle {
+                self.gate.idle();
+            } else {
+                self.gate.busy();
+            }
+            self.busy = !idle;
+        }
+    }
+
+    /// This session and every other one at the gate are idle.
+    fn all_idle(&self) -> bool {
+        !self.busy && self.gate.all_idle()
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.busy {
+            self.gate.idle();
+        }
+    }
+}
+
 /// Which side an I/O error came from.
 enum Side {
     Minion(io::Error),
@@ -342,32 +382,51 @@ impl Copy<'_> {
         }
     }
 
-    /// A graceful switch of a followed session: once the last request was
-    /// answered, stop at the next boundary on both sides and move. Drains
-    /// (ends) at the deadline if it never gets there; a reset meanwhile
-    /// stops it at once.
+    /// A graceful switch of a followed session: it keeps copying until it
+    /// is idle as a drain would have it (the last request answered, nothing
+    /// moved for [`IDLE_QUIET`]) and so is every other session this switch
+    /// asked to move ([`SwitchGate`]); then each stops at the next boundary
+    /// on both sides and moves. Not at the first answer: a job the old master
+    /// published just before reaches the minion on the publish session and
+    /// its return, sent a moment later, must still go to that master (Salt
+    /// 3006.30, failback with a job stream: 1 return of 50 landed in the
+    /// other master's job cache). Not each on its own: a minion whose publish
+    /// session moved while its ret session stayed signs in to one master and
+    /// hears the other (Salt 3008: a storm of sign-ins, returns lost). At the
+    /// deadline it moves anyway (stopped at once); a reset meanwhile stops it
+    /// at once.
     async fn switch<F: Future<Output = ()> + Unpin>(
         &mut self,
         ctl: &Control<'_>,
         reset: &mut F,
     ) -> End {
         let deadline = Instant::now() + ctl.drain_timeout;
-        let mut tick = Box::pin(tokio::time::sleep_until(Instant::now()));
+        let mut waiting = Waiting::new(&ctl.tokens.gate);
+        // One step before the first look, so every session woken by the
+        // same switch has counted itself busy.
+        let mut tick = Box::pin(tokio::time::sleep_until(Instant::now() + DRAIN_STEP));
+        let mut first = true;
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return End::Drained;
+                return self.stop_now(Cause::Switch, End::Drained).await;
             }
-            if self.stop == Stop::No && self.activity.answered(ctl.port) {
-                self.stop = Stop::AtBoundary;
+            if !first && self.stop == Stop::No {
+                waiting.set_idle(self.activity.is_idle(ctl.port));
+                if waiting.all_idle() {
+                    self.stop = Stop::AtBoundary;
+                }
             }
-            tick.as_mut().reset(deadline.min(now + DRAIN_STEP));
+            if !first {
+                tick.as_mut().reset(deadline.min(now + DRAIN_STEP));
+            }
+            first = false;
             tokio::select! {
                 biased;
                 _ = &mut *reset => return self.stop_now(Cause::Failover, End::Reset).await,
                 out = &mut *self => match out {
                     // A request slipped through before the stop: wait for
-                    // its answer, then stop again.
+                    // its answer and quiet again.
                     Out::Parked if !self.activity.answered(ctl.port) => self.resume(),
                     Out::Parked if self.movable() => return self.take_move(Cause::Switch),
                     Out::Parked => return End::Drained,
@@ -869,10 +928,14 @@ mod tests {
     }
 
     async fn followed(port: Port) -> Followed {
+        followed_with(port, SessionTokens::default()).await
+    }
+
+    /// A followed session watching `tokens` (clones share one switch's gate).
+    async fn followed_with(port: Port, tokens: SessionTokens) -> Followed {
         use crate::zmtp::{encode_ready, greeting_null, SocketType};
         let (mut minion, mut proxy_minion) = pair().await;
         let (mut proxy_master, mut master) = pair().await;
-        let tokens = SessionTokens::default();
         let end = tokio::spawn({
             let tokens = tokens.clone();
             async move {
@@ -994,7 +1057,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_graceful_switch_waits_for_the_answer_then_moves() {
+    async fn a_graceful_switch_waits_for_the_answer_and_quiet_then_moves() {
         let mut s = followed(Port::Ret).await;
         let request = crate::zmtp::encode_message(&[b"", b"ping 2"]);
         s.minion.write_all(&request).await.expect("request");
@@ -1008,6 +1071,9 @@ mod tests {
         assert!(!s.end.is_finished(), "moved before the answer");
         s.master.write_all(&request).await.expect("answer");
         s.minion.read_exact(&mut got).await.expect("answer through");
+        // The minion may still send a return for a job of the old master.
+        tokio::time::sleep(IDLE_QUIET / 2).await;
+        assert!(!s.end.is_finished(), "moved before {IDLE_QUIET:?} of quiet");
         let (end, _kept) = ended(s.end).await;
         assert!(
             matches!(
@@ -1018,6 +1084,56 @@ mod tests {
                 }
             ),
             "{end:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sessions_of_one_switch_move_together_once_all_are_idle() {
+        let tokens = SessionTokens::default();
+        let publish = followed_with(Port::Publish, tokens.clone()).await;
+        let mut ret = followed_with(Port::Ret, tokens.clone()).await;
+        // A request on the ret session is waiting for its answer.
+        let request = crate::zmtp::encode_message(&[b"", b"return 7"]);
+        ret.minion.write_all(&request).await.expect("request");
+        let mut got = vec![0u8; request.len()];
+        ret.master
+            .read_exact(&mut got)
+            .await
+            .expect("request through");
+        tokens.drain.cancel();
+        // The publish session is idle after IDLE_QUIET, but waits for the
+        // ret session.
+        tokio::time::sleep(IDLE_QUIET + Duration::from_millis(500)).await;
+        assert!(
+            !publish.end.is_finished(),
+            "publish moved while ret was busy"
+        );
+        assert!(!ret.end.is_finished(), "ret moved before its answer");
+        ret.master.write_all(&request).await.expect("answer");
+        ret.minion
+            .read_exact(&mut got)
+            .await
+            .expect("answer through");
+        let answered = Instant::now();
+        let (p_end, _) = ended(publish.end).await;
+        let (r_end, _) = ended(ret.end).await;
+        for end in [&p_end, &r_end] {
+            assert!(
+                matches!(
+                    end,
+                    End::Move {
+                        cause: Cause::Switch,
+                        ..
+                    }
+                ),
+                "{end:?}"
+            );
+        }
+        let took = answered.elapsed();
+        assert!(
+            took >= IDLE_QUIET - Duration::from_millis(200)
+                && took < IDLE_QUIET + Duration::from_secs(2),
+            "both moved {took:?} after the answer"
         );
     }
 }

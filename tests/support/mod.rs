@@ -484,6 +484,40 @@ pub fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> 
     })
 }
 
+/// `salt_sidecar_session_moves_total{port, how="preserved"}` of the
+/// sidecar whose admin endpoint is `admin` (0 before the first move).
+pub fn moved(admin: SocketAddr, port: &str) -> u64 {
+    sample(
+        &scrape(admin),
+        "salt_sidecar_session_moves_total",
+        &[("port", port), ("how", "preserved")],
+    )
+    .unwrap_or(0.0) as u64
+}
+
+/// Waits until the sidecar at `admin` has moved more than `seen` sessions
+/// on `port` (a graceful switch moves a session once it has been quiet for
+/// 2 s); panics after `limit`. Returns how long it took.
+pub async fn until_moved(admin: SocketAddr, port: &str, seen: u64, limit: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let now = tokio::task::spawn_blocking({
+            let port = port.to_string();
+            move || moved(admin, &port)
+        })
+        .await
+        .expect("scrape");
+        if now > seen {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no {port} session moved within {limit:?} (still {now})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The series of `family`, summed by the value of `label`.
 pub fn sum_by(text: &str, family: &str, label: &str) -> std::collections::BTreeMap<String, f64> {
     let mut sums = std::collections::BTreeMap::new();
