@@ -3,7 +3,10 @@
 
 Pure standard library: it runs the Salt binaries of a venv (default
 ``${SALT_SIDECAR_VENV:-/var/cache/salt-sidecar/venv}``, created by
-``scripts/test-deps``) as subprocesses, so it can be imported by any Python 3.9+.
+``scripts/test-deps``) as subprocesses, so it can be imported by any Python 3.9+. The
+part that runs inside a venv's python (``_pinger``: test.ping through a LocalClient)
+imports under Python 3.6 too, for Salt 2019.2.8's venv: no ``from __future__ import
+annotations`` here, and nothing newer than 3.6 on the ``_pinger`` path.
 
 Everything lives under one work directory: configs, pki, caches, sockets, logs.
 Nothing touches /etc/salt or /var/cache/salt; every salt command gets ``-c``.
@@ -45,8 +48,6 @@ CLI::
          failed round or one slower than --max-seconds.
 """
 
-from __future__ import annotations
-
 import argparse
 import atexit
 import json
@@ -79,6 +80,22 @@ FAST_MINION_DEFAULTS: Dict[str, Any] = {
     "startup_states": "",
     "ipv6": False,
 }
+
+# The zmq reconnect knobs of FAST_MINION_DEFAULTS. A fleet runs Salt's defaults
+# (recon_default 1000 ms, recon_max 10000 ms, recon_randomize True), and before 3007 they
+# decide when a ZeroMQ minion comes back after its connection is cut: the version matrix
+# (tests/salt_versions.rs, scripts/salt-e2e --salt-reconnect) leaves them unset.
+RECON_KEYS = ("recon_default", "recon_max", "recon_randomize")
+
+
+def use_salt_reconnect_defaults() -> None:
+    """Every minion written from now on (by this process) gets Salt's default reconnect
+    settings; the other FAST_MINION_DEFAULTS stay: they only shorten key-acceptance
+    retries (preseeded keys never wait for acceptance) and skip slow grains, none of which
+    is on the failover path."""
+    for k in RECON_KEYS:
+        FAST_MINION_DEFAULTS.pop(k, None)
+
 
 # Salt's failover/auth knobs set low (defaults: random_reauth_delay 10,
 # auth_timeout 5, auth_tries 7, retry_dns 30).
