@@ -344,6 +344,7 @@ class Master:
         self.proc: Optional[Proc] = None
         self.pki = self.log_file = self.stdout_log = ""
         self.started = 0.0
+        self.log_start = 0  # size of log_file when this start began
 
 
 class Minion:
@@ -523,6 +524,10 @@ class SaltLab:
                 os.unlink(os.path.join(sock, f))
             except OSError:
                 pass
+        try:  # where this start's lines begin (_wait_master_workers)
+            m.log_start = os.path.getsize(m.log_file)
+        except OSError:
+            m.log_start = 0
         m.proc = Proc(f"master-{name}", [os.path.join(self.bin, "salt-master"), "-c", m.confdir,
                                          "-l", "warning"], m.stdout_log, self._env())
         m.started = time.monotonic()
@@ -537,6 +542,11 @@ class SaltLab:
             wait_ports([(m.ip, m.publish_port), (m.ip, m.ret_port)], timeout, m.proc.popen)
             # the ret port is up before the local client IPC: wait for the sockets in sock_dir
             self._wait_master_ipc(m, max(1.0, timeout - (time.monotonic() - t0)))
+            # ... and before its request workers: a minion signing in before them waits
+            # auth_timeout (5 s) and, with native failover, gives up on the master (seen with
+            # 3007.17 on a loaded box: workers 9 s after the start). Best effort: on with a
+            # note if the log never says so.
+            self._wait_master_workers(m, max(1.0, min(30.0, timeout - (time.monotonic() - t0))))
         except Exception:
             self.print_logs()
             raise
@@ -560,6 +570,21 @@ class SaltLab:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"master {m.name}: no event socket in {sock}")
+
+    def _wait_master_workers(self, m: Master, timeout: float) -> None:
+        """Until the master's log says a request worker is bound ("Worker binding to socket",
+        INFO); at most ``timeout`` s (a log level above INFO never says it)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                with open(m.log_file, errors="replace") as f:
+                    f.seek(m.log_start)
+                    if "Worker binding to socket" in f.read():
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self._log(f"master {m.name}: no 'Worker binding to socket' in {m.log_file} after {timeout:.0f}s; going on")
 
     def kill_master(self, name: str, sig: int = signal.SIGKILL) -> float:
         """Signal master ``name``'s whole process group; returns time.monotonic() of the kill.
