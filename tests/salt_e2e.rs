@@ -121,10 +121,16 @@ fn skip(line: &str) {
 
 /// The venv of Salt `version` from `scripts/salt-venv` (installs it if needed; waits
 /// for an install already under way), or `None` when a legacy release is skipped.
+/// `$SALT_SIDECAR_VENVS`, if set, holds the venvs (`venv-VERSION`) instead of
+/// /var/cache/salt-sidecar.
 fn venv_of(version: &str, support: Support) -> Option<PathBuf> {
     let script = Path::new(MANIFEST).join("scripts/salt-venv");
-    let out = Command::new(&script)
-        .arg(version)
+    let mut cmd = Command::new(&script);
+    cmd.arg(version);
+    if let Some(root) = std::env::var_os("SALT_SIDECAR_VENVS") {
+        cmd.arg(Path::new(&root).join(format!("venv-{version}")));
+    }
+    let out = cmd
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
