@@ -3,7 +3,10 @@
 
 Pure standard library: it runs the Salt binaries of a venv (default
 ``${SALT_SIDECAR_VENV:-/var/cache/salt-sidecar/venv}``, created by
-``scripts/test-deps``) as subprocesses, so it can be imported by any Python 3.9+.
+``scripts/test-deps``) as subprocesses, so it can be imported by any Python 3.9+. The
+part that runs inside a venv's python (``_pinger``: test.ping through a LocalClient)
+imports under Python 3.6 too, for Salt 2019.2.8's venv: no ``from __future__ import
+annotations`` here, and nothing newer than 3.6 on the ``_pinger`` path.
 
 Everything lives under one work directory: configs, pki, caches, sockets, logs.
 Nothing touches /etc/salt or /var/cache/salt; every salt command gets ``-c``.
@@ -45,8 +48,6 @@ CLI::
          failed round or one slower than --max-seconds.
 """
 
-from __future__ import annotations
-
 import argparse
 import atexit
 import json
@@ -79,6 +80,22 @@ FAST_MINION_DEFAULTS: Dict[str, Any] = {
     "startup_states": "",
     "ipv6": False,
 }
+
+# The zmq reconnect knobs of FAST_MINION_DEFAULTS. A fleet runs Salt's defaults
+# (recon_default 1000 ms, recon_max 10000 ms, recon_randomize True), and before 3007 they
+# decide when a ZeroMQ minion comes back after its connection is cut: the version matrix
+# (tests/salt_versions.rs, scripts/salt-e2e --salt-reconnect) leaves them unset.
+RECON_KEYS = ("recon_default", "recon_max", "recon_randomize")
+
+
+def use_salt_reconnect_defaults() -> None:
+    """Every minion written from now on (by this process) gets Salt's default reconnect
+    settings; the other FAST_MINION_DEFAULTS stay: they only shorten key-acceptance
+    retries (preseeded keys never wait for acceptance) and skip slow grains, none of which
+    is on the failover path."""
+    for k in RECON_KEYS:
+        FAST_MINION_DEFAULTS.pop(k, None)
+
 
 # Salt's failover/auth knobs set low (defaults: random_reauth_delay 10,
 # auth_timeout 5, auth_tries 7, retry_dns 30).
@@ -327,6 +344,7 @@ class Master:
         self.proc: Optional[Proc] = None
         self.pki = self.log_file = self.stdout_log = ""
         self.started = 0.0
+        self.log_start = 0  # size of log_file when this start began
 
 
 class Minion:
@@ -506,6 +524,10 @@ class SaltLab:
                 os.unlink(os.path.join(sock, f))
             except OSError:
                 pass
+        try:  # where this start's lines begin (_wait_master_workers)
+            m.log_start = os.path.getsize(m.log_file)
+        except OSError:
+            m.log_start = 0
         m.proc = Proc(f"master-{name}", [os.path.join(self.bin, "salt-master"), "-c", m.confdir,
                                          "-l", "warning"], m.stdout_log, self._env())
         m.started = time.monotonic()
@@ -520,6 +542,13 @@ class SaltLab:
             wait_ports([(m.ip, m.publish_port), (m.ip, m.ret_port)], timeout, m.proc.popen)
             # the ret port is up before the local client IPC: wait for the sockets in sock_dir
             self._wait_master_ipc(m, max(1.0, timeout - (time.monotonic() - t0)))
+            # ... and before its request workers: a minion signing in before them waits
+            # auth_timeout (5 s) and, with native failover, gives up on the master (seen with
+            # 3007.17 on a loaded box: workers 9 s after the start). Best effort: on with a
+            # note if the log never says so. ZeroMQ only: the tcp transport's workers log
+            # no such line (waiting for it cost 2 x 30 s per tcp round).
+            if self.transport == "zeromq":
+                self._wait_master_workers(m, max(1.0, min(30.0, timeout - (time.monotonic() - t0))))
         except Exception:
             self.print_logs()
             raise
@@ -543,6 +572,21 @@ class SaltLab:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"master {m.name}: no event socket in {sock}")
+
+    def _wait_master_workers(self, m: Master, timeout: float) -> None:
+        """Until the master's log says a request worker is bound ("Worker binding to socket",
+        INFO); at most ``timeout`` s (a log level above INFO never says it)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                with open(m.log_file, errors="replace") as f:
+                    f.seek(m.log_start)
+                    if "Worker binding to socket" in f.read():
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self._log(f"master {m.name}: no 'Worker binding to socket' in {m.log_file} after {timeout:.0f}s; going on")
 
     def kill_master(self, name: str, sig: int = signal.SIGKILL) -> float:
         """Signal master ``name``'s whole process group; returns time.monotonic() of the kill.

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Real-Salt scenarios for salt-sidecar (issue 3), built on harness.py.
 
-Every scenario runs real ``salt-master`` / ``salt-minion`` processes of Salt 3008
-from the venv of ``scripts/test-deps`` on loopback: masters A = 127.0.0.2 and
+Every scenario runs real ``salt-master`` / ``salt-minion`` processes of one Salt
+release from a venv (``$SALT_SIDECAR_VENV``: Salt 3008 of ``scripts/test-deps`` by
+default, or one of ``scripts/salt-venv VERSION``) on loopback: masters A = 127.0.0.2 and
 B = 127.0.0.3 (ports 4505/4506), the minion ``m1`` with ``master: 127.0.0.1``,
 and ``salt-sidecar run`` listening on 127.0.0.1:4505/4506 (admin 127.0.0.1:9464).
 Labs use fixed addresses, so scenarios run one at a time: a run holds the
@@ -37,6 +38,14 @@ Usage::
 
     scenarios.py list
     scenarios.py run NAME[:ROUNDS] [NAME...] [--rounds N] [--sidecar PATH] [--keep] [--verbose]
+                     [--salt-reconnect]
+
+``--salt-reconnect``: the minions keep Salt's default reconnect settings (the version
+matrix of tests/salt_e2e.rs); otherwise they get harness.FAST_MINION_DEFAULTS' short
+ZeroMQ reconnects. Every JSON line names the Salt release (``salt``) and which
+(``reconnect``). The crash and hung-master scenarios run on every release from 2019.2.8
+(Python 3.6: harness' pinger is kept 3.6-compatible); the job stream (``_jobstream``:
+failback, graceful_restart) needs the venv's Python 3.7+.
 
 Needs root (the labs run masters and minions as root) and the venv
 (${SALT_SIDECAR_VENV:-/var/cache/salt-sidecar/venv}); exits 2 without them.
@@ -119,7 +128,10 @@ def sidecar_config(transport: str = "zeromq", alive: int = 1, reauth: int = 0,
         cfg["transport"] = "tcp"
     cfg["sidecar"] = {"listen": listen, "admin": admin, "admin_socket": admin_socket(listen),
                       "connect_timeout": "1s",
-                      "drain_timeout": drain_timeout, "probe": "tcp" if transport == "tcp" else "zmtp"}
+                      "drain_timeout": drain_timeout, "probe": "tcp" if transport == "tcp" else "zmtp",
+                      # ZeroMQ sessions move to the new master instead of being cut: what makes
+                      # minions before 3007 fail over fast with Salt's default reconnect settings
+                      "move_sessions": True}
     return cfg
 
 
@@ -435,6 +447,8 @@ def failback_round(ctx: Ctx, graceful: bool) -> Dict[str, Any]:
             res["a_start_s"] = round(t_up - t_start, 2)
         _, t_back = wait_status(lambda s: s.get("active") == A_IP, 60)
         res["failback_after_start_s"] = None if t_back is None else round(t_back - t_start, 3)
+        # the failback bar counts from A listening again (its start-up is Salt's, not the sidecar's)
+        res["up_to_failback_s"] = None if t_back is None else round(t_back - t_up, 3)
         js = stream.result()
         res.update(stream_verdict(js))
         # timings from the stream: first return through the other master, first through A again
@@ -444,6 +458,8 @@ def failback_round(ctx: Ctx, graceful: bool) -> Dict[str, Any]:
             res["sigterm_to_first_return_b_s"] = round(min(j["t_ret"] for j in on_b) - t_stop, 3) if on_b else None
         back = [j for j in jobs if j["master"] == "A" and j.get("t_ret") and j["t_pub"] > t_start]
         res["start_to_first_return_a_s"] = round(min(j["t_ret"] for j in back) - t_start, 3) if back else None
+        # includes the job stream's first publication on the fresh master A (its client, A's workers)
+        res["up_to_first_return_a_s"] = round(min(j["t_ret"] for j in back) - t_up, 3) if back else None
         ev = sl.events()
         res["switches"] = [e["msg"].split("switched master ", 1)[1] for e in ev if "switched master" in e["msg"]]
         ok = (res["lost"] == 0 and res["misrouted"] == 0 and res["issued"] >= 50
@@ -1003,6 +1019,16 @@ def _jobcache(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- CLI
+def salt_version() -> Optional[str]:
+    """The venv's Salt release ("3006.30"), from ``salt-minion --version``."""
+    try:
+        out = subprocess.run([os.path.join(harness.venv_dir(), "bin", "salt-minion"), "--version"],
+                             capture_output=True, text=True, timeout=60).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[1] if len(out) >= 2 else None
+
+
 def preflight() -> Optional[str]:
     if not harness.salt_available():
         return f"no Salt in the venv {harness.venv_dir()}: run ./scripts/test-deps"
@@ -1047,6 +1073,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rp.add_argument("--keep", action="store_true")
     rp.add_argument("--verbose", action="store_true")
     rp.add_argument("--debug", action="store_true", help="Salt log files at debug level")
+    rp.add_argument("--salt-reconnect", action="store_true",
+                    help="minions keep Salt's default reconnect settings (recon_default 1000, recon_max "
+                         "10000, recon_randomize True) instead of the labs' fast ones: the version matrix")
     rp.add_argument("--stream-interval", type=float, help="job stream: seconds between jobs (default 0.25)")
     rp.add_argument("--stream-inflight", type=int, help="job stream: jobs without a return at most (default 2)")
     rp.add_argument("--stream-count", type=int, help="job stream: jobs at least (default 50)")
@@ -1077,10 +1106,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 ("count", args.stream_count)) if v is not None}
     ctx = Ctx(os.path.abspath(args.sidecar), workroot, keep=args.keep, verbose=args.verbose,
               log_level="debug" if args.debug else "info", stream=stream)
+    if args.salt_reconnect:
+        harness.use_salt_reconnect_defaults()
+    salt = salt_version()
     failed = False
     with harness.lab_lock():
         for name, rounds in plan:
             line = run_scenario(ctx, name, rounds, args.cap)
+            line["salt"] = salt
+            line["reconnect"] = "salt defaults" if args.salt_reconnect else "fast (recon_default 100, recon_max 500)"
             failed = failed or not line["ok"]
             print(json.dumps(line), flush=True)
     if not args.workdir and not os.listdir(workroot):
