@@ -3,8 +3,12 @@
 //! `tcp`: a connect. `zmtp`: read the master's 10-byte signature, answer a
 //! NULL-mechanism greeting, read its greeting and READY, check the socket
 //! type (PUB on publish, ROUTER on ret), send our READY and close — a complete
-//! handshake, so the master logs nothing. The whole probe is bounded by one
-//! timeout and reads a bounded number of bytes. Hysteresis is `health`'s job.
+//! handshake, so the master logs nothing. [`ping`] (the re-probe of a
+//! tcp-transport master suspected hung, see `control::health`): connect to
+//! the ret port, send Salt's clear `ping` request and read the reply, which a
+//! live master sends at once and a hung one never does. The whole probe is
+//! bounded by one timeout and reads a bounded number of bytes. Hysteresis
+//! is `health`'s job.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -18,6 +22,7 @@ use crate::config::ProbeKind;
 use crate::limits::Resource;
 use crate::metrics::{CheckResult, ConnectErrorKind};
 use crate::net::{self, ConnectError};
+use crate::zmtp::saltreq::{self, ReplyError};
 use crate::zmtp::{self, SocketType, ZmtpError};
 
 /// Largest frame we accept while waiting for READY.
@@ -36,6 +41,10 @@ pub enum ProbeError {
     Io(#[from] std::io::Error),
     #[error("not a ZeroMQ master: {0}")]
     Protocol(#[from] ZmtpError),
+    #[error("not a Salt tcp-transport master: {0}")]
+    NotSalt(#[from] ReplyError),
+    #[error("no answer to a `ping` request")]
+    Unanswered,
     /// The sidecar itself ran out (EMFILE, ...): no verdict on the master.
     #[error("not probed: {}", .0.describe())]
     Exhausted(Resource, #[source] std::io::Error),
@@ -51,9 +60,9 @@ impl ProbeError {
                 ConnectErrorKind::Unresolved => CheckResult::Unresolved,
                 ConnectErrorKind::Unreachable | ConnectErrorKind::Other => CheckResult::Other,
             },
-            ProbeError::Timeout => CheckResult::Timeout,
+            ProbeError::Timeout | ProbeError::Unanswered => CheckResult::Timeout,
             ProbeError::Closed | ProbeError::Io(_) => CheckResult::Reset,
-            ProbeError::Protocol(_) => CheckResult::Protocol,
+            ProbeError::Protocol(_) | ProbeError::NotSalt(_) => CheckResult::Protocol,
             // Never counted: health skips the check (see `exhausted`).
             ProbeError::Exhausted(..) => CheckResult::Other,
         }
@@ -77,24 +86,65 @@ pub async fn probe(
     limit: Duration,
 ) -> Result<(), ProbeError> {
     let attempt = async {
-        let stream =
-            net::connect(addrs, tcp_port, limit)
-                .await
-                .map_err(|e| match e.exhaustion() {
-                    Some(r) => match e {
-                        ConnectError::Io { source, .. } => ProbeError::Exhausted(r, source),
-                        other => ProbeError::Connect(other),
-                    },
-                    None => ProbeError::Connect(e),
-                })?;
+        let stream = connect(addrs, tcp_port, limit).await?;
         match kind {
             ProbeKind::Tcp => Ok(()),
+            ProbeKind::Ping if port == Port::Publish => Ok(()),
+            ProbeKind::Ping => exchange_ping(stream).await,
             ProbeKind::Zmtp => handshake(stream, port).await,
         }
     };
     match timeout(limit, attempt).await {
         Ok(result) => result,
+        Err(_) if kind == ProbeKind::Ping && port == Port::Ret => Err(ProbeError::Unanswered),
         Err(_) => Err(ProbeError::Timeout),
+    }
+}
+
+/// Connects to a master for a probe: the sidecar's own exhaustion is told
+/// apart from the master's failure.
+async fn connect(
+    addrs: &[IpAddr],
+    tcp_port: u16,
+    limit: Duration,
+) -> Result<TcpStream, ProbeError> {
+    net::connect(addrs, tcp_port, limit)
+        .await
+        .map_err(|e| match e.exhaustion() {
+            Some(r) => match e {
+                ConnectError::Io { source, .. } => ProbeError::Exhausted(r, source),
+                other => ProbeError::Connect(other),
+            },
+            None => ProbeError::Connect(e),
+        })
+}
+
+/// Sends Salt's clear `ping` request to the ret port of a tcp-transport
+/// master at `addrs` and waits for its reply, all within `limit`; a
+/// frozen master accepts the connection (its kernel does) and answers
+/// nothing: [`ProbeError::Unanswered`].
+pub async fn ping(addrs: &[IpAddr], ret_port: u16, limit: Duration) -> Result<(), ProbeError> {
+    probe(ProbeKind::Ping, addrs, ret_port, Port::Ret, limit).await
+}
+
+/// Salt's clear `ping` request and its reply, on a connected ret port.
+async fn exchange_ping(mut stream: TcpStream) -> Result<(), ProbeError> {
+    stream.write_all(saltreq::PING).await?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        if saltreq::message_len(&buf)?.is_some() {
+            stream.shutdown().await?;
+            return Ok(());
+        }
+        if buf.len() > MAX_FRAME {
+            return Err(ProbeError::NotSalt(ReplyError::TooLong));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(ProbeError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
