@@ -6,7 +6,8 @@
 //! handshake, so the master logs nothing. [`ping`] (the re-probe of a
 //! tcp-transport master suspected hung, see `control::health`): connect to
 //! the ret port, send Salt's clear `ping` request and read the reply, which a
-//! live master sends at once and a hung one never does. The whole probe is
+//! live master sends at once and a hung one never does (any reaction of
+//! the master counts: only silence fails it). The whole probe is
 //! bounded by one timeout and reads a bounded number of bytes. Hysteresis
 //! is `health`'s job.
 
@@ -22,7 +23,7 @@ use crate::config::ProbeKind;
 use crate::limits::Resource;
 use crate::metrics::{CheckResult, ConnectErrorKind};
 use crate::net::{self, ConnectError};
-use crate::zmtp::saltreq::{self, ReplyError};
+use crate::zmtp::saltreq;
 use crate::zmtp::{self, SocketType, ZmtpError};
 
 /// Largest frame we accept while waiting for READY.
@@ -41,8 +42,6 @@ pub enum ProbeError {
     Io(#[from] std::io::Error),
     #[error("not a ZeroMQ master: {0}")]
     Protocol(#[from] ZmtpError),
-    #[error("not a Salt tcp-transport master: {0}")]
-    NotSalt(#[from] ReplyError),
     #[error("no answer to a `ping` request")]
     Unanswered,
     /// The sidecar itself ran out (EMFILE, ...): no verdict on the master.
@@ -62,7 +61,7 @@ impl ProbeError {
             },
             ProbeError::Timeout | ProbeError::Unanswered => CheckResult::Timeout,
             ProbeError::Closed | ProbeError::Io(_) => CheckResult::Reset,
-            ProbeError::Protocol(_) | ProbeError::NotSalt(_) => CheckResult::Protocol,
+            ProbeError::Protocol(_) => CheckResult::Protocol,
             // Never counted: health skips the check (see `exhausted`).
             ProbeError::Exhausted(..) => CheckResult::Other,
         }
@@ -127,25 +126,29 @@ pub async fn ping(addrs: &[IpAddr], ret_port: u16, limit: Duration) -> Result<()
     probe(ProbeKind::Ping, addrs, ret_port, Port::Ret, limit).await
 }
 
-/// Salt's clear `ping` request and its reply, on a connected ret port.
+/// Salt's clear `ping` request on a connected ret port. The master is
+/// alive if it reacts at all: its reply (read to its end, so the master's
+/// write completes), other bytes (e.g. a TLS alert: a master with Salt's
+/// `ssl:`), or a close. Only silence fails it — a hung process's kernel
+/// accepts the connection and the request, and nothing comes back.
 async fn exchange_ping(mut stream: TcpStream) -> Result<(), ProbeError> {
     stream.write_all(saltreq::PING).await?;
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 1024];
     loop {
-        if saltreq::message_len(&buf)?.is_some() {
-            stream.shutdown().await?;
-            return Ok(());
-        }
-        if buf.len() > MAX_FRAME {
-            return Err(ProbeError::NotSalt(ReplyError::TooLong));
+        match saltreq::message_len(&buf) {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if buf.len() > MAX_FRAME => break,
+            Ok(None) => {}
         }
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Err(ProbeError::Closed);
+            break;
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+    let _ = stream.shutdown().await;
+    Ok(())
 }
 
 /// The ZMTP 3 handshake as a peer of the master's socket.

@@ -20,8 +20,6 @@ pub enum ReplyError {
     NotAMap(u8),
     #[error("the reply is not valid msgpack (byte {0:#04x})")]
     Invalid(u8),
-    #[error("the reply is longer than a `ping` reply can be")]
-    TooLong,
 }
 
 /// The length of the first complete message in `buf` if it holds one
