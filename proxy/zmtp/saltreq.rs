@@ -4,14 +4,16 @@
 //! length prefix: a reader finds the end of a message by decoding it. A
 //! request's head carries `mid`, which the reply's head echoes. The ret
 //! port answers a clear `ping` request (`{"enc": "clear", "load": {"cmd":
-//! "ping"}}`, handled by the master's `ClearFuncs.ping`, which echoes the
-//! load and logs nothing) at once, even while its workers take their time
-//! over a job: a hung master answers nothing. Pure: no I/O.
+//! "ping"}, "version": 3}`, handled by the master's `ClearFuncs.ping`, which
+//! echoes the load and logs nothing) at once, even while its workers take
+//! their time over a job: a hung master answers nothing. `version` 3: Salt
+//! 3006.x and later reject (and log a warning for) requests below their
+//! `minimum_auth_version` (3 by default); for a clear request it checks
+//! nothing else. Pure: no I/O.
 
-/// The clear `ping` request with `mid` 1, msgpack-encoded:
-/// `{"head": {"mid": 1}, "body": {"enc": "clear", "load": {"cmd": "ping"}}}`.
-pub const PING: &[u8] =
-    b"\x82\xa4head\x81\xa3mid\x01\xa4body\x82\xa3enc\xa5clear\xa4load\x81\xa3cmd\xa4ping";
+/// The clear `ping` request with `mid` 1, msgpack-encoded: `{"head":
+/// {"mid": 1}, "body": {"enc": "clear", "load": {"cmd": "ping"}, "version": 3}}`.
+pub const PING: &[u8] = b"\x82\xa4head\x81\xa3mid\x01\xa4body\x83\xa3enc\xa5clear\xa4load\x81\xa3cmd\xa4ping\xa7version\x03";
 
 /// Why bytes from a master are not a Salt tcp-transport reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
