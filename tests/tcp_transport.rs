@@ -290,3 +290,44 @@ async fn a_slow_but_alive_master_is_not_failed_over() {
     assert_eq!(sidecar.log.count(&["master is down"]), 0);
     sidecar.assert_no_panic();
 }
+
+/// With the plain-connect `probe: tcp`, a master confirmed hung stays down
+/// although its kernel keeps accepting the connects: it is probed with
+/// `ping` until it answers, and is up again once thawed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_hung_master_stays_down_until_it_answers_a_ping() {
+    let net = 179;
+    let (mut a, _b) = (Master::start("A", net, 2), Master::start("B", net, 3));
+    let sidecar = Sidecar::start(&config(
+        net,
+        "master_alive_interval: 1",
+        "probe: tcp\nret_answer_timeout: 1s",
+    ));
+    let (ret, admin) = (addr(net, 1, 4506), addr(net, 1, 9464));
+    until_answered_by(ret, "A", Instant::now()).await;
+    let a_label = format!("127.0.{net}.2");
+    let up = |admin| counter(admin, "salt_sidecar_master_up", &[("master", &a_label)]);
+
+    let mut minion = TcpStream::connect(ret).await.expect("connect");
+    a.freeze();
+    minion.write_all(&request(1, "job 0")).await.expect("send");
+    assert_eq!(reply(&mut minion, Duration::from_secs(10)).await, None);
+    until_answered_by(ret, "B", Instant::now()).await;
+    assert_eq!(suspicions(admin, &a_label, "confirmed"), 1.0);
+    // Several probe rounds later (alive 1 s, rise 2): still down.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(up(admin), 0.0, "a hung master must stay down");
+    assert_eq!(
+        sidecar.log.count(&["master is up", &a_label]),
+        1,
+        "only at start"
+    );
+
+    a.signal("-CONT");
+    a.stopped = false;
+    sidecar
+        .log
+        .wait_for_more(&["master is up", &a_label], 1, Duration::from_secs(10));
+    assert_eq!(up(admin), 1.0);
+    sidecar.assert_no_panic();
+}
