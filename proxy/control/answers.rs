@@ -107,7 +107,7 @@ impl Answers {
         worst
     }
 
-    /// Sessions being watched (for tests and the admin view).
+    /// Sessions being watched (open ret sessions with a clock).
     pub fn watched(&self) -> usize {
         self.clocks
             .lock()
