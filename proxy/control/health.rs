@@ -115,6 +115,8 @@ pub struct Watch {
     pub metrics: Arc<Metrics>,
     /// Ticked after every probe round (the systemd watchdog reads it).
     pub liveness: Arc<Liveness>,
+    /// The `ping` probes' connection to the ret port (transport tcp).
+    pub ping_line: probe::PingLine,
 }
 
 // === impl Watch ===
@@ -220,10 +222,12 @@ impl Watch {
         let probe = |tcp_port: u16, port: Port| {
             probe::probe(settings.kind, &current, tcp_port, port, settings.timeout)
         };
+        let line = &mut self.ping_line;
         let ret = async {
-            if ping && settings.kind != ProbeKind::Ping {
-                probe::ping(&current, master.ret_port, settings.timeout).await
+            if ping || settings.kind == ProbeKind::Ping {
+                line.ping(&current, master.ret_port, settings.timeout).await
             } else {
+                line.close();
                 probe(master.ret_port, Port::Ret).await
             }
         };

@@ -118,12 +118,153 @@ async fn connect(
         })
 }
 
-/// Sends Salt's clear `ping` request to the ret port of a tcp-transport
-/// master at `addrs` and waits for its reply, all within `limit`; a
-/// frozen master accepts the connection (its kernel does) and answers
-/// nothing: [`ProbeError::Unanswered`].
-pub async fn ping(addrs: &[IpAddr], ret_port: u16, limit: Duration) -> Result<(), ProbeError> {
-    probe(ProbeKind::Ping, addrs, ret_port, Port::Ret, limit).await
+/// Pings without an answer after which a kept connection is given up
+/// (a master hung that long; it may log the replies it cannot send).
+const MAX_OWED: u32 = 16;
+
+/// One master's `ping` probes of its ret port, kept by its health task.
+///
+/// A ping that times out leaves its connection open until the master has
+/// answered every ping sent on it (later pings go on the same connection),
+/// then it is closed: a Salt master that is slow to answer (a 3008 master
+/// waits for its modules for a few seconds after it starts) never finds the
+/// connection gone when it replies, which it would log as an error with a
+/// traceback (`StreamClosedError`, "Task exception was never retrieved").
+/// One descriptor per master, as for any probe.
+#[derive(Debug, Default)]
+pub struct PingLine {
+    stream: Option<TcpStream>,
+    /// Bytes of replies read but not yet complete.
+    buf: Vec<u8>,
+    /// Pings sent on `stream` whose replies have not been read.
+    owed: u32,
+}
+
+impl PingLine {
+    /// Sends Salt's clear `ping` request to the ret port of the master at
+    /// `addrs` and waits for a reply, all within `limit`. The master is alive
+    /// if a reply (to this ping or an earlier one: it was written just now)
+    /// or any other bytes (e.g. a TLS alert: a master with Salt's `ssl:`)
+    /// arrive; a hung master's kernel accepts the connection and the request,
+    /// and nothing comes back: [`ProbeError::Unanswered`].
+    pub async fn ping(
+        &mut self,
+        addrs: &[IpAddr],
+        ret_port: u16,
+        limit: Duration,
+    ) -> Result<(), ProbeError> {
+        match timeout(limit, self.exchange(addrs, ret_port, limit)).await {
+            Ok(Ok(())) => {
+                if self.owed == 0 {
+                    self.close();
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.close();
+                Err(e)
+            }
+            Err(_) => {
+                // Cut short before a whole ping was sent, or owed too much.
+                if self.owed == 0 || self.owed >= MAX_OWED {
+                    self.close();
+                }
+                Err(ProbeError::Unanswered)
+            }
+        }
+    }
+
+    /// Closes the kept connection (nothing is owed, or it is given up).
+    pub fn close(&mut self) {
+        self.stream = None;
+        self.buf.clear();
+        self.owed = 0;
+    }
+
+    async fn exchange(
+        &mut self,
+        addrs: &[IpAddr],
+        ret_port: u16,
+        limit: Duration,
+    ) -> Result<(), ProbeError> {
+        // Replies that came in since the last round pay what is owed, but
+        // say nothing about now; a close means a fresh connection.
+        if self.take_buffered()? {
+            self.close();
+        }
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => self.stream.insert(connect(addrs, ret_port, limit).await?),
+        };
+        stream.write_all(saltreq::PING).await?;
+        self.owed += 1;
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = match &mut self.stream {
+                Some(stream) => stream.read(&mut chunk).await?,
+                None => return Err(ProbeError::Closed),
+            };
+            if n == 0 {
+                return Err(ProbeError::Closed);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            match self.settle() {
+                Settled::Replies(0) => {}
+                Settled::Replies(_) => return Ok(()),
+                Settled::NotSalt => {
+                    // Alive, but not speaking Salt's framing: start afresh.
+                    self.close();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Reads what arrived since the last round without waiting; true if
+    /// the master closed the connection (or it failed).
+    fn take_buffered(&mut self) -> Result<bool, ProbeError> {
+        let Some(stream) = &self.stream else {
+            return Ok(false);
+        };
+        let mut chunk = [0u8; 1024];
+        loop {
+            match stream.try_read(&mut chunk) {
+                Ok(0) => return Ok(true),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return Ok(true),
+            }
+            if self.buf.len() > MAX_FRAME {
+                return Ok(true);
+            }
+        }
+        Ok(matches!(self.settle(), Settled::NotSalt))
+    }
+
+    /// Counts the complete replies in `buf` off what is owed.
+    fn settle(&mut self) -> Settled {
+        let mut replies = 0;
+        loop {
+            match saltreq::message_len(&self.buf) {
+                Ok(Some(len)) => {
+                    self.buf.drain(..len);
+                    self.owed = self.owed.saturating_sub(1);
+                    replies += 1;
+                }
+                Ok(None) if self.buf.len() > MAX_FRAME => return Settled::NotSalt,
+                Ok(None) => return Settled::Replies(replies),
+                Err(_) => return Settled::NotSalt,
+            }
+        }
+    }
+}
+
+/// What the bytes read from a ping connection were.
+enum Settled {
+    /// This many complete replies.
+    Replies(u32),
+    /// Not Salt's framing (e.g. TLS).
+    NotSalt,
 }
 
 /// Salt's clear `ping` request on a connected ret port. The master is
@@ -189,5 +330,110 @@ async fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), ProbeE
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ProbeError::Closed),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::net::TcpListener;
+
+    /// A ret port that answers each ping after `delay` on the connection it
+    /// came on; counts connections and replies it could not deliver.
+    async fn slow_master(delay: Duration) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (conns, lost) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (c, l) = (conns.clone(), lost.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let l = l.clone();
+                tokio::spawn(async move {
+                    let (mut rd, wr) = stream.into_split();
+                    let wr = Arc::new(tokio::sync::Mutex::new(wr));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 256];
+                    while let Ok(n) = rd.read(&mut chunk).await {
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Ok(Some(len)) = saltreq::message_len(&buf) {
+                            buf.drain(..len);
+                            let (wr, l) = (wr.clone(), l.clone());
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                let reply =
+                                    b"\x82\xa4head\x81\xa3mid\x01\xa4body\x81\xa3cmd\xa4ping";
+                                if wr.lock().await.write_all(reply).await.is_err() {
+                                    l.fetch_add(1, Ordering::SeqCst);
+                                }
+                            });
+                        }
+                    }
+                });
+            }
+        });
+        (port, conns, lost)
+    }
+
+    #[tokio::test]
+    async fn a_late_reply_finds_its_connection_open_and_clears_the_next_round() {
+        let (port, conns, lost) = slow_master(Duration::from_millis(400)).await;
+        let addrs = [IpAddr::from(Ipv4Addr::LOCALHOST)];
+        let mut line = PingLine::default();
+        let limit = Duration::from_millis(150);
+        for _ in 0..2 {
+            let r = line.ping(&addrs, port, limit).await;
+            assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
+        }
+        // The two late replies arrive while this round waits for its own.
+        line.ping(&addrs, port, Duration::from_secs(2))
+            .await
+            .expect("a late reply proves the master alive");
+        // Its own reply is still owed: the connection stays until it comes.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        line.ping(&addrs, port, Duration::from_secs(2))
+            .await
+            .expect("answered");
+        assert_eq!(
+            conns.load(Ordering::SeqCst),
+            1,
+            "one connection for every round"
+        );
+        line.close();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            lost.load(Ordering::SeqCst),
+            0,
+            "no reply found its connection gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_port_is_unanswered_and_a_prompt_one_is_closed_after_its_reply() {
+        let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let port = silent.local_addr().expect("addr").port();
+        let addrs = [IpAddr::from(Ipv4Addr::LOCALHOST)];
+        let mut line = PingLine::default();
+        let r = line.ping(&addrs, port, Duration::from_millis(200)).await;
+        assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
+        let (port, conns, _) = slow_master(Duration::ZERO).await;
+        let mut line = PingLine::default();
+        for _ in 0..3 {
+            line.ping(&addrs, port, Duration::from_secs(2))
+                .await
+                .expect("answered");
+            assert!(line.stream.is_none(), "nothing owed: closed");
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 3);
     }
 }
