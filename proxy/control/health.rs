@@ -15,7 +15,7 @@
 //! also scans its master's ret sessions ([`Answers`]): a minion request
 //! left unanswered past the bound makes the master *suspect*, and it is
 //! re-probed at once with Salt's clear `ping` request on the ret port
-//! (`probe::ping`), which a live master answers at once even while it is
+//! (`probe::PingLine`), which a live master answers at once even while it is
 //! slow over a job. No answer: the suspicion is *confirmed* and the master
 //! is down at once (two independent signals, so `fall` is not waited for);
 //! it then stays on `ping` probes until one is answered (a frozen master

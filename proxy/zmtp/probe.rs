@@ -3,13 +3,14 @@
 //! `tcp`: a connect. `zmtp`: read the master's 10-byte signature, answer a
 //! NULL-mechanism greeting, read its greeting and READY, check the socket
 //! type (PUB on publish, ROUTER on ret), send our READY and close — a complete
-//! handshake, so the master logs nothing. [`ping`] (the re-probe of a
-//! tcp-transport master suspected hung, see `control::health`): connect to
-//! the ret port, send Salt's clear `ping` request and read the reply, which a
-//! live master sends at once and a hung one never does (any reaction of
-//! the master counts: only silence fails it). The whole probe is
-//! bounded by one timeout and reads a bounded number of bytes. Hysteresis
-//! is `health`'s job.
+//! handshake, so the master logs nothing. `ping` (transport tcp; also the
+//! re-probe of a master suspected hung, see `control::health`): a connect on
+//! the publish port; on the ret port Salt's clear `ping` request, whose reply
+//! a live master sends at once and a hung one never does (any reaction of
+//! the master counts: only silence fails it). Its ret-port connection is kept
+//! by the master's health task while a reply is owed ([`PingLine`]). The
+//! whole probe is bounded by one timeout and reads a bounded number of
+//! bytes. Hysteresis is `health`'s job.
 
 use std::net::IpAddr;
 use std::time::Duration;
