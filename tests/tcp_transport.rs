@@ -210,14 +210,14 @@ async fn a_request_left_unanswered_by_a_hung_master_fails_it_over_within_3s() {
     sidecar.assert_no_panic();
 }
 
-/// The default probe for `transport: tcp` is Salt's `ping` on the ret port:
-/// an idle minion (no request pending) is failed over from a hung master
-/// within 3 s too (alive 1 s, fall 2), although its kernel accepts connects.
+/// With `probe: ping` (Salt's clear `ping` on the ret port), an idle minion
+/// (no request pending) is failed over from a hung master within 3 s too
+/// (alive 1 s, fall 2), although its kernel accepts connects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ping_probe_sees_an_idle_hung_master_within_3s() {
     let net = 177;
     let (mut a, _b) = (Master::start("A", net, 2), Master::start("B", net, 3));
-    let sidecar = Sidecar::start(&config(net, "master_alive_interval: 1", ""));
+    let sidecar = Sidecar::start(&config(net, "master_alive_interval: 1", "probe: ping"));
     let ret = addr(net, 1, 4506);
     until_answered_by(ret, "A", Instant::now()).await;
     let stopped = a.freeze();

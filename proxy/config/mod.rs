@@ -49,7 +49,7 @@ pub enum ProbeKind {
     Zmtp,
     /// A plain TCP connect (transport tcp: a ZMTP greeting would make it log a traceback).
     Tcp,
-    /// Transport tcp (the default there): a connect on the publish port and
+    /// Transport tcp, opt-in: a connect on the publish port and
     /// Salt's clear `ping` request on the ret port, which a live master
     /// answers at once and a hung one (whose kernel still accepts) never does.
     Ping,

@@ -104,7 +104,7 @@ def sidecar_config(transport: str = "zeromq", alive: int = 1, reauth: int = 0,
                    mid: str = MINION, listen: str = "127.0.0.1", admin: str = ADMIN,
                    shuffle: bool = False, drain_timeout: str = "60s") -> Dict[str, Any]:
     """The sidecar config of the labs (the brief's): both masters, alive 1 s,
-    no reconnect jitter, connect_timeout 1 s; probe ping for transport tcp."""
+    no reconnect jitter, connect_timeout 1 s; probe tcp for transport tcp."""
     cfg: Dict[str, Any] = {
         "master": list(masters),
         "master_type": "failover",
@@ -119,7 +119,7 @@ def sidecar_config(transport: str = "zeromq", alive: int = 1, reauth: int = 0,
         cfg["transport"] = "tcp"
     cfg["sidecar"] = {"listen": listen, "admin": admin, "admin_socket": admin_socket(listen),
                       "connect_timeout": "1s",
-                      "drain_timeout": drain_timeout, "probe": "ping" if transport == "tcp" else "zmtp"}
+                      "drain_timeout": drain_timeout, "probe": "tcp" if transport == "tcp" else "zmtp"}
     return cfg
 
 
