@@ -156,6 +156,27 @@ impl MoveHow {
     }
 }
 
+/// How a passive suspicion of a master ended (the `outcome` label of
+/// `passive_suspicions_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuspicionOutcome {
+    /// The re-probe got no answer either: the master is down.
+    Confirmed,
+    /// The re-probe was answered: slow, not hung; no failover.
+    Cleared,
+}
+
+impl SuspicionOutcome {
+    pub const ALL: [SuspicionOutcome; 2] = [SuspicionOutcome::Confirmed, SuspicionOutcome::Cleared];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspicionOutcome::Confirmed => "confirmed",
+            SuspicionOutcome::Cleared => "cleared",
+        }
+    }
+}
+
 /// Every family, by name without the `salt_sidecar_` prefix.
 pub struct Metrics {
     pub registry: Registry,
@@ -172,6 +193,7 @@ pub struct Metrics {
     pub sessions_total: IntCounterVec,
     pub bytes_total: IntCounterVec,
     pub session_moves_total: IntCounterVec,
+    pub passive_suspicions_total: IntCounterVec,
     pub upstream_connect_duration_seconds: HistogramVec,
     pub upstream_connect_errors_total: IntCounterVec,
     pub dns_resolutions_total: IntCounterVec,
@@ -280,6 +302,12 @@ impl Metrics {
                  (preserved: the minion saw no disconnect) or closed (reset).",
                 &["port", "how"],
             )?,
+            passive_suspicions_total: counter(
+                "passive_suspicions_total",
+                "Masters suspected hung because a ret request went unanswered past \
+                 sidecar.ret_answer_timeout (transport tcp), by the re-probe's verdict.",
+                &["master", "outcome"],
+            )?,
             upstream_connect_duration_seconds: histogram(
                 "upstream_connect_duration_seconds",
                 "Time to connect to a master for a minion session.",
@@ -370,6 +398,10 @@ impl Metrics {
             self.master_active.with_label_values(&[master]);
             self.upstream_connect_duration_seconds
                 .with_label_values(&[master]);
+            for outcome in SuspicionOutcome::ALL {
+                self.passive_suspicions_total
+                    .with_label_values(&[master, outcome.as_str()]);
+            }
             for kind in ConnectErrorKind::ALL {
                 self.upstream_connect_errors_total
                     .with_label_values(&[master, kind.as_str()]);

@@ -444,3 +444,35 @@ fn convert_minion_config_prints_a_config_that_loads_and_the_minion_change() {
         "{stderr}"
     );
 }
+
+/// `sidecar.ret_answer_timeout`: one alive interval (at least 1 s) by
+/// default with `transport: tcp`, as written when given, off with `0` and
+/// always off for transport zeromq (whose `zmtp` probe sees a hung master).
+#[test]
+fn the_ret_answer_timeout_defaults_to_one_alive_interval_for_transport_tcp() {
+    let parse = |text: &str| config::parse(Path::new("t.yaml"), text).expect("valid");
+    let tcp = "master: [a, b]\ntransport: tcp\n";
+    let with = |extra: &str| parse(&format!("{tcp}{extra}")).sidecar.ret_answer_timeout;
+    assert_eq!(
+        with("master_alive_interval: 5\n"),
+        Some(Duration::from_secs(5))
+    );
+    assert_eq!(
+        with(""),
+        Some(Duration::from_secs(30)),
+        "Salt's alive default"
+    );
+    assert_eq!(
+        with("sidecar:\n  ret_answer_timeout: 1500ms\n"),
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(with("sidecar:\n  ret_answer_timeout: 0\n"), None);
+    let c = parse("master: [a, b]\nmaster_alive_interval: 5\n");
+    assert_eq!(c.sidecar.ret_answer_timeout, None, "transport zeromq");
+    let c = parse(&format!("{tcp}sidecar:\n  probe: tcp\n"));
+    assert_eq!(
+        (c.sidecar.probe, c.sidecar.ret_answer_timeout),
+        (ProbeKind::Tcp, Some(Duration::from_secs(30))),
+        "a plain connect probe still gets the passive check"
+    );
+}

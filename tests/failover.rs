@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use salt_sidecar::standin::{StandinError, ZmtpClient};
 use salt_sidecar::zmtp::SocketType;
-use support::{addr, ask, config, master, until_answered_by, Sidecar};
+use support::{addr, ask, config, master, until_answered_by, Sidecar, Yaml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -366,11 +366,14 @@ async fn tcp_probe_mode_forwards_plain_tcp() {
     }
     let a = echo(net, 2, "A").await;
     let _b = echo(net, 3, "B").await;
-    let sidecar = Sidecar::start(&config(
-        net,
-        &["127.0.16.2", "127.0.16.3"],
-        "master_alive_interval: 1\nrandom_reauth_delay: 0\ntransport: tcp",
-    ));
+    // Echo servers, not Salt: a plain connect probe.
+    let sidecar = Sidecar::start(
+        &Yaml::new("127.0.16.1", &["127.0.16.2", "127.0.16.3"])
+            .minion("master_alive_interval: 1\nrandom_reauth_delay: 0\ntransport: tcp")
+            .sidecar("drain_timeout", "3s")
+            .sidecar("probe", "tcp")
+            .build(),
+    );
     sidecar
         .log
         .wait_for_async(&["salt-sidecar starting", "probe=\"tcp\""], T)
@@ -430,11 +433,16 @@ async fn half_close_is_passed_on_and_the_reply_still_arrives() {
             }
         });
     }
-    let sidecar = Sidecar::start(&config(
-        net,
-        &["127.0.17.2"],
-        "master_alive_interval: 1\ntransport: tcp",
-    ));
+    // Not Salt (it answers only after EOF): a plain connect probe, no
+    // passive check.
+    let sidecar = Sidecar::start(
+        &Yaml::new("127.0.17.1", &["127.0.17.2"])
+            .minion("master_alive_interval: 1\ntransport: tcp")
+            .sidecar("drain_timeout", "3s")
+            .sidecar("probe", "tcp")
+            .sidecar("ret_answer_timeout", "0")
+            .build(),
+    );
     sidecar
         .log
         .wait_for_async(&["selected master"], Duration::from_secs(5))

@@ -51,6 +51,9 @@ const FAMILIES: &[(&str, &str)] = &[
     // exhaustion and the connections refused over a cap.
     ("salt_sidecar_resource_errors_total", "counter"),
     ("salt_sidecar_connections_refused_total", "counter"),
+    // Issue 12.3: transport tcp, a ret request unanswered past
+    // `sidecar.ret_answer_timeout`, by the `ping` re-probe's verdict.
+    ("salt_sidecar_passive_suspicions_total", "counter"),
 ];
 
 fn repo(path: &str) -> PathBuf {

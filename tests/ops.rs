@@ -138,7 +138,7 @@ fn the_static_binary_resolves_master_names_without_nss() {
     std::fs::write(
         &config,
         "master: salt-a.ops.test\nmaster_alive_interval: 1\nid: ops\ntransport: tcp\n\
-         sidecar:\n  listen: 127.0.0.1\n  admin: 127.0.0.1:9464\n  connect_timeout: 500ms\n  drain_timeout: 1s\n",
+         sidecar:\n  listen: 127.0.0.1\n  admin: 127.0.0.1:9464\n  connect_timeout: 500ms\n  drain_timeout: 1s\n  probe: tcp\n",
     )
     .expect("write config");
     let yaml = std::fs::read_to_string(&config).expect("read config");

@@ -125,6 +125,7 @@ fn yaml_scalar() -> impl Strategy<Value = String> {
         Just("str".to_string()),
         Just("zmtp".to_string()),
         Just("tcp".to_string()),
+        Just("ping".to_string()),
         Just("zeromq".to_string()),
         Just("127.0.0.1".to_string()),
         Just("127.0.0.1:4506".to_string()),
@@ -186,6 +187,7 @@ const SIDECAR_KEYS: &[&str] = &[
     "fall",
     "connect_timeout",
     "drain_timeout",
+    "ret_answer_timeout",
     "bogus",
 ];
 

@@ -34,6 +34,9 @@ pub const DEFAULT_PUBLISH_PORT: u16 = 4505;
 pub const DEFAULT_RET_PORT: u16 = 4506;
 /// Used when `master_alive_interval` is missing (Salt would then never check).
 pub const DEFAULT_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Lower bound of the default `sidecar.ret_answer_timeout` (one alive
+/// interval, but never less than this).
+pub const MIN_DEFAULT_RET_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Salt's default `random_reauth_delay`.
 pub const DEFAULT_RANDOM_REAUTH_DELAY: Duration = Duration::from_secs(10);
 /// Default admin endpoint.
@@ -46,6 +49,10 @@ pub enum ProbeKind {
     Zmtp,
     /// A plain TCP connect (transport tcp: a ZMTP greeting would make it log a traceback).
     Tcp,
+    /// Transport tcp, opt-in: a connect on the publish port and
+    /// Salt's clear `ping` request on the ret port, which a live master
+    /// answers at once and a hung one (whose kernel still accepts) never does.
+    Ping,
 }
 
 impl ProbeKind {
@@ -53,6 +60,7 @@ impl ProbeKind {
         match self {
             ProbeKind::Zmtp => "zmtp",
             ProbeKind::Tcp => "tcp",
+            ProbeKind::Ping => "ping",
         }
     }
 }
@@ -141,6 +149,11 @@ pub struct SidecarConfig {
     pub fall: u32,
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
+    /// `sidecar.ret_answer_timeout`: how long a minion's request on a ret
+    /// session may go unanswered before its master is suspected and
+    /// re-probed (passive hung-master detection, `transport: tcp` only);
+    /// `None` when off (transport zeromq, or set to 0).
+    pub ret_answer_timeout: Option<Duration>,
     /// ZeroMQ sessions move to the new master on a switch instead of being
     /// cut (default true; `false` restores the 0.1 behaviour, a reset).
     pub move_sessions: bool,

@@ -38,6 +38,7 @@ impl Tunables {
                 timeout: sc.connect_timeout,
                 rise: sc.rise,
                 fall: sc.fall,
+                ret_answer_timeout: sc.ret_answer_timeout,
             },
             policy: Policy {
                 failback: c.failback,
@@ -67,6 +68,9 @@ pub struct HealthSettings {
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// `sidecar.ret_answer_timeout`: a ret request unanswered this long makes
+    /// its master suspect (transport tcp; `None`: off).
+    pub ret_answer_timeout: Option<Duration>,
 }
 
 /// Policy knobs, from the config.

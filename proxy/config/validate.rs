@@ -52,6 +52,7 @@ impl RawConfig {
         )?;
         let mut sidecar = self.sidecar.map(|s| s.value).unwrap_or_default();
         let srv_raw = sidecar.master_srv.take();
+        let answer_raw = sidecar.ret_answer_timeout.take();
         let (source, locations) = match (self.master, srv_raw) {
             (Some(_), Some(srv)) => {
                 return Err(cx.err(
@@ -95,6 +96,15 @@ impl RawConfig {
         let transport_probe = transport_probe(&cx, self.transport.as_ref())?;
 
         let sidecar = sidecar.validate(&cx, publish_port, ret_port, transport_probe)?;
+        let sidecar = SidecarConfig {
+            ret_answer_timeout: ret_answer_timeout(
+                &cx,
+                answer_raw.as_ref(),
+                transport_probe,
+                alive_interval,
+            )?,
+            ..sidecar
+        };
         no_self_loop(&cx, config_masters(&source), &locations, &sidecar)?;
 
         Ok(Config {
@@ -412,6 +422,39 @@ fn minion_id(cx: &Ctx<'_>, raw: Option<&Spanned<String>>) -> Result<String, Conf
     })
 }
 
+/// `sidecar.ret_answer_timeout`: passive hung-master detection on ret
+/// sessions, for `transport: tcp` only (a ZeroMQ master is watched by the
+/// `zmtp` probe, which a hung master cannot answer). Default: one alive
+/// interval, at least [`MIN_DEFAULT_RET_ANSWER_TIMEOUT`]; `0` turns it off.
+fn ret_answer_timeout(
+    cx: &Ctx<'_>,
+    raw: Option<&Spanned<DurationValue>>,
+    transport_probe: Option<ProbeKind>,
+    alive_interval: Duration,
+) -> Result<Option<Duration>, ConfigError> {
+    let key = "sidecar.ret_answer_timeout";
+    let tcp = transport_probe == Some(ProbeKind::Tcp);
+    match raw {
+        None if tcp => Ok(Some(alive_interval.max(MIN_DEFAULT_RET_ANSWER_TIMEOUT))),
+        None => Ok(None),
+        Some(s) if s.value.0.is_zero() => Ok(None),
+        Some(s) if !tcp => Err(cx.err(
+            loc(s),
+            key,
+            "applies only with `transport: tcp` (a ZeroMQ master is watched by `probe: zmtp`); add `transport: tcp` or drop the key",
+        )),
+        Some(_) => duration_or(
+            cx,
+            raw,
+            key,
+            Duration::ZERO,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )
+        .map(Some),
+    }
+}
+
 /// `transport:`: the probe it implies, if given.
 fn transport_probe(
     cx: &Ctx<'_>,
@@ -476,6 +519,8 @@ impl RawSidecar {
             fall,
             connect_timeout,
             drain_timeout,
+            // Needs the alive interval and the transport: set by the caller.
+            ret_answer_timeout: None,
             move_sessions: self.move_sessions.as_ref().is_none_or(|s| s.value),
             listen_allow_remote,
             max_sessions: self.max_sessions(cx)?,
@@ -653,10 +698,14 @@ impl RawSidecar {
                 let p = match s.value.trim() {
                 "zmtp" => ProbeKind::Zmtp,
                 "tcp" => ProbeKind::Tcp,
-                other => return Err(cx.err(loc(s), "sidecar.probe", format!("{} is not a probe; expected `zmtp` (transport zeromq) or `tcp` (transport tcp)", quoted(other)))),
+                "ping" => ProbeKind::Ping,
+                other => return Err(cx.err(loc(s), "sidecar.probe", format!("{} is not a probe; expected `zmtp` (transport zeromq), `ping` or `tcp` (transport tcp)", quoted(other)))),
             };
                 if t == Some(ProbeKind::Tcp) && p == ProbeKind::Zmtp {
-                    return Err(cx.err(loc(s), "sidecar.probe", "`zmtp` contradicts `transport: tcp`: a tcp-transport master does not speak ZMTP (and logs a traceback for every probe); use `probe: tcp`"));
+                    return Err(cx.err(loc(s), "sidecar.probe", "`zmtp` contradicts `transport: tcp`: a tcp-transport master does not speak ZMTP (and logs a traceback for every probe); use `probe: ping` (or `tcp`)"));
+                }
+                if t != Some(ProbeKind::Tcp) && p == ProbeKind::Ping {
+                    return Err(cx.err(loc(s), "sidecar.probe", "`ping` sends Salt's tcp-transport request, which needs `transport: tcp` (a ZeroMQ master would never answer it); add `transport: tcp`, or use `probe: zmtp`"));
                 }
                 p
             }

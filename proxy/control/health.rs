@@ -8,6 +8,19 @@
 //! Forwarding calls [`HealthHandle::suspect`] when a connect to the master is
 //! refused or times out (counted as a failed check, then an immediate
 //! re-probe) and [`HealthHandle::reprobe`] when a live session is cut.
+//!
+//! **Passive detection (transport tcp).** A frozen tcp-transport master's
+//! kernel still completes the connect of a `tcp` probe, so the probes alone
+//! never see it hang. With `sidecar.ret_answer_timeout` the health task
+//! also scans its master's ret sessions ([`Answers`]): a minion request
+//! left unanswered past the bound makes the master *suspect*, and it is
+//! re-probed at once with Salt's clear `ping` request on the ret port
+//! (`probe::PingLine`), which a live master answers at once even while it is
+//! slow over a job. No answer: the suspicion is *confirmed* and the master
+//! is down at once (two independent signals, so `fall` is not waited for);
+//! it then stays on `ping` probes until one is answered (a frozen master
+//! still accepts connects). Answered: *cleared*, no failover. One log line
+//! and one `passive_suspicions_total{outcome}` count per suspicion.
 //! This module never chooses a master.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,11 +34,13 @@ use tracing::{debug, info, warn};
 
 use crate::config::master::{Host, MasterId, MasterSpec, Port};
 use crate::config::settings::{HealthSettings, Tunables};
+use crate::config::ProbeKind;
+use crate::control::answers::Answers;
 use crate::control::hysteresis::Hysteresis;
 use crate::control::liveness::Liveness;
 use crate::control::resolve::Addresses;
 use crate::limits::Op;
-use crate::metrics::{CheckResult, Metrics};
+use crate::metrics::{CheckResult, Metrics, SuspicionOutcome};
 use crate::zmtp::probe::{self, ProbeError};
 
 /// How soon a probe skipped for the sidecar's own exhaustion is tried again.
@@ -56,6 +71,8 @@ pub struct HealthHandle {
     wake: Notify,
     suspect: AtomicBool,
     status: Mutex<ProbeStatus>,
+    /// The request clocks of this master's ret sessions (transport tcp).
+    pub answers: Answers,
 }
 
 // === impl HealthHandle ===
@@ -98,6 +115,8 @@ pub struct Watch {
     pub metrics: Arc<Metrics>,
     /// Ticked after every probe round (the systemd watchdog reads it).
     pub liveness: Arc<Liveness>,
+    /// The `ping` probes' connection to the ret port (transport tcp).
+    pub ping_line: probe::PingLine,
 }
 
 // === impl Watch ===
@@ -110,6 +129,11 @@ impl Watch {
         let mut hyst = Hysteresis::resume(settings.rise, settings.fall, self.handle.status().up);
         let mut rng = fastrand::Rng::new();
         let mut resolver_alive = matches!(self.master.host, Host::Name(_));
+        // A ret request waited this long (a suspicion to settle this round).
+        let mut suspicion: Option<std::time::Duration> = None;
+        // Confirmed hung: the ret port is probed with `ping` until it answers.
+        let mut hung = false;
+        let handle = self.handle.clone();
         if resolver_alive && self.addrs.borrow().is_empty() {
             // A DNS name not resolved yet: give the first lookup up to one probe
             // timeout, so the master is not called down before it had an address
@@ -136,8 +160,25 @@ impl Watch {
             // no resolver, so its channel is closed from the start). A round
             // the sidecar could not probe (its own exhaustion) is no verdict:
             // tried again soon.
-            let next = match self.probe_both(&settings).await {
+            let round = self
+                .probe_both(&settings, hung || suspicion.is_some())
+                .await;
+            if let (Some(waited), Some((ok, detail))) = (suspicion.take(), &round) {
+                self.settle(waited, *ok, detail);
+                if !ok {
+                    hung = true;
+                    if let Some(up) = hyst.force(false) {
+                        let why = format!(
+                            "a minion request went unanswered for {:.1} s; {detail}",
+                            waited.as_secs_f64()
+                        );
+                        self.report(up, why).await;
+                    }
+                }
+            }
+            let next = match round {
                 Some((ok, detail)) => {
+                    hung &= !ok;
                     if let Some(up) = hyst.observe(ok) {
                         self.report(up, detail).await;
                     }
@@ -150,6 +191,7 @@ impl Watch {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep_until(next) => {}
                 _ = self.handle.wake.notified() => {}
+                waited = overdue(&handle, settings.ret_answer_timeout) => suspicion = Some(waited),
                 changed = self.addrs.changed(), if resolver_alive => resolver_alive = changed.is_ok(),
                 changed = self.tunables.changed() => {
                     // A reload: new timing or thresholds apply from this probe on.
@@ -166,7 +208,13 @@ impl Watch {
     /// Probes both ports at once, counts the results and records them in
     /// the handle; returns whether both passed, and why not — or `None` when
     /// the sidecar itself ran out of descriptors or memory (no verdict).
-    async fn probe_both(&mut self, settings: &HealthSettings) -> Option<(bool, String)> {
+    /// `ping`: the ret port gets Salt's `ping` request (a suspected or
+    /// hung tcp-transport master), not the configured probe.
+    async fn probe_both(
+        &mut self,
+        settings: &HealthSettings,
+        ping: bool,
+    ) -> Option<(bool, String)> {
         let master = &self.master;
         let label = master.label.as_str();
         let current: Arc<[std::net::IpAddr]> = self.addrs.borrow_and_update().clone();
@@ -174,10 +222,16 @@ impl Watch {
         let probe = |tcp_port: u16, port: Port| {
             probe::probe(settings.kind, &current, tcp_port, port, settings.timeout)
         };
-        let (publish, ret) = tokio::join!(
-            probe(master.publish_port, Port::Publish),
-            probe(master.ret_port, Port::Ret),
-        );
+        let line = &mut self.ping_line;
+        let ret = async {
+            if ping || settings.kind == ProbeKind::Ping {
+                line.ping(&current, master.ret_port, settings.timeout).await
+            } else {
+                line.close();
+                probe(master.ret_port, Port::Ret).await
+            }
+        };
+        let (publish, ret) = tokio::join!(probe(master.publish_port, Port::Publish), ret);
         let elapsed = start.elapsed().as_secs_f64();
         // The sidecar's own exhaustion is no verdict on the master: counted
         // as a resource error, no check recorded, tried again soon.
@@ -223,6 +277,26 @@ impl Watch {
         Some((ok, detail))
     }
 
+    /// Counts and logs how a suspicion ended: the re-probe round `ok` or not.
+    fn settle(&self, waited: std::time::Duration, ok: bool, detail: &str) {
+        let label = self.master.label.as_str();
+        let outcome = if ok {
+            SuspicionOutcome::Cleared
+        } else {
+            SuspicionOutcome::Confirmed
+        };
+        self.metrics
+            .passive_suspicions_total
+            .with_label_values(&[label, outcome.as_str()])
+            .inc();
+        let waited = format!("{:.1}s", waited.as_secs_f64());
+        if ok {
+            info!(master = label, waited = %waited, "master suspected hung (a minion request unanswered), but it answers a ping: slow, not hung; staying");
+        } else {
+            warn!(master = label, waited = %waited, reason = %detail, "master suspected hung (a minion request unanswered) and it does not answer a ping either: hung");
+        }
+    }
+
     /// How long a health task may take between rounds before the watchdog
     /// calls it stalled: two intervals and a probe timeout.
     fn grace(settings: &HealthSettings) -> std::time::Duration {
@@ -239,6 +313,25 @@ impl Watch {
             detail,
         )
         .await;
+    }
+}
+
+/// Resolves when a request on one of `handle`'s ret sessions has waited
+/// longer than `bound` (with how long); never without a bound. Scans a few
+/// times per bound: detection comes at most a quarter bound late.
+async fn overdue(handle: &HealthHandle, bound: Option<std::time::Duration>) -> std::time::Duration {
+    let Some(bound) = bound else {
+        return std::future::pending().await;
+    };
+    let step = (bound / 4).clamp(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_secs(1),
+    );
+    loop {
+        tokio::time::sleep(step).await;
+        if let Some(waited) = handle.answers.overdue(bound) {
+            return waited;
+        }
     }
 }
 

@@ -46,6 +46,15 @@ impl Hysteresis {
         self.up
     }
 
+    /// Sets the state regardless of the thresholds (a verdict stronger than
+    /// one check); returns the new state if it flipped.
+    pub fn force(&mut self, up: bool) -> Option<bool> {
+        self.streak = 0;
+        let flipped = self.up != Some(up);
+        self.up = Some(up);
+        flipped.then_some(up)
+    }
+
     /// Records one check; returns the new state if it flipped.
     pub fn observe(&mut self, ok: bool) -> Option<bool> {
         match self.up {

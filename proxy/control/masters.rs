@@ -135,6 +135,7 @@ impl PlaneBuilder {
                 events: self.transitions.clone(),
                 metrics: self.metrics.clone(),
                 liveness: self.liveness.clone(),
+                ping_line: Default::default(),
             };
             self.tracker.spawn(watch.run(token.clone()));
         }

@@ -9,12 +9,15 @@
 //!   per-master tokens a switch fires to reset or drain sessions.
 //! - `supervisor`: drives `select` and carries out its actions; the only
 //!   writer of `route`, the routing decision forwarding reads.
+//! - `answers`: the ret sessions' unanswered-request clocks (transport
+//!   tcp), which the copy loop stamps and `health` scans.
 //! - `liveness`: the supervisor's and health tasks' ticks, which the
 //!   systemd watchdog reads.
 //!
 //! May import `config`, `clock`, `metrics`, `net`, `zmtp`; never `data`,
 //! `ops` or `commands` (a reload reaches it as a `supervisor::Command`).
 
+pub mod answers;
 pub mod health;
 pub mod hysteresis;
 pub mod liveness;

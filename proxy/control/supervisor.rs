@@ -382,6 +382,7 @@ mod tests {
                 timeout: second,
                 rise: 2,
                 fall: 2,
+                ret_answer_timeout: None,
             },
             policy: policy(),
             connect_timeout: second,

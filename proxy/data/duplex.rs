@@ -45,6 +45,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::master::Port;
+use crate::control::answers::AnswerClock;
 use crate::control::sessions::{SessionTokens, SwitchGate};
 use crate::zmtp::track::{Track, Tracks};
 
@@ -145,6 +146,9 @@ impl Drop for Carry {
 pub struct Control<'a> {
     pub port: Port,
     pub tokens: &'a SessionTokens,
+    /// A tcp-transport ret session's request clock (`control::answers`):
+    /// stamped once per read, minion bytes start it, master bytes stop it.
+    pub answers: Option<&'a AnswerClock>,
     /// The sidecar is stopping: drain as for a failback.
     pub shutdown: &'a CancellationToken,
     pub drain_timeout: Duration,
@@ -186,6 +190,7 @@ pub async fn run(
         activity: &activity,
         stop: Stop::No,
     };
+    (copy.up.answers, copy.down.answers) = (ctl.answers, ctl.answers);
     let reset = ctl.tokens.reset.cancelled();
     tokio::pin!(reset);
     // Copying, until the end, a reset, or a drain request; no timer is held.
@@ -561,6 +566,8 @@ struct Pump<'a> {
     slot: &'a AtomicU64,
     /// Follows the frames written (ZeroMQ sessions only).
     track: Option<&'a mut Track>,
+    /// The session's request clock (tcp-transport ret sessions only).
+    answers: Option<&'a AnswerClock>,
     /// Borrowed from the pool while `buf[pos..end]` waits to be written.
     buf: Option<Box<[u8]>>,
     pos: usize,
@@ -587,6 +594,7 @@ impl<'a> Pump<'a> {
             counter,
             slot,
             track,
+            answers: None,
             buf: None,
             pos: 0,
             end: 0,
@@ -694,6 +702,13 @@ impl<'a> Pump<'a> {
             }
             self.counter.inc_by(n as u64);
             activity.touch(self.slot);
+            if let Some(clock) = self.answers {
+                if to_master {
+                    clock.asked();
+                } else {
+                    clock.answered();
+                }
+            }
             (self.pos, self.end) = (0, n);
         }
     }
@@ -785,6 +800,7 @@ mod tests {
                 let ctl = Control {
                     port,
                     tokens: &tokens,
+                    answers: None,
                     shutdown: &shutdown,
                     drain_timeout: Duration::from_secs(10),
                     to_master: &up,
@@ -944,6 +960,7 @@ mod tests {
                 let ctl = Control {
                     port,
                     tokens: &tokens,
+                    answers: None,
                     shutdown: &shutdown,
                     drain_timeout: Duration::from_secs(10),
                     to_master: &up,

@@ -220,7 +220,16 @@ impl Forwarder {
             counters.active.inc();
             debug!(port = port.as_str(), %peer, master = label, "session open");
 
+            // A tcp-transport ret session stamps its requests' clock, which
+            // the master's health task scans for an unanswered one.
+            let answers = (port == Port::Ret
+                && self.tunables.borrow().health.ret_answer_timeout.is_some())
+            .then(|| plane.health.get(master.index()).map(|h| h.answers.clock()))
+            .flatten();
             if !early.is_empty() {
+                if let Some(clock) = &answers {
+                    clock.asked();
+                }
                 // What the minion sent while waiting goes first, in order.
                 if let Err(e) = upstream.write_all(&early).await {
                     counters.active.dec();
@@ -237,6 +246,7 @@ impl Forwarder {
             let ctl = duplex::Control {
                 port,
                 tokens: &tokens,
+                answers: answers.as_deref(),
                 // Shutdown of the sidecar drains like a failback does.
                 shutdown: &shutdown,
                 drain_timeout: self.tunables.borrow().drain_timeout,

@@ -3,8 +3,14 @@
 //! `tcp`: a connect. `zmtp`: read the master's 10-byte signature, answer a
 //! NULL-mechanism greeting, read its greeting and READY, check the socket
 //! type (PUB on publish, ROUTER on ret), send our READY and close — a complete
-//! handshake, so the master logs nothing. The whole probe is bounded by one
-//! timeout and reads a bounded number of bytes. Hysteresis is `health`'s job.
+//! handshake, so the master logs nothing. `ping` (transport tcp; also the
+//! re-probe of a master suspected hung, see `control::health`): a connect on
+//! the publish port; on the ret port Salt's clear `ping` request, whose reply
+//! a live master sends at once and a hung one never does (any reaction of
+//! the master counts: only silence fails it). Its ret-port connection is kept
+//! by the master's health task while a reply is owed ([`PingLine`]). The
+//! whole probe is bounded by one timeout and reads a bounded number of
+//! bytes. Hysteresis is `health`'s job.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -18,6 +24,7 @@ use crate::config::ProbeKind;
 use crate::limits::Resource;
 use crate::metrics::{CheckResult, ConnectErrorKind};
 use crate::net::{self, ConnectError};
+use crate::zmtp::saltreq;
 use crate::zmtp::{self, SocketType, ZmtpError};
 
 /// Largest frame we accept while waiting for READY.
@@ -36,6 +43,8 @@ pub enum ProbeError {
     Io(#[from] std::io::Error),
     #[error("not a ZeroMQ master: {0}")]
     Protocol(#[from] ZmtpError),
+    #[error("no answer to a `ping` request")]
+    Unanswered,
     /// The sidecar itself ran out (EMFILE, ...): no verdict on the master.
     #[error("not probed: {}", .0.describe())]
     Exhausted(Resource, #[source] std::io::Error),
@@ -51,7 +60,7 @@ impl ProbeError {
                 ConnectErrorKind::Unresolved => CheckResult::Unresolved,
                 ConnectErrorKind::Unreachable | ConnectErrorKind::Other => CheckResult::Other,
             },
-            ProbeError::Timeout => CheckResult::Timeout,
+            ProbeError::Timeout | ProbeError::Unanswered => CheckResult::Timeout,
             ProbeError::Closed | ProbeError::Io(_) => CheckResult::Reset,
             ProbeError::Protocol(_) => CheckResult::Protocol,
             // Never counted: health skips the check (see `exhausted`).
@@ -77,25 +86,211 @@ pub async fn probe(
     limit: Duration,
 ) -> Result<(), ProbeError> {
     let attempt = async {
-        let stream =
-            net::connect(addrs, tcp_port, limit)
-                .await
-                .map_err(|e| match e.exhaustion() {
-                    Some(r) => match e {
-                        ConnectError::Io { source, .. } => ProbeError::Exhausted(r, source),
-                        other => ProbeError::Connect(other),
-                    },
-                    None => ProbeError::Connect(e),
-                })?;
+        let stream = connect(addrs, tcp_port, limit).await?;
         match kind {
             ProbeKind::Tcp => Ok(()),
+            ProbeKind::Ping if port == Port::Publish => Ok(()),
+            ProbeKind::Ping => exchange_ping(stream).await,
             ProbeKind::Zmtp => handshake(stream, port).await,
         }
     };
     match timeout(limit, attempt).await {
         Ok(result) => result,
+        Err(_) if kind == ProbeKind::Ping && port == Port::Ret => Err(ProbeError::Unanswered),
         Err(_) => Err(ProbeError::Timeout),
     }
+}
+
+/// Connects to a master for a probe: the sidecar's own exhaustion is told
+/// apart from the master's failure.
+async fn connect(
+    addrs: &[IpAddr],
+    tcp_port: u16,
+    limit: Duration,
+) -> Result<TcpStream, ProbeError> {
+    net::connect(addrs, tcp_port, limit)
+        .await
+        .map_err(|e| match e.exhaustion() {
+            Some(r) => match e {
+                ConnectError::Io { source, .. } => ProbeError::Exhausted(r, source),
+                other => ProbeError::Connect(other),
+            },
+            None => ProbeError::Connect(e),
+        })
+}
+
+/// Pings without an answer after which a kept connection is given up
+/// (a master hung that long; it may log the replies it cannot send).
+const MAX_OWED: u32 = 16;
+
+/// One master's `ping` probes of its ret port, kept by its health task.
+///
+/// A ping that times out leaves its connection open until the master has
+/// answered every ping sent on it (later pings go on the same connection),
+/// then it is closed: a Salt master that is slow to answer (a 3008 master
+/// waits for its modules for a few seconds after it starts) never finds the
+/// connection gone when it replies, which it would log as an error with a
+/// traceback (`StreamClosedError`, "Task exception was never retrieved").
+/// One descriptor per master, as for any probe.
+#[derive(Debug, Default)]
+pub struct PingLine {
+    stream: Option<TcpStream>,
+    /// Bytes of replies read but not yet complete.
+    buf: Vec<u8>,
+    /// Pings sent on `stream` whose replies have not been read.
+    owed: u32,
+}
+
+impl PingLine {
+    /// Sends Salt's clear `ping` request to the ret port of the master at
+    /// `addrs` and waits for a reply, all within `limit`. The master is alive
+    /// if a reply (to this ping or an earlier one: it was written just now)
+    /// or any other bytes (e.g. a TLS alert: a master with Salt's `ssl:`)
+    /// arrive; a hung master's kernel accepts the connection and the request,
+    /// and nothing comes back: [`ProbeError::Unanswered`].
+    pub async fn ping(
+        &mut self,
+        addrs: &[IpAddr],
+        ret_port: u16,
+        limit: Duration,
+    ) -> Result<(), ProbeError> {
+        match timeout(limit, self.exchange(addrs, ret_port, limit)).await {
+            Ok(Ok(())) => {
+                if self.owed == 0 {
+                    self.close();
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.close();
+                Err(e)
+            }
+            Err(_) => {
+                // Cut short before a whole ping was sent, or owed too much.
+                if self.owed == 0 || self.owed >= MAX_OWED {
+                    self.close();
+                }
+                Err(ProbeError::Unanswered)
+            }
+        }
+    }
+
+    /// Closes the kept connection (nothing is owed, or it is given up).
+    pub fn close(&mut self) {
+        self.stream = None;
+        self.buf.clear();
+        self.owed = 0;
+    }
+
+    async fn exchange(
+        &mut self,
+        addrs: &[IpAddr],
+        ret_port: u16,
+        limit: Duration,
+    ) -> Result<(), ProbeError> {
+        // Replies that came in since the last round pay what is owed, but
+        // say nothing about now; a close means a fresh connection.
+        if self.take_buffered()? {
+            self.close();
+        }
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => self.stream.insert(connect(addrs, ret_port, limit).await?),
+        };
+        stream.write_all(saltreq::PING).await?;
+        self.owed += 1;
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = match &mut self.stream {
+                Some(stream) => stream.read(&mut chunk).await?,
+                None => return Err(ProbeError::Closed),
+            };
+            if n == 0 {
+                return Err(ProbeError::Closed);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            match self.settle() {
+                Settled::Replies(0) => {}
+                Settled::Replies(_) => return Ok(()),
+                Settled::NotSalt => {
+                    // Alive, but not speaking Salt's framing: start afresh.
+                    self.close();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Reads what arrived since the last round without waiting; true if
+    /// the master closed the connection (or it failed).
+    fn take_buffered(&mut self) -> Result<bool, ProbeError> {
+        let Some(stream) = &self.stream else {
+            return Ok(false);
+        };
+        let mut chunk = [0u8; 1024];
+        loop {
+            match stream.try_read(&mut chunk) {
+                Ok(0) => return Ok(true),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return Ok(true),
+            }
+            if self.buf.len() > MAX_FRAME {
+                return Ok(true);
+            }
+        }
+        Ok(matches!(self.settle(), Settled::NotSalt))
+    }
+
+    /// Counts the complete replies in `buf` off what is owed.
+    fn settle(&mut self) -> Settled {
+        let mut replies = 0;
+        loop {
+            match saltreq::message_len(&self.buf) {
+                Ok(Some(len)) => {
+                    self.buf.drain(..len);
+                    self.owed = self.owed.saturating_sub(1);
+                    replies += 1;
+                }
+                Ok(None) if self.buf.len() > MAX_FRAME => return Settled::NotSalt,
+                Ok(None) => return Settled::Replies(replies),
+                Err(_) => return Settled::NotSalt,
+            }
+        }
+    }
+}
+
+/// What the bytes read from a ping connection were.
+enum Settled {
+    /// This many complete replies.
+    Replies(u32),
+    /// Not Salt's framing (e.g. TLS).
+    NotSalt,
+}
+
+/// Salt's clear `ping` request on a connected ret port. The master is
+/// alive if it reacts at all: its reply (read to its end, so the master's
+/// write completes), other bytes (e.g. a TLS alert: a master with Salt's
+/// `ssl:`), or a close. Only silence fails it — a hung process's kernel
+/// accepts the connection and the request, and nothing comes back.
+async fn exchange_ping(mut stream: TcpStream) -> Result<(), ProbeError> {
+    stream.write_all(saltreq::PING).await?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        match saltreq::message_len(&buf) {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if buf.len() > MAX_FRAME => break,
+            Ok(None) => {}
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let _ = stream.shutdown().await;
+    Ok(())
 }
 
 /// The ZMTP 3 handshake as a peer of the master's socket.
@@ -136,5 +331,110 @@ async fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), ProbeE
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ProbeError::Closed),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::net::TcpListener;
+
+    /// A ret port that answers each ping after `delay` on the connection it
+    /// came on; counts connections and replies it could not deliver.
+    async fn slow_master(delay: Duration) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (conns, lost) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (c, l) = (conns.clone(), lost.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let l = l.clone();
+                tokio::spawn(async move {
+                    let (mut rd, wr) = stream.into_split();
+                    let wr = Arc::new(tokio::sync::Mutex::new(wr));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 256];
+                    while let Ok(n) = rd.read(&mut chunk).await {
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Ok(Some(len)) = saltreq::message_len(&buf) {
+                            buf.drain(..len);
+                            let (wr, l) = (wr.clone(), l.clone());
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                let reply =
+                                    b"\x82\xa4head\x81\xa3mid\x01\xa4body\x81\xa3cmd\xa4ping";
+                                if wr.lock().await.write_all(reply).await.is_err() {
+                                    l.fetch_add(1, Ordering::SeqCst);
+                                }
+                            });
+                        }
+                    }
+                });
+            }
+        });
+        (port, conns, lost)
+    }
+
+    #[tokio::test]
+    async fn a_late_reply_finds_its_connection_open_and_clears_the_next_round() {
+        let (port, conns, lost) = slow_master(Duration::from_millis(400)).await;
+        let addrs = [IpAddr::from(Ipv4Addr::LOCALHOST)];
+        let mut line = PingLine::default();
+        let limit = Duration::from_millis(150);
+        for _ in 0..2 {
+            let r = line.ping(&addrs, port, limit).await;
+            assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
+        }
+        // The two late replies arrive while this round waits for its own.
+        line.ping(&addrs, port, Duration::from_secs(2))
+            .await
+            .expect("a late reply proves the master alive");
+        // Its own reply is still owed: the connection stays until it comes.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        line.ping(&addrs, port, Duration::from_secs(2))
+            .await
+            .expect("answered");
+        assert_eq!(
+            conns.load(Ordering::SeqCst),
+            1,
+            "one connection for every round"
+        );
+        line.close();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            lost.load(Ordering::SeqCst),
+            0,
+            "no reply found its connection gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_port_is_unanswered_and_a_prompt_one_is_closed_after_its_reply() {
+        let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let port = silent.local_addr().expect("addr").port();
+        let addrs = [IpAddr::from(Ipv4Addr::LOCALHOST)];
+        let mut line = PingLine::default();
+        let r = line.ping(&addrs, port, Duration::from_millis(200)).await;
+        assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
+        let (port, conns, _) = slow_master(Duration::ZERO).await;
+        let mut line = PingLine::default();
+        for _ in 0..3 {
+            line.ping(&addrs, port, Duration::from_secs(2))
+                .await
+                .expect("answered");
+            assert!(line.stream.is_none(), "nothing owed: closed");
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 3);
     }
 }

@@ -1,0 +1,160 @@
+//! Unanswered requests on ret sessions: the passive half of hung-master
+//! detection for `transport: tcp` (`sidecar.ret_answer_timeout`).
+//!
+//! A tcp-transport ret session is request → reply. Its copy loop stamps an
+//! [`AnswerClock`]: the first minion→master bytes after the master last
+//! sent anything start the clock, any master→minion bytes stop it (one
+//! relaxed load or store per read, no allocation). Each master keeps a list
+//! of its sessions' clocks ([`Answers`]); its health task scans it and,
+//! when a request has waited longer than the bound, suspects the master
+//! and re-probes it (`health`). Byte-level on purpose: payload is never
+//! decoded on the copy path. No I/O, no logging.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// One ret session's request clock: since when a request has been waiting
+/// for the master's first byte back.
+#[derive(Debug)]
+pub struct AnswerClock {
+    start: Instant,
+    /// µs since `start` plus one when the oldest unanswered request's first
+    /// bytes were read; 0: nothing is waiting.
+    asked_us: AtomicU64,
+    /// The `asked_us` a suspicion was already raised for (one per wait).
+    suspected_us: AtomicU64,
+}
+
+impl AnswerClock {
+    fn new() -> Self {
+        AnswerClock {
+            start: Instant::now(),
+            asked_us: AtomicU64::new(0),
+            suspected_us: AtomicU64::new(0),
+        }
+    }
+
+    /// The minion sent bytes to the master: starts the clock unless a
+    /// request is already waiting (the oldest one counts).
+    #[inline]
+    pub fn asked(&self) {
+        if self.asked_us.load(Ordering::Relaxed) == 0 {
+            let us = self.start.elapsed().as_micros() as u64 + 1;
+            self.asked_us.store(us, Ordering::Relaxed);
+        }
+    }
+
+    /// The master sent bytes to the minion: nothing is waiting.
+    #[inline]
+    pub fn answered(&self) {
+        self.asked_us.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the oldest request has waited at `now`, if one is waiting
+    /// and no suspicion was raised for it yet; marks it suspected when it
+    /// has waited at least `bound`.
+    fn overdue(&self, now: Instant, bound: Duration) -> Option<Duration> {
+        let asked = self.asked_us.load(Ordering::Relaxed);
+        if asked == 0 || self.suspected_us.load(Ordering::Relaxed) == asked {
+            return None;
+        }
+        let since = self.start + Duration::from_micros(asked - 1);
+        let waited = now.saturating_duration_since(since);
+        if waited < bound {
+            return None;
+        }
+        self.suspected_us.store(asked, Ordering::Relaxed);
+        Some(waited)
+    }
+}
+
+/// The request clocks of one master's open ret sessions.
+#[derive(Debug, Default)]
+pub struct Answers {
+    clocks: Mutex<Vec<Weak<AnswerClock>>>,
+}
+
+impl Answers {
+    /// A clock for a new ret session; dropped with the session (the list
+    /// forgets it at the next scan).
+    pub fn clock(&self) -> Arc<AnswerClock> {
+        let clock = Arc::new(AnswerClock::new());
+        if let Ok(mut clocks) = self.clocks.lock() {
+            clocks.push(Arc::downgrade(&clock));
+        }
+        clock
+    }
+
+    /// The longest wait among requests that have waited at least `bound`
+    /// and were not suspected before (each is marked suspected); forgets
+    /// the clocks of closed sessions.
+    pub fn overdue(&self, bound: Duration) -> Option<Duration> {
+        let now = Instant::now();
+        let mut clocks = self.clocks.lock().ok()?;
+        let mut worst = None;
+        clocks.retain(|weak| match weak.upgrade() {
+            Some(clock) => {
+                if let Some(w) = clock.overdue(now, bound) {
+                    worst = worst.max(Some(w));
+                }
+                true
+            }
+            None => false,
+        });
+        worst
+    }
+
+    /// Sessions being watched (open ret sessions with a clock).
+    pub fn watched(&self) -> usize {
+        self.clocks
+            .lock()
+            .map(|c| c.iter().filter(|w| w.strong_count() > 0).count())
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waiting_past_the_bound_is_overdue_once() {
+        let answers = Answers::default();
+        let clock = answers.clock();
+        let bound = Duration::from_secs(2);
+        assert_eq!(answers.overdue(bound), None, "nothing asked yet");
+        clock.asked();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        clock.asked(); // more of the same request: the oldest bytes count
+        assert_eq!(answers.overdue(bound), None, "within the bound");
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let waited = answers.overdue(bound).expect("overdue");
+        assert!(waited >= Duration::from_millis(2500), "{waited:?}");
+        assert_eq!(answers.overdue(bound), None, "one suspicion per wait");
+        clock.answered();
+        clock.asked();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(
+            answers.overdue(bound).is_some(),
+            "a new wait is a new suspicion"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_stops_the_clock_and_closed_sessions_are_forgotten() {
+        let answers = Answers::default();
+        let clock = answers.clock();
+        clock.asked();
+        tokio::time::advance(Duration::from_millis(500)).await;
+        clock.answered();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(answers.overdue(Duration::from_secs(1)), None);
+        assert_eq!(answers.watched(), 1);
+        drop(clock);
+        assert_eq!(answers.overdue(Duration::from_secs(1)), None);
+        assert_eq!(answers.watched(), 0);
+    }
+}
