@@ -268,6 +268,13 @@ impl Activity {
         quiet && self.answered(port)
     }
 
+    /// How long nothing has moved either way.
+    fn quiet_for(&self) -> Duration {
+        let up = self.to_master_us.load(Ordering::Relaxed);
+        let down = self.to_minion_us.load(Ordering::Relaxed);
+        Duration::from_micros(self.now_us().saturating_sub(up.max(down)))
+    }
+
     /// On the ret port, the last bytes went to the minion: no request is
     /// waiting for its answer from this master. Always on the publish port.
     fn answered(&self, port: Port) -> bool {
@@ -414,6 +421,14 @@ impl Copy<'_> {
         loop {
             let now = Instant::now();
             if now >= deadline {
+                tracing::debug!(
+                    port = ctl.port.as_str(),
+                    idle = self.activity.is_idle(ctl.port),
+                    answered = self.activity.answered(ctl.port),
+                    quiet_ms = self.activity.quiet_for().as_millis() as u64,
+                    others_idle = ctl.tokens.gate.all_idle(),
+                    "graceful switch: drain timeout before the switch's sessions were all idle; moving now"
+                );
                 return self.stop_now(Cause::Switch, End::Drained).await;
             }
             if !first && self.stop == Stop::No {
@@ -646,7 +661,13 @@ impl<'a> Pump<'a> {
                         Poll::Ready(Ok(n)) => n,
                     };
                     if let Some(track) = self.track.as_deref_mut() {
+                        let before = track.data_seen();
                         track.feed(buf.get(self.pos..self.pos + n).unwrap_or_default());
+                        // A followed session is active when data passes,
+                        // not when ZMTP heartbeats do (see `read` below).
+                        if track.data_seen() != before {
+                            activity.touch(self.slot);
+                        }
                     }
                     self.pos += n;
                 }
@@ -701,7 +722,19 @@ impl<'a> Pump<'a> {
                 return Poll::Ready(Ok(Flow::Eof));
             }
             self.counter.inc_by(n as u64);
-            activity.touch(self.slot);
+            // Unfollowed (or no longer followable) bytes count as activity
+            // when read; a followed session's when they carry data (above):
+            // heartbeats (PING/PONG) both ways every few seconds would keep
+            // a minion that does nothing from ever being idle, and a PING
+            // from the master answered by the minion's PONG would look like
+            // a request waiting for its answer.
+            if self
+                .track
+                .as_deref()
+                .is_none_or(|t| t.unmovable().is_some() || !t.handshaken())
+            {
+                activity.touch(self.slot);
+            }
             if let Some(clock) = self.answers {
                 if to_master {
                     clock.asked();
@@ -1151,6 +1184,45 @@ mod tests {
             took >= IDLE_QUIET - Duration::from_millis(200)
                 && took < IDLE_QUIET + Duration::from_secs(2),
             "both moved {took:?} after the answer"
+        );
+    }
+
+    #[tokio::test]
+    async fn heartbeats_do_not_keep_a_session_from_moving() {
+        // ZMTP 3.1 PING (TTL 1 s) and PONG: command frames.
+        const PING: [u8; 9] = [0x04, 0x07, 0x04, b'P', b'I', b'N', b'G', 0x00, 0x0a];
+        const PONG: [u8; 7] = [0x04, 0x05, 0x04, b'P', b'O', b'N', b'G'];
+        let mut s = followed(Port::Ret).await;
+        s.tokens.drain.cancel();
+        let drained = Instant::now();
+        // The master pings, the minion pongs (its bytes last, as a request
+        // would be), every 500 ms: data never moves, so the session is
+        // idle after IDLE_QUIET and moves.
+        let end = loop {
+            s.master.write_all(&PING).await.expect("ping");
+            let mut got = [0u8; PING.len()];
+            s.minion.read_exact(&mut got).await.expect("ping through");
+            s.minion.write_all(&PONG).await.expect("pong");
+            let mut got = [0u8; PONG.len()];
+            s.master.read_exact(&mut got).await.expect("pong through");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if s.end.is_finished() {
+                break ended(s.end).await.0;
+            }
+            assert!(
+                drained.elapsed() < IDLE_QUIET + Duration::from_secs(3),
+                "heartbeats kept the session from moving"
+            );
+        };
+        assert!(
+            matches!(
+                end,
+                End::Move {
+                    cause: Cause::Switch,
+                    ..
+                }
+            ),
+            "{end:?}"
         );
     }
 }

@@ -102,6 +102,9 @@ pub struct Track {
     subs: Subscriptions,
     /// Why this stream can no longer be followed; `None` while it can.
     unmovable: Option<&'static str>,
+    /// Grows with every data frame started and every data body byte:
+    /// activity that is not ZMTP's own (PING/PONG heartbeats are commands).
+    data: u64,
 }
 
 // === impl Track ===
@@ -136,6 +139,7 @@ impl Track {
             socket_type: None,
             subs: Subscriptions::default(),
             unmovable: None,
+            data: 0,
         }
     }
 
@@ -205,6 +209,13 @@ impl Track {
     /// The minion's current subscriptions (SUB/XSUB only; empty otherwise).
     pub fn subscriptions(&self) -> &Subscriptions {
         &self.subs
+    }
+
+    /// A counter that grows when data (not a command such as a ZMTP
+    /// heartbeat) passes: compare two readings to tell whether a stretch of
+    /// bytes carried any. Frozen once the stream is unmovable.
+    pub fn data_seen(&self) -> u64 {
+        self.data
     }
 
     /// Follows `bytes`, the next bytes of the stream. Stops looking once the
@@ -292,6 +303,9 @@ impl Track {
             .unwrap_or(usize::MAX)
             .min(bytes.len());
         let (now, rest) = bytes.split_at(take);
+        if !self.is_command() {
+            self.data += take as u64;
+        }
         if self.keep == Keep::Capture {
             self.scratch.extend_from_slice(now);
         }
@@ -311,6 +325,9 @@ impl Track {
         self.keep = Keep::Skip;
         self.scratch.clear();
         let command = self.is_command();
+        if !command {
+            self.data += 1;
+        }
         if command && self.flags & FLAG_MORE != 0 {
             return self.give_up("command frame with MORE");
         }
@@ -600,6 +617,23 @@ mod tests {
             assert!(ready.ends_with(b"Identity\x00\x00\x00\x04abcd"));
             assert!(t.subscriptions().is_empty(), "a DEALER has none");
         }
+    }
+
+    #[test]
+    fn heartbeats_are_not_data() {
+        let (stream, boundaries) = dealer_stream();
+        let mut t = Track::minion();
+        // Up to the end of the handshake (greeting and READY: commands).
+        t.feed(&stream[..boundaries[0]]);
+        let start = t.data_seen();
+        t.feed(&command(b"PING", b"\x00\x0a"));
+        t.feed(&command(b"PONG", b""));
+        assert_eq!(t.data_seen(), start, "PING/PONG moved the data counter");
+        t.feed(&encode_message(&[b""]));
+        let empty = t.data_seen();
+        assert!(empty > start, "an empty data frame is data");
+        t.feed(&encode_message(&[b"", b"return"]));
+        assert!(t.data_seen() > empty);
     }
 
     #[test]
