@@ -489,6 +489,47 @@ async fn until_published_by(
     }
 }
 
+/// Three minion sessions to master A, each shown to be answered by A: an
+/// idle DEALER, a subscriber that got a tick, and a DEALER that will keep
+/// asking.
+struct ThreeSessions {
+    idle: ZmtpClient,
+    sub: ZmtpClient,
+    busy: ZmtpClient,
+}
+
+async fn three_sessions_to_a(net: u8, ret: SocketAddr) -> ThreeSessions {
+    let mut idle = ZmtpClient::connect(ret, SocketType::Dealer, T)
+        .await
+        .expect("idle");
+    assert_eq!(idle.request(b"1", T).await.expect("reply"), b"A:1");
+    let mut sub = ZmtpClient::connect(sidecar_addr(net, 4505), SocketType::Sub, T)
+        .await
+        .expect("sub");
+    assert!(sub.recv(T).await.expect("tick")[0].starts_with(b"A:"));
+    let mut busy = ZmtpClient::connect(ret, SocketType::Dealer, T)
+        .await
+        .expect("busy");
+    assert_eq!(busy.request(b"2", T).await.expect("reply"), b"A:2");
+    ThreeSessions { idle, sub, busy }
+}
+
+/// Blackholes host `i` for the sidecar (whose address there is `side_ip`):
+/// everything from it dropped on the host's input hook, silently.
+fn blackhole(lab: &Lab, i: usize, side_ip: IpAddr) {
+    lab.host(i).nft(&format!(
+        "table inet chaos {{\n chain in {{\n type filter hook input priority 0;\n ip saddr {side_ip} drop\n }}\n}}\n"
+    ));
+}
+
+/// The sidecar on net `net` switched once, for a failover, and never panicked.
+fn exactly_one_failover(net: u8, sidecar: &Sidecar) {
+    let s = switches(net);
+    assert_eq!(count(&s, "failover"), 1, "{s:?}");
+    assert_eq!(count(&s, "failback"), 0, "{s:?}");
+    sidecar.assert_no_panic();
+}
+
 /// A session that watches for its own end: `recv` until an error.
 fn watch_end(mut client: ZmtpClient) -> tokio::task::JoinHandle<Instant> {
     tokio::spawn(async move {
@@ -539,18 +580,8 @@ fn blackhole_fails_over_within_the_bound_and_moves_every_session_to_b() {
     };
     let (net, side_ip, lab) = (ab.lab.net, ab.side_ip, &ab.lab);
     ab.run("master_alive_interval: 1\nrandom_reauth_delay: 0\nmaster_failback: false", |Front { sidecar, b, ret }| async move {
-        let mut idle = ZmtpClient::connect(ret, SocketType::Dealer, T).await.expect("idle");
-        assert_eq!(idle.request(b"1", T).await.expect("reply"), b"A:1");
-        let mut sub = ZmtpClient::connect(sidecar_addr(net, 4505), SocketType::Sub, T)
-            .await
-            .expect("sub");
-        assert!(sub.recv(T).await.expect("tick")[0].starts_with(b"A:"));
-        let mut busy = ZmtpClient::connect(ret, SocketType::Dealer, T).await.expect("busy");
-        assert_eq!(busy.request(b"2", T).await.expect("reply"), b"A:2");
-
-        lab.host(0).nft(&format!(
-            "table inet chaos {{\n chain in {{\n type filter hook input priority 0;\n ip saddr {side_ip} drop\n }}\n}}\n"
-        ));
+        let ThreeSessions { mut idle, mut sub, mut busy } = three_sessions_to_a(net, ret).await;
+        blackhole(lab, 0, side_ip);
         let fault = Instant::now();
         // The busy session keeps asking through the fault: its request to A
         // is lost in the blackhole, the next one after the move is B's.
@@ -579,9 +610,7 @@ fn blackhole_fails_over_within_the_bound_and_moves_every_session_to_b() {
         assert!(moves(net, "publish", "preserved") >= 1, "publish session not counted as moved");
         let resets: Vec<String> = sidecar.log.lines().into_iter().filter(|l| l.contains("reset") || l.contains("session closed")).collect();
         assert_eq!(moves(net, "ret", "reset") + moves(net, "publish", "reset"), 0, "a session was reset:\n{}", resets.join("\n"));
-        let s = switches(net);
-        assert_eq!(count(&s, "failover"), 1, "{s:?}");
-        sidecar.assert_no_panic();
+        exactly_one_failover(net, &sidecar);
         drop(b);
     });
 }
@@ -597,16 +626,8 @@ fn blackhole_with_moves_off_closes_every_session_to_the_master() {
     let (net, side_ip, lab) = (ab.lab.net, ab.side_ip, &ab.lab);
     ab.run_with("master_alive_interval: 1\nrandom_reauth_delay: 0\nmaster_failback: false", Sessions::Reset, |Front { sidecar, b, ret }| async move {
         // Three sessions to A: idle, receiving ticks, and sending requests.
-        let mut idle = ZmtpClient::connect(ret, SocketType::Dealer, T).await.expect("idle");
-        assert_eq!(idle.request(b"1", T).await.expect("reply"), b"A:1");
-        let idle_end = watch_end(idle);
-        let mut sub = ZmtpClient::connect(sidecar_addr(net, 4505), SocketType::Sub, T)
-            .await
-            .expect("sub");
-        assert!(sub.recv(T).await.expect("tick")[0].starts_with(b"A:"));
-        let sub_end = watch_end(sub);
-        let mut busy = ZmtpClient::connect(ret, SocketType::Dealer, T).await.expect("busy");
-        assert_eq!(busy.request(b"2", T).await.expect("reply"), b"A:2");
+        let ThreeSessions { idle, sub, mut busy } = three_sessions_to_a(net, ret).await;
+        let (idle_end, sub_end) = (watch_end(idle), watch_end(sub));
         let busy_end = tokio::spawn(async move {
             loop {
                 if busy.request(b"3", Duration::from_secs(120)).await.is_err() {
@@ -616,10 +637,7 @@ fn blackhole_with_moves_off_closes_every_session_to_the_master() {
             }
         });
 
-        // Blackhole: A's host drops everything from the sidecar, silently.
-        lab.host(0).nft(&format!(
-            "table inet chaos {{\n chain in {{\n type filter hook input priority 0;\n ip saddr {side_ip} drop\n }}\n}}\n"
-        ));
+        blackhole(lab, 0, side_ip);
         let fault = Instant::now();
         sidecar
             .log
@@ -648,9 +666,7 @@ fn blackhole_with_moves_off_closes_every_session_to_the_master() {
         eprintln!("blackhole: answered by B {took:?} after the switch");
         assert!(moves(net, "ret", "reset") >= 2, "ret sessions not counted as reset");
         assert_eq!(moves(net, "ret", "preserved"), 0, "a session was moved with moves off");
-        let s = switches(net);
-        assert_eq!(count(&s, "failover"), 1, "{s:?}");
-        sidecar.assert_no_panic();
+        exactly_one_failover(net, &sidecar);
         drop(b);
     });
 }
@@ -668,9 +684,7 @@ fn blackhole_detection_meets_fall_times_interval_plus_connect_timeout() {
             // Fault at a random point of the probe cycle.
             tokio::time::sleep(Duration::from_millis(137 * round + 50)).await;
             let seen = sidecar.log.count(&["switched master", "reason=\"failover\""]);
-            lab.host(0).nft(&format!(
-                "table inet chaos {{\n chain in {{\n type filter hook input priority 0;\n ip saddr {side_ip} drop\n }}\n}}\n"
-            ));
+            blackhole(lab, 0, side_ip);
             let fault = Instant::now();
             let log = sidecar.log.clone();
             tokio::task::spawn_blocking(move || {

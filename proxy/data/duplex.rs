@@ -1125,16 +1125,7 @@ mod tests {
         tokio::time::sleep(IDLE_QUIET / 2).await;
         assert!(!s.end.is_finished(), "moved before {IDLE_QUIET:?} of quiet");
         let (end, _kept) = ended(s.end).await;
-        assert!(
-            matches!(
-                end,
-                End::Move {
-                    cause: Cause::Switch,
-                    ..
-                }
-            ),
-            "{end:?}"
-        );
+        assert_switch_move(&end);
     }
 
     #[tokio::test]
@@ -1168,16 +1159,7 @@ mod tests {
         let (p_end, _) = ended(publish.end).await;
         let (r_end, _) = ended(ret.end).await;
         for end in [&p_end, &r_end] {
-            assert!(
-                matches!(
-                    end,
-                    End::Move {
-                        cause: Cause::Switch,
-                        ..
-                    }
-                ),
-                "{end:?}"
-            );
+            assert_switch_move(end);
         }
         let took = answered.elapsed();
         assert!(
@@ -1214,6 +1196,11 @@ mod tests {
                 "heartbeats kept the session from moving"
             );
         };
+        assert_switch_move(&end);
+    }
+
+    /// `end` moves the session for a graceful switch.
+    fn assert_switch_move(end: &End) {
         assert!(
             matches!(
                 end,
