@@ -65,6 +65,10 @@ const POOL_MAX: usize = 8;
 pub const IDLE_QUIET: Duration = Duration::from_secs(2);
 /// How often a draining session checks whether it has become idle.
 const DRAIN_STEP: Duration = Duration::from_millis(100);
+
+/// How long past its drain timeout a session that a graceful switch asked
+/// to move waits for the answer to its last request before it is ended.
+const LAST_CALL: Duration = Duration::from_secs(5);
 /// How long a moving session may take to pass on to the minion what the old
 /// master had sent (the minion's socket may be full); past it, reset.
 const FLUSH_LIMIT: Duration = Duration::from_secs(1);
@@ -404,41 +408,51 @@ impl Copy<'_> {
     /// 3006.30, failback with a job stream: 1 return of 50 landed in the
     /// other master's job cache). Not each on its own: a minion whose publish
     /// session moved while its ret session stayed signs in to one master and
-    /// hears the other (Salt 3008: a storm of sign-ins, returns lost). At the
-    /// deadline it moves anyway (stopped at once); a reset meanwhile stops it
-    /// at once.
+    /// hears the other (Salt 3008: a storm of sign-ins, returns lost). Past
+    /// the drain timeout each moves on its own once its last request is
+    /// answered (never cutting a request in flight), or is ended as a drain
+    /// ends it [`LAST_CALL`] later; a reset meanwhile stops it at once.
     async fn switch<F: Future<Output = ()> + Unpin>(
         &mut self,
         ctl: &Control<'_>,
         reset: &mut F,
     ) -> End {
         let deadline = Instant::now() + ctl.drain_timeout;
+        // Past the deadline a session moves on its own as soon as its last
+        // request is answered; one whose answer never comes is ended as a
+        // drain ends it, this much later.
+        let last_call = deadline + LAST_CALL;
         let mut waiting = Waiting::new(&ctl.tokens.gate);
         // One step before the first look, so every session woken by the
         // same switch has counted itself busy.
         let mut tick = Box::pin(tokio::time::sleep_until(Instant::now() + DRAIN_STEP));
         let mut first = true;
+        let mut late = false;
         loop {
             let now = Instant::now();
-            if now >= deadline {
+            if now >= last_call {
+                return End::Drained;
+            }
+            if now >= deadline && !late {
+                late = true;
                 tracing::debug!(
                     port = ctl.port.as_str(),
                     idle = self.activity.is_idle(ctl.port),
                     answered = self.activity.answered(ctl.port),
                     quiet_ms = self.activity.quiet_for().as_millis() as u64,
                     others_idle = ctl.tokens.gate.all_idle(),
-                    "graceful switch: drain timeout before the switch's sessions were all idle; moving now"
+                    "graceful switch: drain timeout before the switch's sessions were all idle; moving once answered"
                 );
-                return self.stop_now(Cause::Switch, End::Drained).await;
             }
             if !first && self.stop == Stop::No {
                 waiting.set_idle(self.activity.is_idle(ctl.port));
-                if waiting.all_idle() {
+                if waiting.all_idle() || (late && self.activity.answered(ctl.port)) {
                     self.stop = Stop::AtBoundary;
                 }
             }
             if !first {
-                tick.as_mut().reset(deadline.min(now + DRAIN_STEP));
+                let next = if late { last_call } else { deadline };
+                tick.as_mut().reset(next.min(now + DRAIN_STEP));
             }
             first = false;
             tokio::select! {
@@ -982,6 +996,15 @@ mod tests {
 
     /// A followed session watching `tokens` (clones share one switch's gate).
     async fn followed_with(port: Port, tokens: SessionTokens) -> Followed {
+        followed_draining_in(port, tokens, Duration::from_secs(10)).await
+    }
+
+    /// [`followed_with`] with its drain timeout.
+    async fn followed_draining_in(
+        port: Port,
+        tokens: SessionTokens,
+        drain_timeout: Duration,
+    ) -> Followed {
         use crate::zmtp::{encode_ready, greeting_null, SocketType};
         let (mut minion, mut proxy_minion) = pair().await;
         let (mut proxy_master, mut master) = pair().await;
@@ -995,7 +1018,7 @@ mod tests {
                     tokens: &tokens,
                     answers: None,
                     shutdown: &shutdown,
-                    drain_timeout: Duration::from_secs(10),
+                    drain_timeout,
                     to_master: &up,
                     to_minion: &down,
                 };
@@ -1210,6 +1233,43 @@ mod tests {
                 }
             ),
             "{end:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_never_idle_moves_after_the_drain_timeout_once_answered() {
+        let drain = Duration::from_secs(1);
+        let mut s = followed_draining_in(Port::Ret, SessionTokens::default(), drain).await;
+        s.tokens.drain.cancel();
+        let drained = Instant::now();
+        // A request every 200 ms, each answered after 50 ms: never quiet.
+        let mut asked = 0u32;
+        let end = loop {
+            if s.end.is_finished() {
+                break ended(s.end).await.0;
+            }
+            let request = crate::zmtp::encode_message(&[b"", format!("r{asked}").as_bytes()]);
+            s.minion.write_all(&request).await.expect("request");
+            let mut got = vec![0u8; request.len()];
+            s.master
+                .read_exact(&mut got)
+                .await
+                .expect("request through");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            s.master.write_all(&got).await.expect("answer");
+            tokio::time::timeout(Duration::from_secs(2), s.minion.read_exact(&mut got))
+                .await
+                .expect("answer through: none cut")
+                .expect("answer read");
+            asked += 1;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert!(drained.elapsed() < drain + LAST_CALL, "never moved");
+        };
+        assert_switch_move(&end);
+        let took = drained.elapsed();
+        assert!(
+            took >= drain && took < drain + Duration::from_secs(1),
+            "moved {took:?} after the drain (timeout {drain:?}), {asked} requests all answered"
         );
     }
 }
