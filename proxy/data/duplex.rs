@@ -1063,15 +1063,24 @@ mod tests {
             .expect("join")
     }
 
-    /// One exchange each way, so both streams are past a whole message.
-    async fn exchange(s: &mut Followed) {
-        let request = crate::zmtp::encode_message(&[b"", b"ping 1"]);
+    /// The minion sends a DEALER request with `payload`; returns it as the
+    /// master read it (whole, through the session).
+    async fn ask(s: &mut Followed, payload: &[u8]) -> Vec<u8> {
+        let request = crate::zmtp::encode_message(&[b"", payload]);
         s.minion.write_all(&request).await.expect("request");
         let mut got = vec![0u8; request.len()];
         s.master
             .read_exact(&mut got)
             .await
             .expect("request through");
+        assert_eq!(got, request);
+        got
+    }
+
+    /// One exchange each way, so both streams are past a whole message.
+    async fn exchange(s: &mut Followed) {
+        let request = ask(s, b"ping 1").await;
+        let mut got = vec![0u8; request.len()];
         s.master.write_all(&request).await.expect("reply");
         s.minion.read_exact(&mut got).await.expect("reply through");
     }
@@ -1132,13 +1141,8 @@ mod tests {
     #[tokio::test]
     async fn a_graceful_switch_waits_for_the_answer_and_quiet_then_moves() {
         let mut s = followed(Port::Ret).await;
-        let request = crate::zmtp::encode_message(&[b"", b"ping 2"]);
-        s.minion.write_all(&request).await.expect("request");
+        let request = ask(&mut s, b"ping 2").await;
         let mut got = vec![0u8; request.len()];
-        s.master
-            .read_exact(&mut got)
-            .await
-            .expect("request through");
         s.tokens.drain.cancel();
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(!s.end.is_finished(), "moved before the answer");
@@ -1157,13 +1161,8 @@ mod tests {
         let publish = followed_with(Port::Publish, tokens.clone()).await;
         let mut ret = followed_with(Port::Ret, tokens.clone()).await;
         // A request on the ret session is waiting for its answer.
-        let request = crate::zmtp::encode_message(&[b"", b"return 7"]);
-        ret.minion.write_all(&request).await.expect("request");
+        let request = ask(&mut ret, b"return 7").await;
         let mut got = vec![0u8; request.len()];
-        ret.master
-            .read_exact(&mut got)
-            .await
-            .expect("request through");
         tokens.drain.cancel();
         // The publish session is idle after IDLE_QUIET, but waits for the
         // ret session.
@@ -1248,13 +1247,7 @@ mod tests {
             if s.end.is_finished() {
                 break ended(s.end).await.0;
             }
-            let request = crate::zmtp::encode_message(&[b"", format!("r{asked}").as_bytes()]);
-            s.minion.write_all(&request).await.expect("request");
-            let mut got = vec![0u8; request.len()];
-            s.master
-                .read_exact(&mut got)
-                .await
-                .expect("request through");
+            let mut got = ask(&mut s, format!("r{asked}").as_bytes()).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
             s.master.write_all(&got).await.expect("answer");
             tokio::time::timeout(Duration::from_secs(2), s.minion.read_exact(&mut got))
