@@ -92,7 +92,8 @@ async fn a_client_stream_survives_a_primary_kill_and_fails_back() {
             Duration::from_secs(10),
         )
         .await;
-    // A new connection lands on A at once.
+    // A new connection lands on A as soon as the idle sessions have moved
+    // (the next test has a busy one).
     let took = until_answered_by(ret, "A", Duration::from_secs(5)).await;
     assert!(
         back.elapsed() >= Duration::from_secs(3),
@@ -122,6 +123,108 @@ async fn a_client_stream_survives_a_primary_kill_and_fails_back() {
         "failback: answered by A {:?} after it returned ({took:?} after the switch)",
         back.elapsed()
     );
+}
+
+/// A failback moves the old master's sessions only once they are all
+/// quiet. Until then a *new* connection — a legacy minion's job process
+/// sending the return of a job the old master published — still goes to
+/// the old master; once they have moved, new connections go to the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failback_keeps_new_connections_on_the_old_master_until_its_sessions_have_moved() {
+    let net = 88;
+    let _b = master("B", net, 3).await;
+    let sidecar = Sidecar::start(
+        &Yaml::new("127.0.88.1", &["127.0.88.2", "127.0.88.3"])
+            .minion("master_alive_interval: 1\nmaster_failback: true\nmaster_failback_interval: 2\nrandom_reauth_delay: 0")
+            .sidecar("drain_timeout", "30s")
+            .build(),
+    );
+    let (ret, admin) = (addr(net, 1, 4506), addr(net, 1, 9464));
+    until_answered_by(ret, "B", Duration::from_secs(10)).await;
+    let mut busy = ZmtpClient::connect(ret, SocketType::Dealer, T)
+        .await
+        .expect("connect");
+    assert_eq!(busy.request(b"0", T).await.expect("reply"), b"B:0");
+    let moved_before = support::moved(admin, "ret");
+
+    // A returns. The minion keeps its session to B busy (a request every
+    // 300 ms, each answered by B): the failback cannot move it yet.
+    let _a = master("A", net, 2).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asking = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut last = Instant::now();
+            for n in 1u32.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let reply = busy.request(format!("{n}").as_bytes(), T).await;
+                let reply = String::from_utf8_lossy(&reply.expect("answered")).into_owned();
+                assert!(reply.starts_with("B:"), "a busy session moved: {reply}");
+                last = Instant::now();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            (busy, last)
+        }
+    });
+    sidecar
+        .log
+        .wait_for_async(
+            &[
+                "switched master",
+                "reason=\"failback\"",
+                "old_sessions=\"moving\"",
+            ],
+            Duration::from_secs(15),
+        )
+        .await;
+    let switched = Instant::now();
+    // New connections meanwhile go to B, the master the busy session is on.
+    for _ in 0..3 {
+        assert_eq!(
+            ask(ret).await.as_deref(),
+            Some("B"),
+            "a new connection during the failback's wait went elsewhere"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut busy, last) = asking.await.expect("asking");
+    assert!(
+        switched.elapsed() >= Duration::from_millis(900),
+        "asked during the wait"
+    );
+
+    // Quiet for 2 s: the session moves, and only then do new connections go to A.
+    sidecar
+        .log
+        .wait_for_async(
+            &["graceful switch complete", "why=\"moved\""],
+            Duration::from_secs(10),
+        )
+        .await;
+    let quiet = last.elapsed();
+    let took = until_answered_by(ret, "A", Duration::from_secs(2)).await;
+    eprintln!(
+        "failback: new connections to B for {:?}, to A {took:?} after the wait ended ({quiet:?} after the last request)",
+        switched.elapsed()
+    );
+    assert!(
+        quiet >= Duration::from_millis(1900),
+        "the wait ended {quiet:?} after the last request, before 2 s of quiet"
+    );
+    support::until_moved(admin, "ret", moved_before, Duration::from_secs(3)).await;
+    let reply = busy
+        .request(b"again", T)
+        .await
+        .expect("the moved session is answered");
+    assert!(
+        reply.starts_with(b"A:"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    sidecar.assert_no_panic();
 }
 
 #[tokio::test(flavor = "multi_thread")]

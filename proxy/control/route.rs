@@ -23,6 +23,12 @@ pub struct Route {
     pub fallbacks: Vec<MasterId>,
     /// New upstream connections wait until then (reconnect jitter).
     pub connect_after: Instant,
+    /// A graceful switch is under way from this master, which is still up:
+    /// new connections go to it, first and without the jitter, until the
+    /// sessions the switch asked to move have all moved. A legacy minion
+    /// (Salt < 3007) sends a job's return on a new connection from the
+    /// job's own process; this sends it to the master that published the job.
+    pub linger: Option<MasterId>,
 }
 
 impl PartialEq for Route {
@@ -31,11 +37,13 @@ impl PartialEq for Route {
             && self.active == other.active
             && self.fallbacks == other.fallbacks
             && self.connect_after == other.connect_after
+            && self.linger == other.linger
     }
 }
 
 impl Route {
-    /// The masters a new connection tries, in order.
+    /// The masters a new connection tries, in order, after the
+    /// [`linger`](Route::linger) master if there is one.
     pub fn candidates(&self) -> impl Iterator<Item = MasterId> + '_ {
         self.active
             .into_iter()
@@ -44,6 +52,6 @@ impl Route {
 
     /// Whether a new session may (still) go to `m`.
     pub fn allows(&self, m: MasterId) -> bool {
-        self.active == Some(m) || self.fallbacks.contains(&m)
+        self.active == Some(m) || self.linger == Some(m) || self.fallbacks.contains(&m)
     }
 }

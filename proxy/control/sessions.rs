@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::master::MasterId;
@@ -32,6 +33,8 @@ pub struct SessionTokens {
 #[derive(Debug, Default)]
 pub struct SwitchGate {
     busy: AtomicUsize,
+    /// Woken each time the last busy session becomes idle.
+    all_idle: Notify,
 }
 
 impl SwitchGate {
@@ -43,14 +46,31 @@ impl SwitchGate {
     /// One counted session is idle now (or gone).
     pub fn idle(&self) {
         // Never below zero, whatever the order of calls.
-        let _ = self
+        let was = self
             .busy
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if was == Ok(1) {
+            self.all_idle.notify_waiters();
+        }
     }
 
     /// No session of this switch is busy.
     pub fn all_idle(&self) -> bool {
         self.busy.load(Ordering::Acquire) == 0
+    }
+
+    /// Resolves once no session of this switch is busy (at once if none is).
+    pub async fn until_all_idle(&self) {
+        loop {
+            let woken = self.all_idle.notified();
+            tokio::pin!(woken);
+            // Registered before the look, so an idle() in between still wakes it.
+            woken.as_mut().enable();
+            if self.all_idle() {
+                return;
+            }
+            woken.await;
+        }
     }
 }
 
@@ -89,35 +109,34 @@ impl Sessions {
             .unwrap_or_default()
     }
 
-    /// Closes every current session to `m` at once (RST).
+    /// Closes every current session to `m` at once (RST). Only the reset
+    /// token is replaced, so a session that is draining can still be reset.
     pub fn reset(&self, m: MasterId) {
-        self.fire(m, |t| &mut t.reset);
+        self.fire(m, |t| std::mem::take(&mut t.reset).cancel());
     }
 
     /// Asks every current session to `m` to close (or move) when idle;
-    /// later sessions get a fresh drain token and gate.
-    pub fn drain(&self, m: MasterId) {
-        if let Some(slot) = self.per_master.get(m.index()) {
-            if let Ok(mut tokens) = slot.lock() {
-                tokens.gate = Arc::default();
-                std::mem::take(&mut tokens.drain).cancel();
-            }
-        }
+    /// later sessions get a fresh drain token and gate. Returns the gate
+    /// the asked sessions share, to see when they have all moved.
+    pub fn drain(&self, m: MasterId) -> Option<Arc<SwitchGate>> {
+        self.fire(m, |t| {
+            std::mem::take(&mut t.drain).cancel();
+            std::mem::take(&mut t.gate)
+        })
     }
 
-    /// Cancels one token and replaces only that one, so a session that is
-    /// draining can still be reset later.
-    fn fire(&self, m: MasterId, which: fn(&mut SessionTokens) -> &mut CancellationToken) {
-        if let Some(slot) = self.per_master.get(m.index()) {
-            if let Ok(mut tokens) = slot.lock() {
-                std::mem::take(which(&mut tokens)).cancel();
-            }
-        }
+    /// Applies `f` to master `m`'s current tokens.
+    fn fire<R>(&self, m: MasterId, f: impl FnOnce(&mut SessionTokens) -> R) -> Option<R> {
+        let slot = self.per_master.get(m.index())?;
+        let mut tokens = slot.lock().ok()?;
+        Some(f(&mut tokens))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -156,6 +175,32 @@ mod tests {
         assert!(a.gate.all_idle(), "never below zero");
         a.gate.busy();
         assert!(!a.gate.all_idle());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn until_all_idle_wakes_when_the_last_busy_session_is_idle() {
+        let s = Sessions::new(1);
+        let t = s.join(MasterId(0));
+        let gate = s.drain(MasterId(0)).expect("master 0");
+        assert!(Arc::ptr_eq(&gate, &t.gate), "the asked sessions' gate");
+        tokio::time::timeout(Duration::from_secs(1), gate.until_all_idle())
+            .await
+            .expect("no session busy: at once");
+        gate.busy();
+        gate.busy();
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.until_all_idle().await }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        gate.idle();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one session is still busy");
+        gate.idle();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("woken when the last one is idle")
+            .expect("waiter");
     }
 
     #[test]

@@ -5,6 +5,15 @@
 //! listeners) and of the [`Snapshot`] the admin API shows, the only one to
 //! close sessions on a switch, and the one place that logs and counts
 //! switches. One task; no sockets.
+//!
+//! **Lingering.** A graceful switch (failback, drain, reload) with moves on
+//! asks the old master's sessions to move once they are all idle. Until
+//! they have (or the drain timeout), the route keeps sending *new*
+//! connections to that old master ([`Route::linger`]): a legacy minion's job
+//! process returns over a new connection, and the return belongs to the
+//! master that published the job. When the wait ends, the sessions that
+//! opened meanwhile are asked to move in turn, and new connections go to
+//! the new master.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -12,7 +21,7 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::clock;
 use crate::config::master::MasterId;
@@ -22,6 +31,7 @@ use crate::control::liveness::{Liveness, SUPERVISOR_TICK};
 use crate::control::masters::Plane;
 use crate::control::route::Route;
 use crate::control::select::{Action, Event, Policy, Reason, Selector, SessionFate};
+use crate::control::sessions::SwitchGate;
 use crate::metrics::{Metrics, NONE};
 
 /// Commands from the admin API and the reloader.
@@ -64,8 +74,41 @@ pub struct Supervisor {
     pub metrics: Arc<Metrics>,
     /// Ticked on every turn of the loop (the systemd watchdog reads it).
     pub liveness: Arc<Liveness>,
-    /// Whether sessions move on a switch (for the switch's log line).
+    /// Whether sessions move on a switch (for the switch's log line), and
+    /// how long a graceful switch may take (the drain timeout).
     pub tunables: watch::Receiver<Arc<Tunables>>,
+    /// The graceful switch whose old master still takes new connections.
+    pub linger: Option<Linger>,
+}
+
+/// A graceful switch's wait for its sessions to move (see the module doc).
+#[derive(Clone, Debug)]
+pub struct Linger {
+    /// The master being left; still up.
+    from: MasterId,
+    /// Where the sessions the switch asked to move meet.
+    gate: Arc<SwitchGate>,
+    /// When the switch happened.
+    since: Instant,
+    /// The drain timeout: past it, every session moves on its own.
+    until: Instant,
+}
+
+/// How long after a graceful switch its gate is first looked at: the
+/// sessions it woke count themselves busy within one drain step (100 ms).
+const LINGER_SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Resolves when `linger`'s wait is over: its sessions have all moved (or
+/// were never busy), or the drain timeout passed. Never without one.
+async fn lingered(linger: Option<Linger>) {
+    let Some(l) = linger else {
+        return std::future::pending().await;
+    };
+    tokio::time::sleep_until(l.since + LINGER_SETTLE).await;
+    tokio::select! {
+        _ = l.gate.until_all_idle() => {}
+        _ = tokio::time::sleep_until(l.until) => {}
+    }
 }
 
 impl PartialEq for Snapshot {
@@ -79,13 +122,19 @@ impl PartialEq for Snapshot {
 // === impl Supervisor ===
 
 impl Supervisor {
-    /// The route the selector's current state implies.
-    pub fn current_route(selector: &Selector, plane: &Arc<Plane>) -> Route {
+    /// The route the selector's current state implies, lingering on the
+    /// master `linger` names while a graceful switch waits.
+    pub fn current_route(
+        selector: &Selector,
+        plane: &Arc<Plane>,
+        linger: Option<MasterId>,
+    ) -> Route {
         Route {
             plane: plane.clone(),
             active: selector.active(),
             fallbacks: selector.fallbacks(),
             connect_after: selector.connect_after(),
+            linger,
         }
     }
 
@@ -123,6 +172,10 @@ impl Supervisor {
             let event = tokio::select! {
                 _ = token.cancelled() => return,
                 _ = alive.tick() => continue,
+                _ = lingered(self.linger.clone()) => {
+                    self.end_linger("moved");
+                    Event::Tick
+                }
                 _ = sleep_until_opt(stall_at) => {
                     warn!("test hook: stalling the supervisor (SALT_SIDECAR_TEST_STALL_SUPERVISOR_AFTER)");
                     tokio::select! {
@@ -173,6 +226,8 @@ impl Supervisor {
     /// Moves to a reloaded plane: state carries over for masters that stay,
     /// sessions to removed masters drain, the old plane's tasks end.
     fn swap_plane(&mut self, plane: Arc<Plane>, order: Vec<MasterId>) {
+        // Its ids name the old plane's masters.
+        self.end_linger("reload");
         let old = std::mem::replace(&mut self.plane, plane);
         let map = |m: MasterId| {
             old.masters
@@ -219,14 +274,18 @@ impl Supervisor {
                 .set(up);
         }
         let actions = self.selector.on_event(event, now);
+        if actions.iter().any(|a| matches!(a, Action::Switch { .. })) {
+            self.end_linger("switched again");
+        } else if self
+            .linger
+            .as_ref()
+            .is_some_and(|l| !self.may_linger(l.from))
+        {
+            self.end_linger("master no longer up");
+        }
         // Publish first, then close: a session that registers after the close
         // re-checks the route and sees the new master.
-        let route = Self::current_route(&self.selector, &self.plane);
-        self.route.send_if_modified(|r| {
-            let changed = *r != route;
-            *r = route;
-            changed
-        });
+        self.publish_route();
         let snapshot = Self::current_snapshot(&self.selector, &self.plane);
         self.snapshot.send_if_modified(|s| {
             let changed = *s != snapshot;
@@ -241,7 +300,13 @@ impl Supervisor {
                     reason,
                     old_sessions,
                     connect_after,
-                } => self.apply_switch(from, to, reason, old_sessions, connect_after, now),
+                } => {
+                    let gate =
+                        self.apply_switch(from, to, reason, old_sessions, connect_after, now);
+                    if let (Some(from), Some(gate)) = (from, gate) {
+                        self.start_linger(from, gate, now);
+                    }
+                }
                 Action::ProbeAll => {
                     for h in &self.plane.health {
                         h.reprobe();
@@ -251,6 +316,68 @@ impl Supervisor {
         }
     }
 
+    /// Publishes the route the selector and the linger imply, if it changed.
+    fn publish_route(&self) {
+        let linger = self.linger.as_ref().map(|l| l.from);
+        let route = Self::current_route(&self.selector, &self.plane, linger);
+        self.route.send_if_modified(|r| {
+            let changed = *r != route;
+            *r = route;
+            changed
+        });
+    }
+
+    /// Whether new connections may still go to `from`, a master a graceful
+    /// switch is leaving: it is up, not the active one, and no pin says
+    /// where every connection must go.
+    fn may_linger(&self, from: MasterId) -> bool {
+        use crate::control::select::Health;
+        self.selector.active() != Some(from)
+            && self.selector.pinned().is_none()
+            && matches!(self.selector.health(from), Health::Up { .. })
+    }
+
+    /// After a graceful switch that moves sessions: new connections keep
+    /// going to `from` until `gate` says the moves are done.
+    fn start_linger(&mut self, from: MasterId, gate: Arc<SwitchGate>, now: Instant) {
+        if !self.tunables.borrow().moves_sessions() || !self.may_linger(from) {
+            return;
+        }
+        let until = now + self.tunables.borrow().drain_timeout;
+        self.linger = Some(Linger {
+            from,
+            gate,
+            since: now,
+            until,
+        });
+        debug!(
+            master = self.plane.label(from),
+            "graceful switch: new connections go to the old master until its sessions have moved"
+        );
+        self.publish_route();
+    }
+
+    /// Ends the linger, if any: the sessions that opened to its master
+    /// meanwhile are asked to move in turn (unless it is the active master
+    /// again), and new connections go to the active master.
+    fn end_linger(&mut self, why: &'static str) {
+        let Some(l) = self.linger.take() else {
+            return;
+        };
+        if self.selector.active() != Some(l.from) {
+            self.plane.sessions.drain(l.from);
+        }
+        info!(
+            from = self.plane.label(l.from),
+            to = self.selector.active().map_or(NONE, |m| self.plane.label(m)),
+            why,
+            waited_ms = l.since.elapsed().as_millis() as u64,
+            "graceful switch complete: new connections go to the new master"
+        );
+    }
+
+    /// Carries out a switch; returns the gate of the sessions a graceful
+    /// switch asked to move.
     fn apply_switch(
         &self,
         from: Option<MasterId>,
@@ -259,15 +386,16 @@ impl Supervisor {
         old_sessions: Option<SessionFate>,
         connect_after: Instant,
         now: Instant,
-    ) {
+    ) -> Option<Arc<SwitchGate>> {
         let m = &self.metrics;
         let plane = &self.plane;
         let name = |x: Option<MasterId>| x.map_or(NONE, |id| plane.label(id));
+        let mut gate = None;
         if let Some(f) = from {
             m.master_active.with_label_values(&[plane.label(f)]).set(0);
             match old_sessions {
                 Some(SessionFate::Reset) => plane.sessions.reset(f),
-                Some(SessionFate::Drain) => plane.sessions.drain(f),
+                Some(SessionFate::Drain) => gate = plane.sessions.drain(f),
                 None => {}
             }
         }
@@ -288,7 +416,7 @@ impl Supervisor {
         };
         if reason == Reason::Initial {
             info!(master = name(to), "selected master");
-            return;
+            return gate;
         }
         m.switches_total
             .with_label_values(&[name(from), name(to), reason.as_str()])
@@ -311,6 +439,7 @@ impl Supervisor {
                 "every master is down; holding minion connections until one is back"
             ),
         }
+        gate
     }
 }
 
@@ -354,6 +483,7 @@ mod tests {
 
     use super::*;
     use crate::config::master::{Host, MasterSpec};
+    use crate::control::sessions::SessionTokens;
 
     const A: MasterId = MasterId(0);
     const B: MasterId = MasterId(1);
@@ -421,7 +551,7 @@ mod tests {
             Metrics::new(&masters, &Reason::COUNTED.map(Reason::as_str)).expect("metrics");
         let plane = Plane::idle(0, masters);
         let selector = Selector::new((0..n).map(MasterId).collect(), policy(), 7, Instant::now());
-        let (route_tx, route) = watch::channel(Supervisor::current_route(&selector, &plane));
+        let (route_tx, route) = watch::channel(Supervisor::current_route(&selector, &plane, None));
         let (snapshot_tx, snapshot) =
             watch::channel(Supervisor::current_snapshot(&selector, &plane));
         let (transitions, transitions_rx) = mpsc::channel(16);
@@ -436,6 +566,7 @@ mod tests {
             metrics: metrics.clone(),
             liveness: Arc::new(Liveness::new(Instant::now(), Duration::from_secs(1))),
             tunables: watch::channel(Arc::new(tunables())).1,
+            linger: None,
         };
         tokio::spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
         Harness {
@@ -525,6 +656,98 @@ mod tests {
         assert_eq!(h.switches("192.0.2.2", "192.0.2.1", Reason::Failback), 1);
     }
 
+    /// Fails A over to B, then brings A back: returns B's session tokens
+    /// from before the failback and the instant the failback switched.
+    async fn failback_from_b(h: &mut Harness) -> (SessionTokens, Instant) {
+        h.health(0, B, true).await;
+        h.health(0, A, false).await;
+        h.active(Some(B)).await;
+        let on_b = h.plane.sessions.join(B);
+        h.health(0, A, true).await;
+        let route = h.active(Some(A)).await;
+        assert_eq!(route.linger, Some(B), "new connections stay on B for now");
+        assert!(route.allows(B) && route.allows(A));
+        (on_b, Instant::now())
+    }
+
+    /// Waits (virtual time) until the route no longer lingers.
+    async fn linger_over(h: &mut Harness) {
+        tokio::time::timeout(LIMIT, h.route.wait_for(|r| r.linger.is_none()))
+            .await
+            .expect("the linger ends")
+            .expect("supervisor runs");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failback_keeps_new_connections_on_the_old_master_until_its_sessions_have_moved() {
+        let mut h = start(2);
+        let (on_b, switched) = failback_from_b(&mut h).await;
+        // The session the failback asked to move is busy (a job's return
+        // on its way), as the data path counts it.
+        on_b.gate.busy();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(h.route.borrow().linger, Some(B), "still busy: still B");
+        // A legacy minion's job process connects meanwhile: to B, with
+        // tokens no switch has fired yet.
+        let opened_meanwhile = h.plane.sessions.join(B);
+        assert!(!opened_meanwhile.drain.is_cancelled());
+
+        on_b.gate.idle();
+        linger_over(&mut h).await;
+        let waited = switched.elapsed();
+        assert!(
+            waited < Duration::from_millis(700),
+            "ended when the sessions were idle, not at the drain timeout: {waited:?}"
+        );
+        assert_eq!(
+            h.route.borrow().candidates().next(),
+            Some(A),
+            "new connections go to A"
+        );
+        assert!(
+            opened_meanwhile.drain.is_cancelled(),
+            "the sessions opened meanwhile are asked to move in turn"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_linger_ends_at_the_drain_timeout_and_at_once_without_busy_sessions() {
+        let mut h = start(2);
+        let (on_b, switched) = failback_from_b(&mut h).await;
+        on_b.gate.busy(); // never idle
+        linger_over(&mut h).await;
+        let waited = switched.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_millis(1300),
+            "ended at the drain timeout (1 s): {waited:?}"
+        );
+
+        // Back to B (A fails), then to A again with nothing busy: the
+        // linger ends once the switch's sessions had time to count in.
+        h.health(0, A, false).await;
+        h.active(Some(B)).await;
+        assert_eq!(h.route.borrow().linger, None, "a failover never lingers");
+        h.health(0, A, true).await;
+        h.active(Some(A)).await;
+        let switched = Instant::now();
+        linger_over(&mut h).await;
+        assert!(
+            switched.elapsed() <= LINGER_SETTLE + Duration::from_millis(50),
+            "no busy session: {:?}",
+            switched.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_linger_ends_when_its_master_goes_down() {
+        let mut h = start(2);
+        let (on_b, _) = failback_from_b(&mut h).await;
+        on_b.gate.busy();
+        h.health(0, B, false).await;
+        linger_over(&mut h).await;
+        assert_eq!(h.route.borrow().active, Some(A));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn admin_commands_show_in_the_snapshot() {
         let mut h = start(3);
@@ -535,6 +758,11 @@ mod tests {
         h.commands.send(Command::Pin(C)).await.expect("send");
         h.active(Some(C)).await;
         assert_eq!(h.snapshot.borrow().pinned, Some(C));
+        assert_eq!(
+            h.route.borrow().linger,
+            None,
+            "a pin sends every new connection to the pinned master"
+        );
         h.commands.send(Command::Unpin).await.expect("send");
         h.commands.send(Command::Drain(A)).await.expect("send");
         h.active(Some(B)).await;

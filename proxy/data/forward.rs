@@ -106,6 +106,16 @@ enum MoveError {
     Io(std::io::Error),
 }
 
+/// What a connection to a master is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opening {
+    /// A new minion connection: it may go to the master a graceful switch
+    /// is leaving, while that switch waits ([`Route::linger`]).
+    New,
+    /// A session moving away from its master: never back to the one it leaves.
+    Move,
+}
+
 /// How one connect attempt to a master ended.
 enum Attempt {
     Connected(TcpStream, SessionTokens),
@@ -190,7 +200,7 @@ impl Forwarder {
         // larger than the copy phase and would otherwise size the future an
         // idle session keeps for its whole life.
         let mut early = Vec::new();
-        let connect = Box::pin(self.connect_upstream(port));
+        let connect = Box::pin(self.connect_upstream(port, Opening::New));
         let closed = Box::pin(minion_closed(&mut minion, &mut early));
         let Some(mut next) = (tokio::select! {
             _ = shutdown.cancelled() => None,
@@ -358,7 +368,7 @@ impl Forwarder {
         let mut early = Vec::new();
         let mut attempt = 1;
         let (plane, m, mut stream, tokens) = loop {
-            let connect = Box::pin(self.connect_upstream(port));
+            let connect = Box::pin(self.connect_upstream(port, Opening::Move));
             let closed = Box::pin(minion_closed(&mut *minion, &mut early));
             let (plane, m, mut stream, tokens) = tokio::select! {
                 _ = shutdown.cancelled() => return Err(MoveError::Shutdown),
@@ -399,7 +409,7 @@ impl Forwarder {
     /// Connects to the first candidate that answers. While none is
     /// selected, or every candidate fails, the minion's connection is held
     /// and retried when the route changes; `None` only at shutdown.
-    async fn connect_upstream(&self, port: Port) -> Option<Upstream> {
+    async fn connect_upstream(&self, port: Port, opening: Opening) -> Option<Upstream> {
         // Holding, not closing: a closed connection makes libzmq reconnect
         // ~20 times a second, and each retry would become connects to masters
         // that are trying to recover.
@@ -411,14 +421,25 @@ impl Forwarder {
                     "holding the minion connection until a master is up"
                 );
             }
-            let (after, candidates, plane) = match route.wait_for(|r| r.active.is_some()).await {
-                Ok(r) => (
-                    r.connect_after,
-                    r.candidates().collect::<Vec<MasterId>>(),
-                    r.plane.clone(),
-                ),
-                Err(_) => return None,
-            };
+            let (after, linger, candidates, plane) =
+                match route.wait_for(|r| r.active.is_some()).await {
+                    Ok(r) => (
+                        r.connect_after,
+                        r.linger,
+                        r.candidates().collect::<Vec<MasterId>>(),
+                        r.plane.clone(),
+                    ),
+                    Err(_) => return None,
+                };
+            // A graceful switch still waiting for its sessions to move: to
+            // the master it is leaving, at once (the jitter spreads minions
+            // over the new master; this one is still serving them).
+            if let (Some(m), Opening::New) = (linger, opening) {
+                match self.try_master(&plane, m, port).await {
+                    Attempt::Connected(stream, tokens) => return Some((plane, m, stream, tokens)),
+                    Attempt::Failed | Attempt::Exhausted => {}
+                }
+            }
             // Reconnect jitter after a switch.
             if after > Instant::now() {
                 tokio::time::sleep_until(after).await;

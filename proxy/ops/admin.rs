@@ -624,6 +624,7 @@ mod tests {
             active: None,
             fallbacks: Vec::new(),
             connect_after: tokio::time::Instant::now(),
+            linger: None,
         })
         .1;
         let reloader = Arc::new(Reloader::new(

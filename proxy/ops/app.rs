@@ -427,7 +427,7 @@ fn supervisor(
     let unix_nanos = clock::unix(std::time::SystemTime::now()).as_nanos() as u64;
     let seed = jitter_seed(&config.minion_id, unix_nanos);
     let selector = Selector::new(order, policy, seed, Instant::now());
-    let (route, _) = watch::channel(Supervisor::current_route(&selector, &plane));
+    let (route, _) = watch::channel(Supervisor::current_route(&selector, &plane, None));
     let (snapshot, _) = watch::channel(Supervisor::current_snapshot(&selector, &plane));
     Supervisor {
         selector,
@@ -438,6 +438,7 @@ fn supervisor(
         metrics: metrics.clone(),
         liveness,
         tunables,
+        linger: None,
     }
 }
 
