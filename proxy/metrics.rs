@@ -200,6 +200,9 @@ pub struct Metrics {
     pub srv_lookups_total: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub last_switch_timestamp_seconds: Gauge,
+    /// 1 while a graceful switch still sends new connections to the master
+    /// it is leaving (`control::supervisor`, lingering).
+    pub graceful_switch_waiting: IntGauge,
     /// The sidecar's own exhaustion (`resource_errors_total{op,kind}`) and
     /// connections refused over a cap (`connections_refused_total`).
     pub resources: ResourceErrors,
@@ -252,6 +255,11 @@ impl Metrics {
             "Unix time of the last switch of the active master (0: none since start).",
         )?;
         registry.register(Box::new(last_switch.clone()))?;
+        let switch_waiting = IntGauge::new(
+            "graceful_switch_waiting",
+            "1 while a graceful switch (failback, drain, reload) still sends new minion connections to the master it is leaving, until that master's sessions are idle and have moved (at most sidecar.drain_timeout); 0 otherwise.",
+        )?;
+        registry.register(Box::new(switch_waiting.clone()))?;
 
         let m = Metrics {
             known: std::sync::Mutex::new(Vec::new()),
@@ -334,6 +342,7 @@ impl Metrics {
                 &["version"],
             )?,
             last_switch_timestamp_seconds: last_switch,
+            graceful_switch_waiting: switch_waiting,
             resources: ResourceErrors::new(
                 counter(
                     "resource_errors_total",

@@ -54,6 +54,9 @@ const FAMILIES: &[(&str, &str)] = &[
     // Issue 12.3: transport tcp, a ret request unanswered past
     // `sidecar.ret_answer_timeout`, by the `ping` re-probe's verdict.
     ("salt_sidecar_passive_suspicions_total", "counter"),
+    // Issue 12: a graceful switch still sending new connections to the
+    // master it is leaving.
+    ("salt_sidecar_graceful_switch_waiting", "gauge"),
 ];
 
 fn repo(path: &str) -> PathBuf {

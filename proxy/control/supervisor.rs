@@ -350,6 +350,7 @@ impl Supervisor {
             since: now,
             until,
         });
+        self.metrics.graceful_switch_waiting.set(1);
         debug!(
             master = self.plane.label(from),
             "graceful switch: new connections go to the old master until its sessions have moved"
@@ -364,6 +365,7 @@ impl Supervisor {
         let Some(l) = self.linger.take() else {
             return;
         };
+        self.metrics.graceful_switch_waiting.set(0);
         if self.selector.active() != Some(l.from) {
             self.plane.sessions.drain(l.from);
         }
@@ -666,6 +668,7 @@ mod tests {
         h.health(0, A, true).await;
         let route = h.active(Some(A)).await;
         assert_eq!(route.linger, Some(B), "new connections stay on B for now");
+        assert_eq!(h.metrics.graceful_switch_waiting.get(), 1);
         assert!(route.allows(B) && route.allows(A));
         (on_b, Instant::now())
     }
@@ -694,6 +697,7 @@ mod tests {
 
         on_b.gate.idle();
         linger_over(&mut h).await;
+        assert_eq!(h.metrics.graceful_switch_waiting.get(), 0);
         let waited = switched.elapsed();
         assert!(
             waited < Duration::from_millis(700),
