@@ -491,7 +491,9 @@ async fn pin_drain_unpin_move_the_minion_and_are_logged() {
         "ok: unpinned; active: 127.0.42.2",
     );
     sidecar.log.wait_for(&["admin: unpinned"], T);
-    assert_eq!(ask(ret).await.as_deref(), Some("A"));
+    // A graceful switch: new connections reach A once B's sessions (the
+    // one `ask` above just closed, if it is still open) have moved.
+    until_answered_by(ret, "A", T).await;
     assert_one_line(
         &post(&sidecar.admin_socket, "/admin/unpin").await,
         200,
@@ -505,7 +507,7 @@ async fn pin_drain_unpin_move_the_minion_and_are_logged() {
         "ok: draining 127.0.42.2; active: 127.0.42.3",
     );
     sidecar.log.wait_for(&["admin: draining 127.0.42.2"], T);
-    assert_eq!(ask(ret).await.as_deref(), Some("B"));
+    until_answered_by(ret, "B", T).await;
     let s = status_of(admin).await;
     assert!(s.masters[0].drained && !s.masters[0].active, "{s:?}");
     assert_eq!(s.active.as_deref(), Some("127.0.42.3"));

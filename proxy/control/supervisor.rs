@@ -340,7 +340,10 @@ impl Supervisor {
     /// After a graceful switch that moves sessions: new connections keep
     /// going to `from` until `gate` says the moves are done.
     fn start_linger(&mut self, from: MasterId, gate: Arc<SwitchGate>, now: Instant) {
-        if !self.tunables.borrow().moves_sessions() || !self.may_linger(from) {
+        // The supervisor's is the only other handle on the gate when no
+        // session of `from` was open: nothing to wait for.
+        let sessions_asked = Arc::strong_count(&gate) > 1;
+        if !sessions_asked || !self.tunables.borrow().moves_sessions() || !self.may_linger(from) {
             return;
         }
         let until = now + self.tunables.borrow().drain_timeout;
@@ -731,8 +734,10 @@ mod tests {
         h.health(0, A, false).await;
         h.active(Some(B)).await;
         assert_eq!(h.route.borrow().linger, None, "a failover never lingers");
+        let idle_on_b = h.plane.sessions.join(B);
         h.health(0, A, true).await;
         h.active(Some(A)).await;
+        assert_eq!(h.route.borrow().linger, Some(B), "a session is open on B");
         let switched = Instant::now();
         linger_over(&mut h).await;
         assert!(
@@ -740,6 +745,14 @@ mod tests {
             "no busy session: {:?}",
             switched.elapsed()
         );
+        drop(idle_on_b);
+
+        // No session open on the master left: no wait at all.
+        h.health(0, A, false).await;
+        h.active(Some(B)).await;
+        h.health(0, A, true).await;
+        let route = h.active(Some(A)).await;
+        assert_eq!(route.linger, None, "no session to wait for");
     }
 
     #[tokio::test(start_paused = true)]
