@@ -15,6 +15,16 @@ use tokio::net::TcpListener;
 
 const T: Duration = Duration::from_secs(2);
 
+/// Asks once on a session the sidecar moved; master `name` must answer.
+async fn moved_session_answered_by(session: &mut ZmtpClient, name: &str) {
+    let reply = session
+        .request(b"moved?", T)
+        .await
+        .expect("the moved session is answered");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with(&format!("{name}:")), "{reply}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_stream_survives_a_primary_kill_and_fails_back() {
     let net = 10;
@@ -110,15 +120,7 @@ async fn a_client_stream_survives_a_primary_kill_and_fails_back() {
     )
     .await;
     eprintln!("failback: the idle session to B moved {waited:?} after A answered a new one");
-    let reply = on_b
-        .request(b"4", T)
-        .await
-        .expect("the moved session is answered");
-    assert!(
-        reply.starts_with(b"A:"),
-        "{:?}",
-        String::from_utf8_lossy(&reply)
-    );
+    moved_session_answered_by(&mut on_b, "A").await;
     eprintln!(
         "failback: answered by A {:?} after it returned ({took:?} after the switch)",
         back.elapsed()
@@ -215,15 +217,7 @@ async fn a_failback_keeps_new_connections_on_the_old_master_until_its_sessions_h
         "the wait ended {quiet:?} after the last request, before 2 s of quiet"
     );
     support::until_moved(admin, "ret", moved_before, Duration::from_secs(3)).await;
-    let reply = busy
-        .request(b"again", T)
-        .await
-        .expect("the moved session is answered");
-    assert!(
-        reply.starts_with(b"A:"),
-        "{:?}",
-        String::from_utf8_lossy(&reply)
-    );
+    moved_session_answered_by(&mut busy, "A").await;
     sidecar.assert_no_panic();
 }
 
