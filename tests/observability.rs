@@ -54,6 +54,8 @@ const FAMILIES: &[(&str, &str)] = &[
     // Issue 12.3: transport tcp, a ret request unanswered past
     // `sidecar.ret_answer_timeout`, by the `ping` re-probe's verdict.
     ("salt_sidecar_passive_suspicions_total", "counter"),
+    // `probe: ping` rounds given a plain connect: the ret port open < 3 s.
+    ("salt_sidecar_pings_deferred_total", "counter"),
 ];
 
 fn repo(path: &str) -> PathBuf {
