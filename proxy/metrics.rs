@@ -312,7 +312,7 @@ impl Metrics {
             pings_deferred_total: counter(
                 "pings_deferred_total",
                 "Health rounds of `probe: ping` whose ret port got a plain connect instead, \
-                 because it had been open less than 3 s (the sidecar's start, a master restarting).",
+                 because it was closed or had been open less than 1 s (the sidecar's start, a master restarting).",
                 &["master"],
             )?,
             upstream_connect_duration_seconds: histogram(

@@ -26,10 +26,14 @@
 //! requests only once it has been connectable, as this sidecar saw it, for
 //! [`PING_AFTER_OPEN`] ([`PingGate`]); until then (at the sidecar's start,
 //! and whenever the port reopens after a refusal: a master restarting) it
-//! gets a plain connect, judged like `probe: tcp`. A Salt 3008 tcp-transport
-//! master routes requests to its workers through one connection that it
-//! opens on the first request; two requests before that connection is up
-//! can leave it answering nothing, for good (seen in the labs, reproduced
+//! gets a plain connect, which can fail the master but not call it up: a
+//! master is up only once it has answered pings (`rise`), so no minion is
+//! sent to a master that cannot answer yet (a 3008 master answers nothing
+//! for its first seconds, and a minion request waiting on it would be taken
+//! for a hang). A Salt 3008 tcp-transport master routes requests to its
+//! workers through one connection that it opens on the first request; a
+//! request before its workers listen, or two before that connection is up,
+//! can leave it answering nothing, for good (seen in the labs; reproduced
 //! with two pings about 1 s apart in a master's first seconds). The ping
 //! itself keeps at most one request in flight (`probe::PingLine`).
 //! This module never chooses a master.
@@ -45,7 +49,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::master::{Host, MasterId, MasterSpec, Port};
 use crate::config::settings::{HealthSettings, Tunables};
-use crate::config::ProbeKind;
+use crate::config::{ProbeKind, PING_AFTER_OPEN};
 use crate::control::answers::Answers;
 use crate::control::hysteresis::Hysteresis;
 use crate::control::liveness::Liveness;
@@ -56,12 +60,6 @@ use crate::zmtp::probe::{self, ProbeError};
 
 /// How soon a probe skipped for the sidecar's own exhaustion is tried again.
 const EXHAUSTED_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// How long a master's ret port must have been connectable before it gets
-/// `ping` probes: a Salt 3008 tcp-transport master connects its request
-/// router to its workers on the first request (retrying after 1 s if they
-/// do not listen yet), and requests that race that connection can wedge it.
-pub const PING_AFTER_OPEN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A health transition, sent to the supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,9 +177,12 @@ impl Watch {
             // no resolver, so its channel is closed from the start). A round
             // the sidecar could not probe (its own exhaustion) is no verdict:
             // tried again soon.
+            let deferred = settings.kind == ProbeKind::Ping
+                && !(hung || suspicion.is_some())
+                && !gate.may_ping(start);
             let ret_kind = if hung || suspicion.is_some() {
                 ProbeKind::Ping
-            } else if settings.kind == ProbeKind::Ping && !gate.may_ping(start) {
+            } else if deferred {
                 self.metrics
                     .pings_deferred_total
                     .with_label_values(&[self.master.label.as_str()])
@@ -192,7 +193,8 @@ impl Watch {
             };
             let round = self.probe_both(&settings, ret_kind).await;
             if let Some(round) = &round {
-                if let Some(opening) = gate.observe(round.ret_connected, Instant::now()) {
+                let opening = gate.observe(round.ret_connected, Instant::now());
+                if let (Some(opening), ProbeKind::Ping) = (opening, settings.kind) {
                     self.log_opening(opening);
                 }
             }
@@ -211,6 +213,19 @@ impl Watch {
                 }
             }
             let next = match round {
+                // Young and connectable: not judged until it answers a ping
+                // (a 3008 master answers none for its first seconds, and a
+                // minion sent to it early would wait on it).
+                Some((true, _)) if deferred => {
+                    if let Ok(mut s) = self.handle.status.lock() {
+                        s.last_result = Some(format!(
+                            "ret port open less than {} s: connected, not pinged yet",
+                            PING_AFTER_OPEN.as_secs()
+                        ));
+                    }
+                    let next = start + settings.interval.mul_f64(0.9 + 0.1 * rng.f64());
+                    gate.ping_at().map_or(next, |at| at.min(next))
+                }
                 Some((ok, detail)) => {
                     hung &= !ok;
                     if let Some(up) = hyst.observe(ok) {
@@ -330,7 +345,7 @@ impl Watch {
                 debug!(master = label, "ret port not connectable: when it opens again, plain connects for {} s before any ping", PING_AFTER_OPEN.as_secs())
             }
             Opening::Young { .. } => {
-                debug!(master = label, "master young: connect-only probes until its ret port has been open {} s (a Salt master pinged in its first second can stop answering)", PING_AFTER_OPEN.as_secs())
+                debug!(master = label, "master young: plain connects, not called up, until its ret port has been open {} s; then pings (a Salt master pinged before its workers listen can stop answering)", PING_AFTER_OPEN.as_secs())
             }
             Opening::Settled => debug!(master = label, "ret port open a while: pinged from now on"),
         }
@@ -392,7 +407,8 @@ pub enum Opening {
     /// or restarting. Not pinged; when it opens again it is young.
     Closed,
     /// Connectable since `since` (or the sidecar's start): probed with a
-    /// plain connect until it has been open for the gate's hold.
+    /// plain connect (no verdict unless it fails) until it has been open
+    /// for the gate's hold.
     Young { since: Instant },
     /// Open for the hold: pinged.
     Settled,
@@ -417,6 +433,14 @@ impl PingGate {
         PingGate {
             hold,
             opening: Opening::Young { since: now },
+        }
+    }
+
+    /// When a young port may be pinged (the next round is due then).
+    pub fn ping_at(&self) -> Option<Instant> {
+        match self.opening {
+            Opening::Young { since } => Some(since + self.hold),
+            Opening::Closed | Opening::Settled => None,
         }
     }
 
@@ -555,6 +579,23 @@ mod tests {
         tokio::time::advance(HOLD).await;
         assert_eq!(gate.observe(true, Instant::now()), Some(Opening::Settled));
         assert_eq!(gate.observe(true, Instant::now()), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_young_port_names_when_it_may_be_pinged() {
+        let t0 = Instant::now();
+        let mut gate = PingGate::new(HOLD, t0);
+        assert_eq!(gate.ping_at(), Some(t0 + HOLD));
+        gate.observe(false, t0);
+        assert_eq!(gate.ping_at(), None, "closed: nothing to wait for");
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let t1 = Instant::now();
+        gate.observe(true, t1);
+        assert_eq!(gate.ping_at(), Some(t1 + HOLD));
+        assert!(!gate.may_ping(t1 + HOLD - Duration::from_millis(1)));
+        assert!(gate.may_ping(t1 + HOLD));
+        gate.observe(true, t1 + HOLD);
+        assert_eq!(gate.ping_at(), None, "settled");
     }
 
     #[tokio::test(start_paused = true)]
