@@ -177,10 +177,13 @@ impl Watch {
             // no resolver, so its channel is closed from the start). A round
             // the sidecar could not probe (its own exhaustion) is no verdict:
             // tried again soon.
-            let deferred = settings.kind == ProbeKind::Ping
-                && !(hung || suspicion.is_some())
+            // A suspicion is settled with a ping at once (a minion request
+            // already waits on the master); other pings wait for the gate,
+            // also those of a master confirmed hung (restarted, it is young).
+            let deferred = (settings.kind == ProbeKind::Ping || hung)
+                && suspicion.is_none()
                 && !gate.may_ping(start);
-            let ret_kind = if hung || suspicion.is_some() {
+            let ret_kind = if suspicion.is_some() {
                 ProbeKind::Ping
             } else if deferred {
                 self.metrics
@@ -188,6 +191,8 @@ impl Watch {
                     .with_label_values(&[self.master.label.as_str()])
                     .inc();
                 ProbeKind::Tcp
+            } else if hung {
+                ProbeKind::Ping
             } else {
                 settings.kind
             };
@@ -416,8 +421,8 @@ pub enum Opening {
 
 /// When a master's ret port may get `ping` probes: only once it has been
 /// connectable for `hold` as this sidecar saw it — never in a master's first
-/// seconds, when a Salt 3008 router's request racing its first connection
-/// to its workers can wedge it. Pure: it takes `now`, no clock, no I/O.
+/// second, when a request before its workers listen, or racing the Salt 3008
+/// router's first connection to them, can wedge it. Pure: it takes `now`, no clock, no I/O.
 #[derive(Clone, Debug)]
 pub struct PingGate {
     hold: std::time::Duration,
