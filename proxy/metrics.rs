@@ -194,6 +194,7 @@ pub struct Metrics {
     pub bytes_total: IntCounterVec,
     pub session_moves_total: IntCounterVec,
     pub passive_suspicions_total: IntCounterVec,
+    pub pings_deferred_total: IntCounterVec,
     pub upstream_connect_duration_seconds: HistogramVec,
     pub upstream_connect_errors_total: IntCounterVec,
     pub dns_resolutions_total: IntCounterVec,
@@ -316,6 +317,12 @@ impl Metrics {
                  sidecar.ret_answer_timeout (transport tcp), by the re-probe's verdict.",
                 &["master", "outcome"],
             )?,
+            pings_deferred_total: counter(
+                "pings_deferred_total",
+                "Health rounds of `probe: ping` whose ret port got a plain connect instead, \
+                 because it was closed or had been open less than 1 s (the sidecar's start, a master restarting).",
+                &["master"],
+            )?,
             upstream_connect_duration_seconds: histogram(
                 "upstream_connect_duration_seconds",
                 "Time to connect to a master for a minion session.",
@@ -407,6 +414,7 @@ impl Metrics {
             self.master_active.with_label_values(&[master]);
             self.upstream_connect_duration_seconds
                 .with_label_values(&[master]);
+            self.pings_deferred_total.with_label_values(&[master]);
             for outcome in SuspicionOutcome::ALL {
                 self.passive_suspicions_total
                     .with_label_values(&[master, outcome.as_str()]);

@@ -148,8 +148,8 @@ fn a_single_string_master_and_transport_tcp() {
     assert_eq!(c.masters()[0].host, Host::Name("salt.example.net".into()));
     assert_eq!(
         c.sidecar.probe,
-        ProbeKind::Tcp,
-        "transport: tcp picks the tcp probe"
+        ProbeKind::Ping,
+        "transport: tcp picks the ping probe"
     );
 }
 

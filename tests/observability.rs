@@ -57,6 +57,8 @@ const FAMILIES: &[(&str, &str)] = &[
     // Issue 12: a graceful switch still sending new connections to the
     // master it is leaving.
     ("salt_sidecar_graceful_switch_waiting", "gauge"),
+    // `probe: ping` rounds given a plain connect: the ret port just opened.
+    ("salt_sidecar_pings_deferred_total", "counter"),
 ];
 
 fn repo(path: &str) -> PathBuf {

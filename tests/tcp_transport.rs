@@ -210,24 +210,37 @@ async fn a_request_left_unanswered_by_a_hung_master_fails_it_over_within_3s() {
     sidecar.assert_no_panic();
 }
 
-/// With `probe: ping` (Salt's clear `ping` on the ret port), an idle minion
-/// (no request pending) is failed over from a hung master within 3 s too
-/// (alive 1 s, fall 2), although its kernel accepts connects.
+/// The default probe for `transport: tcp` is Salt's `ping` on the ret port:
+/// an idle minion (no request pending) is failed over from a hung master
+/// within 3 s too (alive 1 s, fall 2), although its kernel accepts connects.
+/// (Pings start once the sidecar has seen the ret port open for 1 s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ping_probe_sees_an_idle_hung_master_within_3s() {
     let net = 177;
     let (mut a, _b) = (Master::start("A", net, 2), Master::start("B", net, 3));
-    let sidecar = Sidecar::start(&config(net, "master_alive_interval: 1", "probe: ping"));
-    let ret = addr(net, 1, 4506);
+    let sidecar = Sidecar::start(&config(net, "master_alive_interval: 1", ""));
+    let (ret, admin) = (addr(net, 1, 4506), addr(net, 1, 9464));
     until_answered_by(ret, "A", Instant::now()).await;
+    let a_label = format!("127.0.{net}.2");
+    sidecar
+        .log
+        .wait_for(&["pinged from now on", &a_label], Duration::from_secs(10));
+    let deferred = counter(
+        admin,
+        "salt_sidecar_pings_deferred_total",
+        &[("master", &a_label)],
+    );
+    assert!(
+        (1.0..=3.0).contains(&deferred),
+        "plain connects in A's first 1 s: {deferred}"
+    );
+    let failover = ["switched master", "reason=\"failover\""];
+    let seen = sidecar.log.count(&failover);
     let stopped = a.freeze();
     let switched = tokio::task::spawn_blocking({
         let log = sidecar.log.clone();
         move || {
-            log.wait_for(
-                &["switched master", "reason=\"failover\""],
-                Duration::from_secs(15),
-            );
+            log.wait_for_more(&failover, seen, Duration::from_secs(15));
             stopped.elapsed()
         }
     })
@@ -247,6 +260,73 @@ async fn the_ping_probe_sees_an_idle_hung_master_within_3s() {
         &["master is down", "no answer to a `ping` request"],
         Duration::from_secs(1),
     );
+    sidecar.assert_no_panic();
+}
+
+/// A master that restarts is not pinged in its first second (a Salt 3008
+/// master pinged before its workers listen can stop answering): a plain
+/// connect until its ret port has been open 1 s, which does not call it up;
+/// then pings, and it is up once it answers them, and answers through the
+/// sidecar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_master_gets_a_plain_connect_for_1s_then_pings() {
+    let net = 180;
+    let (a, _b) = (Master::start("A", net, 2), Master::start("B", net, 3));
+    let sidecar = Sidecar::start(&config(net, "master_alive_interval: 1", ""));
+    let (ret, admin) = (addr(net, 1, 4506), addr(net, 1, 9464));
+    let a_label = format!("127.0.{net}.2");
+    let settled = ["pinged from now on", a_label.as_str()];
+    let is_up = ["master is up", a_label.as_str()];
+    sidecar.log.wait_for(&settled, Duration::from_secs(10));
+    sidecar.log.wait_for(&is_up, Duration::from_secs(5));
+    let deferred = |admin| {
+        counter(
+            admin,
+            "salt_sidecar_pings_deferred_total",
+            &[("master", &a_label)],
+        )
+    };
+    let before = deferred(admin);
+
+    drop(a);
+    sidecar.log.wait_for(
+        &["ret port not connectable", &a_label],
+        Duration::from_secs(10),
+    );
+    sidecar
+        .log
+        .wait_for(&["master is down", &a_label], Duration::from_secs(10));
+    let _a = Master::start("A", net, 2);
+    let restarted = Instant::now();
+    sidecar
+        .log
+        .wait_for(&["master young", &a_label], Duration::from_secs(5));
+    sidecar
+        .log
+        .wait_for_more(&settled, 1, Duration::from_secs(10));
+    let pinged = restarted.elapsed();
+    assert_eq!(
+        sidecar.log.count(&is_up),
+        1,
+        "not up again before it answered a ping"
+    );
+    let plain = deferred(admin) - before;
+    sidecar.log.wait_for_more(&is_up, 1, Duration::from_secs(5));
+    let up = restarted.elapsed();
+    println!(
+        "restarted master A: {plain} plain connects, pinged again {:.2} s and up {:.2} s after it listened",
+        pinged.as_secs_f64(),
+        up.as_secs_f64()
+    );
+    assert!(
+        pinged >= Duration::from_secs(1),
+        "pinged {pinged:?} after the restart; expected not before 1 s"
+    );
+    assert!((1.0..=4.0).contains(&plain), "plain connects: {plain}");
+    let up = counter(admin, "salt_sidecar_master_up", &[("master", &a_label)]);
+    assert_eq!(up, 1.0);
+    // No failback in this config: the minion stays on B, and is answered.
+    assert_eq!(ask(ret).await.as_deref(), Some("B"));
     sidecar.assert_no_panic();
 }
 

@@ -521,9 +521,13 @@ impl<'a> Writer<'a> {
                 "/metrics /healthz /readyz /status and the admin API",
             ),
             (
-                if tcp { "  probe: tcp" } else { "  probe: zmtp" },
                 if tcp {
-                    "transport tcp: a plain connect"
+                    "  probe: ping"
+                } else {
+                    "  probe: zmtp"
+                },
+                if tcp {
+                    "transport tcp: Salt's clear ping request on the ret port"
                 } else {
                     "transport zeromq: check each master's ZMTP greeting"
                 },
@@ -754,16 +758,16 @@ grains:
     }
 
     #[test]
-    fn tcp_transport_probes_with_a_plain_connect() {
+    fn tcp_transport_probes_with_salts_ping() {
         let c = conv(
             "master: [salt-a, salt-b]\nmaster_type: failover\nmaster_alive_interval: 10\n\
              transport: tcp\npublish_port: 14505\nmaster_port: '14506'\n",
         )
         .unwrap();
         let cfg = loads(&c);
-        assert_eq!(cfg.sidecar.probe, config::ProbeKind::Tcp);
+        assert_eq!(cfg.sidecar.probe, config::ProbeKind::Ping);
         assert!(c.sidecar_yaml.contains("transport: tcp\n"));
-        assert!(c.sidecar_yaml.contains("  probe: tcp "));
+        assert!(c.sidecar_yaml.contains("  probe: ping "));
         assert_eq!(cfg.masters()[1].publish_port, 14505);
         assert_eq!(cfg.masters()[1].ret_port, 14506);
         assert_eq!(cfg.sidecar.listen_publish.port(), 14505);

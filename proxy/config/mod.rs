@@ -42,16 +42,27 @@ pub const DEFAULT_RANDOM_REAUTH_DELAY: Duration = Duration::from_secs(10);
 /// Default admin endpoint.
 pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
 
+/// How long a master's ret port must have been connectable before it gets
+/// `ping` probes (`control::health::PingGate`): a Salt 3008 tcp-transport
+/// master connects its request router to its workers on the first request,
+/// and a request that comes before its workers listen (measured: up to
+/// ~0.15 s after the ret port opens) can wedge it. Short, as it delays the
+/// first verdict at start-up (the next round comes when the hold ends, not an
+/// interval later).
+pub const PING_AFTER_OPEN: Duration = Duration::from_secs(1);
+
 /// How a master's health is probed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProbeKind {
     /// Read the ZMTP greeting and READY, check the socket type (transport zeromq).
     Zmtp,
-    /// A plain TCP connect (transport tcp: a ZMTP greeting would make it log a traceback).
+    /// A plain TCP connect (transport tcp, opt-in: a ZMTP greeting would
+    /// make it log a traceback; a hung master's kernel still accepts it).
     Tcp,
-    /// Transport tcp, opt-in: a connect on the publish port and
+    /// Transport tcp (the default there): a connect on the publish port and
     /// Salt's clear `ping` request on the ret port, which a live master
     /// answers at once and a hung one (whose kernel still accepts) never does.
+    /// Not in a master's first seconds (`control::health::PingGate`).
     Ping,
 }
 

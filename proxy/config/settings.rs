@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, ProbeKind};
+use crate::config::{Config, ProbeKind, PING_AFTER_OPEN};
 
 /// Everything a reload can change live.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,7 +46,14 @@ impl Tunables {
                 reauth_delay: c.reauth_delay,
                 recycle_base: Duration::from_secs(1).min(c.alive_interval),
                 recycle_cap: c.alive_interval,
-                startup_grace: sc.connect_timeout + Duration::from_millis(500),
+                // `ping`'s first verdict comes after a plain connect and
+                // the hold before the first ping (control::health::PingGate).
+                startup_grace: sc.connect_timeout
+                    + Duration::from_millis(500)
+                    + match sc.probe {
+                        ProbeKind::Ping => PING_AFTER_OPEN,
+                        ProbeKind::Zmtp | ProbeKind::Tcp => Duration::ZERO,
+                    },
             },
             connect_timeout: sc.connect_timeout,
             drain_timeout: sc.drain_timeout,

@@ -433,7 +433,7 @@ fn ret_answer_timeout(
     alive_interval: Duration,
 ) -> Result<Option<Duration>, ConfigError> {
     let key = "sidecar.ret_answer_timeout";
-    let tcp = transport_probe == Some(ProbeKind::Tcp);
+    let tcp = transport_probe == Some(ProbeKind::Ping);
     match raw {
         None if tcp => Ok(Some(alive_interval.max(MIN_DEFAULT_RET_ANSWER_TIMEOUT))),
         None => Ok(None),
@@ -455,7 +455,7 @@ fn ret_answer_timeout(
     }
 }
 
-/// `transport:`: the probe it implies, if given.
+/// `transport:`: the probe it implies, if given (`ping` for tcp).
 fn transport_probe(
     cx: &Ctx<'_>,
     raw: Option<&Spanned<String>>,
@@ -464,7 +464,7 @@ fn transport_probe(
         None => None,
         Some(s) => match s.value.trim() {
             "zeromq" => Some(ProbeKind::Zmtp),
-            "tcp" => Some(ProbeKind::Tcp),
+            "tcp" => Some(ProbeKind::Ping),
             other => {
                 return Err(cx.err(
                     loc(s),
@@ -701,10 +701,10 @@ impl RawSidecar {
                 "ping" => ProbeKind::Ping,
                 other => return Err(cx.err(loc(s), "sidecar.probe", format!("{} is not a probe; expected `zmtp` (transport zeromq), `ping` or `tcp` (transport tcp)", quoted(other)))),
             };
-                if t == Some(ProbeKind::Tcp) && p == ProbeKind::Zmtp {
+                if t == Some(ProbeKind::Ping) && p == ProbeKind::Zmtp {
                     return Err(cx.err(loc(s), "sidecar.probe", "`zmtp` contradicts `transport: tcp`: a tcp-transport master does not speak ZMTP (and logs a traceback for every probe); use `probe: ping` (or `tcp`)"));
                 }
-                if t != Some(ProbeKind::Tcp) && p == ProbeKind::Ping {
+                if t != Some(ProbeKind::Ping) && p == ProbeKind::Ping {
                     return Err(cx.err(loc(s), "sidecar.probe", "`ping` sends Salt's tcp-transport request, which needs `transport: tcp` (a ZeroMQ master would never answer it); add `transport: tcp`, or use `probe: zmtp`"));
                 }
                 p

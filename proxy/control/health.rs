@@ -21,6 +21,21 @@
 //! it then stays on `ping` probes until one is answered (a frozen master
 //! still accepts connects). Answered: *cleared*, no failover. One log line
 //! and one `passive_suspicions_total{outcome}` count per suspicion.
+//!
+//! **When to ping (`probe: ping`).** A master's ret port gets `ping`
+//! requests only once it has been connectable, as this sidecar saw it, for
+//! [`PING_AFTER_OPEN`] ([`PingGate`]); until then (at the sidecar's start,
+//! and whenever the port reopens after a refusal: a master restarting) it
+//! gets a plain connect, which can fail the master but not call it up: a
+//! master is up only once it has answered pings (`rise`), so no minion is
+//! sent to a master that cannot answer yet (a 3008 master answers nothing
+//! for its first seconds, and a minion request waiting on it would be taken
+//! for a hang). A Salt 3008 tcp-transport master routes requests to its
+//! workers through one connection that it opens on the first request; a
+//! request before its workers listen, or two before that connection is up,
+//! can leave it answering nothing, for good (seen in the labs; reproduced
+//! with two pings about 1 s apart in a master's first seconds). The ping
+//! itself keeps at most one request in flight (`probe::PingLine`).
 //! This module never chooses a master.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +49,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::master::{Host, MasterId, MasterSpec, Port};
 use crate::config::settings::{HealthSettings, Tunables};
-use crate::config::ProbeKind;
+use crate::config::{ProbeKind, PING_AFTER_OPEN};
 use crate::control::answers::Answers;
 use crate::control::hysteresis::Hysteresis;
 use crate::control::liveness::Liveness;
@@ -133,6 +148,8 @@ impl Watch {
         let mut suspicion: Option<std::time::Duration> = None;
         // Confirmed hung: the ret port is probed with `ping` until it answers.
         let mut hung = false;
+        // `probe: ping` only once the ret port has been open a while.
+        let mut gate = PingGate::new(PING_AFTER_OPEN, Instant::now());
         let handle = self.handle.clone();
         if resolver_alive && self.addrs.borrow().is_empty() {
             // A DNS name not resolved yet: give the first lookup up to one probe
@@ -160,9 +177,33 @@ impl Watch {
             // no resolver, so its channel is closed from the start). A round
             // the sidecar could not probe (its own exhaustion) is no verdict:
             // tried again soon.
-            let round = self
-                .probe_both(&settings, hung || suspicion.is_some())
-                .await;
+            // A suspicion is settled with a ping at once (a minion request
+            // already waits on the master); other pings wait for the gate,
+            // also those of a master confirmed hung (restarted, it is young).
+            let deferred = (settings.kind == ProbeKind::Ping || hung)
+                && suspicion.is_none()
+                && !gate.may_ping(start);
+            let ret_kind = if suspicion.is_some() {
+                ProbeKind::Ping
+            } else if deferred {
+                self.metrics
+                    .pings_deferred_total
+                    .with_label_values(&[self.master.label.as_str()])
+                    .inc();
+                ProbeKind::Tcp
+            } else if hung {
+                ProbeKind::Ping
+            } else {
+                settings.kind
+            };
+            let round = self.probe_both(&settings, ret_kind).await;
+            if let Some(round) = &round {
+                let opening = gate.observe(round.ret_connected, Instant::now());
+                if let (Some(opening), ProbeKind::Ping) = (opening, settings.kind) {
+                    self.log_opening(opening);
+                }
+            }
+            let round = round.map(|r| (r.ok, r.detail));
             if let (Some(waited), Some((ok, detail))) = (suspicion.take(), &round) {
                 self.settle(waited, *ok, detail);
                 if !ok {
@@ -177,6 +218,19 @@ impl Watch {
                 }
             }
             let next = match round {
+                // Young and connectable: not judged until it answers a ping
+                // (a 3008 master answers none for its first seconds, and a
+                // minion sent to it early would wait on it).
+                Some((true, _)) if deferred => {
+                    if let Ok(mut s) = self.handle.status.lock() {
+                        s.last_result = Some(format!(
+                            "ret port open less than {} s: connected, not pinged yet",
+                            PING_AFTER_OPEN.as_secs()
+                        ));
+                    }
+                    let next = start + settings.interval.mul_f64(0.9 + 0.1 * rng.f64());
+                    gate.ping_at().map_or(next, |at| at.min(next))
+                }
                 Some((ok, detail)) => {
                     hung &= !ok;
                     if let Some(up) = hyst.observe(ok) {
@@ -205,16 +259,16 @@ impl Watch {
         }
     }
 
-    /// Probes both ports at once, counts the results and records them in
-    /// the handle; returns whether both passed, and why not — or `None` when
-    /// the sidecar itself ran out of descriptors or memory (no verdict).
-    /// `ping`: the ret port gets Salt's `ping` request (a suspected or
-    /// hung tcp-transport master), not the configured probe.
+    /// Probes both ports at once (the ret port with `ret_kind`: `ping` for
+    /// a suspected or hung master, a plain connect for a young one), counts
+    /// the results and records them in the handle; returns whether both
+    /// passed, and why not — or `None` when the sidecar itself ran out of
+    /// descriptors or memory (no verdict).
     async fn probe_both(
         &mut self,
         settings: &HealthSettings,
-        ping: bool,
-    ) -> Option<(bool, String)> {
+        ret_kind: ProbeKind,
+    ) -> Option<Round> {
         let master = &self.master;
         let label = master.label.as_str();
         let current: Arc<[std::net::IpAddr]> = self.addrs.borrow_and_update().clone();
@@ -224,11 +278,18 @@ impl Watch {
         };
         let line = &mut self.ping_line;
         let ret = async {
-            if ping || settings.kind == ProbeKind::Ping {
+            if ret_kind == ProbeKind::Ping {
                 line.ping(&current, master.ret_port, settings.timeout).await
             } else {
                 line.close();
-                probe(master.ret_port, Port::Ret).await
+                probe::probe(
+                    ret_kind,
+                    &current,
+                    master.ret_port,
+                    Port::Ret,
+                    settings.timeout,
+                )
+                .await
             }
         };
         let (publish, ret) = tokio::join!(probe(master.publish_port, Port::Publish), ret);
@@ -274,7 +335,25 @@ impl Watch {
             s.last_probe = Some(SystemTime::now());
             s.last_result = Some(detail.clone());
         }
-        Some((ok, detail))
+        Some(Round {
+            ok,
+            detail,
+            ret_connected: !matches!(ret, Err(ProbeError::Connect(_))),
+        })
+    }
+
+    /// One log line (debug) per change of when the ret port may be pinged.
+    fn log_opening(&self, opening: Opening) {
+        let label = self.master.label.as_str();
+        match opening {
+            Opening::Closed => {
+                debug!(master = label, "ret port not connectable: when it opens again, plain connects for {} s before any ping", PING_AFTER_OPEN.as_secs())
+            }
+            Opening::Young { .. } => {
+                debug!(master = label, "master young: plain connects, not called up, until its ret port has been open {} s; then pings (a Salt master pinged before its workers listen can stop answering)", PING_AFTER_OPEN.as_secs())
+            }
+            Opening::Settled => debug!(master = label, "ret port open a while: pinged from now on"),
+        }
     }
 
     /// Counts and logs how a suspicion ended: the re-probe round `ok` or not.
@@ -313,6 +392,88 @@ impl Watch {
             detail,
         )
         .await;
+    }
+}
+
+/// One probe round's verdict.
+struct Round {
+    /// Both ports passed.
+    ok: bool,
+    /// Why not (or "probes ok").
+    detail: String,
+    /// The ret port accepted the connect (answered or not).
+    ret_connected: bool,
+}
+
+/// Where a master's ret port stands for [`PingGate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// The last connect to it failed (refused, timed out): a master down
+    /// or restarting. Not pinged; when it opens again it is young.
+    Closed,
+    /// Connectable since `since` (or the sidecar's start): probed with a
+    /// plain connect (no verdict unless it fails) until it has been open
+    /// for the gate's hold.
+    Young { since: Instant },
+    /// Open for the hold: pinged.
+    Settled,
+}
+
+/// When a master's ret port may get `ping` probes: only once it has been
+/// connectable for `hold` as this sidecar saw it — never in a master's first
+/// second, when a request before its workers listen, or racing the Salt 3008
+/// router's first connection to them, can wedge it. Pure: it takes `now`, no clock, no I/O.
+#[derive(Clone, Debug)]
+pub struct PingGate {
+    hold: std::time::Duration,
+    opening: Opening,
+}
+
+// === impl PingGate ===
+
+impl PingGate {
+    /// At the sidecar's start: a master's age is unknown (it may have
+    /// opened just now, as at boot), so it is young from `now`.
+    pub fn new(hold: std::time::Duration, now: Instant) -> Self {
+        PingGate {
+            hold,
+            opening: Opening::Young { since: now },
+        }
+    }
+
+    /// When a young port may be pinged (the next round is due then).
+    pub fn ping_at(&self) -> Option<Instant> {
+        match self.opening {
+            Opening::Young { since } => Some(since + self.hold),
+            Opening::Closed | Opening::Settled => None,
+        }
+    }
+
+    /// May a round starting at `now` ping the ret port?
+    pub fn may_ping(&self, now: Instant) -> bool {
+        match self.opening {
+            Opening::Settled => true,
+            Opening::Young { since } => now >= since + self.hold,
+            Opening::Closed => false,
+        }
+    }
+
+    /// A round ended at `now`: the ret port accepted its connect or not.
+    /// Returns the new standing when it changed (one log line each).
+    ///
+    /// `_ + not connected => Closed`; `Closed + connected => Young{now}`;
+    /// `Young{since} + connected, held => Settled`; otherwise unchanged.
+    pub fn observe(&mut self, connected: bool, now: Instant) -> Option<Opening> {
+        let next = match (self.opening, connected) {
+            (_, false) => Opening::Closed,
+            (Opening::Closed, true) => Opening::Young { since: now },
+            (Opening::Young { since }, true) if now >= since + self.hold => Opening::Settled,
+            (standing, true) => standing,
+        };
+        (next != self.opening).then(|| {
+            self.opening = next;
+            next
+        })
     }
 }
 
@@ -360,4 +521,94 @@ async fn report(
             detail,
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const HOLD: Duration = Duration::from_secs(3);
+
+    /// One round per second, the ret port open or not; what each round may
+    /// do (ping or not) on virtual time.
+    async fn rounds(gate: &mut PingGate, open: &[bool]) -> Vec<bool> {
+        let mut pinged = Vec::new();
+        for &connected in open {
+            pinged.push(gate.may_ping(Instant::now()));
+            gate.observe(connected, Instant::now());
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        pinged
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_start_a_master_is_pinged_only_after_the_hold() {
+        let mut gate = PingGate::new(HOLD, Instant::now());
+        let pinged = rounds(&mut gate, &[true; 5]).await;
+        assert_eq!(pinged, [false, false, false, true, true]);
+        assert_eq!(gate.opening, Opening::Settled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_master_is_young_again_from_its_first_open_connect() {
+        let mut gate = PingGate::new(HOLD, Instant::now());
+        rounds(&mut gate, &[true; 4]).await;
+        assert!(gate.may_ping(Instant::now()));
+        // Down for two rounds (refused), then open again.
+        let pinged = rounds(&mut gate, &[false, false, true, true, true, true, true]).await;
+        assert_eq!(
+            pinged,
+            [true, false, false, false, false, true, true],
+            "no ping while closed, nor in the 3 s after it opened"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_while_young_restarts_the_hold() {
+        let mut gate = PingGate::new(HOLD, Instant::now());
+        let pinged = rounds(&mut gate, &[true, true, false, true, true, true, true]).await;
+        assert_eq!(pinged, [false, false, false, false, false, false, true]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_change_is_reported_once() {
+        let t0 = Instant::now();
+        let mut gate = PingGate::new(HOLD, t0);
+        assert_eq!(gate.observe(true, t0), None);
+        assert_eq!(gate.observe(false, t0), Some(Opening::Closed));
+        assert_eq!(gate.observe(false, t0), None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let t1 = Instant::now();
+        assert_eq!(gate.observe(true, t1), Some(Opening::Young { since: t1 }));
+        tokio::time::advance(HOLD).await;
+        assert_eq!(gate.observe(true, Instant::now()), Some(Opening::Settled));
+        assert_eq!(gate.observe(true, Instant::now()), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_young_port_names_when_it_may_be_pinged() {
+        let t0 = Instant::now();
+        let mut gate = PingGate::new(HOLD, t0);
+        assert_eq!(gate.ping_at(), Some(t0 + HOLD));
+        gate.observe(false, t0);
+        assert_eq!(gate.ping_at(), None, "closed: nothing to wait for");
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let t1 = Instant::now();
+        gate.observe(true, t1);
+        assert_eq!(gate.ping_at(), Some(t1 + HOLD));
+        assert!(!gate.may_ping(t1 + HOLD - Duration::from_millis(1)));
+        assert!(gate.may_ping(t1 + HOLD));
+        gate.observe(true, t1 + HOLD);
+        assert_eq!(gate.ping_at(), None, "settled");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_master_stays_settled_its_kernel_still_accepts() {
+        let mut gate = PingGate::new(HOLD, Instant::now());
+        rounds(&mut gate, &[true; 4]).await;
+        // Unanswered pings: connected, so still pinged every round.
+        let pinged = rounds(&mut gate, &[true; 10]).await;
+        assert!(pinged.iter().all(|&p| p));
+    }
 }

@@ -8,7 +8,9 @@
 //! the publish port; on the ret port Salt's clear `ping` request, whose reply
 //! a live master sends at once and a hung one never does (any reaction of
 //! the master counts: only silence fails it). Its ret-port connection is kept
-//! by the master's health task while a reply is owed ([`PingLine`]). The
+//! by the master's health task while a reply is owed, and no second ping is
+//! sent before that reply ([`PingLine`]); *when* to ping is `health`'s
+//! call (not in a master's first seconds). The
 //! whole probe is bounded by one timeout and reads a bounded number of
 //! bytes. Hysteresis is `health`'s job.
 
@@ -119,35 +121,43 @@ async fn connect(
         })
 }
 
-/// Pings without an answer after which a kept connection is given up
-/// (a master hung that long; it may log the replies it cannot send).
-const MAX_OWED: u32 = 16;
+/// Rounds an unanswered ping is waited for on its kept connection before
+/// the connection is given up and a fresh ping sent (a master hung that
+/// long; it may log the reply it cannot send).
+const MAX_WAITED: u32 = 16;
 
 /// One master's `ping` probes of its ret port, kept by its health task.
 ///
-/// A ping that times out leaves its connection open until the master has
-/// answered every ping sent on it (later pings go on the same connection),
-/// then it is closed: a Salt master that is slow to answer (a 3008 master
-/// waits for its modules for a few seconds after it starts) never finds the
-/// connection gone when it replies, which it would log as an error with a
-/// traceback (`StreamClosedError`, "Task exception was never retrieved").
-/// One descriptor per master, as for any probe.
+/// **At most one ping in flight.** A ping that times out leaves its
+/// connection open, and later rounds send nothing more: they wait for that
+/// ping's reply (which proves the master alive when it comes), then the
+/// connection is closed. So a Salt master never has two of the sidecar's
+/// requests at once: a 3008 tcp-transport master whose request router gets
+/// two requests before its connection to its workers is up can stop
+/// answering every request for good (reproduced: two pings about 1 s apart
+/// in the first seconds after its ret port opened). And a master that is
+/// slow to answer (3008 loads its modules for seconds after it starts)
+/// never finds the connection gone when it replies, which it would log as
+/// an error with a traceback (`StreamClosedError`, "Task exception was never
+/// retrieved"). One descriptor per master, as for any probe.
 #[derive(Debug, Default)]
 pub struct PingLine {
     stream: Option<TcpStream>,
     /// Bytes of replies read but not yet complete.
     buf: Vec<u8>,
-    /// Pings sent on `stream` whose replies have not been read.
-    owed: u32,
+    /// A ping was sent on `stream` and its reply has not been read.
+    owed: bool,
+    /// Rounds that waited for the owed ping's reply without sending one.
+    waited: u32,
 }
 
 impl PingLine {
     /// Sends Salt's clear `ping` request to the ret port of the master at
-    /// `addrs` and waits for a reply, all within `limit`. The master is alive
-    /// if a reply (to this ping or an earlier one: it was written just now)
-    /// or any other bytes (e.g. a TLS alert: a master with Salt's `ssl:`)
-    /// arrive; a hung master's kernel accepts the connection and the request,
-    /// and nothing comes back: [`ProbeError::Unanswered`].
+    /// `addrs` (unless one is still owed a reply: then that reply is
+    /// waited for) and waits for a reply, all within `limit`. The master is
+    /// alive if a reply or any other bytes (e.g. a TLS alert: a master with
+    /// Salt's `ssl:`) arrive; a hung master's kernel accepts the connection
+    /// and the request, and nothing comes back: [`ProbeError::Unanswered`].
     pub async fn ping(
         &mut self,
         addrs: &[IpAddr],
@@ -156,7 +166,7 @@ impl PingLine {
     ) -> Result<(), ProbeError> {
         match timeout(limit, self.exchange(addrs, ret_port, limit)).await {
             Ok(Ok(())) => {
-                if self.owed == 0 {
+                if !self.owed {
                     self.close();
                 }
                 Ok(())
@@ -166,8 +176,8 @@ impl PingLine {
                 Err(e)
             }
             Err(_) => {
-                // Cut short before a whole ping was sent, or owed too much.
-                if self.owed == 0 || self.owed >= MAX_OWED {
+                // Cut short before a ping was sent, or waited too long.
+                if !self.owed || self.waited >= MAX_WAITED {
                     self.close();
                 }
                 Err(ProbeError::Unanswered)
@@ -179,7 +189,8 @@ impl PingLine {
     pub fn close(&mut self) {
         self.stream = None;
         self.buf.clear();
-        self.owed = 0;
+        self.owed = false;
+        self.waited = 0;
     }
 
     async fn exchange(
@@ -188,8 +199,8 @@ impl PingLine {
         ret_port: u16,
         limit: Duration,
     ) -> Result<(), ProbeError> {
-        // Replies that came in since the last round pay what is owed, but
-        // say nothing about now; a close means a fresh connection.
+        // A reply that came in since the last round pays what is owed, but
+        // says nothing about now; a close means a fresh connection.
         if self.take_buffered()? {
             self.close();
         }
@@ -197,8 +208,13 @@ impl PingLine {
             Some(stream) => stream,
             None => self.stream.insert(connect(addrs, ret_port, limit).await?),
         };
-        stream.write_all(saltreq::PING).await?;
-        self.owed += 1;
+        if self.owed {
+            // Never a second request while one is unanswered: wait for it.
+            self.waited += 1;
+        } else {
+            stream.write_all(saltreq::PING).await?;
+            self.owed = true;
+        }
         let mut chunk = [0u8; 1024];
         loop {
             let n = match &mut self.stream {
@@ -242,14 +258,15 @@ impl PingLine {
         Ok(matches!(self.settle(), Settled::NotSalt))
     }
 
-    /// Counts the complete replies in `buf` off what is owed.
+    /// Counts the complete replies in `buf`; a reply pays what is owed.
     fn settle(&mut self) -> Settled {
         let mut replies = 0;
         loop {
             match saltreq::message_len(&self.buf) {
                 Ok(Some(len)) => {
                     self.buf.drain(..len);
-                    self.owed = self.owed.saturating_sub(1);
+                    self.owed = false;
+                    self.waited = 0;
                     replies += 1;
                 }
                 Ok(None) if self.buf.len() > MAX_FRAME => return Settled::NotSalt,
@@ -342,19 +359,34 @@ mod tests {
     use std::sync::Arc;
     use tokio::net::TcpListener;
 
+    /// What a stand-in ret port saw.
+    #[derive(Default)]
+    struct Seen {
+        conns: AtomicUsize,
+        pings: AtomicUsize,
+        /// Replies it could not deliver (the connection was gone).
+        lost: AtomicUsize,
+    }
+
+    impl Seen {
+        fn get(&self, what: fn(&Seen) -> &AtomicUsize) -> usize {
+            what(self).load(Ordering::SeqCst)
+        }
+    }
+
     /// A ret port that answers each ping after `delay` on the connection it
-    /// came on; counts connections and replies it could not deliver.
-    async fn slow_master(delay: Duration) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    /// came on.
+    async fn slow_master(delay: Duration) -> (u16, Arc<Seen>) {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let (conns, lost) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (c, l) = (conns.clone(), lost.clone());
+        let seen = Arc::new(Seen::default());
+        let s = seen.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                c.fetch_add(1, Ordering::SeqCst);
-                let l = l.clone();
+                s.conns.fetch_add(1, Ordering::SeqCst);
+                let s = s.clone();
                 tokio::spawn(async move {
                     let (mut rd, wr) = stream.into_split();
                     let wr = Arc::new(tokio::sync::Mutex::new(wr));
@@ -367,13 +399,14 @@ mod tests {
                         buf.extend_from_slice(&chunk[..n]);
                         while let Ok(Some(len)) = saltreq::message_len(&buf) {
                             buf.drain(..len);
-                            let (wr, l) = (wr.clone(), l.clone());
+                            s.pings.fetch_add(1, Ordering::SeqCst);
+                            let (wr, s) = (wr.clone(), s.clone());
                             tokio::spawn(async move {
                                 tokio::time::sleep(delay).await;
                                 let reply =
                                     b"\x82\xa4head\x81\xa3mid\x01\xa4body\x81\xa3cmd\xa4ping";
                                 if wr.lock().await.write_all(reply).await.is_err() {
-                                    l.fetch_add(1, Ordering::SeqCst);
+                                    s.lost.fetch_add(1, Ordering::SeqCst);
                                 }
                             });
                         }
@@ -381,12 +414,12 @@ mod tests {
                 });
             }
         });
-        (port, conns, lost)
+        (port, seen)
     }
 
     #[tokio::test]
-    async fn a_late_reply_finds_its_connection_open_and_clears_the_next_round() {
-        let (port, conns, lost) = slow_master(Duration::from_millis(400)).await;
+    async fn an_unanswered_ping_is_waited_for_not_followed_by_another() {
+        let (port, seen) = slow_master(Duration::from_millis(400)).await;
         let addrs = [IpAddr::from(Ipv4Addr::LOCALHOST)];
         let mut line = PingLine::default();
         let limit = Duration::from_millis(150);
@@ -394,27 +427,48 @@ mod tests {
             let r = line.ping(&addrs, port, limit).await;
             assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
         }
-        // The two late replies arrive while this round waits for its own.
+        assert_eq!(
+            seen.get(|s| &s.pings),
+            1,
+            "the second round sent no ping while the first was unanswered"
+        );
+        // The late reply arrives while this round waits: the master is alive.
         line.ping(&addrs, port, Duration::from_secs(2))
             .await
             .expect("a late reply proves the master alive");
-        // Its own reply is still owed: the connection stays until it comes.
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(line.stream.is_none(), "nothing owed: closed");
         line.ping(&addrs, port, Duration::from_secs(2))
             .await
             .expect("answered");
+        assert_eq!(seen.get(|s| &s.pings), 2);
         assert_eq!(
-            conns.load(Ordering::SeqCst),
-            1,
-            "one connection for every round"
+            seen.get(|s| &s.conns),
+            2,
+            "one connection per answered ping"
         );
-        line.close();
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(
-            lost.load(Ordering::SeqCst),
+            seen.get(|s| &s.lost),
             0,
             "no reply found its connection gone"
         );
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_came_between_rounds_pays_the_debt_and_a_fresh_ping_goes_out() {
+        let (port, seen) = slow_master(Duration::from_millis(300)).await;
+        let addrs = [IpAddr::from(Ipv4Addr::LOCALHOST)];
+        let mut line = PingLine::default();
+        let r = line.ping(&addrs, port, Duration::from_millis(100)).await;
+        assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
+        // The reply comes while no round runs; it says nothing about now.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        line.ping(&addrs, port, Duration::from_secs(2))
+            .await
+            .expect("answered");
+        assert_eq!(seen.get(|s| &s.pings), 2, "a fresh ping for this round");
+        assert_eq!(seen.get(|s| &s.conns), 1, "on the kept connection");
+        assert_eq!(seen.get(|s| &s.lost), 0);
     }
 
     #[tokio::test]
@@ -427,7 +481,7 @@ mod tests {
         let mut line = PingLine::default();
         let r = line.ping(&addrs, port, Duration::from_millis(200)).await;
         assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
-        let (port, conns, _) = slow_master(Duration::ZERO).await;
+        let (port, seen) = slow_master(Duration::ZERO).await;
         let mut line = PingLine::default();
         for _ in 0..3 {
             line.ping(&addrs, port, Duration::from_secs(2))
@@ -435,6 +489,6 @@ mod tests {
                 .expect("answered");
             assert!(line.stream.is_none(), "nothing owed: closed");
         }
-        assert_eq!(conns.load(Ordering::SeqCst), 3);
+        assert_eq!(seen.get(|s| &s.conns), 3);
     }
 }

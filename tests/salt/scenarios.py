@@ -28,6 +28,9 @@ Scenarios (``scenarios.py list``), one JSON line each from ``run``:
   graceful_restart              a planned restart while the stream runs: pause the
                                 stream until nothing is in flight, SIGTERM A, resume
                                 (on B), start A again (the stream ends on A)
+  failback_tcp, graceful_restart_tcp
+                                the same two with transport tcp: A restarts under
+                                the sidecar's default `ping` probe
   enroll                        a minion whose key is accepted nowhere; `salt-sidecar
                                 enroll` pins it to each master, the test accepts the
                                 key as it appears; no master is stopped
@@ -113,7 +116,8 @@ def sidecar_config(transport: str = "zeromq", alive: int = 1, reauth: int = 0,
                    mid: str = MINION, listen: str = "127.0.0.1", admin: str = ADMIN,
                    shuffle: bool = False, drain_timeout: str = "60s") -> Dict[str, Any]:
     """The sidecar config of the labs (the brief's): both masters, alive 1 s,
-    no reconnect jitter, connect_timeout 1 s; probe tcp for transport tcp."""
+    no reconnect jitter, connect_timeout 1 s; probe zmtp, or for transport tcp
+    the default probe (ping)."""
     cfg: Dict[str, Any] = {
         "master": list(masters),
         "master_type": "failover",
@@ -128,10 +132,12 @@ def sidecar_config(transport: str = "zeromq", alive: int = 1, reauth: int = 0,
         cfg["transport"] = "tcp"
     cfg["sidecar"] = {"listen": listen, "admin": admin, "admin_socket": admin_socket(listen),
                       "connect_timeout": "1s",
-                      "drain_timeout": drain_timeout, "probe": "tcp" if transport == "tcp" else "zmtp",
+                      "drain_timeout": drain_timeout,
                       # ZeroMQ sessions move to the new master instead of being cut: what makes
                       # minions before 3007 fail over fast with Salt's default reconnect settings
                       "move_sessions": True}
+    if transport != "tcp":
+        cfg["sidecar"]["probe"] = "zmtp"
     return cfg
 
 
@@ -405,10 +411,11 @@ class JobStream:
             self.popen.wait(timeout=5)
 
 
-def failback_round(ctx: Ctx, graceful: bool) -> Dict[str, Any]:
-    """Scenario 3 (crash, then A returns) or 4 (SIGTERM A, then start it), with a job stream."""
-    name = "graceful_restart" if graceful else "failback"
-    sl = SidecarLab(ctx, name)
+def failback_round(ctx: Ctx, graceful: bool, transport: str = "zeromq") -> Dict[str, Any]:
+    """Scenario 3 (crash, then A returns) or 4 (SIGTERM A, then start it), with a job stream;
+    transport tcp: A restarts under the sidecar's default `ping` probe."""
+    name = ("graceful_restart" if graceful else "failback") + ("_tcp" if transport == "tcp" else "")
+    sl = SidecarLab(ctx, name, transport=transport)
     lab = sl.lab
     res: Dict[str, Any] = {}
     ok = False
@@ -774,6 +781,8 @@ def _failover_runner(name: str) -> Callable[[Ctx, float], Dict[str, Any]]:
 SCENARIOS: Dict[str, Callable[[Ctx, float], Dict[str, Any]]] = {n: _failover_runner(n) for n in FAILOVER_MODES}
 SCENARIOS["failback"] = lambda ctx, cap: failback_round(ctx, graceful=False)
 SCENARIOS["graceful_restart"] = lambda ctx, cap: failback_round(ctx, graceful=True)
+SCENARIOS["failback_tcp"] = lambda ctx, cap: failback_round(ctx, graceful=False, transport="tcp")
+SCENARIOS["graceful_restart_tcp"] = lambda ctx, cap: failback_round(ctx, graceful=True, transport="tcp")
 SCENARIOS["native_failback"] = lambda ctx, cap: native_failback_round(ctx)
 SCENARIOS["enroll"] = lambda ctx, cap: enroll_round(ctx)
 SCENARIOS["shuffle"] = lambda ctx, cap: shuffle_round(ctx)
@@ -781,6 +790,7 @@ SCENARIOS["shuffle"] = lambda ctx, cap: shuffle_round(ctx)
 # the headline timing of a round
 HEADLINE = {n: "seconds" for n in FAILOVER_MODES}
 HEADLINE.update({"failback": "failback_after_start_s", "native_failback": "failback_after_start_s", "graceful_restart": "sigterm_to_first_return_b_s",
+                 "failback_tcp": "failback_after_start_s", "graceful_restart_tcp": "sigterm_to_first_return_b_s",
                  "enroll": "enroll_s", "shuffle": "move_s_max"})
 
 
