@@ -193,14 +193,18 @@ impl Forwarder {
         let connect = Box::pin(self.connect_upstream(port));
         let closed = Box::pin(minion_closed(&mut minion, &mut early));
         let Some(mut next) = (tokio::select! {
+            // In this order: the minion's first bytes (already there, as a
+            // rule) are read before the connect, which often completes at
+            // once, so that they go out with it (`net::send_first`).
+            biased;
             _ = shutdown.cancelled() => None,
-            c = connect => c,
             // A held connection is released the moment the minion gives up
             // on it: a long outage holds no descriptor for a gone minion.
             () = closed => {
                 debug!(port = port.as_str(), %peer, "minion closed its connection while waiting for a master");
                 None
             }
+            c = connect => c,
         }) else {
             return;
         };
@@ -231,7 +235,7 @@ impl Forwarder {
                     clock.asked();
                 }
                 // What the minion sent while waiting goes first, in order.
-                if let Err(e) = upstream.write_all(&early).await {
+                if let Err(e) = net::send_first(&mut upstream, &early).await {
                     counters.active.dec();
                     net::reset_on_close(&minion);
                     debug!(port = port.as_str(), %peer, master = label, error = %e, "session closed before its first bytes reached the master");
@@ -242,6 +246,11 @@ impl Forwarder {
                 }
                 counters.to_master.inc_by(early.len() as u64);
                 early = Vec::new();
+            }
+            // Off the path of the first request: it is on its way already.
+            // (A moved session's upstream was configured by the move.)
+            if last_move.is_none() {
+                self.configure(&upstream, &plane, master);
             }
             let ctl = duplex::Control {
                 port,
@@ -365,6 +374,7 @@ impl Forwarder {
                 c = connect => c.ok_or(MoveError::Shutdown)?,
                 () = closed => return Err(MoveError::MinionClosed),
             };
+            self.configure(&stream, &plane, m);
             let limit = self.tunables.borrow().connect_timeout;
             match rejoin(&mut stream, tracks, port, limit).await {
                 Ok(down) => {
@@ -450,7 +460,18 @@ impl Forwarder {
         }
     }
 
+    /// Sets the forwarding socket options (keepalive, user timeout) on a
+    /// connected upstream; the caller does it once the first bytes are sent.
+    fn configure(&self, upstream: &TcpStream, plane: &Plane, m: MasterId) {
+        let socket_options = self.tunables.borrow().socket_options;
+        if let Err(e) = net::configure(upstream, &socket_options) {
+            debug!(master = plane.label(m), error = %e, "could not set upstream socket options");
+        }
+    }
+
     /// One connect attempt to master `m` for a session on `port`.
+    /// The stream comes back without the forwarding socket options
+    /// ([`Forwarder::configure`]).
     async fn try_master(&self, plane: &Plane, m: MasterId, port: Port) -> Attempt {
         let Some(spec) = plane.masters.get(m.index()) else {
             return Attempt::Failed;
@@ -471,10 +492,7 @@ impl Forwarder {
             .get(m.index())
             .map(|a| a.borrow().clone())
             .unwrap_or_default();
-        let (connect_timeout, socket_options) = {
-            let t = self.tunables.borrow();
-            (t.connect_timeout, t.socket_options)
-        };
+        let connect_timeout = self.tunables.borrow().connect_timeout;
         let started = Instant::now();
         let connected = tokio::select! {
             c = net::connect(&addrs, spec.port(port), connect_timeout) => c,
@@ -486,9 +504,6 @@ impl Forwarder {
                     .upstream_connect_duration_seconds
                     .with_label_values(&[spec.label.as_str()])
                     .observe(started.elapsed().as_secs_f64());
-                if let Err(e) = net::configure(&stream, &socket_options) {
-                    debug!(master = %spec.label, error = %e, "could not set upstream socket options");
-                }
                 Attempt::Connected(stream, tokens)
             }
             Err(ConnectError::Io { source, .. })
