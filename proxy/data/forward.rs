@@ -32,10 +32,12 @@
 //! from the new master that it cannot decrypt.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
@@ -193,21 +195,25 @@ impl Forwarder {
         let connect = Box::pin(self.connect_upstream(port));
         let closed = Box::pin(minion_closed(&mut minion, &mut early));
         let Some(mut next) = (tokio::select! {
-            // In this order: the minion's first bytes (already there, as a
-            // rule) are read before the connect, which often completes at
-            // once, so that they go out with it (`net::send_first`).
             biased;
             _ = shutdown.cancelled() => None,
+            c = connect => c,
             // A held connection is released the moment the minion gives up
             // on it: a long outage holds no descriptor for a gone minion.
             () = closed => {
                 debug!(port = port.as_str(), %peer, "minion closed its connection while waiting for a master");
                 None
             }
-            c = connect => c,
         }) else {
             return;
         };
+        // A connect that completed at once (`net::connect`) returned before
+        // the minion's first bytes were read; they are there by now as a
+        // rule (read after the connect, not before: under load they arrive
+        // a little after the accept), and go out with the first send.
+        if early.is_empty() {
+            read_ready(&mut minion, &mut early).await;
+        }
         // A ZeroMQ session is followed frame by frame so that a switch can
         // move it to the new master instead of cutting it.
         let movable = self.tunables.borrow().moves_sessions();
@@ -553,6 +559,21 @@ async fn minion_closed(minion: &mut TcpStream, early: &mut Vec<u8>) {
             Ok(0) | Err(_) => return,
             Ok(n) => early.extend_from_slice(&chunk[..n]),
         }
+    }
+}
+
+/// Reads what the minion has sent so far, without waiting: one poll of the
+/// socket through `AsyncRead` (a short read tells tokio it is drained, so
+/// the copy's first read waits for new bytes instead of finding `EAGAIN`).
+/// An end of stream or an error is left for the copy to find.
+async fn read_ready(minion: &mut TcpStream, early: &mut Vec<u8>) {
+    let mut chunk = [0u8; 2048];
+    let mut buf = ReadBuf::new(&mut chunk);
+    let polled =
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *minion).poll_read(cx, &mut buf)))
+            .await;
+    if let Poll::Ready(Ok(())) = polled {
+        early.extend_from_slice(buf.filled());
     }
 }
 
