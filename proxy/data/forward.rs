@@ -34,7 +34,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest, ReadBuf};
@@ -212,7 +212,7 @@ impl Forwarder {
         // rule (read after the connect, not before: under load they arrive
         // a little after the accept), and go out with the first send.
         if early.is_empty() {
-            read_ready(&mut minion, &mut early).await;
+            read_ready(&mut minion, &mut early);
         }
         // A ZeroMQ session is followed frame by frame so that a switch can
         // move it to the new master instead of cutting it.
@@ -565,14 +565,15 @@ async fn minion_closed(minion: &mut TcpStream, early: &mut Vec<u8>) {
 /// Reads what the minion has sent so far, without waiting: one poll of the
 /// socket through `AsyncRead` (a short read tells tokio it is drained, so
 /// the copy's first read waits for new bytes instead of finding `EAGAIN`).
-/// An end of stream or an error is left for the copy to find.
-async fn read_ready(minion: &mut TcpStream, early: &mut Vec<u8>) {
+/// An end of stream or an error is left for the copy to find. Not `async`:
+/// its buffer would then be part of every session's future (memory per idle
+/// connection); a pending poll leaves a no-op waker that the copy's first
+/// poll replaces (readiness is kept by tokio, so no event is lost).
+fn read_ready(minion: &mut TcpStream, early: &mut Vec<u8>) {
     let mut chunk = [0u8; 2048];
     let mut buf = ReadBuf::new(&mut chunk);
-    let polled =
-        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *minion).poll_read(cx, &mut buf)))
-            .await;
-    if let Poll::Ready(Ok(())) = polled {
+    let mut cx = Context::from_waker(Waker::noop());
+    if let Poll::Ready(Ok(())) = Pin::new(minion).poll_read(&mut cx, &mut buf) {
         early.extend_from_slice(buf.filled());
     }
 }
