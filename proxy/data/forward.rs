@@ -32,10 +32,12 @@
 //! from the new master that it cannot decrypt.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
@@ -203,6 +205,7 @@ impl Forwarder {
         let connect = Box::pin(self.connect_upstream(port, Opening::New));
         let closed = Box::pin(minion_closed(&mut minion, &mut early));
         let Some(mut next) = (tokio::select! {
+            biased;
             _ = shutdown.cancelled() => None,
             c = connect => c,
             // A held connection is released the moment the minion gives up
@@ -214,6 +217,13 @@ impl Forwarder {
         }) else {
             return;
         };
+        // A connect that completed at once (`net::connect`) returned before
+        // the minion's first bytes were read; they are there by now as a
+        // rule (read after the connect, not before: under load they arrive
+        // a little after the accept), and go out with the first send.
+        if early.is_empty() {
+            read_ready(&mut minion, &mut early);
+        }
         // A ZeroMQ session is followed frame by frame so that a switch can
         // move it to the new master instead of cutting it.
         let movable = self.tunables.borrow().moves_sessions();
@@ -241,7 +251,7 @@ impl Forwarder {
                     clock.asked();
                 }
                 // What the minion sent while waiting goes first, in order.
-                if let Err(e) = upstream.write_all(&early).await {
+                if let Err(e) = net::send_first(&mut upstream, &early).await {
                     counters.active.dec();
                     net::reset_on_close(&minion);
                     debug!(port = port.as_str(), %peer, master = label, error = %e, "session closed before its first bytes reached the master");
@@ -252,6 +262,11 @@ impl Forwarder {
                 }
                 counters.to_master.inc_by(early.len() as u64);
                 early = Vec::new();
+            }
+            // Off the path of the first request: it is on its way already.
+            // (A moved session's upstream was configured by the move.)
+            if last_move.is_none() {
+                self.configure(&upstream, &plane, master);
             }
             let ctl = duplex::Control {
                 port,
@@ -375,6 +390,7 @@ impl Forwarder {
                 c = connect => c.ok_or(MoveError::Shutdown)?,
                 () = closed => return Err(MoveError::MinionClosed),
             };
+            self.configure(&stream, &plane, m);
             let limit = self.tunables.borrow().connect_timeout;
             match rejoin(&mut stream, tracks, port, limit).await {
                 Ok(down) => {
@@ -471,7 +487,18 @@ impl Forwarder {
         }
     }
 
+    /// Sets the forwarding socket options (keepalive, user timeout) on a
+    /// connected upstream; the caller does it once the first bytes are sent.
+    fn configure(&self, upstream: &TcpStream, plane: &Plane, m: MasterId) {
+        let socket_options = self.tunables.borrow().socket_options;
+        if let Err(e) = net::configure(upstream, &socket_options) {
+            debug!(master = plane.label(m), error = %e, "could not set upstream socket options");
+        }
+    }
+
     /// One connect attempt to master `m` for a session on `port`.
+    /// The stream comes back without the forwarding socket options
+    /// ([`Forwarder::configure`]).
     async fn try_master(&self, plane: &Plane, m: MasterId, port: Port) -> Attempt {
         let Some(spec) = plane.masters.get(m.index()) else {
             return Attempt::Failed;
@@ -492,10 +519,7 @@ impl Forwarder {
             .get(m.index())
             .map(|a| a.borrow().clone())
             .unwrap_or_default();
-        let (connect_timeout, socket_options) = {
-            let t = self.tunables.borrow();
-            (t.connect_timeout, t.socket_options)
-        };
+        let connect_timeout = self.tunables.borrow().connect_timeout;
         let started = Instant::now();
         let connected = tokio::select! {
             c = net::connect(&addrs, spec.port(port), connect_timeout) => c,
@@ -507,9 +531,6 @@ impl Forwarder {
                     .upstream_connect_duration_seconds
                     .with_label_values(&[spec.label.as_str()])
                     .observe(started.elapsed().as_secs_f64());
-                if let Err(e) = net::configure(&stream, &socket_options) {
-                    debug!(master = %spec.label, error = %e, "could not set upstream socket options");
-                }
                 Attempt::Connected(stream, tokens)
             }
             Err(ConnectError::Io { source, .. })
@@ -559,6 +580,22 @@ async fn minion_closed(minion: &mut TcpStream, early: &mut Vec<u8>) {
             Ok(0) | Err(_) => return,
             Ok(n) => early.extend_from_slice(&chunk[..n]),
         }
+    }
+}
+
+/// Reads what the minion has sent so far, without waiting: one poll of the
+/// socket through `AsyncRead` (a short read tells tokio it is drained, so
+/// the copy's first read waits for new bytes instead of finding `EAGAIN`).
+/// An end of stream or an error is left for the copy to find. Not `async`:
+/// its buffer would then be part of every session's future (memory per idle
+/// connection); a pending poll leaves a no-op waker that the copy's first
+/// poll replaces (readiness is kept by tokio, so no event is lost).
+fn read_ready(minion: &mut TcpStream, early: &mut Vec<u8>) {
+    let mut chunk = [0u8; 2048];
+    let mut buf = ReadBuf::new(&mut chunk);
+    let mut cx = Context::from_waker(Waker::noop());
+    if let Poll::Ready(Ok(())) = Pin::new(minion).poll_read(&mut cx, &mut buf) {
+        early.extend_from_slice(buf.filled());
     }
 }
 
