@@ -15,6 +15,21 @@ use tokio::net::TcpListener;
 
 const T: Duration = Duration::from_secs(2);
 
+/// Waits for the log line of a failback that moves the sessions.
+async fn graceful_failback_logged(sidecar: &Sidecar, limit: Duration) {
+    sidecar
+        .log
+        .wait_for_async(
+            &[
+                "switched master",
+                "reason=\"failback\"",
+                "old_sessions=\"moving\"",
+            ],
+            limit,
+        )
+        .await;
+}
+
 /// Asks once on a session the sidecar moved; master `name` must answer.
 async fn moved_session_answered_by(session: &mut ZmtpClient, name: &str) {
     let reply = session
@@ -91,17 +106,7 @@ async fn a_client_stream_survives_a_primary_kill_and_fails_back() {
     let moved_before = support::moved(addr(net, 1, 9464), "ret");
     let back = Instant::now();
     let _a = master("A", net, 2).await;
-    sidecar
-        .log
-        .wait_for_async(
-            &[
-                "switched master",
-                "reason=\"failback\"",
-                "old_sessions=\"moving\"",
-            ],
-            Duration::from_secs(10),
-        )
-        .await;
+    graceful_failback_logged(&sidecar, Duration::from_secs(10)).await;
     // A new connection lands on A as soon as the idle sessions have moved
     // (the next test has a busy one).
     let took = until_answered_by(ret, "A", Duration::from_secs(5)).await;
@@ -170,17 +175,7 @@ async fn a_failback_keeps_new_connections_on_the_old_master_until_its_sessions_h
             (busy, last)
         }
     });
-    sidecar
-        .log
-        .wait_for_async(
-            &[
-                "switched master",
-                "reason=\"failback\"",
-                "old_sessions=\"moving\"",
-            ],
-            Duration::from_secs(15),
-        )
-        .await;
+    graceful_failback_logged(&sidecar, Duration::from_secs(15)).await;
     let switched = Instant::now();
     // New connections meanwhile go to B, the master the busy session is on.
     for _ in 0..3 {
