@@ -162,10 +162,12 @@ def run_stream(args: argparse.Namespace) -> int:
         if args.pause_file and os.path.exists(args.pause_file):
             if not any(not j.get("t_ret") and now - j["t_pub"] < args.job_timeout for j in jobs):
                 # Nothing in flight: close every client before saying so, since the caller
-                # may now stop a master. (Salt 3007's event client, polled with a timeout,
-                # reconnects after each quiet poll without a deadline of its own: polling
-                # the client of a stopped master never returns.) A new segment opens a
-                # fresh client.
+                # may now stop a master. (Salt 3007.17's event client, polled with
+                # get_event(wait=0.05) while its master stops, can stop honouring the
+                # timeout: it reconnects to the restarted master and waits for the next
+                # event on that bus, which this paused stream never causes. Seen twice;
+                # an event sent on A's bus minutes later released it.) A new segment
+                # opens a fresh client.
                 for name in list(clients):
                     close_client(clients.pop(name))
                     counters["clients_closed_paused"] += 1
