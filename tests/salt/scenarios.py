@@ -46,13 +46,14 @@ Usage::
 ``--salt-reconnect``: the minions keep Salt's default reconnect settings (the version
 matrix of tests/salt_e2e.rs); otherwise they get harness.FAST_MINION_DEFAULTS' short
 ZeroMQ reconnects. Every JSON line names the Salt release (``salt``) and which
-(``reconnect``). The crash and hung-master scenarios run on every release from 2019.2.8
-(Python 3.6: harness' pinger is kept 3.6-compatible); the job stream (``_jobstream``:
-failback, graceful_restart) needs the venv's Python 3.7+.
+(``reconnect``). Every scenario runs on every release from 2019.2.8 (Python 3.6): the
+venv-side helpers, harness' pinger and jobstream.py's job stream (failback,
+graceful_restart), are kept 3.6-compatible.
 
 Needs root (the labs run masters and minions as root) and the venv
 (${SALT_SIDECAR_VENV:-/var/cache/salt-sidecar/venv}); exits 2 without them.
-The helper subcommand ``_jobstream`` runs inside the venv's python (it imports salt).
+The job stream runs as ``<venv>/bin/python jobstream.py _jobstream`` (it imports salt);
+``scenarios.py _jobstream`` / ``_jobcache`` are the same helpers, kept as subcommands.
 """
 
 from __future__ import annotations
@@ -69,8 +70,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the harness
@@ -78,6 +77,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import harness  # noqa: E402
+import jobstream  # noqa: E402
 from harness import A_IP, B_IP, SaltLab  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -149,11 +149,7 @@ def write_sidecar_config(path: str, cfg: Dict[str, Any]) -> str:
 
 def status(admin: str = ADMIN, timeout: float = 2.0) -> Optional[Dict[str, Any]]:
     """The sidecar's /status JSON, or None if it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://{admin}/status", timeout=timeout) as r:
-            return json.loads(r.read().decode())
-    except (OSError, ValueError, urllib.error.URLError):
-        return None
+    return jobstream.sidecar_status(admin, timeout)
 
 
 def active_of(st: Optional[Dict[str, Any]]) -> Optional[str]:
@@ -335,7 +331,7 @@ class SidecarLab:
 
 # ---------------------------------------------------------------------- job stream
 class JobStream:
-    """A running ``scenarios.py _jobstream`` (venv python): test.arg jobs on whichever
+    """A running ``jobstream.py _jobstream`` (venv python): test.arg jobs on whichever
     master the minion is on, until ``segments`` were seen; result() -> its summary."""
 
     def __init__(self, sl: Any, segments: str, count: int = 50, interval: float = 0.25,
@@ -353,7 +349,7 @@ class JobStream:
         interval = over.get("interval", interval)
         max_inflight = over.get("max_inflight", max_inflight)
         masters = {n: {"conf": m.confdir, "label": m.ip} for n, m in lab.masters.items()}
-        argv = [os.path.join(lab.bin, "python"), os.path.abspath(__file__), "_jobstream",
+        argv = [os.path.join(lab.bin, "python"), os.path.abspath(jobstream.__file__), "_jobstream",
                 "--masters", json.dumps(masters), "--admin", ADMIN, "--id", sl.mid,
                 "--count", str(count), "--interval", str(interval), "--segments", segments,
                 "--min-last", str(min_last), "--deadline", str(deadline), "--max-inflight", str(max_inflight),
@@ -822,212 +818,6 @@ def run_scenario(ctx: Ctx, name: str, rounds: int, cap: float) -> Dict[str, Any]
     return line
 
 
-# ---------------------------------------------------------------------- _jobstream (venv python)
-def _jobstream(args: argparse.Namespace) -> int:
-    """Publishes test.arg jobs with distinct payloads on the master the minion is on,
-    then looks every job up in every master's job cache. Prints {"ready": t} first,
-    then one summary JSON document."""
-    import faulthandler
-    import logging
-    import uuid
-
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # JobStream.kill dumps the stacks first
-
-    import salt.client
-
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    masters: Dict[str, Dict[str, str]] = json.loads(args.masters)
-    by_label = {m["label"]: n for n, m in masters.items()}
-    want = [s for s in args.segments.split(",") if s]
-    clients: Dict[str, Any] = {}
-    jobs: List[Dict[str, Any]] = []
-    by_jid: Dict[str, Dict[str, Any]] = {}
-    segments: List[List[Any]] = []
-    publish_errors = 0
-    last_error = None
-    waited = 0.0
-
-    def client(name: str, fresh: bool = False) -> Any:
-        if fresh and name in clients:
-            try:
-                clients.pop(name).destroy()
-            except Exception:
-                pass
-        if name not in clients:
-            lc = salt.client.LocalClient(c_path=os.path.join(masters[name]["conf"], "master"))
-            lc.event.connect_pub(timeout=10)
-            clients[name] = lc
-        return clients[name]
-
-    def pump(wait: float = 0.0) -> None:
-        for name, lc in list(clients.items()):
-            while True:
-                try:
-                    # wait=0 would mean "forever" to get_event: no_block for a poll
-                    ev = lc.event.get_event(wait=wait, tag="salt/job/", match_type="startswith", full=True,
-                                            no_block=wait <= 0)
-                except Exception:
-                    break
-                wait = 0.0
-                if not ev:
-                    break
-                parts = str(ev.get("tag", "")).split("/")
-                if len(parts) >= 5 and parts[3] == "ret" and parts[4] == args.id and parts[2] in by_jid:
-                    j = by_jid[parts[2]]
-                    if not j.get("t_ret"):
-                        j["t_ret"] = time.monotonic()
-                        j["ret_seen_on"] = name
-
-    def minion_on(st: Optional[Dict[str, Any]]) -> Optional[str]:
-        """The master the minion is on: the active one, holding the only publish session(s)."""
-        if not st or not st.get("active"):
-            return None
-        with_pub = [m["master"] for m in st.get("masters", []) if m.get("sessions", {}).get("publish", 0) > 0]
-        if with_pub != [st["active"]]:
-            return None
-        return by_label.get(st["active"])
-
-    def minion_on_sockets() -> Optional[str]:
-        """Native failover: the master whose publish port has the only established
-        connection (in a lab, only the minion connects to a publish port)."""
-        try:
-            out = subprocess.run(["ss", "-Htn", "state", "established"], capture_output=True, text=True,
-                                 timeout=5).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-        peers = set()
-        for line in out.splitlines():
-            f = line.split()
-            if len(f) >= 4 and f[-1].endswith(":4505"):
-                peers.add(f[-1].rsplit(":", 1)[0])
-        if len(peers) != 1:
-            return None
-        return by_label.get(peers.pop())
-
-    def satisfied() -> bool:
-        if len(jobs) < args.count:
-            return False
-        names = [s[0] for s in segments]
-        return names[-len(want):] == want and len(names) >= len(want) and segments[-1][1] >= args.min_last
-
-    print(json.dumps({"ready": time.monotonic()}), flush=True)
-    t_start = time.monotonic()
-    end = t_start + args.deadline
-    next_pub = t_start
-    on_since: Tuple[Optional[str], float] = (None, 0.0)
-    i = 0
-    while time.monotonic() < end and not satisfied():
-        now = time.monotonic()
-        if args.pause_file and os.path.exists(args.pause_file):
-            if not any(not j.get("t_ret") and now - j["t_pub"] < args.job_timeout for j in jobs):
-                with open(args.pause_file + ".idle", "w"):
-                    pass
-            pump(0.05)
-            waited += time.monotonic() - now
-            continue
-        on = minion_on(status(args.admin)) if args.locate == "sidecar" else minion_on_sockets()
-        if on != on_since[0]:
-            on_since = (on, now)
-        if on is None or now - on_since[1] < args.settle:
-            pump(0.05)
-            waited += time.monotonic() - now
-            continue
-        # in flight on this master (a job left on the previous master does not hold the stream)
-        inflight = sum(1 for j in jobs if j["master"] == on and not j.get("t_ret")
-                       and now - j["t_pub"] < args.job_timeout)
-        if now < next_pub or inflight >= args.max_inflight:
-            pump(min(0.05, max(0.0, next_pub - now)) or 0.05)
-            continue
-        next_pub = now + args.interval
-        new_segment = not segments or segments[-1][0] != on
-        try:
-            lc = client(on, fresh=new_segment and any(s[0] == on for s in segments))
-            payload = f"p{i:03d}-{uuid.uuid4().hex[:12]}"
-            t_pub = time.monotonic()
-            pub = lc.run_job(args.id, "test.arg", arg=[payload], timeout=args.publish_timeout, listen=True)
-        except Exception as e:
-            publish_errors += 1
-            last_error = repr(e)
-            clients.pop(on, None)
-            continue
-        if not pub or not pub.get("jid"):
-            publish_errors += 1
-            last_error = f"publish returned {pub!r}"
-            continue
-        if new_segment:
-            segments.append([on, 0])
-        segments[-1][1] += 1
-        j = {"i": i, "master": on, "jid": str(pub["jid"]), "payload": payload, "t_pub": t_pub}
-        jobs.append(j)
-        by_jid[j["jid"]] = j
-        i += 1
-        pump(0.0)
-    # late returns
-    tail_end = time.monotonic() + args.job_timeout
-    while time.monotonic() < tail_end and any(not j.get("t_ret") for j in jobs):
-        pump(0.1)
-    # the job caches: where did each return land? (one lookup process per master: two
-    # MasterMinions in one process share the local_cache module and its __opts__)
-    cache_end = time.monotonic() + args.job_timeout
-    while True:
-        todo = [j for j in jobs if not j.get("cache_issuer")]
-        if not todo:
-            break
-        for name, m in masters.items():
-            hits = _lookup_jobs(m["conf"], args.id, todo)
-            for j in todo:
-                if name == j["master"]:
-                    j["cache_issuer"] = hits.get(j["jid"], False)
-                elif hits.get(j["jid"]) and name not in j.setdefault("cache_other", []):
-                    j["cache_other"].append(name)
-        if all(j.get("cache_issuer") for j in jobs) or time.monotonic() > cache_end:
-            break
-        time.sleep(1.0)
-    for lc in clients.values():
-        try:
-            lc.destroy()
-        except Exception:
-            pass
-    out = {"jobs": jobs, "segments": segments, "publish_errors": publish_errors, "last_error": last_error,
-           "waited_s": round(waited, 2), "satisfied": satisfied()}
-    if not satisfied():
-        out["error"] = f"stream ended before segments {want} (got {segments})"
-    print(json.dumps(out), flush=True)
-    return 0
-
-
-def _lookup_jobs(conf: str, mid: str, jobs: List[Dict[str, Any]]) -> Dict[str, bool]:
-    """{jid: True if the master's job cache holds mid's test.arg return with the job's payload}."""
-    want = {j["jid"]: j["payload"] for j in jobs}
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), "_jobcache", "--conf", conf, "--id", mid],
-                       input=json.dumps(want), capture_output=True, text=True, timeout=120)
-    data = SaltLab._json(r.stdout)
-    return data if isinstance(data, dict) else {}
-
-
-def _jobcache(args: argparse.Namespace) -> int:
-    """Reads {jid: payload} on stdin; prints {jid: found} from the master's job cache."""
-    import logging
-
-    import salt.config
-    import salt.minion
-
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    want = json.loads(sys.stdin.read())
-    opts = salt.config.master_config(os.path.join(args.conf, "master"))
-    mm = salt.minion.MasterMinion(opts, states=False, rend=False, matcher=False)
-    get_jid = mm.returners[f"{opts['master_job_cache']}.get_jid"]
-    out = {}
-    for jid, payload in want.items():
-        try:
-            ret = ((get_jid(jid) or {}).get(args.id) or {}).get("return")
-        except Exception:
-            ret = None
-        out[jid] = isinstance(ret, dict) and list(ret.get("args") or []) == [payload]
-    print(json.dumps(out), flush=True)
-    return 0
-
-
 # ---------------------------------------------------------------------- CLI
 def salt_version() -> Optional[str]:
     """The venv's Salt release ("3006.30"), from ``salt-minion --version``."""
@@ -1049,28 +839,8 @@ def preflight() -> Optional[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "_jobstream":
-        p = argparse.ArgumentParser(prog="scenarios.py _jobstream")
-        p.add_argument("--masters", required=True)
-        p.add_argument("--admin", default=ADMIN)
-        p.add_argument("--id", default=MINION)
-        p.add_argument("--count", type=int, default=50)
-        p.add_argument("--interval", type=float, default=0.25)
-        p.add_argument("--segments", default="")
-        p.add_argument("--min-last", type=int, default=10)
-        p.add_argument("--deadline", type=float, default=150)
-        p.add_argument("--settle", type=float, default=0.5)
-        p.add_argument("--publish-timeout", type=float, default=3)
-        p.add_argument("--job-timeout", type=float, default=30)
-        p.add_argument("--max-inflight", type=int, default=2, help="jobs without a return yet (the box has 2 cores)")
-        p.add_argument("--locate", default="sidecar", choices=["sidecar", "sockets"])
-        p.add_argument("--pause-file", help="issue no job while this file exists; create <it>.idle once none is in flight")
-        return _jobstream(p.parse_args(argv[1:]))
-    if argv and argv[0] == "_jobcache":
-        p = argparse.ArgumentParser(prog="scenarios.py _jobcache")
-        p.add_argument("--conf", required=True)
-        p.add_argument("--id", default=MINION)
-        return _jobcache(p.parse_args(argv[1:]))
+    if argv and argv[0] in ("_jobstream", "_jobcache"):
+        return jobstream.main(argv)  # the venv-side helpers (JobStream runs jobstream.py itself)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="scenario names")
