@@ -33,7 +33,7 @@
 //!    killed master's sidecars move.
 //!
 //! The matrix (CI has 2 cores; the suite must stay well under 30 minutes): 3008 runs
-//! everything; 3006 LTS 1, 2, 4, 5; 3007 1 and 2; the legacy releases 2019.2.8,
+//! everything; 3006 LTS and 3007 1, 2, 4, 5; the legacy releases 2019.2.8,
 //! 3000.9 and 3004.2 crash failover (1) only.
 //!
 //! Venvs: 3008 is `scripts/test-deps`' venv; the others come from `scripts/salt-venv
@@ -507,11 +507,16 @@ fn salt_3008_failover_hung_failback_restart_enroll_shuffle() {
 }
 
 #[test]
-fn salt_3007_17_failover_hung() {
+fn salt_3007_17_failover_hung_failback_restart() {
     matrix(
         "3007.17",
         Support::Required,
-        &["sidecar_zeromq_crash:3", "sidecar_zeromq_frozen:1"],
+        &[
+            "sidecar_zeromq_crash:3",
+            "sidecar_zeromq_frozen:1",
+            "failback:1",
+            "graceful_restart:1",
+        ],
     );
 }
 

@@ -198,15 +198,17 @@ pub async fn run(
     let reset = ctl.tokens.reset.cancelled();
     tokio::pin!(reset);
     // Copying, until the end, a reset, or a drain request; no timer is held.
+    // What follows (a stop, a switch, an end) runs once per session and is
+    // boxed, so its timers do not size the future every idle session keeps.
     tokio::select! {
         biased;
-        _ = &mut reset => return copy.stop_now(Cause::Failover, End::Reset).await,
-        out = &mut copy => return copy.end(out).await,
+        _ = &mut reset => return Box::pin(copy.stop_now(Cause::Failover, End::Reset)).await,
+        out = &mut copy => return Box::pin(copy.end(out)).await,
         _ = drain_requested(&ctl) => {}
     }
     // A graceful switch moves a followed session; shutdown drains it.
     if !ctl.shutdown.is_cancelled() && copy.candidate() {
-        return copy.switch(&ctl, &mut reset).await;
+        return Box::pin(copy.switch(&ctl, &mut reset)).await;
     }
     // Draining: keep copying; end once idle or at the deadline. Only a
     // draining session pays for a timer (boxed, so idle sessions stay small).
@@ -221,7 +223,7 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = &mut reset => return End::Reset,
-            out = &mut copy => return copy.end(out).await,
+            out = &mut copy => return Box::pin(copy.end(out)).await,
             _ = &mut tick => {}
         }
     }

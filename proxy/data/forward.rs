@@ -309,8 +309,9 @@ impl Forwarder {
             let moved = if looping {
                 Err(MoveError::Looping)
             } else {
-                self.move_session(&mut minion, port, t, carry, &shutdown)
-                    .await
+                // Boxed: a move (its handshake buffer and timer) is rare and
+                // would otherwise size the future every idle session keeps.
+                Box::pin(self.move_session(&mut minion, port, t, carry, &shutdown)).await
             };
             match moved {
                 Ok(upstream) => {
