@@ -53,6 +53,12 @@ async fn a_client_stream_survives_a_primary_kill_and_fails_back() {
     );
     let ret = addr(net, 1, 4506);
     until_answered_by(ret, "A", Duration::from_secs(5)).await;
+    // B known up before A dies: otherwise the failover is A -> none (B not
+    // probed yet) -> B, two switches, not the one this test is about.
+    sidecar
+        .log
+        .wait_for_async(&["master is up", "127.0.10.3"], T)
+        .await;
 
     // A long-lived stream: one connection, a request every 100 ms.
     let mut stream = ZmtpClient::connect(ret, SocketType::Dealer, T)

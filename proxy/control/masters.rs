@@ -66,7 +66,7 @@ impl Plane {
                 .map(|_| watch::channel(Arc::from(Vec::new())).1)
                 .collect(),
             health: (0..n).map(|_| Arc::new(HealthHandle::default())).collect(),
-            sessions: Arc::new(Sessions::new(n)),
+            sessions: Arc::new(Sessions::new(n, &CancellationToken::new())),
             masters,
             token: CancellationToken::new(),
         })
@@ -124,6 +124,7 @@ impl PlaneBuilder {
                 .iter()
                 .map(|spec| before(spec).and_then(|(p, id)| p.sessions.slot(id)))
                 .collect(),
+            &self.root,
         ));
         for (i, spec) in masters.iter().enumerate() {
             let watch = health::Watch {

@@ -1,7 +1,9 @@
 //! Which sessions belong to which master, so a switch can close them.
 //!
 //! Each master has a current pair of cancellation tokens: `reset` (close now
-//! with RST) and `drain` (close when idle or at the drain timeout). A session
+//! with RST) and `drain` (close when idle or at the drain timeout). Every
+//! drain token is a child of the sidecar's shutdown token, so a session
+//! watches one token for both (one future less in every idle session). A session
 //! takes clones when it starts; [`Sessions::reset`] / [`Sessions::drain`]
 //! fire the current pair and install fresh ones for later sessions. Touched
 //! once per session and once per switch, never per byte.
@@ -82,17 +84,30 @@ pub type Slot = Arc<Mutex<SessionTokens>>;
 #[derive(Debug)]
 pub struct Sessions {
     per_master: Vec<Slot>,
+    /// The sidecar's shutdown token: parent of every drain token.
+    shutdown: CancellationToken,
 }
 
 impl Sessions {
-    pub fn new(masters: usize) -> Self {
-        Self::with_slots((0..masters).map(|_| None).collect())
+    /// Fresh slots for `masters` masters, drained when `shutdown` is cancelled.
+    pub fn new(masters: usize, shutdown: &CancellationToken) -> Self {
+        Self::with_slots((0..masters).map(|_| None).collect(), shutdown)
     }
 
     /// One slot per master: the given one (a master kept across a reload) or a fresh one.
-    pub fn with_slots(slots: Vec<Option<Slot>>) -> Self {
+    pub fn with_slots(slots: Vec<Option<Slot>>, shutdown: &CancellationToken) -> Self {
+        let fresh = || Arc::new(Mutex::new(Self::fresh_tokens(shutdown)));
         Sessions {
-            per_master: slots.into_iter().map(|s| s.unwrap_or_default()).collect(),
+            per_master: slots.into_iter().map(|s| s.unwrap_or_else(fresh)).collect(),
+            shutdown: shutdown.clone(),
+        }
+    }
+
+    fn fresh_tokens(shutdown: &CancellationToken) -> SessionTokens {
+        SessionTokens {
+            reset: CancellationToken::new(),
+            drain: shutdown.child_token(),
+            gate: Arc::default(),
         }
     }
 
@@ -106,7 +121,7 @@ impl Sessions {
         self.per_master
             .get(m.index())
             .and_then(|t| t.lock().ok().map(|t| t.clone()))
-            .unwrap_or_default()
+            .unwrap_or_else(|| Self::fresh_tokens(&self.shutdown))
     }
 
     /// Closes every current session to `m` at once (RST). Only the reset
@@ -119,8 +134,9 @@ impl Sessions {
     /// later sessions get a fresh drain token and gate. Returns the gate
     /// the asked sessions share, to see when they have all moved.
     pub fn drain(&self, m: MasterId) -> Option<Arc<SwitchGate>> {
+        let next = self.shutdown.child_token();
         self.fire(m, |t| {
-            std::mem::take(&mut t.drain).cancel();
+            std::mem::replace(&mut t.drain, next).cancel();
             std::mem::take(&mut t.gate)
         })
     }
@@ -141,7 +157,7 @@ mod tests {
 
     #[test]
     fn reset_reaches_existing_sessions_only() {
-        let s = Sessions::new(2);
+        let s = Sessions::new(2, &CancellationToken::new());
         let old = s.join(MasterId(0));
         let other = s.join(MasterId(1));
         s.reset(MasterId(0));
@@ -159,7 +175,7 @@ mod tests {
 
     #[test]
     fn one_drain_shares_one_gate_and_later_sessions_get_a_new_one() {
-        let s = Sessions::new(1);
+        let s = Sessions::new(1, &CancellationToken::new());
         let (a, b) = (s.join(MasterId(0)), s.join(MasterId(0)));
         assert!(Arc::ptr_eq(&a.gate, &b.gate));
         s.drain(MasterId(0));
@@ -179,7 +195,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn until_all_idle_wakes_when_the_last_busy_session_is_idle() {
-        let s = Sessions::new(1);
+        let s = Sessions::new(1, &CancellationToken::new());
         let t = s.join(MasterId(0));
         let gate = s.drain(MasterId(0)).expect("master 0");
         assert!(Arc::ptr_eq(&gate, &t.gate), "the asked sessions' gate");
@@ -204,8 +220,22 @@ mod tests {
     }
 
     #[test]
+    fn shutdown_drains_every_session_and_resets_none() {
+        let shutdown = CancellationToken::new();
+        let s = Sessions::new(2, &shutdown);
+        let (a, b) = (s.join(MasterId(0)), s.join(MasterId(1)));
+        s.drain(MasterId(0));
+        let later = s.join(MasterId(0));
+        assert!(!later.drain.is_cancelled());
+        shutdown.cancel();
+        for t in [&a, &b, &later] {
+            assert!(t.drain.is_cancelled() && !t.reset.is_cancelled());
+        }
+    }
+
+    #[test]
     fn drain_is_separate_from_reset() {
-        let s = Sessions::new(1);
+        let s = Sessions::new(1, &CancellationToken::new());
         let t = s.join(MasterId(0));
         s.drain(MasterId(0));
         assert!(t.drain.is_cancelled() && !t.reset.is_cancelled());

@@ -153,7 +153,8 @@ pub struct Control<'a> {
     /// A tcp-transport ret session's request clock (`control::answers`):
     /// stamped once per read, minion bytes start it, master bytes stop it.
     pub answers: Option<&'a AnswerClock>,
-    /// The sidecar is stopping: drain as for a failback.
+    /// The sidecar is stopping (the parent of `tokens.drain`): drain as
+    /// for a failback, but never move.
     pub shutdown: &'a CancellationToken,
     pub drain_timeout: Duration,
     pub to_master: &'a IntCounter,
@@ -229,12 +230,10 @@ pub async fn run(
     }
 }
 
-/// Resolves when this session is asked to drain (failback, drain, shutdown).
+/// Resolves when this session is asked to drain (failback, drain, and
+/// shutdown: every drain token is a child of the shutdown token).
 async fn drain_requested(ctl: &Control<'_>) {
-    tokio::select! {
-        _ = ctl.tokens.drain.cancelled() => {}
-        _ = ctl.shutdown.cancelled() => {}
-    }
+    ctl.tokens.drain.cancelled().await
 }
 
 /// Last activity per direction, in µs since the session started (plus one;
@@ -840,7 +839,11 @@ mod tests {
     async fn session(port: Port) -> Session {
         let (minion, mut proxy_minion) = pair().await;
         let (mut proxy_master, master) = pair().await;
-        let (tokens, shutdown) = (SessionTokens::default(), CancellationToken::new());
+        let shutdown = CancellationToken::new();
+        let tokens = SessionTokens {
+            drain: shutdown.child_token(),
+            ..SessionTokens::default()
+        };
         let (up, down) = (counter(), counter());
         let end = tokio::spawn({
             let (tokens, shutdown, up, down) =

@@ -593,7 +593,10 @@ mod tests {
             health: (0..n)
                 .map(|_| Arc::new(crate::control::health::HealthHandle::default()))
                 .collect(),
-            sessions: Arc::new(crate::control::sessions::Sessions::new(n)),
+            sessions: Arc::new(crate::control::sessions::Sessions::new(
+                n,
+                &CancellationToken::new(),
+            )),
             token: CancellationToken::new(),
         });
         let (_, snapshot) = watch::channel(Snapshot {
