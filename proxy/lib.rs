@@ -11,12 +11,12 @@
 //!    updates, and the resource budgets (open files, sessions) with the
 //!    sidecar's own exhaustion, which is never blamed on a master.
 //! 3. `net.rs`: connecting to a master (timeouts, socket options).
-//! 4. `zmtp/`: the ZMTP codec ([`zmtp`]), the health [`probe`], and what
-//!    moving a session to another master needs (frame tracking, rejoin).
+//! 4. `zmtp/`: the ZMTP codec ([`zmtp`]), the health [`probe`] and the
+//!    little of Salt's tcp framing the `ping` probe needs.
 //! 5. `control/`: which master is up and which is active: the pure policy
 //!    ([`select`]), [`hysteresis`], health, DNS, the supervisor and the route.
 //! 6. `data/`: forwarding the minion's sessions (and moving ZeroMQ ones on
-//!    a switch instead of cutting them).
+//!    a switch instead of cutting them: frame tracking, rejoin).
 //! 7. `ops/`: the wiring ([`app`], the only place that starts things), reload
 //!    and the admin endpoint.
 //! 8. `commands/`: the subcommands besides `run` ([`status`], [`enroll`],

@@ -51,11 +51,11 @@ use crate::control::masters::Plane;
 use crate::control::route::Route;
 use crate::control::sessions::SessionTokens;
 use crate::data::duplex::{self, Cause, End};
+use crate::data::rejoin::{rejoin, RejoinError};
+use crate::data::track::Tracks;
 use crate::limits::{Listener, Op};
 use crate::metrics::{Metrics, MoveHow};
 use crate::net::{self, ConnectError};
-use crate::zmtp::rejoin::{rejoin, RejoinError};
-use crate::zmtp::track::Tracks;
 
 /// Accept queue length asked of the kernel for the minion listeners.
 const ACCEPT_BACKLOG: i32 = 8192;

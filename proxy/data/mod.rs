@@ -3,8 +3,9 @@
 //! hands both sockets to `duplex`, the two-way copy that counts live and
 //! keeps half-close. On a switch, a ZeroMQ session is moved to the new
 //! master at a message boundary (the minion keeps its connection and its
-//! ZMTP session) where `zmtp`'s tracker says it can be; others are reset or
-//! drained. Reads control's route and session tokens; decides nothing about
+//! ZMTP session) where its tracker (`track`: the frame boundaries of each
+//! direction, pure) says it can be, and `rejoin` opens it there; others are
+//! reset or drained. Reads control's route and session tokens; decides nothing about
 //! masters.
 //!
 //! May import `config`, `metrics`, `net`, `zmtp`, `control`; never `ops` or
@@ -12,3 +13,5 @@
 
 pub mod duplex;
 pub mod forward;
+pub mod rejoin;
+pub mod track;

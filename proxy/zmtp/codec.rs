@@ -31,9 +31,9 @@ const MECHANISM_LEN: usize = 20;
 const AS_SERVER_AT: usize = 32;
 
 /// Frame flag bits (RFC 23 §"Framing").
-pub(super) const FLAG_MORE: u8 = 0x01;
-pub(super) const FLAG_LONG: u8 = 0x02;
-pub(super) const FLAG_COMMAND: u8 = 0x04;
+pub(crate) const FLAG_MORE: u8 = 0x01;
+pub(crate) const FLAG_LONG: u8 = 0x02;
+pub(crate) const FLAG_COMMAND: u8 = 0x04;
 
 /// Command names we build or recognise (case-sensitive on the wire, as libzmq).
 const READY: &[u8] = b"READY";
@@ -449,7 +449,7 @@ pub fn encode_message(frames: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Appends one frame (flags, short or long size, body) to `out`.
-pub(super) fn push_frame(out: &mut Vec<u8>, flags: u8, body: &[u8]) {
+pub(crate) fn push_frame(out: &mut Vec<u8>, flags: u8, body: &[u8]) {
     match u8::try_from(body.len()) {
         Ok(short) => {
             out.push(flags);

@@ -16,7 +16,7 @@
 //! [`Track::unmovable`] for the rest of its life: such sessions are reset on
 //! a switch, as before.
 
-use super::codec::{
+use crate::zmtp::{
     decode_greeting, ready_socket_type, Mechanism, SocketType, FLAG_COMMAND, FLAG_LONG, FLAG_MORE,
     GREETING_LEN,
 };
@@ -202,6 +202,7 @@ impl Track {
     }
 
     /// The socket type the peer announced in its READY.
+    #[cfg(test)]
     pub fn socket_type(&self) -> Option<SocketType> {
         self.socket_type
     }
@@ -440,32 +441,6 @@ impl Default for Tracks {
     }
 }
 
-impl Tracks {
-    /// Both handshakes are done and both streams can be followed: a switch
-    /// may move this session (once both are at a boundary).
-    pub fn candidate(&self) -> bool {
-        self.up.handshaken() && self.down.handshaken()
-    }
-
-    /// Ok when a new master may take over from here; else why not.
-    pub fn movable(&self) -> Result<(), &'static str> {
-        let why = |t: &Track, side: &'static str| match t.unmovable() {
-            Some(why) => Err(why),
-            None if !t.handshaken() => Err(side),
-            None => Ok(()),
-        };
-        why(&self.up, "the minion's handshake is not done")?;
-        why(&self.down, "the master's handshake is not done")?;
-        if !self.up.at_boundary() {
-            return Err("inside a message from the minion");
-        }
-        if !self.down.at_boundary() {
-            return Err("inside a message to the minion");
-        }
-        Ok(())
-    }
-}
-
 /// A command body split into name and data.
 fn command_parts(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let (&len, rest) = body.split_first()?;
@@ -495,6 +470,7 @@ impl Subscriptions {
     }
 
     /// The topics, in no particular order.
+    #[cfg(test)]
     pub fn topics(&self) -> impl Iterator<Item = &[u8]> {
         self.topics.iter().map(Vec::as_slice)
     }
@@ -522,7 +498,7 @@ impl Subscriptions {
                 }
             };
             body.extend_from_slice(topic);
-            super::codec::push_frame(&mut out, flags, &body);
+            crate::zmtp::push_frame(&mut out, flags, &body);
         }
         out
     }
@@ -530,8 +506,8 @@ impl Subscriptions {
 
 #[cfg(test)]
 mod tests {
-    use super::super::codec::{encode_message, encode_ready, greeting_null};
     use super::*;
+    use crate::zmtp::{encode_message, encode_ready, greeting_null};
 
     fn greeting(minor: u8) -> Vec<u8> {
         let mut g = greeting_null(false).to_vec();
@@ -544,7 +520,7 @@ mod tests {
         body.extend_from_slice(name);
         body.extend_from_slice(data);
         let mut out = Vec::new();
-        crate::zmtp::codec::push_frame(&mut out, FLAG_COMMAND, &body);
+        crate::zmtp::push_frame(&mut out, FLAG_COMMAND, &body);
         out
     }
 
@@ -578,7 +554,7 @@ mod tests {
         let mut body = ready[2..].to_vec();
         body.extend_from_slice(b"\x08Identity\x00\x00\x00\x04abcd");
         ready.clear();
-        crate::zmtp::codec::push_frame(&mut ready, FLAG_COMMAND, &body);
+        crate::zmtp::push_frame(&mut ready, FLAG_COMMAND, &body);
         s.extend_from_slice(&ready);
         let mut b = vec![s.len()];
         let big = vec![7u8; 300];

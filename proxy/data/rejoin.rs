@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::master::Port;
-use crate::zmtp::codec::{self, push_frame, SocketType, ZmtpError, FLAG_COMMAND, GREETING_LEN};
-use crate::zmtp::track::{Track, Tracks};
+use crate::data::track::{Track, Tracks};
+use crate::zmtp::{self as codec, push_frame, SocketType, ZmtpError, FLAG_COMMAND, GREETING_LEN};
 
 /// Largest READY accepted from a new master.
 const MAX_READY: usize = 64 * 1024;

@@ -1,0 +1,484 @@
+//! The mechanics of one session's two-way copy: moving bytes, nothing
+//! about when a session should end (that is `duplex`'s policy).
+//!
+//! [`Copy`] polls both directions ([`Pump`]) as one future. Each direction
+//! waits for readiness, then borrows a buffer from a per-thread pool only
+//! while bytes are in flight, so an idle session holds no buffer. EOF on one
+//! side shuts down the write side of the other (half-close); a followed
+//! master's EOF is held for the policy to decide. A [`Stop`] parks the copy:
+//! at the next message boundary of each side (as the session's [`Track`]s
+//! say), or at once (the minion's unsent bytes kept as a [`Carry`]).
+//! Activity is stamped per direction ([`Activity`]); the request clock of a
+//! watched ret session is stamped per read. Never logs.
+//!
+//! Cost per burst is what the benchmark (`scripts/bench`) measures: one
+//! `recv` of up to [`CHUNK`] bytes into a buffer that was zeroed once, when
+//! the pool first made it, then `send`; a short read tells tokio the socket
+//! is drained (edge-triggered epoll), so no `recv` is wasted on `EAGAIN`.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::time::Instant;
+
+use crate::control::answers::AnswerClock;
+use crate::data::track::Track;
+
+/// Bytes moved per read at most, and the size of a borrowed buffer. 64 KiB
+/// is the loopback MTU and about what one read of a busy socket returns;
+/// 16 KiB halved single-stream throughput in the benchmark.
+pub(super) const CHUNK: usize = 64 * 1024;
+/// Idle buffers a thread keeps for the next burst (the rest are freed).
+const POOL_MAX: usize = 8;
+
+/// Minion bytes a moving session read but did not send: `buf[pos..end]`.
+/// The buffer goes back to the pool when dropped.
+pub struct Carry {
+    pub(super) buf: Option<Box<[u8]>>,
+    pub(super) pos: usize,
+    pub(super) end: usize,
+}
+
+impl Carry {
+    pub fn bytes(&self) -> &[u8] {
+        self.buf
+            .as_deref()
+            .and_then(|b| b.get(self.pos..self.end))
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Carry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Carry({} bytes)", self.end - self.pos)
+    }
+}
+
+impl Drop for Carry {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            pool::give(buf);
+        }
+    }
+}
+
+/// Last activity per direction, in µs since the session started (plus one;
+/// µs, not ms: a request and the answer before it can fall in one ms).
+pub(super) struct Activity {
+    start: Instant,
+    pub(super) to_master_us: AtomicU64,
+    pub(super) to_minion_us: AtomicU64,
+}
+
+// === impl Activity ===
+
+impl Activity {
+    pub(super) fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            to_master_us: AtomicU64::new(0),
+            to_minion_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Now, in µs since the start plus one: 0 in a slot means "never".
+    pub(super) fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64 + 1
+    }
+
+    pub(super) fn touch(&self, slot: &AtomicU64) {
+        slot.store(self.now_us(), Ordering::Relaxed);
+    }
+
+    /// µs of the last bytes towards the master and towards the minion.
+    pub(super) fn last(&self) -> (u64, u64) {
+        (
+            self.to_master_us.load(Ordering::Relaxed),
+            self.to_minion_us.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Which side an I/O error came from.
+pub(super) enum Side {
+    Minion(io::Error),
+    Master(io::Error),
+}
+
+/// How the copy stopped.
+pub(super) enum Out {
+    /// Both directions passed their EOF on.
+    Closed,
+    Failed(Side),
+    /// The master closed its side of a followed session: not passed on yet.
+    MasterEof,
+    /// Both directions stopped as asked ([`Stop`]).
+    Parked,
+}
+
+/// Whether, and how, the copy is to stop for a move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stop {
+    No,
+    /// Read each side only up to its next message boundary, then stop.
+    AtBoundary,
+    /// Send nothing more to the master and read nothing more from it; pass
+    /// on to the minion what was already read.
+    Now,
+}
+
+/// Both directions of one session, polled as one future (no task or future
+/// per direction): ready when both have passed their EOF on, or at the
+/// first error, or when both have stopped as `stop` asks.
+pub(super) struct Copy<'a> {
+    /// minion → master
+    pub(super) up: Pump<'a>,
+    /// master → minion
+    pub(super) down: Pump<'a>,
+    pub(super) activity: &'a Activity,
+    pub(super) stop: Stop,
+}
+
+// === impl Copy ===
+
+impl Copy<'_> {
+    /// A followed session whose handshakes are done and that can still be
+    /// followed: a switch tries to move it.
+    pub(super) fn candidate(&self) -> bool {
+        match (&self.up.track, &self.down.track) {
+            (Some(up), Some(down)) => up.handshaken() && down.handshaken() && !self.up.done,
+            _ => false,
+        }
+    }
+
+    /// Stopped at a message boundary on both sides, ready to move.
+    pub(super) fn movable(&self) -> bool {
+        let at = |t: &Option<&mut Track>| t.as_deref().is_some_and(Track::at_boundary);
+        !self.up.done && at(&self.up.track) && at(&self.down.track) && !self.down.pending()
+    }
+
+    /// Copies on after a stop.
+    pub(super) fn resume(&mut self) {
+        self.stop = Stop::No;
+        self.up.parked = false;
+        self.down.parked = false;
+    }
+
+    /// Takes the minion's bytes read but not sent, for the next master.
+    pub(super) fn take_carry(&mut self) -> Carry {
+        let up = &mut self.up;
+        let carry = Carry {
+            buf: up.buf.take(),
+            pos: up.pos,
+            end: up.end,
+        };
+        (up.pos, up.end) = (0, 0);
+        carry
+    }
+}
+
+impl Future for Copy<'_> {
+    type Output = Out;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let (activity, stop) = (this.activity, this.stop);
+        // The minion's side never stops "now": its bytes are kept, not sent.
+        let up_stop = stop;
+        match this
+            .up
+            .poll_copy(cx, activity, this.down.done, up_stop, true)
+        {
+            Poll::Ready(Err(f)) => {
+                return Poll::Ready(Out::Failed(f.side(Side::Minion, Side::Master)))
+            }
+            Poll::Ready(Ok(_)) | Poll::Pending => {}
+        }
+        match this.down.poll_copy(cx, activity, this.up.done, stop, false) {
+            Poll::Ready(Err(f)) => {
+                return Poll::Ready(Out::Failed(f.side(Side::Master, Side::Minion)))
+            }
+            Poll::Ready(Ok(Flow::HeldEof)) => {
+                // A followed session's master closed: move it if it can be
+                // moved; else pass the half-close on as for any session.
+                let followed = this.up.track.as_deref().is_some_and(Track::handshaken)
+                    && this.down.track.as_deref().is_some_and(Track::handshaken);
+                if followed && !this.up.done {
+                    return Poll::Ready(Out::MasterEof);
+                }
+                if !this.up.done {
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut this.down.to).poll_shutdown(cx) {
+                        if e.kind() != io::ErrorKind::NotConnected {
+                            return Poll::Ready(Out::Failed(Side::Minion(e)));
+                        }
+                    }
+                }
+            }
+            Poll::Ready(Ok(_)) | Poll::Pending => {}
+        }
+        if this.up.done && this.down.done {
+            return Poll::Ready(Out::Closed);
+        }
+        if stop != Stop::No
+            && (this.up.parked || this.up.done)
+            && (this.down.parked || this.down.done)
+        {
+            return Poll::Ready(Out::Parked);
+        }
+        Poll::Pending
+    }
+}
+
+/// An error of one direction: reading its source or writing its sink.
+enum Fault {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl Fault {
+    /// Attributes the error to a side: `reader` owns the source socket.
+    fn side(self, reader: fn(io::Error) -> Side, writer: fn(io::Error) -> Side) -> Side {
+        match self {
+            Fault::Read(e) => reader(e),
+            Fault::Write(e) => writer(e),
+        }
+    }
+}
+
+/// What a direction reports when it is ready.
+enum Flow {
+    /// The source's EOF was seen (and passed on, unless held).
+    Eof,
+    /// The source's EOF was seen and not passed on: a followed master's
+    /// stream, whose end [`Copy`] decides about.
+    HeldEof,
+    /// Stopped as asked.
+    Parked,
+}
+
+/// One direction: `from` → `to`.
+pub(super) struct Pump<'a> {
+    from: ReadHalf<'a>,
+    to: WriteHalf<'a>,
+    counter: &'a IntCounter,
+    /// This direction's last-activity slot in [`Activity`].
+    slot: &'a AtomicU64,
+    /// Follows the frames written (ZeroMQ sessions only).
+    pub(super) track: Option<&'a mut Track>,
+    /// The session's request clock (tcp-transport ret sessions only).
+    pub(super) answers: Option<&'a AnswerClock>,
+    /// Borrowed from the pool while `buf[pos..end]` waits to be written.
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    end: usize,
+    /// EOF seen and passed on.
+    pub(super) done: bool,
+    /// Stopped for a move.
+    pub(super) parked: bool,
+}
+
+// === impl Pump ===
+
+impl<'a> Pump<'a> {
+    pub(super) fn new(
+        from: ReadHalf<'a>,
+        to: WriteHalf<'a>,
+        counter: &'a IntCounter,
+        slot: &'a AtomicU64,
+        track: Option<&'a mut Track>,
+    ) -> Self {
+        Pump {
+            from,
+            to,
+            counter,
+            slot,
+            track,
+            answers: None,
+            buf: None,
+            pos: 0,
+            end: 0,
+            done: false,
+            parked: false,
+        }
+    }
+
+    /// Bytes read and not yet written.
+    pub(super) fn pending(&self) -> bool {
+        self.pos < self.end
+    }
+
+    /// Moves bytes until the source has none or the sink takes no more.
+    /// `Ready(Ok)` once the source's EOF has been seen (`done`), or once
+    /// stopped as `stop` asks (`parked`); `other_done`: the opposite
+    /// direction has finished, so both sockets are about to be closed and
+    /// the half-close is left to `close` (its FIN). `to_master`: this is the
+    /// minion's direction, whose unsent bytes a `Stop::Now` keeps for the
+    /// next master instead of sending them.
+    fn poll_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        activity: &Activity,
+        other_done: bool,
+        stop: Stop,
+        to_master: bool,
+    ) -> Poll<Result<Flow, Fault>> {
+        if self.done {
+            return Poll::Ready(Ok(Flow::Eof));
+        }
+        if self.parked {
+            return Poll::Ready(Ok(Flow::Parked));
+        }
+        loop {
+            if stop == Stop::Now && to_master {
+                self.parked = true;
+                return Poll::Ready(Ok(Flow::Parked));
+            }
+            if let Some(buf) = &self.buf {
+                while self.pos < self.end {
+                    let n = match Pin::new(&mut self.to).poll_write(cx, &buf[self.pos..self.end]) {
+                        // Backpressure: keep the buffer (it holds the bytes).
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Write(e))),
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(Fault::Write(io::ErrorKind::WriteZero.into())))
+                        }
+                        Poll::Ready(Ok(n)) => n,
+                    };
+                    if let Some(track) = self.track.as_deref_mut() {
+                        let before = track.data_seen();
+                        track.feed(buf.get(self.pos..self.pos + n).unwrap_or_default());
+                        // A followed session is active when data passes,
+                        // not when ZMTP heartbeats do (see `read` below).
+                        if track.data_seen() != before {
+                            activity.touch(self.slot);
+                        }
+                    }
+                    self.pos += n;
+                }
+            }
+            // Reading for a move: never past the next message boundary.
+            let limit = match (stop, self.track.as_deref()) {
+                (Stop::No, _) => CHUNK,
+                (Stop::AtBoundary, Some(track)) => track.to_boundary().min(CHUNK),
+                (Stop::AtBoundary, None) | (Stop::Now, _) => 0,
+            };
+            if limit == 0 {
+                self.release();
+                self.parked = true;
+                return Poll::Ready(Ok(Flow::Parked));
+            }
+            // Nothing in flight: wait for readiness without a buffer.
+            match self.from.as_ref().poll_read_ready(cx) {
+                Poll::Pending => {
+                    self.release();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Read(e))),
+                Poll::Ready(Ok(())) => {}
+            }
+            let buf = self.buf.get_or_insert_with(pool::take);
+            let mut read = ReadBuf::new(&mut buf[..limit]);
+            match Pin::new(&mut self.from).poll_read(cx, &mut read) {
+                // Readiness was stale (tokio cleared it): give the buffer back.
+                Poll::Pending => {
+                    self.release();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Read(e))),
+                Poll::Ready(Ok(())) => {}
+            }
+            let n = read.filled().len();
+            if n == 0 {
+                self.release();
+                self.done = true;
+                // A followed master's EOF is the copy's to decide about.
+                if !to_master && self.track.is_some() {
+                    return Poll::Ready(Ok(Flow::HeldEof));
+                }
+                if !other_done {
+                    // Half-close: pass the EOF on, keep the other direction.
+                    if let Poll::Ready(Err(e)) = Pin::new(&mut self.to).poll_shutdown(cx) {
+                        if e.kind() != io::ErrorKind::NotConnected {
+                            return Poll::Ready(Err(Fault::Write(e)));
+                        }
+                    }
+                }
+                return Poll::Ready(Ok(Flow::Eof));
+            }
+            self.counter.inc_by(n as u64);
+            // Unfollowed (or no longer followable) bytes count as activity
+            // when read; a followed session's when they carry data (above):
+            // heartbeats (PING/PONG) both ways every few seconds would keep
+            // a minion that does nothing from ever being idle, and a PING
+            // from the master answered by the minion's PONG would look like
+            // a request waiting for its answer.
+            if self
+                .track
+                .as_deref()
+                .is_none_or(|t| t.unmovable().is_some() || !t.handshaken())
+            {
+                activity.touch(self.slot);
+            }
+            if let Some(clock) = self.answers {
+                if to_master {
+                    clock.asked();
+                } else {
+                    clock.answered();
+                }
+            }
+            (self.pos, self.end) = (0, n);
+        }
+    }
+
+    /// Returns the buffer to the pool; only called with nothing in flight.
+    fn release(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            pool::give(buf);
+        }
+        (self.pos, self.end) = (0, 0);
+    }
+}
+
+impl Drop for Pump<'_> {
+    fn drop(&mut self) {
+        // Unsent bytes of a session that ended are dropped with it.
+        if let Some(buf) = self.buf.take() {
+            pool::give(buf);
+        }
+    }
+}
+
+/// Per-thread buffers of [`CHUNK`] bytes. Zeroed once when made (safe Rust
+/// reads only into initialised memory), then reused as they are: a buffer
+/// lent out is overwritten by the read before any byte of it is sent.
+mod pool {
+    use super::{RefCell, CHUNK, POOL_MAX};
+
+    thread_local! {
+        static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take() -> Box<[u8]> {
+        FREE.try_with(|free| free.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| vec![0u8; CHUNK].into_boxed_slice())
+    }
+
+    pub(super) fn give(buf: Box<[u8]>) {
+        // At thread exit the pool is gone: the buffer is simply freed.
+        let _ = FREE.try_with(|free| {
+            let mut free = free.borrow_mut();
+            if free.len() < POOL_MAX {
+                free.push(buf);
+            }
+        });
+    }
+}
