@@ -36,7 +36,9 @@
 //! can leave it answering nothing, for good (seen in the labs; reproduced
 //! with two pings about 1 s apart in a master's first seconds). The ping
 //! itself keeps at most one request in flight (`probe::PingLine`).
-//! This module never chooses a master.
+//! This module never chooses a master. It is the I/O shell: what a round
+//! probes and what its result means is [`judge`]'s (pure, unit-tested on
+//! virtual time), when a ret port may be pinged [`gate`]'s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,15 +53,17 @@ use crate::config::master::{Host, MasterId, MasterSpec, Port};
 use crate::config::settings::{HealthSettings, Tunables};
 use crate::config::{ProbeKind, PING_AFTER_OPEN};
 use crate::control::answers::Answers;
-use crate::control::hysteresis::Hysteresis;
 use crate::control::liveness::Liveness;
 use crate::control::resolve::Addresses;
 use crate::limits::Op;
 use crate::metrics::{CheckResult, Metrics, SuspicionOutcome};
 use crate::zmtp::probe::{self, ProbeError};
 
-/// How soon a probe skipped for the sidecar's own exhaustion is tried again.
-const EXHAUSTED_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+mod gate;
+mod judge;
+
+use gate::Opening;
+use judge::{Judge, Round, Settled};
 
 /// A health transition, sent to the supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,15 +145,10 @@ impl Watch {
     pub async fn run(mut self, token: CancellationToken) {
         let mut settings = self.tunables.borrow_and_update().health.clone();
         self.liveness.set_health_grace(Self::grace(&settings));
-        let mut hyst = Hysteresis::resume(settings.rise, settings.fall, self.handle.status().up);
+        let up = self.handle.status().up;
+        let mut judge = Judge::new(&settings, up, PING_AFTER_OPEN, Instant::now());
         let mut rng = fastrand::Rng::new();
         let mut resolver_alive = matches!(self.master.host, Host::Name(_));
-        // A ret request waited this long (a suspicion to settle this round).
-        let mut suspicion: Option<std::time::Duration> = None;
-        // Confirmed hung: the ret port is probed with `ping` until it answers.
-        let mut hung = false;
-        // `probe: ping` only once the ret port has been open a while.
-        let mut gate = PingGate::new(PING_AFTER_OPEN, Instant::now());
         let handle = self.handle.clone();
         if resolver_alive && self.addrs.borrow().is_empty() {
             // A DNS name not resolved yet: give the first lookup up to one probe
@@ -164,94 +163,54 @@ impl Watch {
                     master = %self.master.label,
                     "passive failure: a connect to this master failed"
                 );
-                if let Some(up) = hyst.observe(false) {
+                if let Some(up) = judge.connect_failed() {
                     self.report(up, "a minion connection to it failed".into())
                         .await;
                 }
             }
+            // Rounds run on the interval (jittered, see `Judge::judge`), or
+            // at once when woken or when DNS changes the addresses (a literal
+            // IP has no resolver, so its channel is closed from the start).
             let start = Instant::now();
-            // The next probe starts 0.9–1.0 × interval after this one *started*
-            // (never later, so a dead master is down within fall × interval +
-            // timeout; jittered, so a fleet does not probe in lockstep), or at
-            // once when woken or when DNS changes the addresses (a literal IP has
-            // no resolver, so its channel is closed from the start). A round
-            // the sidecar could not probe (its own exhaustion) is no verdict:
-            // tried again soon.
-            // A suspicion is settled with a ping at once (a minion request
-            // already waits on the master); other pings wait for the gate,
-            // also those of a master confirmed hung (restarted, it is young).
-            let deferred = (settings.kind == ProbeKind::Ping || hung)
-                && suspicion.is_none()
-                && !gate.may_ping(start);
-            let ret_kind = if suspicion.is_some() {
-                ProbeKind::Ping
-            } else if deferred {
+            let plan = judge.plan(settings.kind, start);
+            if plan.deferred {
                 self.metrics
                     .pings_deferred_total
                     .with_label_values(&[self.master.label.as_str()])
                     .inc();
-                ProbeKind::Tcp
-            } else if hung {
-                ProbeKind::Ping
-            } else {
-                settings.kind
-            };
-            let round = self.probe_both(&settings, ret_kind).await;
-            if let Some(round) = &round {
-                let opening = gate.observe(round.ret_connected, Instant::now());
-                if let (Some(opening), ProbeKind::Ping) = (opening, settings.kind) {
-                    self.log_opening(opening);
+            }
+            let round = self.probe_both(&settings, plan.ret).await;
+            let verdict = judge.judge(&settings, &plan, round, start, Instant::now(), rng.f64());
+            if let (Some(opening), ProbeKind::Ping) = (verdict.opening, settings.kind) {
+                self.log_opening(opening);
+            }
+            if let Some(settled) = verdict.settled {
+                self.settle(settled);
+            }
+            if verdict.young {
+                if let Ok(mut s) = self.handle.status.lock() {
+                    s.last_result = Some(format!(
+                        "ret port open less than {} s: connected, not pinged yet",
+                        PING_AFTER_OPEN.as_secs()
+                    ));
                 }
             }
-            let round = round.map(|r| (r.ok, r.detail));
-            if let (Some(waited), Some((ok, detail))) = (suspicion.take(), &round) {
-                self.settle(waited, *ok, detail);
-                if !ok {
-                    hung = true;
-                    if let Some(up) = hyst.force(false) {
-                        let why = format!(
-                            "a minion request went unanswered for {:.1} s; {detail}",
-                            waited.as_secs_f64()
-                        );
-                        self.report(up, why).await;
-                    }
-                }
+            if let Some((up, why)) = verdict.report {
+                self.report(up, why).await;
             }
-            let next = match round {
-                // Young and connectable: not judged until it answers a ping
-                // (a 3008 master answers none for its first seconds, and a
-                // minion sent to it early would wait on it).
-                Some((true, _)) if deferred => {
-                    if let Ok(mut s) = self.handle.status.lock() {
-                        s.last_result = Some(format!(
-                            "ret port open less than {} s: connected, not pinged yet",
-                            PING_AFTER_OPEN.as_secs()
-                        ));
-                    }
-                    let next = start + settings.interval.mul_f64(0.9 + 0.1 * rng.f64());
-                    gate.ping_at().map_or(next, |at| at.min(next))
-                }
-                Some((ok, detail)) => {
-                    hung &= !ok;
-                    if let Some(up) = hyst.observe(ok) {
-                        self.report(up, detail).await;
-                    }
-                    start + settings.interval.mul_f64(0.9 + 0.1 * rng.f64())
-                }
-                None => start + settings.interval.min(EXHAUSTED_RETRY),
-            };
+            let next = verdict.next.unwrap_or(start + settings.interval);
             self.liveness.tick_health(Instant::now());
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep_until(next) => {}
                 _ = self.handle.wake.notified() => {}
-                waited = overdue(&handle, settings.ret_answer_timeout) => suspicion = Some(waited),
+                waited = overdue(&handle, settings.ret_answer_timeout) => judge.suspect(waited),
                 changed = self.addrs.changed(), if resolver_alive => resolver_alive = changed.is_ok(),
                 changed = self.tunables.changed() => {
                     // A reload: new timing or thresholds apply from this probe on.
                     if changed.is_ok() {
                         settings = self.tunables.borrow_and_update().health.clone();
-                        hyst.set_thresholds(settings.rise, settings.fall);
+                        judge.set_thresholds(&settings);
                         self.liveness.set_health_grace(Self::grace(&settings));
                     }
                 }
@@ -356,10 +315,10 @@ impl Watch {
         }
     }
 
-    /// Counts and logs how a suspicion ended: the re-probe round `ok` or not.
-    fn settle(&self, waited: std::time::Duration, ok: bool, detail: &str) {
+    /// Counts and logs how a suspicion ended.
+    fn settle(&self, settled: Settled) {
         let label = self.master.label.as_str();
-        let outcome = if ok {
+        let outcome = if settled.cleared {
             SuspicionOutcome::Cleared
         } else {
             SuspicionOutcome::Confirmed
@@ -368,11 +327,11 @@ impl Watch {
             .passive_suspicions_total
             .with_label_values(&[label, outcome.as_str()])
             .inc();
-        let waited = format!("{:.1}s", waited.as_secs_f64());
-        if ok {
+        let waited = format!("{:.1}s", settled.waited.as_secs_f64());
+        if settled.cleared {
             info!(master = label, waited = %waited, "master suspected hung (a minion request unanswered), but it answers a ping: slow, not hung; staying");
         } else {
-            warn!(master = label, waited = %waited, reason = %detail, "master suspected hung (a minion request unanswered) and it does not answer a ping either: hung");
+            warn!(master = label, waited = %waited, "master suspected hung (a minion request unanswered) and it does not answer a ping either: hung");
         }
     }
 
@@ -392,88 +351,6 @@ impl Watch {
             detail,
         )
         .await;
-    }
-}
-
-/// One probe round's verdict.
-struct Round {
-    /// Both ports passed.
-    ok: bool,
-    /// Why not (or "probes ok").
-    detail: String,
-    /// The ret port accepted the connect (answered or not).
-    ret_connected: bool,
-}
-
-/// Where a master's ret port stands for [`PingGate`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Opening {
-    /// The last connect to it failed (refused, timed out): a master down
-    /// or restarting. Not pinged; when it opens again it is young.
-    Closed,
-    /// Connectable since `since` (or the sidecar's start): probed with a
-    /// plain connect (no verdict unless it fails) until it has been open
-    /// for the gate's hold.
-    Young { since: Instant },
-    /// Open for the hold: pinged.
-    Settled,
-}
-
-/// When a master's ret port may get `ping` probes: only once it has been
-/// connectable for `hold` as this sidecar saw it — never in a master's first
-/// second, when a request before its workers listen, or racing the Salt 3008
-/// router's first connection to them, can wedge it. Pure: it takes `now`, no clock, no I/O.
-#[derive(Clone, Debug)]
-pub struct PingGate {
-    hold: std::time::Duration,
-    opening: Opening,
-}
-
-// === impl PingGate ===
-
-impl PingGate {
-    /// At the sidecar's start: a master's age is unknown (it may have
-    /// opened just now, as at boot), so it is young from `now`.
-    pub fn new(hold: std::time::Duration, now: Instant) -> Self {
-        PingGate {
-            hold,
-            opening: Opening::Young { since: now },
-        }
-    }
-
-    /// When a young port may be pinged (the next round is due then).
-    pub fn ping_at(&self) -> Option<Instant> {
-        match self.opening {
-            Opening::Young { since } => Some(since + self.hold),
-            Opening::Closed | Opening::Settled => None,
-        }
-    }
-
-    /// May a round starting at `now` ping the ret port?
-    pub fn may_ping(&self, now: Instant) -> bool {
-        match self.opening {
-            Opening::Settled => true,
-            Opening::Young { since } => now >= since + self.hold,
-            Opening::Closed => false,
-        }
-    }
-
-    /// A round ended at `now`: the ret port accepted its connect or not.
-    /// Returns the new standing when it changed (one log line each).
-    ///
-    /// `_ + not connected => Closed`; `Closed + connected => Young{now}`;
-    /// `Young{since} + connected, held => Settled`; otherwise unchanged.
-    pub fn observe(&mut self, connected: bool, now: Instant) -> Option<Opening> {
-        let next = match (self.opening, connected) {
-            (_, false) => Opening::Closed,
-            (Opening::Closed, true) => Opening::Young { since: now },
-            (Opening::Young { since }, true) if now >= since + self.hold => Opening::Settled,
-            (standing, true) => standing,
-        };
-        (next != self.opening).then(|| {
-            self.opening = next;
-            next
-        })
     }
 }
 
@@ -521,94 +398,4 @@ async fn report(
             detail,
         })
         .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    const HOLD: Duration = Duration::from_secs(3);
-
-    /// One round per second, the ret port open or not; what each round may
-    /// do (ping or not) on virtual time.
-    async fn rounds(gate: &mut PingGate, open: &[bool]) -> Vec<bool> {
-        let mut pinged = Vec::new();
-        for &connected in open {
-            pinged.push(gate.may_ping(Instant::now()));
-            gate.observe(connected, Instant::now());
-            tokio::time::advance(Duration::from_secs(1)).await;
-        }
-        pinged
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn at_start_a_master_is_pinged_only_after_the_hold() {
-        let mut gate = PingGate::new(HOLD, Instant::now());
-        let pinged = rounds(&mut gate, &[true; 5]).await;
-        assert_eq!(pinged, [false, false, false, true, true]);
-        assert_eq!(gate.opening, Opening::Settled);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_restarted_master_is_young_again_from_its_first_open_connect() {
-        let mut gate = PingGate::new(HOLD, Instant::now());
-        rounds(&mut gate, &[true; 4]).await;
-        assert!(gate.may_ping(Instant::now()));
-        // Down for two rounds (refused), then open again.
-        let pinged = rounds(&mut gate, &[false, false, true, true, true, true, true]).await;
-        assert_eq!(
-            pinged,
-            [true, false, false, false, false, true, true],
-            "no ping while closed, nor in the 3 s after it opened"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_refusal_while_young_restarts_the_hold() {
-        let mut gate = PingGate::new(HOLD, Instant::now());
-        let pinged = rounds(&mut gate, &[true, true, false, true, true, true, true]).await;
-        assert_eq!(pinged, [false, false, false, false, false, false, true]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn each_change_is_reported_once() {
-        let t0 = Instant::now();
-        let mut gate = PingGate::new(HOLD, t0);
-        assert_eq!(gate.observe(true, t0), None);
-        assert_eq!(gate.observe(false, t0), Some(Opening::Closed));
-        assert_eq!(gate.observe(false, t0), None);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let t1 = Instant::now();
-        assert_eq!(gate.observe(true, t1), Some(Opening::Young { since: t1 }));
-        tokio::time::advance(HOLD).await;
-        assert_eq!(gate.observe(true, Instant::now()), Some(Opening::Settled));
-        assert_eq!(gate.observe(true, Instant::now()), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_young_port_names_when_it_may_be_pinged() {
-        let t0 = Instant::now();
-        let mut gate = PingGate::new(HOLD, t0);
-        assert_eq!(gate.ping_at(), Some(t0 + HOLD));
-        gate.observe(false, t0);
-        assert_eq!(gate.ping_at(), None, "closed: nothing to wait for");
-        tokio::time::advance(Duration::from_millis(1500)).await;
-        let t1 = Instant::now();
-        gate.observe(true, t1);
-        assert_eq!(gate.ping_at(), Some(t1 + HOLD));
-        assert!(!gate.may_ping(t1 + HOLD - Duration::from_millis(1)));
-        assert!(gate.may_ping(t1 + HOLD));
-        gate.observe(true, t1 + HOLD);
-        assert_eq!(gate.ping_at(), None, "settled");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_hung_master_stays_settled_its_kernel_still_accepts() {
-        let mut gate = PingGate::new(HOLD, Instant::now());
-        rounds(&mut gate, &[true; 4]).await;
-        // Unanswered pings: connected, so still pinged every round.
-        let pinged = rounds(&mut gate, &[true; 10]).await;
-        assert!(pinged.iter().all(|&p| p));
-    }
 }
