@@ -16,6 +16,7 @@ use prometheus::{
 };
 
 use crate::config::master::{MasterSpec, Port};
+use crate::config::Transport;
 use crate::limits::ResourceErrors;
 
 /// Label value for "no master" in `switches_total{from,to}`.
@@ -313,9 +314,10 @@ impl Metrics {
             )?,
             passive_suspicions_total: counter(
                 "passive_suspicions_total",
-                "Masters suspected hung because a ret request went unanswered past \
-                 sidecar.ret_answer_timeout (transport tcp), by the re-probe's verdict.",
-                &["master", "outcome"],
+                "Masters suspected hung because a minion's ret request went unanswered past \
+                 sidecar.ret_answer_timeout, by transport (zeromq, tcp) and by the verdict \
+                 of the `ping` re-check (confirmed: down at once; cleared: slow, kept).",
+                &["master", "transport", "outcome"],
             )?,
             pings_deferred_total: counter(
                 "pings_deferred_total",
@@ -415,9 +417,14 @@ impl Metrics {
             self.upstream_connect_duration_seconds
                 .with_label_values(&[master]);
             self.pings_deferred_total.with_label_values(&[master]);
-            for outcome in SuspicionOutcome::ALL {
-                self.passive_suspicions_total
-                    .with_label_values(&[master, outcome.as_str()]);
+            for transport in Transport::ALL {
+                for outcome in SuspicionOutcome::ALL {
+                    self.passive_suspicions_total.with_label_values(&[
+                        master,
+                        transport.as_str(),
+                        outcome.as_str(),
+                    ]);
+                }
             }
             for kind in ConnectErrorKind::ALL {
                 self.upstream_connect_errors_total

@@ -446,10 +446,11 @@ fn convert_minion_config_prints_a_config_that_loads_and_the_minion_change() {
 }
 
 /// `sidecar.ret_answer_timeout`: one alive interval (at least 1 s) by
-/// default with `transport: tcp`, as written when given, off with `0` and
-/// always off for transport zeromq (whose `zmtp` probe sees a hung master).
+/// default on both transports (a stuck ZeroMQ master still completes ZMTP
+/// handshakes, so the `zmtp` probe alone cannot see it), as written when
+/// given, off with `0`.
 #[test]
-fn the_ret_answer_timeout_defaults_to_one_alive_interval_for_transport_tcp() {
+fn the_ret_answer_timeout_defaults_to_one_alive_interval_on_both_transports() {
     let parse = |text: &str| config::parse(Path::new("t.yaml"), text).expect("valid");
     let tcp = "master: [a, b]\ntransport: tcp\n";
     let with = |extra: &str| parse(&format!("{tcp}{extra}")).sidecar.ret_answer_timeout;
@@ -468,7 +469,13 @@ fn the_ret_answer_timeout_defaults_to_one_alive_interval_for_transport_tcp() {
     );
     assert_eq!(with("sidecar:\n  ret_answer_timeout: 0\n"), None);
     let c = parse("master: [a, b]\nmaster_alive_interval: 5\n");
-    assert_eq!(c.sidecar.ret_answer_timeout, None, "transport zeromq");
+    assert_eq!(
+        c.sidecar.ret_answer_timeout,
+        Some(Duration::from_secs(5)),
+        "transport zeromq"
+    );
+    let c = parse("master: [a, b]\nsidecar:\n  ret_answer_timeout: 0\n");
+    assert_eq!(c.sidecar.ret_answer_timeout, None, "zeromq, off");
     let c = parse(&format!("{tcp}sidecar:\n  probe: tcp\n"));
     assert_eq!(
         (c.sidecar.probe, c.sidecar.ret_answer_timeout),

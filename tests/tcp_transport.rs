@@ -147,7 +147,11 @@ fn suspicions(admin: SocketAddr, master: &str, outcome: &str) -> f64 {
     counter(
         admin,
         "salt_sidecar_passive_suspicions_total",
-        &[("master", master), ("outcome", outcome)],
+        &[
+            ("master", master),
+            ("transport", "tcp"),
+            ("outcome", outcome),
+        ],
     )
 }
 

@@ -37,6 +37,11 @@ pub const DEFAULT_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Lower bound of the default `sidecar.ret_answer_timeout` (one alive
 /// interval, but never less than this).
 pub const MIN_DEFAULT_RET_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default `sidecar.half_close_timeout`. A master or minion that is alive
+/// closes its half within milliseconds of the other's FIN (libzmq and
+/// Salt's tcp transport close a connection whose peer has gone); one that
+/// never reads never does, and would hold the session's slot for ever.
+pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Salt's default `random_reauth_delay`.
 pub const DEFAULT_RANDOM_REAUTH_DELAY: Duration = Duration::from_secs(10);
 /// Default admin endpoint.
@@ -67,11 +72,40 @@ pub enum ProbeKind {
 }
 
 impl ProbeKind {
+    /// The Salt transport the probe implies: `zmtp` is ZeroMQ's, the others
+    /// are for `transport: tcp`.
+    pub fn transport(self) -> Transport {
+        match self {
+            ProbeKind::Zmtp => Transport::Zeromq,
+            ProbeKind::Tcp | ProbeKind::Ping => Transport::Tcp,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProbeKind::Zmtp => "zmtp",
             ProbeKind::Tcp => "tcp",
             ProbeKind::Ping => "ping",
+        }
+    }
+}
+
+/// Salt's `transport`: how a master's ports speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// ZMTP 3 (ZeroMQ): PUB/SUB on publish, ROUTER/REQ on ret.
+    Zeromq,
+    /// Salt's own msgpack framing over TCP.
+    Tcp,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::Zeromq, Transport::Tcp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Zeromq => "zeromq",
+            Transport::Tcp => "tcp",
         }
     }
 }
@@ -160,10 +194,14 @@ pub struct SidecarConfig {
     pub fall: u32,
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
+    /// `sidecar.half_close_timeout`: how long a session may stay half
+    /// closed (one side sent its FIN, the other has not) with nothing
+    /// moving before both sides are closed.
+    pub half_close_timeout: Duration,
     /// `sidecar.ret_answer_timeout`: how long a minion's request on a ret
     /// session may go unanswered before its master is suspected and
-    /// re-probed (passive hung-master detection, `transport: tcp` only);
-    /// `None` when off (transport zeromq, or set to 0).
+    /// re-probed with Salt's `ping` (passive hung-master detection, both
+    /// transports); `None` when off (set to 0).
     pub ret_answer_timeout: Option<Duration>,
     /// ZeroMQ sessions move to the new master on a switch instead of being
     /// cut (default true; `false` restores the 0.1 behaviour, a reset).

@@ -45,8 +45,9 @@ pub(crate) struct RawSidecar {
     pub(crate) fall: Option<Spanned<u32>>,
     pub(crate) connect_timeout: Option<Spanned<DurationValue>>,
     pub(crate) drain_timeout: Option<Spanned<DurationValue>>,
-    /// How long a ret request may wait for the master's first byte (transport tcp).
+    /// How long a ret request may wait for the master's answer.
     pub(crate) ret_answer_timeout: Option<Spanned<DurationValue>>,
+    pub(crate) half_close_timeout: Option<Spanned<DurationValue>>,
     pub(crate) move_sessions: Option<Spanned<bool>>,
     pub(crate) listen_allow_remote: Option<Spanned<bool>>,
     pub(crate) max_sessions: Option<Spanned<u32>>,

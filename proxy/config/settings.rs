@@ -16,6 +16,8 @@ pub struct Tunables {
     pub policy: Policy,
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
+    /// `sidecar.half_close_timeout`.
+    pub half_close_timeout: Duration,
     pub socket_options: SocketOptions,
     /// `sidecar.move_sessions`: ZeroMQ sessions move on a switch.
     pub move_sessions: bool,
@@ -57,6 +59,7 @@ impl Tunables {
             },
             connect_timeout: sc.connect_timeout,
             drain_timeout: sc.drain_timeout,
+            half_close_timeout: sc.half_close_timeout,
             move_sessions: sc.move_sessions,
             socket_options: SocketOptions::for_health(
                 c.alive_interval,

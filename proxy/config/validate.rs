@@ -97,12 +97,7 @@ impl RawConfig {
 
         let sidecar = sidecar.validate(&cx, publish_port, ret_port, transport_probe)?;
         let sidecar = SidecarConfig {
-            ret_answer_timeout: ret_answer_timeout(
-                &cx,
-                answer_raw.as_ref(),
-                transport_probe,
-                alive_interval,
-            )?,
+            ret_answer_timeout: ret_answer_timeout(&cx, answer_raw.as_ref(), alive_interval)?,
             ..sidecar
         };
         no_self_loop(&cx, config_masters(&source), &locations, &sidecar)?;
@@ -423,30 +418,22 @@ fn minion_id(cx: &Ctx<'_>, raw: Option<&Spanned<String>>) -> Result<String, Conf
 }
 
 /// `sidecar.ret_answer_timeout`: passive hung-master detection on ret
-/// sessions, for `transport: tcp` only (a ZeroMQ master is watched by the
-/// `zmtp` probe, which a hung master cannot answer). Default: one alive
-/// interval, at least [`MIN_DEFAULT_RET_ANSWER_TIMEOUT`]; `0` turns it off.
+/// sessions, on both transports (a stuck ZeroMQ master still completes
+/// every ZMTP handshake in libzmq's I/O thread, so the `zmtp` probe alone
+/// cannot see it). Default: one alive interval, at least
+/// [`MIN_DEFAULT_RET_ANSWER_TIMEOUT`]; `0` turns it off.
 fn ret_answer_timeout(
     cx: &Ctx<'_>,
     raw: Option<&Spanned<DurationValue>>,
-    transport_probe: Option<ProbeKind>,
     alive_interval: Duration,
 ) -> Result<Option<Duration>, ConfigError> {
-    let key = "sidecar.ret_answer_timeout";
-    let tcp = transport_probe == Some(ProbeKind::Ping);
     match raw {
-        None if tcp => Ok(Some(alive_interval.max(MIN_DEFAULT_RET_ANSWER_TIMEOUT))),
-        None => Ok(None),
+        None => Ok(Some(alive_interval.max(MIN_DEFAULT_RET_ANSWER_TIMEOUT))),
         Some(s) if s.value.0.is_zero() => Ok(None),
-        Some(s) if !tcp => Err(cx.err(
-            loc(s),
-            key,
-            "applies only with `transport: tcp` (a ZeroMQ master is watched by `probe: zmtp`); add `transport: tcp` or drop the key",
-        )),
         Some(_) => duration_or(
             cx,
             raw,
-            key,
+            "sidecar.ret_answer_timeout",
             Duration::ZERO,
             Duration::from_millis(100),
             Duration::from_secs(3600),
@@ -509,6 +496,14 @@ impl RawSidecar {
             Duration::ZERO,
             Duration::from_secs(86_400),
         )?;
+        let half_close_timeout = duration_or(
+            cx,
+            self.half_close_timeout.as_ref(),
+            "sidecar.half_close_timeout",
+            DEFAULT_HALF_CLOSE_TIMEOUT,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )?;
         Ok(SidecarConfig {
             listen_publish,
             listen_ret,
@@ -519,6 +514,7 @@ impl RawSidecar {
             fall,
             connect_timeout,
             drain_timeout,
+            half_close_timeout,
             // Needs the alive interval and the transport: set by the caller.
             ret_answer_timeout: None,
             move_sessions: self.move_sessions.as_ref().is_none_or(|s| s.value),

@@ -1,14 +1,18 @@
 //! Unanswered requests on ret sessions: the passive half of hung-master
-//! detection for `transport: tcp` (`sidecar.ret_answer_timeout`).
+//! detection on both transports (`sidecar.ret_answer_timeout`).
 //!
-//! A tcp-transport ret session is request → reply. Its copy loop stamps an
-//! [`AnswerClock`]: the first minion→master bytes after the master last
-//! sent anything start the clock, any master→minion bytes stop it (one
-//! relaxed load or store per read, no allocation). Each master keeps a list
+//! A ret session is request → reply (ZeroMQ REQ → ROUTER: one reply per
+//! request; Salt's tcp transport likewise). Its copy loop stamps an
+//! [`AnswerClock`]: a request sent after the master last answered starts
+//! the clock, the master's answer stops it (one relaxed load or store per
+//! read, no allocation). A ZeroMQ session is stamped per message, as its
+//! tracker sees them go by: a whole data message to the master starts it,
+//! data from the master stops it, heartbeats do neither. A tcp-transport
+//! session is stamped per read: minion bytes start it, master bytes stop it. Each master keeps a list
 //! of its sessions' clocks ([`Answers`]); its health task scans it and,
 //! when a request has waited longer than the bound, suspects the master
-//! and re-probes it (`health`). Byte-level on purpose: payload is never
-//! decoded on the copy path. No I/O, no logging.
+//! and re-probes it (`health`). Payload is never decoded on the copy
+//! path. No I/O, no logging.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};

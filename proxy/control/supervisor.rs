@@ -522,6 +522,7 @@ mod tests {
             policy: policy(),
             connect_timeout: second,
             drain_timeout: second,
+            half_close_timeout: second,
             socket_options: SocketOptions::for_health(second, 2, second),
             move_sessions: true,
         }

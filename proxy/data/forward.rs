@@ -240,16 +240,14 @@ impl Forwarder {
             counters.active.inc();
             debug!(port = port.as_str(), %peer, master = label, "session open");
 
-            // A tcp-transport ret session stamps its requests' clock, which
-            // the master's health task scans for an unanswered one.
+            // A ret session stamps its requests' clock, which the master's
+            // health task scans for an unanswered one (per message when the
+            // session is followed, per read otherwise: `duplex::copy`).
             let answers = (port == Port::Ret
                 && self.tunables.borrow().health.ret_answer_timeout.is_some())
             .then(|| plane.health.get(master.index()).map(|h| h.answers.clock()))
             .flatten();
             if !early.is_empty() {
-                if let Some(clock) = &answers {
-                    clock.asked();
-                }
                 // What the minion sent while waiting goes first, in order.
                 if let Err(e) = net::send_first(&mut upstream, &early).await {
                     counters.active.dec();
@@ -257,8 +255,16 @@ impl Forwarder {
                     debug!(port = port.as_str(), %peer, master = label, error = %e, "session closed before its first bytes reached the master");
                     return;
                 }
-                if let Some(t) = tracks.as_deref_mut() {
-                    t.up.feed(&early);
+                let asked = match tracks.as_deref_mut() {
+                    Some(t) => {
+                        let before = t.up.messages();
+                        t.up.feed(&early);
+                        t.up.messages() != before
+                    }
+                    None => true,
+                };
+                if let (true, Some(clock)) = (asked, &answers) {
+                    clock.asked();
                 }
                 counters.to_master.inc_by(early.len() as u64);
                 early = Vec::new();
@@ -275,6 +281,7 @@ impl Forwarder {
                 // Shutdown of the sidecar drains like a failback does.
                 shutdown: &shutdown,
                 drain_timeout: self.tunables.borrow().drain_timeout,
+                half_close_timeout: self.tunables.borrow().half_close_timeout,
                 to_master: &counters.to_master,
                 to_minion: &counters.to_minion,
             };
@@ -361,6 +368,8 @@ impl Forwarder {
                 false
             }
             End::Drained => !shutdown.is_cancelled(),
+            // Neither side is waiting for anything: a plain close.
+            End::HalfOpen => false,
             End::Closed | End::Move { .. } => false,
         };
         if cut {

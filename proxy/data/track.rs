@@ -105,6 +105,8 @@ pub struct Track {
     /// Grows with every data frame started and every data body byte:
     /// activity that is not ZMTP's own (PING/PONG heartbeats are commands).
     data: u64,
+    /// Data messages passed whole (their last frame's end).
+    messages: u64,
 }
 
 // === impl Track ===
@@ -140,6 +142,7 @@ impl Track {
             subs: Subscriptions::default(),
             unmovable: None,
             data: 0,
+            messages: 0,
         }
     }
 
@@ -217,6 +220,13 @@ impl Track {
     /// bytes carried any. Frozen once the stream is unmovable.
     pub fn data_seen(&self) -> u64 {
         self.data
+    }
+
+    /// A counter of the data messages that passed whole (heartbeats and
+    /// other commands are not counted): a minion's request has been sent
+    /// once it grows on the ret port. Frozen once the stream is unmovable.
+    pub fn messages(&self) -> u64 {
+        self.messages
     }
 
     /// Follows `bytes`, the next bytes of the stream. Stops looking once the
@@ -362,6 +372,9 @@ impl Track {
         let command = self.is_command();
         if !command {
             self.in_message = self.flags & FLAG_MORE != 0;
+            if !self.in_message {
+                self.messages += 1;
+            }
         }
         if self.keep == Keep::Capture {
             self.keep = Keep::Skip;
@@ -610,6 +623,24 @@ mod tests {
         assert!(empty > start, "an empty data frame is data");
         t.feed(&encode_message(&[b"", b"return"]));
         assert!(t.data_seen() > empty);
+    }
+
+    #[test]
+    fn whole_data_messages_are_counted_and_commands_are_not() {
+        let (stream, boundaries) = dealer_stream();
+        let mut t = Track::minion();
+        t.feed(&stream[..boundaries[0]]);
+        assert_eq!(t.messages(), 0, "greeting and READY are no message");
+        // A two-frame message counts once, at its last frame's last byte.
+        let msg = encode_message(&[b"", b"a request"]);
+        t.feed(&msg[..msg.len() - 1]);
+        assert_eq!(t.messages(), 0, "not whole yet");
+        t.feed(&msg[msg.len() - 1..]);
+        assert_eq!(t.messages(), 1);
+        t.feed(&command(b"PING", b"\x00\x0a"));
+        assert_eq!(t.messages(), 1, "a heartbeat is no message");
+        t.feed(&stream[boundaries[0]..]);
+        assert_eq!(t.messages(), 1 + 4, "the stream's four messages");
     }
 
     #[test]

@@ -387,6 +387,14 @@ impl Admin {
 
     /// `Ok(why)` when a master is selected and up, else `Err(why not)`.
     fn readiness(&self, snapshot: &Snapshot) -> Result<String, String> {
+        // At the cap the next minion connection is refused at accept: a
+        // minion that reconnects now would find no way in.
+        if self.sessions.available_permits() == 0 {
+            return Err(format!(
+                "the session cap is full (all {} of sidecar.max_sessions in use): the next minion connection is refused; see salt_sidecar_connections_refused_total",
+                self.max_sessions
+            ));
+        }
         if let Some(e) = self.metrics.resources.recent(RESOURCE_ERROR_WINDOW) {
             return Err(format!(
                 "{} ({} failed {:.0} s ago; see salt_sidecar_resource_errors_total)",
@@ -715,5 +723,29 @@ mod tests {
         let report = a.report();
         assert!(!report.ready);
         assert_eq!(report.masters.len(), 0, "the default snapshot has no order");
+    }
+
+    #[test]
+    fn a_full_session_cap_is_not_ready() {
+        let a = admin();
+        let plane = a.plane();
+        let snap = Snapshot {
+            plane,
+            active: None,
+            pinned: None,
+            order: (0..4).map(MasterId).collect(),
+            drained: vec![false; 4],
+        };
+        let held = a
+            .sessions
+            .clone()
+            .try_acquire_many_owned(10)
+            .expect("10 permits");
+        let why = a.readiness(&snap).expect_err("cap full");
+        assert!(why.contains("session cap is full"), "{why}");
+        assert!(why.contains("all 10 of sidecar.max_sessions"), "{why}");
+        drop(held);
+        let why = a.readiness(&snap).expect_err("no master");
+        assert!(!why.contains("session cap"), "{why}");
     }
 }

@@ -4,10 +4,13 @@
 //! NULL-mechanism greeting, read its greeting and READY, check the socket
 //! type (PUB on publish, ROUTER on ret), send our READY and close — a complete
 //! handshake, so the master logs nothing. `ping` (transport tcp; also the
-//! re-probe of a master suspected hung, see `control::health`): a connect on
-//! the publish port; on the ret port Salt's clear `ping` request, whose reply
-//! a live master sends at once and a hung one never does (any reaction of
-//! the master counts: only silence fails it). Its ret-port connection is kept
+//! re-probe of a master suspected hung on either transport, see
+//! `control::health`): a connect on the publish port; on the ret port Salt's
+//! clear `ping` request — in Salt's tcp framing, or as a ZeroMQ REQ peer of
+//! the master's ROUTER after a ZMTP handshake — whose reply a live master
+//! sends at once and a stuck one never does: its libzmq I/O thread (or its
+//! kernel) still completes every handshake, but the request waits for a
+//! worker (any reaction of the master counts: only silence fails it). Its ret-port connection is kept
 //! by the master's health task while a reply is owed, and no second ping is
 //! sent before that reply ([`PingLine`]); *when* to ping is `health`'s
 //! call (not in a master's first seconds). The
@@ -22,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::config::master::Port;
-use crate::config::ProbeKind;
+use crate::config::{ProbeKind, Transport};
 use crate::limits::Resource;
 use crate::metrics::{CheckResult, ConnectErrorKind};
 use crate::net::{self, ConnectError};
@@ -143,6 +146,8 @@ const MAX_WAITED: u32 = 16;
 #[derive(Debug, Default)]
 pub struct PingLine {
     stream: Option<TcpStream>,
+    /// How `stream` speaks (ZeroMQ: handshaken as a REQ peer).
+    transport: Option<Transport>,
     /// Bytes of replies read but not yet complete.
     buf: Vec<u8>,
     /// A ping was sent on `stream` and its reply has not been read.
@@ -160,11 +165,15 @@ impl PingLine {
     /// and the request, and nothing comes back: [`ProbeError::Unanswered`].
     pub async fn ping(
         &mut self,
+        transport: Transport,
         addrs: &[IpAddr],
         ret_port: u16,
         limit: Duration,
     ) -> Result<(), ProbeError> {
-        match timeout(limit, self.exchange(addrs, ret_port, limit)).await {
+        if self.transport.is_some_and(|t| t != transport) {
+            self.close(); // a reload changed the transport
+        }
+        match timeout(limit, self.exchange(transport, addrs, ret_port, limit)).await {
             Ok(Ok(())) => {
                 if !self.owed {
                     self.close();
@@ -188,6 +197,7 @@ impl PingLine {
     /// Closes the kept connection (nothing is owed, or it is given up).
     pub fn close(&mut self) {
         self.stream = None;
+        self.transport = None;
         self.buf.clear();
         self.owed = false;
         self.waited = 0;
@@ -195,6 +205,7 @@ impl PingLine {
 
     async fn exchange(
         &mut self,
+        transport: Transport,
         addrs: &[IpAddr],
         ret_port: u16,
         limit: Duration,
@@ -206,13 +217,28 @@ impl PingLine {
         }
         let stream = match &mut self.stream {
             Some(stream) => stream,
-            None => self.stream.insert(connect(addrs, ret_port, limit).await?),
+            None => {
+                let mut stream = connect(addrs, ret_port, limit).await?;
+                if transport == Transport::Zeromq {
+                    // As a REQ peer: what comes after READY is replies.
+                    self.buf = greet(&mut stream, Port::Ret, SocketType::Req).await?;
+                }
+                self.transport = Some(transport);
+                self.stream.insert(stream)
+            }
         };
         if self.owed {
             // Never a second request while one is unanswered: wait for it.
             self.waited += 1;
         } else {
-            stream.write_all(saltreq::PING).await?;
+            match transport {
+                Transport::Tcp => stream.write_all(saltreq::PING).await?,
+                Transport::Zeromq => {
+                    // REQ: an empty delimiter frame, then the request.
+                    let request = zmtp::encode_message(&[b"", saltreq::PING_BODY]);
+                    stream.write_all(&request).await?;
+                }
+            }
             self.owed = true;
         }
         let mut chunk = [0u8; 1024];
@@ -233,6 +259,7 @@ impl PingLine {
                     self.close();
                     return Ok(());
                 }
+                Settled::Broken(e) => return Err(e.into()),
             }
         }
     }
@@ -255,26 +282,53 @@ impl PingLine {
                 return Ok(true);
             }
         }
-        Ok(matches!(self.settle(), Settled::NotSalt))
+        Ok(matches!(
+            self.settle(),
+            Settled::NotSalt | Settled::Broken(_)
+        ))
     }
 
     /// Counts the complete replies in `buf`; a reply pays what is owed.
     fn settle(&mut self) -> Settled {
         let mut replies = 0;
         loop {
-            match saltreq::message_len(&self.buf) {
-                Ok(Some(len)) => {
+            let next = match self.transport {
+                // A frame that cannot be a reply (malformed, or announcing
+                // more than any ping's reply) is no answer: a broken master.
+                Some(Transport::Zeromq) => match zmtp_reply(&self.buf) {
+                    Err(e) => return Settled::Broken(e),
+                    Ok(next) => Ok(next),
+                },
+                _ => saltreq::message_len(&self.buf)
+                    .map(|len| len.map(|len| (len, true)))
+                    .map_err(|_| ()),
+            };
+            match next {
+                Ok(Some((len, reply))) => {
                     self.buf.drain(..len);
-                    self.owed = false;
-                    self.waited = 0;
-                    replies += 1;
+                    if reply {
+                        self.owed = false;
+                        self.waited = 0;
+                        replies += 1;
+                    }
                 }
                 Ok(None) if self.buf.len() > MAX_FRAME => return Settled::NotSalt,
                 Ok(None) => return Settled::Replies(replies),
-                Err(_) => return Settled::NotSalt,
+                Err(()) => return Settled::NotSalt,
             }
         }
     }
+}
+
+/// The first frame in `buf` of a ZeroMQ REQ peer's stream: its length, and
+/// whether it ends a reply (the last frame of a data message; commands such
+/// as heartbeats are no reply). `Ok(None)`: not complete yet.
+fn zmtp_reply(buf: &[u8]) -> Result<Option<(usize, bool)>, ZmtpError> {
+    Ok(match zmtp::decode_frame(buf, MAX_FRAME)? {
+        Some((zmtp::Frame::Message { more, .. }, len)) => Some((len, !more)),
+        Some((zmtp::Frame::Command { .. }, len)) => Some((len, false)),
+        None => None,
+    })
 }
 
 /// What the bytes read from a ping connection were.
@@ -283,6 +337,8 @@ enum Settled {
     Replies(u32),
     /// Not Salt's framing (e.g. TLS).
     NotSalt,
+    /// A ZeroMQ master sent a frame no reply can be.
+    Broken(ZmtpError),
 }
 
 /// Salt's clear `ping` request on a connected ret port. The master is
@@ -312,21 +368,36 @@ async fn exchange_ping(mut stream: TcpStream) -> Result<(), ProbeError> {
 
 /// The ZMTP 3 handshake as a peer of the master's socket.
 pub async fn handshake(mut stream: TcpStream, port: Port) -> Result<(), ProbeError> {
-    let (expected, ours) = (SocketType::of_master(port), SocketType::of_minion(port));
+    greet(&mut stream, port, SocketType::of_minion(port)).await?;
+    // The master has seen a well-behaved peer; now it sees it leave.
+    stream.shutdown().await?;
+    Ok(())
+}
+
+/// Exchanges greetings and READY with the master's socket on `port` (NULL
+/// mechanism, its socket type checked), announcing `ours`; returns the
+/// bytes read past the master's READY (none, as a rule: a master sends
+/// nothing more before it is asked).
+async fn greet(
+    stream: &mut TcpStream,
+    port: Port,
+    ours: SocketType,
+) -> Result<Vec<u8>, ProbeError> {
+    let expected = SocketType::of_master(port);
     let mut greeting = [0u8; zmtp::GREETING_LEN];
-    read_exact(&mut stream, &mut greeting[..zmtp::SIGNATURE_LEN]).await?;
+    read_exact(stream, &mut greeting[..zmtp::SIGNATURE_LEN]).await?;
     zmtp::check_signature(&greeting[..zmtp::SIGNATURE_LEN])?;
     stream.write_all(&zmtp::greeting_null(false)).await?;
-    read_exact(&mut stream, &mut greeting[zmtp::SIGNATURE_LEN..]).await?;
+    read_exact(stream, &mut greeting[zmtp::SIGNATURE_LEN..]).await?;
     // A CURVE/PLAIN master would never send READY to a NULL peer: fail now.
     zmtp::parse_greeting(&greeting)?.require_null()?;
 
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 1024];
-    loop {
-        if let Some((frame, _)) = zmtp::decode_frame(&buf, MAX_FRAME)? {
+    let used = loop {
+        if let Some((frame, used)) = zmtp::decode_frame(&buf, MAX_FRAME)? {
             zmtp::expect_socket_type(&frame, expected)?;
-            break;
+            break used;
         }
         if buf.len() > MAX_FRAME + 16 {
             return Err(ZmtpError::Malformed("READY too large").into());
@@ -336,11 +407,10 @@ pub async fn handshake(mut stream: TcpStream, port: Port) -> Result<(), ProbeErr
             return Err(ProbeError::Closed);
         }
         buf.extend_from_slice(&chunk[..n]);
-    }
-    // Complete the handshake so the master sees a well-behaved peer leave.
+    };
     stream.write_all(&zmtp::encode_ready(ours)).await?;
-    stream.shutdown().await?;
-    Ok(())
+    buf.drain(..used);
+    Ok(buf)
 }
 
 async fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), ProbeError> {
@@ -424,7 +494,7 @@ mod tests {
         let mut line = PingLine::default();
         let limit = Duration::from_millis(150);
         for _ in 0..2 {
-            let r = line.ping(&addrs, port, limit).await;
+            let r = line.ping(Transport::Tcp, &addrs, port, limit).await;
             assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
         }
         assert_eq!(
@@ -433,11 +503,11 @@ mod tests {
             "the second round sent no ping while the first was unanswered"
         );
         // The late reply arrives while this round waits: the master is alive.
-        line.ping(&addrs, port, Duration::from_secs(2))
+        line.ping(Transport::Tcp, &addrs, port, Duration::from_secs(2))
             .await
             .expect("a late reply proves the master alive");
         assert!(line.stream.is_none(), "nothing owed: closed");
-        line.ping(&addrs, port, Duration::from_secs(2))
+        line.ping(Transport::Tcp, &addrs, port, Duration::from_secs(2))
             .await
             .expect("answered");
         assert_eq!(seen.get(|s| &s.pings), 2);
@@ -459,11 +529,13 @@ mod tests {
         let (port, seen) = slow_master(Duration::from_millis(300)).await;
         let addrs = [IpAddr::from(Ipv4Addr::LOCALHOST)];
         let mut line = PingLine::default();
-        let r = line.ping(&addrs, port, Duration::from_millis(100)).await;
+        let r = line
+            .ping(Transport::Tcp, &addrs, port, Duration::from_millis(100))
+            .await;
         assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
         // The reply comes while no round runs; it says nothing about now.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        line.ping(&addrs, port, Duration::from_secs(2))
+        line.ping(Transport::Tcp, &addrs, port, Duration::from_secs(2))
             .await
             .expect("answered");
         assert_eq!(seen.get(|s| &s.pings), 2, "a fresh ping for this round");
@@ -479,12 +551,14 @@ mod tests {
         let port = silent.local_addr().expect("addr").port();
         let addrs = [IpAddr::from(Ipv4Addr::LOCALHOST)];
         let mut line = PingLine::default();
-        let r = line.ping(&addrs, port, Duration::from_millis(200)).await;
+        let r = line
+            .ping(Transport::Tcp, &addrs, port, Duration::from_millis(200))
+            .await;
         assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
         let (port, seen) = slow_master(Duration::ZERO).await;
         let mut line = PingLine::default();
         for _ in 0..3 {
-            line.ping(&addrs, port, Duration::from_secs(2))
+            line.ping(Transport::Tcp, &addrs, port, Duration::from_secs(2))
                 .await
                 .expect("answered");
             assert!(line.stream.is_none(), "nothing owed: closed");

@@ -15,6 +15,12 @@
 /// {"mid": 1}, "body": {"enc": "clear", "load": {"cmd": "ping"}, "version": 3}}`.
 pub const PING: &[u8] = b"\x82\xa4head\x81\xa3mid\x01\xa4body\x83\xa3enc\xa5clear\xa4load\x81\xa3cmd\xa4ping\xa7version\x03";
 
+/// The same clear `ping` as a ZeroMQ request's payload (the body alone: a
+/// ZMTP message is its own frame): `{"enc": "clear", "load": {"cmd":
+/// "ping"}, "version": 3}`. Salt's ROUTER hands it to a worker like any
+/// minion request, so only a master whose workers answer replies.
+pub const PING_BODY: &[u8] = b"\x83\xa3enc\xa5clear\xa4load\x81\xa3cmd\xa4ping\xa7version\x03";
+
 /// Why bytes from a master are not a Salt tcp-transport reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ReplyError {
@@ -145,6 +151,12 @@ mod tests {
         for cut in 0..PING.len() {
             assert_eq!(message_len(&PING[..cut]), Ok(None), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn the_zeromq_ping_is_the_tcp_requests_body() {
+        assert_eq!(message_len(PING_BODY), Ok(Some(PING_BODY.len())));
+        assert!(PING.ends_with(PING_BODY));
     }
 
     #[test]

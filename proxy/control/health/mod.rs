@@ -9,18 +9,20 @@
 //! refused or times out (counted as a failed check, then an immediate
 //! re-probe) and [`HealthHandle::reprobe`] when a live session is cut.
 //!
-//! **Passive detection (transport tcp).** A frozen tcp-transport master's
-//! kernel still completes the connect of a `tcp` probe, so the probes alone
-//! never see it hang. With `sidecar.ret_answer_timeout` the health task
+//! **Passive detection (both transports).** A frozen tcp-transport master's
+//! kernel still completes the connect of a `tcp` probe, and a ZeroMQ master
+//! whose workers are stuck still completes every ZMTP handshake in libzmq's
+//! I/O thread, so the probes alone never see it hang. With `sidecar.ret_answer_timeout` the health task
 //! also scans its master's ret sessions ([`Answers`]): a minion request
 //! left unanswered past the bound makes the master *suspect*, and it is
 //! re-probed at once with Salt's clear `ping` request on the ret port
-//! (`probe::PingLine`), which a live master answers at once even while it is
+//! (`probe::PingLine`: in the master's transport, as a ZeroMQ REQ peer or in
+//! Salt's tcp framing), which a live master answers at once even while it is
 //! slow over a job. No answer: the suspicion is *confirmed* and the master
 //! is down at once (two independent signals, so `fall` is not waited for);
 //! it then stays on `ping` probes until one is answered (a frozen master
 //! still accepts connects). Answered: *cleared*, no failover. One log line
-//! and one `passive_suspicions_total{outcome}` count per suspicion.
+//! and one `passive_suspicions_total{transport,outcome}` count per suspicion.
 //!
 //! **When to ping (`probe: ping`).** A master's ret port gets `ping`
 //! requests only once it has been connectable, as this sidecar saw it, for
@@ -51,7 +53,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::master::{Host, MasterId, MasterSpec, Port};
 use crate::config::settings::{HealthSettings, Tunables};
-use crate::config::{ProbeKind, PING_AFTER_OPEN};
+use crate::config::{ProbeKind, Transport, PING_AFTER_OPEN};
 use crate::control::answers::Answers;
 use crate::control::liveness::Liveness;
 use crate::control::resolve::Addresses;
@@ -185,7 +187,7 @@ impl Watch {
                 self.log_opening(opening);
             }
             if let Some(settled) = verdict.settled {
-                self.settle(settled);
+                self.settle(settled, settings.kind.transport());
             }
             if verdict.young {
                 if let Ok(mut s) = self.handle.status.lock() {
@@ -238,7 +240,13 @@ impl Watch {
         let line = &mut self.ping_line;
         let ret = async {
             if ret_kind == ProbeKind::Ping {
-                line.ping(&current, master.ret_port, settings.timeout).await
+                line.ping(
+                    settings.kind.transport(),
+                    &current,
+                    master.ret_port,
+                    settings.timeout,
+                )
+                .await
             } else {
                 line.close();
                 probe::probe(
@@ -316,7 +324,7 @@ impl Watch {
     }
 
     /// Counts and logs how a suspicion ended.
-    fn settle(&self, settled: Settled) {
+    fn settle(&self, settled: Settled, transport: Transport) {
         let label = self.master.label.as_str();
         let outcome = if settled.cleared {
             SuspicionOutcome::Cleared
@@ -325,13 +333,13 @@ impl Watch {
         };
         self.metrics
             .passive_suspicions_total
-            .with_label_values(&[label, outcome.as_str()])
+            .with_label_values(&[label, transport.as_str(), outcome.as_str()])
             .inc();
         let waited = format!("{:.1}s", settled.waited.as_secs_f64());
         if settled.cleared {
-            info!(master = label, waited = %waited, "master suspected hung (a minion request unanswered), but it answers a ping: slow, not hung; staying");
+            info!(master = label, transport = transport.as_str(), waited = %waited, "master suspected hung (a minion request unanswered), but it answers a ping: slow, not hung; staying");
         } else {
-            warn!(master = label, waited = %waited, "master suspected hung (a minion request unanswered) and it does not answer a ping either: hung");
+            warn!(master = label, transport = transport.as_str(), waited = %waited, "master suspected hung (a minion request unanswered) and it does not answer a ping either: hung");
         }
     }
 

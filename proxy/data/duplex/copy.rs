@@ -21,7 +21,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -121,6 +121,9 @@ pub(super) enum Out {
     MasterEof,
     /// Both directions stopped as asked ([`Stop`]).
     Parked,
+    /// One side has closed its write half (passed on) and the other has
+    /// not yet: reported once, the copy goes on.
+    HalfClosed,
 }
 
 /// Whether, and how, the copy is to stop for a move.
@@ -144,6 +147,8 @@ pub(super) struct Copy<'a> {
     pub(super) down: Pump<'a>,
     pub(super) activity: &'a Activity,
     pub(super) stop: Stop,
+    /// [`Out::HalfClosed`] was reported.
+    pub(super) half_reported: bool,
 }
 
 // === impl Copy ===
@@ -226,6 +231,10 @@ impl Future for Copy<'_> {
         if this.up.done && this.down.done {
             return Poll::Ready(Out::Closed);
         }
+        if (this.up.done || this.down.done) && !this.half_reported && stop == Stop::No {
+            this.half_reported = true;
+            return Poll::Ready(Out::HalfClosed);
+        }
         if stop != Stop::No
             && (this.up.parked || this.up.done)
             && (this.down.parked || this.down.done)
@@ -263,6 +272,12 @@ enum Flow {
     Parked,
 }
 
+/// What one read gave.
+enum Filled {
+    Bytes(usize),
+    Eof,
+}
+
 /// One direction: `from` → `to`.
 pub(super) struct Pump<'a> {
     from: ReadHalf<'a>,
@@ -272,7 +287,9 @@ pub(super) struct Pump<'a> {
     slot: &'a AtomicU64,
     /// Follows the frames written (ZeroMQ sessions only).
     pub(super) track: Option<&'a mut Track>,
-    /// The session's request clock (tcp-transport ret sessions only).
+    /// The session's request clock (ret sessions with
+    /// `sidecar.ret_answer_timeout`): stamped per read for an unfollowed
+    /// stream (transport tcp), per message for a followed one (ZeroMQ).
     pub(super) answers: Option<&'a AnswerClock>,
     /// Borrowed from the pool while `buf[pos..end]` waits to be written.
     buf: Option<Box<[u8]>>,
@@ -340,92 +357,124 @@ impl<'a> Pump<'a> {
                 self.parked = true;
                 return Poll::Ready(Ok(Flow::Parked));
             }
-            if let Some(buf) = &self.buf {
-                while self.pos < self.end {
-                    let n = match Pin::new(&mut self.to).poll_write(cx, &buf[self.pos..self.end]) {
-                        // Backpressure: keep the buffer (it holds the bytes).
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Write(e))),
-                        Poll::Ready(Ok(0)) => {
-                            return Poll::Ready(Err(Fault::Write(io::ErrorKind::WriteZero.into())))
-                        }
-                        Poll::Ready(Ok(n)) => n,
-                    };
-                    if let Some(track) = self.track.as_deref_mut() {
-                        let before = track.data_seen();
-                        track.feed(buf.get(self.pos..self.pos + n).unwrap_or_default());
-                        // A followed session is active when data passes,
-                        // not when ZMTP heartbeats do (see `read` below).
-                        if track.data_seen() != before {
-                            activity.touch(self.slot);
-                        }
-                    }
-                    self.pos += n;
-                }
-            }
-            // Reading for a move: never past the next message boundary.
-            let limit = match (stop, self.track.as_deref()) {
-                (Stop::No, _) => CHUNK,
-                (Stop::AtBoundary, Some(track)) => track.to_boundary().min(CHUNK),
-                (Stop::AtBoundary, None) | (Stop::Now, _) => 0,
-            };
+            ready!(self.poll_flush(cx, activity, to_master))?;
+            let limit = self.read_limit(stop);
             if limit == 0 {
                 self.release();
                 self.parked = true;
                 return Poll::Ready(Ok(Flow::Parked));
             }
-            // Nothing in flight: wait for readiness without a buffer.
-            match self.from.as_ref().poll_read_ready(cx) {
-                Poll::Pending => {
-                    self.release();
-                    return Poll::Pending;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Read(e))),
-                Poll::Ready(Ok(())) => {}
+            match ready!(self.poll_fill(cx, limit))? {
+                Filled::Bytes(n) => self.stamp_read(n, activity, to_master),
+                Filled::Eof => return self.pass_eof(cx, other_done, to_master),
             }
-            let buf = self.buf.get_or_insert_with(pool::take);
-            let mut read = ReadBuf::new(&mut buf[..limit]);
-            match Pin::new(&mut self.from).poll_read(cx, &mut read) {
-                // Readiness was stale (tokio cleared it): give the buffer back.
-                Poll::Pending => {
-                    self.release();
-                    return Poll::Pending;
+        }
+    }
+
+    /// Writes what was read and not yet written (`Ready` once all of it
+    /// is), feeding the tracker what went out. A followed session is active
+    /// when data passes, not when ZMTP heartbeats do (see `stamp_read`); its
+    /// request clock starts when a whole message has gone to the master and
+    /// stops when a whole one has come back (a frame header announcing 2^62
+    /// bytes and nothing after it is no answer).
+    fn poll_flush(
+        &mut self,
+        cx: &mut Context<'_>,
+        activity: &Activity,
+        to_master: bool,
+    ) -> Poll<Result<(), Fault>> {
+        let Some(buf) = &self.buf else {
+            return Poll::Ready(Ok(()));
+        };
+        while self.pos < self.end {
+            let n = match Pin::new(&mut self.to).poll_write(cx, &buf[self.pos..self.end]) {
+                // Backpressure: keep the buffer (it holds the bytes).
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Write(e))),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(Fault::Write(io::ErrorKind::WriteZero.into())))
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Read(e))),
-                Poll::Ready(Ok(())) => {}
-            }
-            let n = read.filled().len();
-            if n == 0 {
-                self.release();
-                self.done = true;
-                // A followed master's EOF is the copy's to decide about.
-                if !to_master && self.track.is_some() {
-                    return Poll::Ready(Ok(Flow::HeldEof));
+                Poll::Ready(Ok(n)) => n,
+            };
+            if let Some(track) = self.track.as_deref_mut() {
+                let (data, messages) = (track.data_seen(), track.messages());
+                track.feed(buf.get(self.pos..self.pos + n).unwrap_or_default());
+                if track.data_seen() != data {
+                    activity.touch(self.slot);
                 }
-                if !other_done {
-                    // Half-close: pass the EOF on, keep the other direction.
-                    if let Poll::Ready(Err(e)) = Pin::new(&mut self.to).poll_shutdown(cx) {
-                        if e.kind() != io::ErrorKind::NotConnected {
-                            return Poll::Ready(Err(Fault::Write(e)));
+                if track.messages() != messages {
+                    if let Some(clock) = self.answers {
+                        if to_master {
+                            clock.asked();
+                        } else {
+                            clock.answered();
                         }
                     }
                 }
-                return Poll::Ready(Ok(Flow::Eof));
             }
-            self.counter.inc_by(n as u64);
-            // Unfollowed (or no longer followable) bytes count as activity
-            // when read; a followed session's when they carry data (above):
-            // heartbeats (PING/PONG) both ways every few seconds would keep
-            // a minion that does nothing from ever being idle, and a PING
-            // from the master answered by the minion's PONG would look like
-            // a request waiting for its answer.
-            if self
-                .track
-                .as_deref()
-                .is_none_or(|t| t.unmovable().is_some() || !t.handshaken())
-            {
-                activity.touch(self.slot);
+            self.pos += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// How much the next read may take: a move reads only up to the next
+    /// message boundary (0: stop here).
+    fn read_limit(&self, stop: Stop) -> usize {
+        match (stop, self.track.as_deref()) {
+            (Stop::No, _) => CHUNK,
+            (Stop::AtBoundary, Some(track)) => track.to_boundary().min(CHUNK),
+            (Stop::AtBoundary, None) | (Stop::Now, _) => 0,
+        }
+    }
+
+    /// Reads up to `limit` bytes into a borrowed buffer; with nothing to
+    /// read, waits for readiness without one.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<Result<Filled, Fault>> {
+        match self.from.as_ref().poll_read_ready(cx) {
+            Poll::Pending => {
+                self.release();
+                return Poll::Pending;
             }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Read(e))),
+            Poll::Ready(Ok(())) => {}
+        }
+        let buf = self.buf.get_or_insert_with(pool::take);
+        let mut read = ReadBuf::new(&mut buf[..limit]);
+        match Pin::new(&mut self.from).poll_read(cx, &mut read) {
+            // Readiness was stale (tokio cleared it): give the buffer back.
+            Poll::Pending => {
+                self.release();
+                return Poll::Pending;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Read(e))),
+            Poll::Ready(Ok(())) => {}
+        }
+        let n = read.filled().len();
+        if n == 0 {
+            self.release();
+            return Poll::Ready(Ok(Filled::Eof));
+        }
+        (self.pos, self.end) = (0, n);
+        Poll::Ready(Ok(Filled::Bytes(n)))
+    }
+
+    /// Counts `n` bytes just read. Unfollowed (or no longer followable)
+    /// bytes count as activity when read, and a tcp-transport ret session's
+    /// request clock is stamped here; a followed session's when they carry
+    /// data (`poll_flush`): heartbeats (PING/PONG) both ways every few
+    /// seconds would keep a minion that does nothing from ever being idle,
+    /// and a PING from the master answered by the minion's PONG would look
+    /// like a request waiting for its answer.
+    fn stamp_read(&mut self, n: usize, activity: &Activity, to_master: bool) {
+        self.counter.inc_by(n as u64);
+        if self
+            .track
+            .as_deref()
+            .is_none_or(|t| t.unmovable().is_some() || !t.handshaken())
+        {
+            activity.touch(self.slot);
+        }
+        if self.track.is_none() {
             if let Some(clock) = self.answers {
                 if to_master {
                     clock.asked();
@@ -433,8 +482,30 @@ impl<'a> Pump<'a> {
                     clock.answered();
                 }
             }
-            (self.pos, self.end) = (0, n);
         }
+    }
+
+    /// The source's EOF: a followed master's is the copy's to decide about
+    /// (held); otherwise passed on as a half-close, unless the other
+    /// direction is done too (both sockets are about to close).
+    fn pass_eof(
+        &mut self,
+        cx: &mut Context<'_>,
+        other_done: bool,
+        to_master: bool,
+    ) -> Poll<Result<Flow, Fault>> {
+        self.done = true;
+        if !to_master && self.track.is_some() {
+            return Poll::Ready(Ok(Flow::HeldEof));
+        }
+        if !other_done {
+            if let Poll::Ready(Err(e)) = Pin::new(&mut self.to).poll_shutdown(cx) {
+                if e.kind() != io::ErrorKind::NotConnected {
+                    return Poll::Ready(Err(Fault::Write(e)));
+                }
+            }
+        }
+        Poll::Ready(Ok(Flow::Eof))
     }
 
     /// Returns the buffer to the pool; only called with nothing in flight.

@@ -75,6 +75,11 @@ pub enum End {
     MasterError(io::Error),
     /// A switch away from this master (failover): close with RST.
     Reset,
+    /// One side closed its write half and the other did not follow within
+    /// `half_close_timeout` of the last bytes: both are closed (a master
+    /// that never reads would otherwise hold the session, and its slot,
+    /// for ever).
+    HalfOpen,
     /// Drained after a graceful switch (idle, or the drain deadline passed).
     Drained,
     /// A ZeroMQ session at a message boundary, ready to be opened on the
@@ -115,6 +120,8 @@ pub struct Control<'a> {
     /// for a failback, but never move.
     pub shutdown: &'a CancellationToken,
     pub drain_timeout: Duration,
+    /// How long a session may stay half-closed with nothing moving.
+    pub half_close_timeout: Duration,
     pub to_master: &'a IntCounter,
     pub to_minion: &'a IntCounter,
 }
@@ -152,6 +159,7 @@ pub async fn run(
         ),
         activity: &activity,
         stop: Stop::No,
+        half_reported: false,
     };
     (copy.up.answers, copy.down.answers) = (ctl.answers, ctl.answers);
     let reset = ctl.tokens.reset.cancelled();
@@ -162,7 +170,7 @@ pub async fn run(
     tokio::select! {
         biased;
         _ = &mut reset => return Box::pin(copy.stop_now(Cause::Failover, End::Reset)).await,
-        out = &mut copy => return Box::pin(copy.end(out)).await,
+        out = &mut copy => return Box::pin(copy.end(out, &ctl, &mut reset)).await,
         _ = drain_requested(&ctl) => {}
     }
     // A graceful switch moves a followed session; shutdown drains it.
@@ -182,7 +190,7 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = &mut reset => return End::Reset,
-            out = &mut copy => return Box::pin(copy.end(out)).await,
+            out = &mut copy => return Box::pin(copy.end(out, &ctl, &mut reset)).await,
             _ = &mut tick => {}
         }
     }
@@ -336,17 +344,24 @@ impl Copy<'_> {
                     Out::Parked if !self.activity.answered(ctl.port) => self.resume(),
                     Out::Parked if self.movable() => return self.take_move(Cause::Switch),
                     Out::Parked => return End::Drained,
-                    out => return self.end(out).await,
+                    out => return Box::pin(self.end(out, ctl, reset)).await,
                 },
                 _ = &mut tick => {}
             }
         }
     }
 
-    /// The copy ended by itself: closed, an error, or a master's EOF.
-    async fn end(&mut self, out: Out) -> End {
+    /// The copy ended by itself: closed, an error, or a master's EOF; or
+    /// one side closed its half ([`Copy::half_closed`]).
+    async fn end<F: Future<Output = ()> + Unpin>(
+        &mut self,
+        out: Out,
+        ctl: &Control<'_>,
+        reset: &mut F,
+    ) -> End {
         match out {
             Out::Closed | Out::Parked => End::Closed,
+            Out::HalfClosed => self.half_closed(ctl, reset).await,
             Out::Failed(Side::Minion(e)) => End::MinionError(e),
             // The minion had closed its side: a master that resets now (a
             // stand-in or a busy master often does) ends a session the
@@ -356,6 +371,36 @@ impl Copy<'_> {
             Out::MasterEof => {
                 let eof = || io::Error::from(io::ErrorKind::UnexpectedEof);
                 self.stop_now(Cause::Lost, End::MasterError(eof())).await
+            }
+        }
+    }
+
+    /// One side closed its write half (passed on to the other): the copy
+    /// goes on while the other side has something to say, and ends once
+    /// nothing has moved for `half_close_timeout` (a peer that never reads
+    /// never sees the FIN, and never closes its own half). A reset still
+    /// ends it at once. Runs once per session, so its timer is no burden.
+    async fn half_closed<F: Future<Output = ()> + Unpin>(
+        &mut self,
+        ctl: &Control<'_>,
+        reset: &mut F,
+    ) -> End {
+        let mut tick = Box::pin(tokio::time::sleep(ctl.half_close_timeout));
+        loop {
+            let quiet = self.activity.quiet_for();
+            let Some(left) = ctl
+                .half_close_timeout
+                .checked_sub(quiet)
+                .filter(|d| !d.is_zero())
+            else {
+                return End::HalfOpen;
+            };
+            tick.as_mut().reset(Instant::now() + left);
+            tokio::select! {
+                biased;
+                _ = &mut *reset => return End::Reset,
+                out = &mut *self => return Box::pin(self.end(out, ctl, reset)).await,
+                _ = &mut tick => {}
             }
         }
     }

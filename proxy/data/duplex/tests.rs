@@ -6,6 +6,9 @@ use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// The sessions' half-close bound: short, so the tests that wait for it are.
+const HALF_CLOSE: Duration = Duration::from_millis(800);
+
 /// A connected pair of loopback sockets.
 async fn pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -48,6 +51,7 @@ async fn session(port: Port) -> Session {
                 answers: None,
                 shutdown: &shutdown,
                 drain_timeout: Duration::from_secs(10),
+                half_close_timeout: HALF_CLOSE,
                 to_master: &up,
                 to_minion: &down,
             };
@@ -87,6 +91,58 @@ async fn bytes_pass_both_ways_with_half_close_and_are_counted() {
     assert!(matches!(s.end.await.expect("join"), End::Closed));
     assert_eq!(s.up.get(), big.len() as u64);
     assert_eq!(s.down.get(), 5);
+}
+
+/// A master that never reads never sees the minion's FIN and never closes
+/// its half: the session ends `half_close_timeout` after the last bytes,
+/// and the master's side is closed too (its slot is free).
+#[tokio::test]
+async fn a_peer_that_never_closes_after_a_fin_is_closed_after_the_bound() {
+    let mut s = session(Port::Ret).await;
+    s.minion.write_all(b"request").await.expect("write");
+    s.minion.shutdown().await.expect("half-close");
+    let fin = std::time::Instant::now();
+    // The master reads nothing and closes nothing.
+    let end = tokio::time::timeout(Duration::from_secs(5), s.end)
+        .await
+        .expect("the session ends by itself")
+        .expect("join");
+    let took = fin.elapsed();
+    assert!(matches!(end, End::HalfOpen), "{end:?}");
+    assert!(
+        took >= HALF_CLOSE - Duration::from_millis(100) && took < HALF_CLOSE * 3,
+        "ended {took:?} after the FIN (bound {HALF_CLOSE:?})"
+    );
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), s.master.read_to_end(&mut got))
+        .await
+        .expect("the master's side is closed");
+    assert!(read.is_ok() || got.is_empty(), "{read:?}");
+    assert!(got.starts_with(b"request"));
+}
+
+/// The bound counts from the last bytes: a master still answering after the
+/// minion's FIN is not cut, however long the whole answer takes.
+#[tokio::test]
+async fn a_half_closed_session_still_moving_is_not_cut() {
+    let mut s = session(Port::Ret).await;
+    s.minion.shutdown().await.expect("half-close");
+    for i in 0..6u8 {
+        tokio::time::sleep(HALF_CLOSE / 3).await;
+        s.master
+            .write_all(&[i])
+            .await
+            .expect("the session is still open");
+    }
+    let mut got = [0u8; 6];
+    s.minion.read_exact(&mut got).await.expect("all six bytes");
+    assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    s.master.shutdown().await.expect("master half-close");
+    let end = tokio::time::timeout(Duration::from_secs(5), s.end)
+        .await
+        .expect("ends")
+        .expect("join");
+    assert!(matches!(end, End::Closed), "{end:?}");
 }
 
 #[tokio::test]
@@ -217,6 +273,7 @@ async fn followed_draining_in(
                 answers: None,
                 shutdown: &shutdown,
                 drain_timeout,
+                half_close_timeout: HALF_CLOSE,
                 to_master: &up,
                 to_minion: &down,
             };

@@ -1,0 +1,282 @@
+//! "Healthy means answers", against the real binary: ZeroMQ masters that
+//! complete every handshake but are sick in the ways a stuck Salt master is
+//! (issue 21). Master A is a raw ZMTP peer written here, so it can be sick
+//! on purpose; B is the healthy stand-in master (`salt_sidecar::standin`).
+//!
+//! What a user would see:
+//! - a master that reads the minion's requests and never answers is left
+//!   within `ret_answer_timeout` + 3 s, and the minion's next request on its
+//!   (moved) session is answered by B;
+//! - the same when it then sends a frame announcing 2^62 bytes;
+//! - a master that never reads after the handshake (so never sees the
+//!   minion's FIN) cannot fill the session cap: each closed session is
+//!   ended within `half_close_timeout`, and `/readyz` says "not ready" while
+//!   the cap is full.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use salt_sidecar::standin::ZmtpClient;
+use salt_sidecar::zmtp::{self, SocketType};
+use support::{addr, master, sample, scrape, until_answered_by, Sidecar, Yaml};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const T: Duration = Duration::from_secs(3);
+
+/// How master A is sick, after a complete ZMTP handshake on both ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sick {
+    /// Reads every request, answers none.
+    Mute,
+    /// Reads the first request, then sends a frame header announcing 2^62
+    /// bytes and a few of them; reads on, answers nothing else.
+    Huge,
+    /// Never reads after the handshake (never sees a FIN), never closes.
+    Deaf,
+}
+
+/// Serves `port` of a sick master at `at` until the test ends.
+async fn sick_port(at: SocketAddr, socket: SocketType, sick: Sick) {
+    let listener = TcpListener::bind(at).await.expect("bind sick master");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let task = tokio::spawn(sick_session(stream, socket, sick));
+            held.push(task);
+        }
+    });
+}
+
+async fn sick_session(mut s: TcpStream, socket: SocketType, sick: Sick) {
+    // The whole greeting at once, then the peer's, then READY both ways.
+    if s.write_all(&zmtp::greeting_null(true)).await.is_err() {
+        return;
+    }
+    let mut greeting = [0u8; zmtp::GREETING_LEN];
+    if s.read_exact(&mut greeting).await.is_err() {
+        return;
+    }
+    if s.write_all(&zmtp::encode_ready(socket)).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    if sick == Sick::Deaf {
+        // Reads the peer's READY (the probe needs nothing more), then
+        // nothing, ever: a FIN stays unread, the connection is never closed.
+        let _ = s.read(&mut buf).await;
+        std::future::pending::<()>().await;
+    }
+    let mut huge_sent = false;
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                // A request (past READY): past the handshake's ~30 bytes.
+                if sick == Sick::Huge && !huge_sent && socket == SocketType::Router && n > 0 {
+                    let mut frame = vec![0x02u8];
+                    frame.extend_from_slice(&(1u64 << 62).to_be_bytes());
+                    frame.extend_from_slice(b"0123456789");
+                    huge_sent = s.write_all(&frame).await.is_ok();
+                }
+            }
+        }
+    }
+}
+
+/// Master A, sick on both ports, at 127.0.`net`.2.
+async fn sick_master(net: u8, sick: Sick) {
+    sick_port(addr(net, 2, 4505), SocketType::Pub, sick).await;
+    sick_port(addr(net, 2, 4506), SocketType::Router, sick).await;
+}
+
+fn config(net: u8, sidecar: &[(&str, &str)]) -> String {
+    let masters = [format!("127.0.{net}.2"), format!("127.0.{net}.3")];
+    let mut y = Yaml::new(&format!("127.0.{net}.1"), &masters)
+        .minion("master_alive_interval: 1\nrandom_reauth_delay: 0\n")
+        .sidecar("connect_timeout", "1s");
+    for (k, v) in sidecar {
+        y = y.sidecar(k, v);
+    }
+    y.build()
+}
+
+fn suspicions(admin: SocketAddr, master: &str, outcome: &str) -> f64 {
+    sample(
+        &scrape(admin),
+        "salt_sidecar_passive_suspicions_total",
+        &[
+            ("master", master),
+            ("transport", "zeromq"),
+            ("outcome", outcome),
+        ],
+    )
+    .unwrap_or(0.0)
+}
+
+/// `GET /readyz`: the status line and body.
+fn readyz(admin: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).expect("admin endpoint");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    s.write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
+}
+
+/// Waits until `/readyz` answers 200.
+fn until_ready(admin: SocketAddr, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let r = readyz(admin);
+        if r.contains("200 OK") {
+            return;
+        }
+        assert!(start.elapsed() < limit, "not ready again: {r}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A minion session with a request A will never answer: the failover comes
+/// within `ret_answer_timeout` (1 s) + 3 s of the request, confirmed by an
+/// unanswered ZMTP `ping`, and the minion's next request on the same
+/// (moved) session is answered by B.
+async fn a_sick_master_is_left(net: u8, sick: Sick) {
+    sick_master(net, sick).await;
+    let _b = master("B", net, 3).await;
+    let sidecar = Sidecar::start(&config(net, &[("ret_answer_timeout", "1s")]));
+    let (ret, admin) = (addr(net, 1, 4506), addr(net, 1, 9464));
+    let a_label = format!("127.0.{net}.2");
+    sidecar
+        .log
+        .wait_for_async(&["selected master", &a_label], Duration::from_secs(10))
+        .await;
+
+    let mut minion = ZmtpClient::connect(ret, SocketType::Dealer, T)
+        .await
+        .expect("the minion's session");
+    let asked = Instant::now();
+    let unanswered = minion.request(b"job 1", Duration::from_millis(500)).await;
+    assert!(unanswered.is_err(), "A answered: {unanswered:?}");
+    let line = sidecar
+        .log
+        .wait_for_async(
+            &["switched master", "reason=\"failover\""],
+            Duration::from_secs(8),
+        )
+        .await;
+    let left = asked.elapsed();
+    println!(
+        "{sick:?} master A: left {:.2} s after the minion's request",
+        left.as_secs_f64()
+    );
+    assert!(
+        left <= Duration::from_secs(4),
+        "left {left:?} after the request: {line}"
+    );
+    assert_eq!(suspicions(admin, &a_label, "confirmed"), 1.0);
+    assert_eq!(suspicions(admin, &a_label, "cleared"), 0.0);
+    sidecar.log.wait_for(
+        &[
+            "suspected hung",
+            "does not answer a ping either",
+            &a_label,
+            "transport=\"zeromq\"",
+        ],
+        T,
+    );
+    match sick {
+        // Between messages: the session moved, the minion asks again on it.
+        Sick::Mute => {
+            let reply = minion
+                .request(b"job 2", T)
+                .await
+                .expect("answered on the moved session");
+            assert_eq!(reply, b"B:job 2");
+        }
+        // Inside A's huge message: the session is reset; the minion's
+        // reconnect is answered by B at once.
+        _ => {
+            until_answered_by(ret, "B", T).await;
+        }
+    }
+    sidecar.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_master_is_left_within_the_answer_timeout_plus_3s() {
+    a_sick_master_is_left(191, Sick::Mute).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_master_that_sends_a_2_pow_62_frame_is_left_too() {
+    a_sick_master_is_left(192, Sick::Huge).await;
+}
+
+/// Minion connections that open and close against a master that never
+/// reads: each session ends within `half_close_timeout` of the FIN, so 3×
+/// the cap of them later a new minion connection is still served; while
+/// the cap is full, `/readyz` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_never_reads_cannot_fill_the_session_cap() {
+    let net = 193;
+    sick_master(net, Sick::Deaf).await;
+    let _b = master("B", net, 3).await;
+    let sidecar = Sidecar::start(&config(
+        net,
+        &[("max_sessions", "10"), ("half_close_timeout", "1s")],
+    ));
+    let (ret, admin) = (addr(net, 1, 4506), addr(net, 1, 9464));
+    sidecar
+        .log
+        .wait_for_async(
+            &["selected master", &format!("127.0.{net}.2")],
+            Duration::from_secs(10),
+        )
+        .await;
+
+    // Ten held sessions fill the cap: not ready, and says why.
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(
+            ZmtpClient::connect(ret, SocketType::Dealer, T)
+                .await
+                .expect("session"),
+        );
+    }
+    let start = Instant::now();
+    let full = loop {
+        let r = readyz(admin);
+        if r.contains("503") {
+            break r;
+        }
+        assert!(start.elapsed() < T, "still ready with the cap full: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(full.contains("session cap is full"), "{full}");
+    // The minion closes them; the master never closes its side, yet the
+    // slots come back within the half-close bound.
+    drop(held);
+    until_ready(admin, Duration::from_secs(5));
+
+    // Thirty more, each closed by the minion after its handshake: each
+    // leaves a half-closed session the master never ends.
+    for i in 0..30 {
+        let c = ZmtpClient::connect(ret, SocketType::Dealer, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("connection {i} refused or not served: {e}"));
+        drop(c);
+        if i % 10 == 9 {
+            // Every cap's worth, wait for the bound to free the slots.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    }
+    until_ready(admin, Duration::from_secs(5));
+    let last = ZmtpClient::connect(ret, SocketType::Dealer, T).await;
+    assert!(last.is_ok(), "a new minion connection is served: {last:?}");
+    sidecar.assert_no_panic();
+}
