@@ -294,7 +294,7 @@ fn check_config_and_run_agree_on_the_admin_socket() {
         &format!("{base}  admin_socket: {long}\n"),
         &[
             "sidecar.admin_socket",
-            "is 115 bytes; a Unix socket path has at most 107",
+            "the path has 116 bytes; a Unix socket path has at most 107",
         ],
     );
 }

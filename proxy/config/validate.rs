@@ -634,8 +634,7 @@ impl RawSidecar {
                 self.admin_socket.as_ref().map(|s| &s.referenced),
                 "sidecar.admin_socket",
                 format!(
-                    "{} is {} bytes; a Unix socket path has at most {MAX_SOCKET_PATH} (the kernel's sun_path); choose a shorter one",
-                    quoted(&path.to_string_lossy()),
+                    "the path has {} bytes; a Unix socket path has at most {MAX_SOCKET_PATH} (the kernel's sun_path); choose a shorter one",
                     path.as_os_str().len()
                 ),
             ));
