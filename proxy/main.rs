@@ -349,12 +349,15 @@ async fn run(config: config::Config) -> ExitCode {
         }
     };
     let cut = signals.run(token, running.reloader.clone());
+    let socket = running.admin_socket.clone();
     tokio::select! {
         // A drain that hit its timeout is logged by `wait`; stopping is
         // still a success.
         _ = running.wait() => ExitCode::SUCCESS,
         signal = cut => {
             warn!(signal, "second stop signal: drain cut short, exiting now (open sessions are closed)");
+            // What the admin endpoint would have removed after the drain.
+            let _ = std::fs::remove_file(&socket);
             ExitCode::from(cut_status(signal))
         }
     }

@@ -434,6 +434,10 @@ async fn a_second_sigterm_cuts_the_drain_and_exits_143() {
         "exited {took:?} after the second SIGTERM"
     );
     assert!(sidecar.log.count(&["drain cut short"]) == 1);
+    assert!(
+        !sidecar.admin_socket.exists(),
+        "the admin socket is removed"
+    );
 }
 
 // === 64 masters ===

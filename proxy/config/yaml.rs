@@ -21,10 +21,11 @@ pub(crate) struct Refused {
     pub(crate) message: String,
 }
 
-/// One open collection while walking the events.
+/// One open collection while walking the events. Each keeps only its own
+/// key or index: a path is built when there is something to report (a
+/// 20,000-deep list must not make 20,000 paths).
 enum Frame {
     Map {
-        path: String,
         /// Scalar keys seen so far, with their line.
         seen: HashMap<String, u32>,
         /// The next node is a key (else the value of `key`).
@@ -32,23 +33,21 @@ enum Frame {
         key: Option<String>,
     },
     Seq {
-        path: String,
         index: usize,
     },
 }
 
 impl Frame {
-    /// The key path of the node that comes next inside this collection.
-    fn child_path(&self) -> String {
+    /// This collection's part of the path of the node that comes next in it.
+    fn step(&self) -> Option<String> {
         match self {
             Frame::Map {
-                path, at_key, key, ..
-            } => match (at_key, key) {
-                (false, Some(k)) if path.is_empty() => k.clone(),
-                (false, Some(k)) => format!("{path}.{k}"),
-                _ => path.clone(),
-            },
-            Frame::Seq { path, index } => format!("{path}[{index}]"),
+                at_key: false,
+                key: Some(k),
+                ..
+            } => Some(format!(".{k}")),
+            Frame::Map { .. } => None,
+            Frame::Seq { index } => Some(format!("[{index}]")),
         }
     }
 
@@ -67,6 +66,13 @@ impl Frame {
     }
 }
 
+/// The key path (`sidecar.rise`, `master[1]`) of the node that comes next
+/// inside `stack`.
+fn path_of(stack: &[Frame]) -> String {
+    let path: String = stack.iter().filter_map(Frame::step).collect();
+    path.trim_start_matches('.').to_string()
+}
+
 /// Checks `text`; the first tag or duplicate key found is refused.
 pub(crate) fn check(text: &str) -> Result<(), Refused> {
     let mut stack: Vec<Frame> = Vec::new();
@@ -75,7 +81,6 @@ pub(crate) fn check(text: &str) -> Result<(), Refused> {
         let Ok((event, span)) = event else {
             return Ok(());
         };
-        let path = stack.last().map(Frame::child_path).unwrap_or_default();
         let tag = match &event {
             Event::Scalar(_, _, _, tag)
             | Event::SequenceStart(_, _, tag)
@@ -86,7 +91,7 @@ pub(crate) fn check(text: &str) -> Result<(), Refused> {
             let at = span.tag_start.unwrap_or(span.start);
             return Err(refused(
                 at,
-                &path,
+                &path_of(&stack),
                 format!(
                     "YAML tags (here `{}`) are not allowed in the config: every value is plain text, a number, a list or a mapping; remove the tag",
                     shown_tag(tag.original_handle(), tag.suffix())
@@ -96,12 +101,11 @@ pub(crate) fn check(text: &str) -> Result<(), Refused> {
         match event {
             Event::DocumentStart(..) => stack.clear(),
             Event::MappingStart(..) => stack.push(Frame::Map {
-                path,
                 seen: HashMap::new(),
                 at_key: true,
                 key: None,
             }),
-            Event::SequenceStart(..) => stack.push(Frame::Seq { path, index: 0 }),
+            Event::SequenceStart(..) => stack.push(Frame::Seq { index: 0 }),
             Event::MappingEnd | Event::SequenceEnd => {
                 stack.pop();
                 if let Some(parent) = stack.last_mut() {
@@ -109,29 +113,38 @@ pub(crate) fn check(text: &str) -> Result<(), Refused> {
                 }
             }
             Event::Scalar(value, ..) => {
-                if let Some(Frame::Map {
-                    path: map_path,
-                    seen,
-                    at_key: true,
-                    key,
-                }) = stack.last_mut()
-                {
-                    let line = span.start.line() as u32;
-                    let name = value.to_string();
-                    if let Some(first) = seen.get(&name) {
-                        let full = if map_path.is_empty() {
-                            name.clone()
-                        } else {
-                            format!("{map_path}.{name}")
-                        };
-                        return Err(refused(
-                            span.start,
-                            &full,
-                            format!("is given twice in one mapping (lines {first} and {line}); keep one"),
-                        ));
+                let line = span.start.line() as u32;
+                let duplicate = match stack.last_mut() {
+                    Some(Frame::Map {
+                        seen,
+                        at_key: true,
+                        key,
+                    }) => {
+                        let name = value.to_string();
+                        let first = seen.get(&name).copied();
+                        if first.is_none() {
+                            seen.insert(name.clone(), line);
+                        }
+                        *key = Some(name.clone());
+                        first.map(|first| (name, first))
                     }
-                    seen.insert(name.clone(), line);
-                    *key = Some(name);
+                    _ => None,
+                };
+                if let Some((name, first)) = duplicate {
+                    // The mapping's own path: every frame but itself.
+                    let map_path = path_of(&stack[..stack.len().saturating_sub(1)]);
+                    let full = if map_path.is_empty() {
+                        name
+                    } else {
+                        format!("{map_path}.{name}")
+                    };
+                    return Err(refused(
+                        span.start,
+                        &full,
+                        format!(
+                            "is given twice in one mapping (lines {first} and {line}); keep one"
+                        ),
+                    ));
                 }
                 if let Some(parent) = stack.last_mut() {
                     parent.child_done();
