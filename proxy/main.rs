@@ -101,8 +101,9 @@ fn run_demo(_net: &str, _alive_interval: u64) -> ExitCode {
 /// One thread for everything: the sidecar serves one minion (two ports, a
 /// handful of sessions), so a current-thread runtime costs no worker thread
 /// (its stack and malloc arena: RSS), no cross-thread wake-ups (latency,
-/// conn/s; see `scripts/bench`). Nothing on it blocks for long: sockets and
-/// DNS are async; only the small config file is read in place (start, reload).
+/// conn/s; see `scripts/bench`). Nothing on it blocks: sockets and DNS are
+/// async; a reload reads the config file, and `/metrics` is rendered, on
+/// tokio's blocking threads (started on demand, one of each at a time).
 fn runtime() -> tokio::runtime::Runtime {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
