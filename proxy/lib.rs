@@ -48,5 +48,6 @@ pub use control::{hysteresis, select, srv};
 pub use limits::DEFAULT_MAX_SESSIONS;
 pub use ops::api;
 pub use ops::app;
+pub use ops::listen;
 pub use ops::reload::{ReloadError, Reloader};
 pub use zmtp::probe;

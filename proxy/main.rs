@@ -9,11 +9,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use salt_sidecar::cli::{Cli, Command};
-use salt_sidecar::{app, config, convert, enroll, status};
+use salt_sidecar::{app, config, convert, enroll, listen, status};
 
 /// Exit status for an invalid configuration (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -39,7 +39,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            runtime().block_on(run(config))
+            let rt = runtime();
+            let code = rt.block_on(run(config));
+            // Exit now: a cut drain leaves sessions (and maybe a config read
+            // on a blocking thread) behind, which dropping would wait for.
+            rt.shutdown_background();
+            code
         }
         Command::ConvertMinionConfig {
             minion_config,
@@ -96,8 +101,9 @@ fn run_demo(_net: &str, _alive_interval: u64) -> ExitCode {
 /// One thread for everything: the sidecar serves one minion (two ports, a
 /// handful of sessions), so a current-thread runtime costs no worker thread
 /// (its stack and malloc arena: RSS), no cross-thread wake-ups (latency,
-/// conn/s; see `scripts/bench`). Nothing on it blocks for long: sockets and
-/// DNS are async; only the small config file is read in place (start, reload).
+/// conn/s; see `scripts/bench`). Nothing on it blocks: sockets and DNS are
+/// async; a reload reads the config file, and `/metrics` is rendered, on
+/// tokio's blocking threads (started on demand, one of each at a time).
 fn runtime() -> tokio::runtime::Runtime {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -202,11 +208,20 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     written
 }
 
+/// `check-config`: every check `run` makes before it starts serving, with
+/// the same exit status (78) for a configuration that `run` would refuse.
 fn check_config(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(c) => {
             for w in &c.warnings {
                 eprintln!("warning: {w}");
+            }
+            // `run` also judges the directories' owners, against its own user
+            // (which check-config's may not be): that part is left to it.
+            let socket = &c.sidecar.admin_socket.path;
+            if let Err(e) = listen::check_socket_dir(socket, listen::Strictness::Check) {
+                eprintln!("{}: sidecar.admin_socket: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
             }
             let order = salt_sidecar::select::preference_order(&c);
             let mut out = String::new();
@@ -245,7 +260,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                     .admin_socket
                     .group
                     .as_ref()
-                    .map_or_else(String::new, |g| format!(", group {g}"))
+                    .map_or_else(String::new, |g| format!(", group {} ({})", g.name, g.gid))
             );
             let _ = writeln!(
                 out,
@@ -282,7 +297,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }
@@ -304,6 +319,14 @@ async fn show_status(admin: status::AdminAddr, json: bool) -> ExitCode {
     }
 }
 
+/// Exit status when a second SIGTERM or SIGINT cut the drain short: 128 +
+/// the signal's number, as a shell reports a process that signal ended
+/// (143 for SIGTERM, 130 for SIGINT). A drain that ends, even at
+/// `drain_timeout`, exits 0.
+const fn cut_status(signal: i32) -> u8 {
+    (128 + signal) as u8
+}
+
 async fn run(config: config::Config) -> ExitCode {
     // Handlers first: a SIGHUP (say `systemctl reload`) that arrives while
     // the sidecar starts must not kill it with the default action.
@@ -319,13 +342,26 @@ async fn run(config: config::Config) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             error!("{e}");
-            return ExitCode::FAILURE;
+            return if e.is_config() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
-    tokio::spawn(signals.run(token, running.reloader.clone()));
-    // A drain that hit its timeout is logged by `wait`; stopping is still a success.
-    running.wait().await;
-    ExitCode::SUCCESS
+    let cut = signals.run(token, running.reloader.clone());
+    let socket = running.admin_socket.clone();
+    tokio::select! {
+        // A drain that hit its timeout is logged by `wait`; stopping is
+        // still a success.
+        _ = running.wait() => ExitCode::SUCCESS,
+        signal = cut => {
+            warn!(signal, "second stop signal: drain cut short, exiting now (open sessions are closed)");
+            // What the admin endpoint would have removed after the drain.
+            let _ = std::fs::remove_file(&socket);
+            ExitCode::from(cut_status(signal))
+        }
+    }
 }
 
 /// The signals `run` handles; installed before anything starts.
@@ -345,23 +381,45 @@ impl Signals {
         })
     }
 
-    /// SIGTERM / SIGINT: drain and exit. SIGHUP: reload the config file.
+    /// SIGHUP: reload the config file (in a task of its own, so a slow
+    /// reload never delays a stop; SIGHUPs during a reload make one more).
+    /// The first SIGTERM / SIGINT: drain (cancel `token`). The second:
+    /// returns its number, and `run` exits without waiting for the drain.
     async fn run(
         mut self,
         token: CancellationToken,
         reloader: std::sync::Arc<salt_sidecar::Reloader>,
-    ) {
+    ) -> i32 {
+        let wanted = std::sync::Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(reload_on_demand(reloader, wanted.clone(), token.clone()));
         loop {
             tokio::select! {
-                _ = self.term.recv() => { info!("SIGTERM: draining sessions, then exiting"); break }
-                _ = self.int.recv() => { info!("SIGINT: draining sessions, then exiting"); break }
-                _ = self.hup.recv() => {
-                    info!("SIGHUP: reloading the config");
-                    // The outcome is logged by the reloader.
-                    let _ = reloader.reload().await;
-                }
+                _ = self.term.recv() => { info!("SIGTERM: draining sessions, then exiting (send it again to stop at once)"); break }
+                _ = self.int.recv() => { info!("SIGINT: draining sessions, then exiting (send it again to stop at once)"); break }
+                _ = self.hup.recv() => wanted.notify_one(),
             }
         }
         token.cancel();
+        tokio::select! {
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.int.recv() => libc::SIGINT,
+        }
+    }
+}
+
+/// Reloads once per `wanted` notification until `token` ends (the outcome
+/// is logged by the reloader).
+async fn reload_on_demand(
+    reloader: std::sync::Arc<salt_sidecar::Reloader>,
+    wanted: std::sync::Arc<tokio::sync::Notify>,
+    token: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = wanted.notified() => {}
+        }
+        info!("SIGHUP: reloading the config");
+        let _ = reloader.reload().await;
     }
 }

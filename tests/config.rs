@@ -280,7 +280,7 @@ fn check_config_exit_codes_and_messages() {
         .arg(&bad)
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG, as `run` exits");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("hot-multimaster.yaml:5:14: master_type:") && stderr.contains("failover"),

@@ -20,7 +20,7 @@ use hyper::Method;
 use salt_sidecar::standin::ZmtpClient;
 use salt_sidecar::status::{self, AdminAddr, HealthState, Reply, StatusReport};
 use salt_sidecar::zmtp::SocketType;
-use support::{addr, ask, config, master, sample, until_answered_by, Sidecar};
+use support::{addr, ask, config, master, sample, series, until_answered_by, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(2);
@@ -32,6 +32,9 @@ const FAMILIES: &[(&str, &str)] = &[
     ("salt_sidecar_health_checks_total", "counter"),
     ("salt_sidecar_health_check_duration_seconds", "histogram"),
     ("salt_sidecar_switches_total", "counter"),
+    // Issue 25: switches by the master left (`switches_total` counts them by
+    // the master switched to), so neither family grows with masters².
+    ("salt_sidecar_switches_from_total", "counter"),
     ("salt_sidecar_sessions_active", "gauge"),
     ("salt_sidecar_sessions_total", "counter"),
     ("salt_sidecar_bytes_total", "counter"),
@@ -183,19 +186,22 @@ async fn metrics_pass_promtool_and_count_sessions_bytes_and_switches() {
         "exactly the families of SPEC §3 and §4: {families:?}"
     );
     // Every labelled series exists from the start, at 0 if nothing happened.
-    for (from, to) in [(a_label, b_label), (b_label, a_label), ("none", a_label)] {
+    for end in [a_label, b_label, "none"] {
         for reason in ["failover", "failback", "admin", "reload"] {
-            assert_eq!(
-                sample(
-                    &text,
-                    "salt_sidecar_switches_total",
-                    &[("from", from), ("to", to), ("reason", reason)]
-                ),
-                Some(0.0),
-                "switches_total{{from={from},to={to},reason={reason}}}"
-            );
+            for (family, label) in [
+                ("salt_sidecar_switches_total", "to"),
+                ("salt_sidecar_switches_from_total", "from"),
+            ] {
+                assert_eq!(
+                    sample(&text, family, &[(label, end), ("reason", reason)]),
+                    Some(0.0),
+                    "{family}{{{label}={end},reason={reason}}}"
+                );
+            }
         }
     }
+    // Linear in the masters: (2 masters + none) × 4 reasons, not pairs.
+    assert_eq!(series(&text, "salt_sidecar_switches_total").len(), 12);
     for m in [a_label, b_label] {
         for kind in ["refused", "timeout", "unreachable", "unresolved", "other"] {
             assert!(sample(
@@ -330,7 +336,15 @@ async fn metrics_pass_promtool_and_count_sessions_bytes_and_switches() {
         sample(
             &text,
             "salt_sidecar_switches_total",
-            &[("from", a_label), ("to", b_label), ("reason", "failover")]
+            &[("to", b_label), ("reason", "failover")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "salt_sidecar_switches_from_total",
+            &[("from", a_label), ("reason", "failover")]
         ),
         Some(1.0)
     );
@@ -536,12 +550,21 @@ async fn pin_drain_unpin_move_the_minion_and_are_logged() {
     assert_eq!(ask(ret).await.as_deref(), Some("A"));
 
     let text = get(admin, "/metrics").await.body;
+    // Each switch counted by the master left and the master switched to;
+    // here both always agree.
     let switches = |from: &str, to: &str, reason: &str| {
-        sample(
+        let left = sample(
+            &text,
+            "salt_sidecar_switches_from_total",
+            &[("from", from), ("reason", reason)],
+        );
+        let joined = sample(
             &text,
             "salt_sidecar_switches_total",
-            &[("from", from), ("to", to), ("reason", reason)],
-        )
+            &[("to", to), ("reason", reason)],
+        );
+        assert_eq!(left, joined, "{from} -> {to} ({reason})");
+        joined
     };
     assert_eq!(
         switches("127.0.42.2", "127.0.42.3", "admin"),
@@ -1200,7 +1223,7 @@ async fn prometheus_scrapes_the_sidecar_and_sees_the_active_master_flip() {
          (sidecar switched after {in_sidecar:?})"
     );
     let switches = prom
-        .query("salt_sidecar_switches_total{reason=\"failover\", from=\"127.0.46.2\", to=\"127.0.46.3\"}")
+        .query("salt_sidecar_switches_total{reason=\"failover\", to=\"127.0.46.3\"}")
         .await;
     assert_eq!(
         switches.first().map(|s| s["value"][1].clone()),

@@ -2,10 +2,13 @@
 //!
 //! `config` builds these once at load; the rest of the sidecar only ever
 //! handles a [`MasterId`] (the master's rank in the configured list) and looks
-//! the static facts up in [`MasterSpec`]. Nothing here does I/O.
+//! the static facts up in [`MasterSpec`]. No I/O, except asking the kernel
+//! whether an address is this host's own ([`MasterSpec::loops_at`]).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+
+use crate::config::host;
 
 /// A master's rank in the configured `master:` list (0 = first), or in
 /// the list an SRV record's answer makes (see `control::srv`).
@@ -119,14 +122,59 @@ impl MasterSpec {
     }
 
     /// The listener of `listeners` that `ip` (an address of this master)
-    /// would reach on one of its ports, if any.
+    /// would reach on one of its ports, if any: the same address in any
+    /// spelling (`::ffff:127.0.0.1` is 127.0.0.1), `0.0.0.0`/`::` (this
+    /// host), or any of this host's own addresses behind a wildcard listener
+    /// (the one place this looks at the host: [`host::is_own_address`]).
     pub fn loops_at(&self, ip: IpAddr, listeners: &[SocketAddr]) -> Option<SocketAddr> {
         listeners.iter().copied().find(|l| {
-            let same_ip = l.ip() == ip
-                || (l.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
-                || (ip.is_unspecified() && l.ip().is_loopback());
-            same_ip && (l.port() == self.publish_port || l.port() == self.ret_port)
+            (l.port() == self.publish_port || l.port() == self.ret_port)
+                && reaches(unmapped(ip), unmapped(l.ip()))
         })
+    }
+}
+
+/// Whether a connection to `ip` would arrive at a listener bound to
+/// `listener` (both unmapped), on the same port.
+fn reaches(ip: IpAddr, listener: IpAddr) -> bool {
+    if ip == listener {
+        return true;
+    }
+    // A connection to 0.0.0.0 or :: goes to this host's loopback.
+    if ip.is_unspecified() {
+        return listener.is_loopback() || listener.is_unspecified();
+    }
+    if !listener.is_unspecified() {
+        return false;
+    }
+    // A wildcard listener takes every own address of its family; `::` takes
+    // IPv4 too (Linux binds it dual-stack unless `bindv6only` is set).
+    let family = matches!(
+        (listener, ip),
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), _)
+    );
+    family && (ip.is_loopback() || host::is_own_address(ip))
+}
+
+/// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`, or the deprecated
+/// `::a.b.c.d`) as the IPv4 address it reaches; anything else unchanged.
+pub fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            // IPv4-compatible (RFC 4291 2.5.5.1): 96 zero bits, but not `::`
+            // or `::1`, which are IPv6's own.
+            let [a, b, c, d, e, f, ..] = v6.segments();
+            if [a, b, c, d, e, f] == [0; 6] && !v6.is_unspecified() && !v6.is_loopback() {
+                if let Some(v4) = v6.to_ipv4() {
+                    return IpAddr::V4(v4);
+                }
+            }
+            ip
+        }
+        IpAddr::V4(_) => ip,
     }
 }
 
@@ -149,5 +197,113 @@ pub fn label_for(host: &Host, publish: u16, ret: u16, defaults: (u16, u16)) -> S
         format!("{host}:{ret}")
     } else {
         format!("{host}:{ret}/{publish}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn master(host: &str, publish: u16, ret: u16) -> MasterSpec {
+        let host = match host.parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            Err(_) => Host::Name(host.into()),
+        };
+        MasterSpec {
+            id: MasterId(0),
+            label: label_for(&host, publish, ret, (4505, 4506)),
+            host,
+            publish_port: publish,
+            ret_port: ret,
+            srv: None,
+        }
+    }
+
+    /// Every spelling of "the sidecar itself", by table: (master host,
+    /// listener address, loops).
+    #[test]
+    fn a_self_loop_in_every_spelling() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("127.0.0.1", "127.0.0.1", true),
+            ("::ffff:127.0.0.1", "127.0.0.1", true),
+            ("::ffff:7f00:1", "127.0.0.1", true),
+            ("::127.0.0.1", "127.0.0.1", true),
+            ("127.0.0.1", "::ffff:127.0.0.1", true),
+            ("0.0.0.0", "127.0.0.1", true),
+            ("::", "127.0.0.1", true),
+            ("::", "::1", true),
+            ("localhost", "127.0.0.1", true),
+            ("app.localhost.", "::1", true),
+            // Wildcard listeners take loopback and the host's own addresses.
+            ("127.0.0.7", "0.0.0.0", true),
+            ("::ffff:127.0.0.7", "0.0.0.0", true),
+            ("::1", "::", true),
+            ("127.0.0.7", "::", true),
+            ("::1", "0.0.0.0", false),
+            // Not this host (documentation prefixes are never assigned here).
+            ("203.0.113.7", "0.0.0.0", false),
+            ("2001:db8::7", "::", false),
+            ("127.0.0.2", "127.0.0.1", false),
+            ("::ffff:127.0.0.2", "127.0.0.1", false),
+            ("salt.example.net", "127.0.0.1", false),
+        ];
+        for (host, listener, loops) in cases {
+            let listener: IpAddr = listener.parse().expect("listener");
+            let listeners = [
+                SocketAddr::new(listener, 4505),
+                SocketAddr::new(listener, 14506),
+            ];
+            let m = master(host, 4505, 4506);
+            assert_eq!(
+                m.loops_to(&listeners).is_some(),
+                *loops,
+                "{host} -> {listener}"
+            );
+            // The same address on other ports is another service.
+            let other = master(host, 5505, 5506);
+            assert_eq!(other.loops_to(&listeners), None, "{host} on other ports");
+        }
+    }
+
+    #[test]
+    fn dns_answers_are_checked_in_every_spelling_too() {
+        let m = master("salt.example.net", 4505, 4506);
+        let listeners: [SocketAddr; 2] = [
+            "127.0.0.1:4505".parse().unwrap(),
+            "127.0.0.1:4506".parse().unwrap(),
+        ];
+        for ip in [
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "0.0.0.0",
+            "::",
+        ] {
+            assert!(
+                m.loops_at(ip.parse().unwrap(), &listeners).is_some(),
+                "{ip}"
+            );
+        }
+        assert!(m
+            .loops_at("192.0.2.99".parse().unwrap(), &listeners)
+            .is_none());
+    }
+
+    #[test]
+    fn unmapped_keeps_ipv6_own_addresses() {
+        for (ip, want) in [
+            ("::ffff:10.1.2.3", "10.1.2.3"),
+            ("::10.1.2.3", "10.1.2.3"),
+            ("::1", "::1"),
+            ("::", "::"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("10.1.2.3", "10.1.2.3"),
+        ] {
+            assert_eq!(
+                unmapped(ip.parse().unwrap()),
+                want.parse::<IpAddr>().unwrap(),
+                "{ip}"
+            );
+        }
     }
 }

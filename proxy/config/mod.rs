@@ -9,14 +9,16 @@
 //! ([`master`]) and the live tunables a reload can change ([`settings`]).
 //! No I/O except reading the file.
 
+pub mod host;
 mod load;
 pub mod master;
 mod raw;
 pub mod settings;
 mod validate;
+mod yaml;
 
 pub(crate) use load::yaml_message;
-pub use load::{load, parse};
+pub use load::{load, parse, MAX_CONFIG_BYTES};
 pub(crate) use raw::OneOrList;
 use validate::one_line;
 pub use validate::{parse_host_port, quoted};
@@ -222,9 +224,25 @@ pub struct AdminSocket {
     pub path: PathBuf,
     /// File mode bits (default 0660).
     pub mode: u32,
-    /// Group to give the socket (name or numeric id), if any.
-    pub group: Option<String>,
+    /// Group to give the socket, if any (found in /etc/group at load).
+    pub group: Option<SocketGroup>,
 }
+
+/// `sidecar.admin_socket_group`: as written, and its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketGroup {
+    pub name: String,
+    pub gid: u32,
+}
+
+/// The longest admin socket path, in bytes: `sun_path` has 108, one for
+/// the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The most masters a config may list (an SRV record's targets are capped
+/// lower, `control::srv::MAX_TARGETS`): each one is probed and has its own
+/// metric series, so memory and `/metrics` stay small.
+pub const MAX_MASTERS: usize = 64;
 
 /// Default path of the admin socket (systemd's `RuntimeDirectory=salt-sidecar`).
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/salt-sidecar/admin.sock";

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
+use crate::config::host;
 use crate::config::master::{label_for, Host, MasterId, MasterSpec};
 use crate::config::raw::{DurationValue, RawConfig, RawEntry, RawMasters, RawSidecar};
 use crate::config::*;
@@ -101,6 +102,9 @@ impl RawConfig {
             ..sidecar
         };
         no_self_loop(&cx, config_masters(&source), &locations, &sidecar)?;
+        if let Some(warning) = open_admin_socket(&sidecar.admin_socket) {
+            warnings.push(warning);
+        }
 
         Ok(Config {
             source: file.to_path_buf(),
@@ -190,8 +194,20 @@ fn masters(
             "the list is empty; name at least one master",
         ));
     }
-    if entries.len() > usize::from(u16::MAX) {
-        return Err(cx.err(Some(&masters_loc), "master", "too many masters"));
+    if entries.len() > MAX_MASTERS {
+        let at = entries
+            .get(MAX_MASTERS)
+            .map(|e| &e.referenced)
+            .filter(|l| l.line() > 0)
+            .unwrap_or(&masters_loc);
+        return Err(cx.err(
+            Some(at),
+            &format!("master[{MAX_MASTERS}]"),
+            format!(
+                "the list has {} masters; salt-sidecar takes at most {MAX_MASTERS} (every master is probed and has its own metrics)",
+                entries.len()
+            ),
+        ));
     }
     let mut masters: Vec<MasterSpec> = Vec::with_capacity(entries.len());
     let mut locations: Vec<Location> = Vec::with_capacity(entries.len());
@@ -261,6 +277,18 @@ fn no_self_loop(
         }
     }
     Ok(())
+}
+
+/// A warning when the admin socket's mode lets every local user connect
+/// (and so drain, pin or reload the sidecar).
+fn open_admin_socket(socket: &AdminSocket) -> Option<String> {
+    (socket.mode & 0o007 != 0).then(|| {
+        format!(
+            "`sidecar.admin_socket_mode` {:04o} lets every local user send admin commands (drain, pin, reload) on {}; use \"0660\" with `admin_socket_group` for the operators",
+            socket.mode,
+            socket.path.display()
+        )
+    })
 }
 
 /// One `master:` entry's host and (publish, ret) ports; `publish_port` and
@@ -597,6 +625,16 @@ impl RawSidecar {
                 }
             }
         };
+        if path.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(cx.err(
+                self.admin_socket.as_ref().map(|s| &s.referenced),
+                "sidecar.admin_socket",
+                format!(
+                    "the path has {} bytes; a Unix socket path has at most {MAX_SOCKET_PATH} (the kernel's sun_path); choose a shorter one",
+                    path.as_os_str().len()
+                ),
+            ));
+        }
         let group = match &self.admin_socket_group {
             None => None,
             Some(s) if s.value.trim().is_empty() || s.value.contains(['/', ':', '\n']) => {
@@ -606,7 +644,17 @@ impl RawSidecar {
                     format!("{} is not a group name or id", quoted(&s.value)),
                 ))
             }
-            Some(s) => Some(s.value.trim().to_string()),
+            Some(s) => {
+                let name = s.value.trim().to_string();
+                let Some(gid) = host::group_id(&name) else {
+                    return Err(cx.err(
+                        loc(s),
+                        "sidecar.admin_socket_group",
+                        format!("no group {} in /etc/group (give a group name from /etc/group or a numeric id)", quoted(&name)),
+                    ));
+                };
+                Some(SocketGroup { name, gid })
+            }
         };
         Ok(AdminSocket { path, mode, group })
     }
@@ -855,6 +903,20 @@ pub fn parse_host_port(text: &str) -> Result<(Host, Option<u16>), String> {
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok((Host::Ip(ip), None));
+    }
+    // Not an address as a whole, with two or more colons: an IPv6 address
+    // and a port need brackets (`2001:db8::1:14506` is not "port 14506").
+    if text.matches(':').count() > 1 {
+        let fix = match text.rsplit_once(':') {
+            Some((ip, port)) if ip.parse::<std::net::Ipv6Addr>().is_ok() => {
+                format!("; write `[{ip}]:{port}`")
+            }
+            _ => String::new(),
+        };
+        return Err(format!(
+            "{} is not an address: an IPv6 address with a port must be in brackets, `[addr]:port`{fix}",
+            quoted(text)
+        ));
     }
     let (host, port) = match text.rsplit_once(':') {
         Some((h, p)) => (h, Some(parse_port(p)?)),

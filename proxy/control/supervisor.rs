@@ -423,9 +423,7 @@ impl Supervisor {
             info!(master = name(to), "selected master");
             return gate;
         }
-        m.switches_total
-            .with_label_values(&[name(from), name(to), reason.as_str()])
-            .inc();
+        m.switched(name(from), name(to), reason.as_str());
         m.last_switch_timestamp_seconds
             .set(clock::unix(SystemTime::now()).as_secs_f64());
         match to {
@@ -606,11 +604,19 @@ mod tests {
                 .clone()
         }
 
-        fn switches(&self, from: &str, to: &str, reason: Reason) -> u64 {
-            self.metrics
-                .switches_total
-                .with_label_values(&[from, to, reason.as_str()])
-                .get()
+        /// Switches by `reason` counted to `to` and from `from`.
+        fn switches(&self, from: &str, to: &str, reason: Reason) -> (u64, u64) {
+            let reason = reason.as_str();
+            (
+                self.metrics
+                    .switches_from_total
+                    .with_label_values(&[from, reason])
+                    .get(),
+                self.metrics
+                    .switches_total
+                    .with_label_values(&[to, reason])
+                    .get(),
+            )
         }
     }
 
@@ -630,7 +636,10 @@ mod tests {
             on_a.reset.is_cancelled(),
             "sessions to a dead master are reset"
         );
-        assert_eq!(h.switches("192.0.2.1", "192.0.2.2", Reason::Failover), 1);
+        assert_eq!(
+            h.switches("192.0.2.1", "192.0.2.2", Reason::Failover),
+            (1, 1)
+        );
         assert!(h.metrics.last_switch_timestamp_seconds.get() > 0.0);
         assert_eq!(
             h.metrics
@@ -659,7 +668,10 @@ mod tests {
         );
         assert!(on_b.drain.is_cancelled(), "sessions to B drain");
         assert!(!on_b.reset.is_cancelled(), "and are not reset");
-        assert_eq!(h.switches("192.0.2.2", "192.0.2.1", Reason::Failback), 1);
+        assert_eq!(
+            h.switches("192.0.2.2", "192.0.2.1", Reason::Failback),
+            (1, 1)
+        );
     }
 
     /// Fails A over to B, then brings A back: returns B's session tokens
@@ -793,7 +805,9 @@ mod tests {
         .expect("supervisor runs")
         .clone();
         assert_eq!(snapshot.drained, vec![true, false, false]);
-        assert_eq!(h.switches("192.0.2.1", "192.0.2.3", Reason::Admin), 1);
+        // Two admin switches left A (the pin to C, and the drain after the
+        // unpin brought it back); one went to C.
+        assert_eq!(h.switches("192.0.2.1", "192.0.2.3", Reason::Admin), (2, 1));
     }
 
     /// A reloaded plane's health tasks can report before the reloader's
@@ -837,7 +851,7 @@ mod tests {
         );
         assert_eq!(route.active, Some(MasterId(0)), "C, up before the reload");
         // A is not in the new plane: the switch counts from `none`.
-        assert_eq!(h.switches("none", "192.0.2.3", Reason::Reload), 1);
+        assert_eq!(h.switches("none", "192.0.2.3", Reason::Reload), (1, 1));
 
         // A late transition of generation 0 (id 0 was A there, is C now)
         // changes nothing.
@@ -873,7 +887,7 @@ mod tests {
         h.health(0, B, false).await;
         h.health(0, A, false).await;
         h.active(None).await;
-        assert_eq!(h.switches("192.0.2.1", "none", Reason::Failover), 1);
+        assert_eq!(h.switches("192.0.2.1", "none", Reason::Failover), (1, 1));
         h.health(0, B, true).await;
         h.active(Some(B)).await;
     }

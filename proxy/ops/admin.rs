@@ -112,7 +112,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     (
         [(CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-        admin.metrics.render(),
+        admin.metrics.render_off_runtime().await,
     )
         .into_response()
 }

@@ -60,6 +60,14 @@ pub enum StartError {
     Activation(#[source] std::io::Error),
 }
 
+impl StartError {
+    /// A setting of the config file is the cause (exit status 78, like an
+    /// invalid file): an admin socket directory others can write.
+    pub fn is_config(&self) -> bool {
+        matches!(self, StartError::AdminSocket(e) if e.is_unsafe_dir())
+    }
+}
+
 /// A started sidecar: handles for the admin API and for shutdown.
 pub struct Running {
     pub metrics: Arc<Metrics>,

@@ -74,13 +74,28 @@ pub enum SocketError {
     InUse(String),
     #[error("{0}: exists and is not a socket; refusing to replace it")]
     NotASocket(String),
-    #[error("{path}: no group {group} in /etc/group")]
-    NoGroup { path: String, group: String },
+    /// Like OpenSSH's StrictModes: another user could replace the socket.
+    #[error("{dir}: {why}, so another user could replace the admin socket with their own; use a directory only root or salt-sidecar's user can write (the default, /run/salt-sidecar, which systemd's RuntimeDirectory= makes)")]
+    UnsafeDir { dir: String, why: String },
 }
 
-/// Creates the admin socket: its directory if missing, a stale socket file
-/// replaced, then the mode and group from the config.
+impl SocketError {
+    /// The directory is unsafe: a configuration error (another path is the fix).
+    pub fn is_unsafe_dir(&self) -> bool {
+        matches!(self, SocketError::UnsafeDir { .. })
+    }
+}
+
+/// Creates the admin socket at `cfg.path` with its mode and group and no
+/// window in which another user could connect to it or swap it: its
+/// directory (created if missing) must pass [`check_socket_dir`]; the
+/// socket is bound inside a private staging directory (mode 0700) next to
+/// it, given its mode and group there, and renamed into place, which also
+/// replaces a stale socket atomically. (On Linux, `fchmod`/`fchown` on a
+/// socket's descriptor do not change the file `bind` made, so they cannot
+/// close that window.)
 pub fn bind_socket(cfg: &AdminSocket) -> Result<UnixListener, SocketError> {
+    use std::os::unix::fs::DirBuilderExt;
     let path = &cfg.path;
     let shown = path.display().to_string();
     let io = |what: &'static str| {
@@ -91,44 +106,120 @@ pub fn bind_socket(cfg: &AdminSocket) -> Result<UnixListener, SocketError> {
             source,
         }
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io("cannot create its directory"))?;
-    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io("not a file path")(io::ErrorKind::InvalidInput.into()));
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(io("cannot create its directory"))?;
+    check_socket_dir(path, Strictness::Run)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(SocketError::InUse(shown));
             }
-            std::fs::remove_file(path).map_err(io("cannot remove the stale socket"))?;
+            // A stale socket: the rename below replaces it.
         }
         Ok(_) => return Err(SocketError::NotASocket(shown)),
         Err(_) => {}
     }
-    let listener = UnixListener::bind(path).map_err(io("cannot listen"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode))
-        .map_err(io("cannot set its mode"))?;
-    if let Some(group) = &cfg.group {
-        let gid = group_id(group).ok_or_else(|| SocketError::NoGroup {
-            path: shown.clone(),
-            group: group.clone(),
-        })?;
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io("cannot set its group"))?;
+    let mut staging_name = std::ffi::OsString::from(".");
+    staging_name.push(name);
+    staging_name.push(format!(".{}.staging", std::process::id()));
+    let staging = dir.join(staging_name);
+    // Left over by a crash of a process with this pid: ours to remove
+    // (the directory passed the check, so nobody else could have made it).
+    if std::fs::symlink_metadata(&staging).is_ok() {
+        std::fs::remove_dir_all(&staging).map_err(io("cannot remove an old staging directory"))?;
     }
-    Ok(listener)
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(io("cannot create its staging directory"))?;
+    let staged = staging.join(name);
+    let placed = (|| {
+        let listener = UnixListener::bind(&staged).map_err(io("cannot listen"))?;
+        // Inside the 0700 directory nobody else can swap the file: these
+        // name the socket bind just made.
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(cfg.mode))
+            .map_err(io("cannot set its mode"))?;
+        if let Some(group) = &cfg.group {
+            std::os::unix::fs::lchown(&staged, None, Some(group.gid))
+                .map_err(io("cannot set its group"))?;
+        }
+        std::fs::rename(&staged, path).map_err(io("cannot move it into place"))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&staging);
+    placed
 }
 
-/// A group's id: numeric, or looked up in /etc/group (no NSS: the binary is
-/// static).
-fn group_id(group: &str) -> Option<u32> {
-    if let Ok(gid) = group.parse() {
-        return Some(gid);
+/// How strictly [`check_socket_dir`] judges owners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strictness {
+    /// `run`: every directory on the way is owned by root or this process's
+    /// user.
+    Run,
+    /// `check-config`, whose user may not be the service's: owners are not
+    /// judged (only "writable by others").
+    Check,
+}
+
+/// OpenSSH's StrictModes for the admin socket's directory and each one
+/// above it (those that exist): owned by root or the sidecar's user, and
+/// not writable by group or others unless sticky (`/tmp`'s mode 1777 keeps
+/// others from renaming or removing the socket). A directory systemd made
+/// for this service (`RuntimeDirectory=`, listed in `$RUNTIME_DIRECTORY`) is
+/// accepted as it is: its owner and mode come from the unit.
+pub fn check_socket_dir(socket: &Path, strictness: Strictness) -> Result<(), SocketError> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = socket.parent() else {
+        return Ok(());
+    };
+    let runtime_dirs = std::env::var_os("RUNTIME_DIRECTORY").unwrap_or_default();
+    if std::env::split_paths(&runtime_dirs).any(|d| d == dir) {
+        return Ok(());
     }
-    let text = std::fs::read_to_string("/etc/group").ok()?;
-    text.lines().find_map(|line| {
-        let mut f = line.split(':');
-        (f.next()? == group).then_some(())?;
-        f.nth(1)?.parse().ok()
-    })
+    let euid = effective_uid();
+    for dir in dir.ancestors() {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue; // created later, by this process (mode 0755)
+        };
+        let unsafe_dir = |why: String| SocketError::UnsafeDir {
+            dir: dir.display().to_string(),
+            why,
+        };
+        let mode = meta.mode();
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(unsafe_dir(format!(
+                "mode {:04o} lets {} write to it, without the sticky bit",
+                mode & 0o7777,
+                if mode & 0o002 != 0 {
+                    "every user"
+                } else {
+                    "its group"
+                }
+            )));
+        }
+        let owner = meta.uid();
+        if strictness == Strictness::Run && owner != 0 && Some(owner) != euid {
+            return Err(unsafe_dir(format!(
+                "it belongs to uid {owner}, neither root nor salt-sidecar's user{}",
+                euid.map_or_else(String::new, |u| format!(" ({u})"))
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// This process's effective user id (from /proc: no unsafe libc call).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// What both endpoints share.
@@ -328,13 +419,6 @@ mod tests {
         assert!(!ok("[::1]x"));
         assert!(!ok("127.0.0.1:94x4"));
         assert!(!ok(""));
-    }
-
-    #[test]
-    fn group_ids_resolve_by_number_or_name() {
-        assert_eq!(group_id("0"), Some(0));
-        assert_eq!(group_id("root"), Some(0));
-        assert_eq!(group_id("no-such-group-here"), None);
     }
 
     #[tokio::test]

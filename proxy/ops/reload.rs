@@ -16,9 +16,10 @@
 //! each new set of targets through the same [`Change::Masters`], in the
 //! order of their priority and weight for this minion. Owns no sockets.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
@@ -128,6 +129,37 @@ pub fn diff(old: &Config, new: &Config) -> Result<Vec<Change>, ReloadError> {
     Ok(changes)
 }
 
+/// How long a reload waits for the config file to be read (a hung network
+/// file system); the running config stays.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads and validates the config file on a blocking thread, so a slow
+/// file never stalls the runtime that forwards (`config::load` itself
+/// refuses FIFOs, devices and files over 1 MiB).
+async fn load_off_runtime(path: &Path) -> Result<Config, ConfigError> {
+    let owned = path.to_path_buf();
+    let fail = |message: String| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        key: String::new(),
+        message,
+    };
+    match tokio::time::timeout(
+        READ_TIMEOUT,
+        tokio::task::spawn_blocking(move || config::load(&owned)),
+    )
+    .await
+    {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(e)) => Err(fail(format!("reading the config file failed: {e}"))),
+        Err(_) => Err(fail(format!(
+            "reading the config file took longer than {}s",
+            READ_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 /// Re-reads the config on demand and publishes what changed.
 pub struct Reloader {
     path: PathBuf,
@@ -197,7 +229,7 @@ impl Reloader {
 
     async fn try_reload(&self) -> Result<String, ReloadError> {
         let _one_at_a_time = self.busy.lock().await;
-        let new = config::load(&self.path)?;
+        let new = load_off_runtime(&self.path).await?;
         let old = match self.current.lock() {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
