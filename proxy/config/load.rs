@@ -26,13 +26,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// The text of the config file at `path`: a regular file (or a symlink to
 /// one) of at most [`MAX_CONFIG_BYTES`], in UTF-8.
 fn read(path: &Path) -> Result<String, ConfigError> {
-    let fail = |message: String| ConfigError {
-        file: path.to_path_buf(),
-        line: None,
-        column: None,
-        key: String::new(),
-        message,
-    };
+    let fail = |message: String| ConfigError::whole_file(path, message);
     // O_NONBLOCK: opening a FIFO returns at once instead of waiting for a
     // writer (it is then refused below); on a regular file it changes nothing.
     let file = std::fs::OpenOptions::new()

@@ -259,6 +259,20 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// An error about the file as a whole (it cannot be read, or read in
+    /// time): no line, column or key.
+    pub fn whole_file(file: &std::path::Path, message: String) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            key: String::new(),
+            message,
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;

@@ -138,13 +138,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// refuses FIFOs, devices and files over 1 MiB).
 async fn load_off_runtime(path: &Path) -> Result<Config, ConfigError> {
     let owned = path.to_path_buf();
-    let fail = |message: String| ConfigError {
-        file: path.to_path_buf(),
-        line: None,
-        column: None,
-        key: String::new(),
-        message,
-    };
+    let fail = |message: String| ConfigError::whole_file(path, message);
     match tokio::time::timeout(
         READ_TIMEOUT,
         tokio::task::spawn_blocking(move || config::load(&owned)),
