@@ -211,12 +211,17 @@ async fn a_local_flood_is_refused_at_the_session_cap_without_a_switch_or_a_reset
     );
     assert_eq!(sidecar.log.count(&["master is down"]), 0);
     assert_eq!(total(admin, "salt_sidecar_resource_errors_total"), 0.0);
+    // The cap is full: the next minion connection would be refused, and
+    // `/readyz` says so (issue 21), naming the cap.
     let (code, body) = get(admin, "/readyz");
-    assert_eq!(code, 200, "{body}");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("session cap is full"), "{body}");
 
     let during = sidecar.fds();
     drop(flood);
     fds_settle(&sidecar, baseline + 2, T);
+    let (code, body) = get(admin, "/readyz");
+    assert_eq!(code, 200, "ready again once the flood is gone: {body}");
     eprintln!(
         "300 idle publish connections at 256 fds: refused {}, fds {baseline} -> {during} -> {}",
         metric(
