@@ -2,10 +2,19 @@
 //! options. May import `config` and `metrics` only.
 //!
 //! Used by the health probes and by forwarding. Tries the master's addresses
-//! in order within one overall timeout, then sets TCP_NODELAY, keepalive and
-//! TCP_USER_TIMEOUT so a blackholed master (no RST) is noticed in seconds, not
+//! in order within one overall timeout, then sets TCP_NODELAY and keepalive,
+//! so an idle flow to a blackholed master (no RST) is ended in seconds, not
 //! after the kernel's 15 minutes. Never reads payload; writes only what a
 //! caller hands to [`send_first`].
+//!
+//! **No TCP_USER_TIMEOUT.** It would also end a flow whose master is alive
+//! but reads slowly: the kernel applies it to zero-window probing too, and a
+//! master reading 1 KiB/s on loopback keeps its window shut for a minute at a
+//! time (it reopens one MSS, 64 KiB, at a time), while it acknowledges every
+//! probe. A flow with data in flight to a master that answers nothing is
+//! found instead when that master is suspected and still answers a `ping`
+//! on a fresh connection: [`flow_stalled`] reads the kernel's own view of
+//! the flow (retransmitting, unacknowledged) and the session is moved.
 //!
 //! **No wake-up for a connect that is already done.** On loopback (and often
 //! on a LAN) the handshake completes inside `connect()`, which still says
@@ -149,8 +158,92 @@ pub fn configure(stream: &TcpStream, opts: &SocketOptions) -> io::Result<()> {
             .with_interval(opts.keepalive_interval)
             .with_retries(opts.keepalive_count),
     )?;
-    sock.set_tcp_user_timeout(Some(opts.user_timeout))?;
     Ok(())
+}
+
+/// Retransmissions of the same data without an acknowledgement after which
+/// a flow counts as dead (on loopback the RTO starts at 200 ms: two take
+/// 0.6 s; one can happen on a healthy lossy path).
+const STALLED_RETRANSMITS: u64 = 2;
+
+/// Whether the established flow `local` → `peer` has data in flight that
+/// its peer has not acknowledged through [`STALLED_RETRANSMITS`]
+/// retransmissions (a dead flow), as the kernel's TCP table says
+/// (`/proc/net/tcp` or `tcp6`). `Some(false)` for a live flow, also one
+/// whose peer keeps its window shut but answers the kernel's window probes
+/// (a master reading slowly); `None` when the flow is not in the table or
+/// the table cannot be read. Reads a procfs file: memory, not disk; called
+/// only when a master is suspected, never per byte.
+pub fn flow_stalled(local: SocketAddr, peer: SocketAddr) -> Option<bool> {
+    let table = if local.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    let flow = find_flow(&text, local, peer)?;
+    Some(flow.stalled())
+}
+
+/// One row of the kernel's TCP table, as far as [`flow_stalled`] needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Flow {
+    /// Bytes sent and not acknowledged, or not sent yet (`tx_queue`).
+    queued: u64,
+    /// The active timer: 1 retransmit, 2 keepalive, 4 zero-window probe.
+    timer: u8,
+    /// Retransmissions without an acknowledgement (or window probes).
+    retransmits: u64,
+}
+
+impl Flow {
+    fn stalled(self) -> bool {
+        self.queued > 0 && self.timer == 1 && self.retransmits >= STALLED_RETRANSMITS
+    }
+}
+
+/// Finds the established row of `local` → `peer` in a `/proc/net/tcp{,6}`
+/// text.
+fn find_flow(text: &str, local: SocketAddr, peer: SocketAddr) -> Option<Flow> {
+    let (want_local, want_peer) = (proc_addr(local), proc_addr(peer));
+    text.lines().skip(1).find_map(|line| {
+        let mut f = line.split_whitespace().skip(1);
+        let (l, r, st, queues, timer, retransmits) = (
+            f.next()?,
+            f.next()?,
+            f.next()?,
+            f.next()?,
+            f.next()?,
+            f.next()?,
+        );
+        if st != "01" || !l.eq_ignore_ascii_case(&want_local) || !r.eq_ignore_ascii_case(&want_peer)
+        {
+            return None;
+        }
+        let tx = queues.split(':').next()?;
+        let tr = timer.split(':').next()?;
+        Some(Flow {
+            queued: u64::from_str_radix(tx, 16).ok()?,
+            timer: u8::from_str_radix(tr, 16).ok()?,
+            retransmits: u64::from_str_radix(retransmits, 16).ok()?,
+        })
+    })
+}
+
+/// An address as the kernel's TCP table spells it: each 32-bit word of the
+/// address in the host's byte order, in hex, then `:` and the port in hex.
+fn proc_addr(addr: SocketAddr) -> String {
+    let words: Vec<u32> = match addr.ip() {
+        IpAddr::V4(ip) => vec![u32::from_ne_bytes(ip.octets())],
+        IpAddr::V6(ip) => ip
+            .octets()
+            .chunks_exact(4)
+            .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+            .collect(),
+    };
+    let mut out: String = words.iter().map(|w| format!("{w:08X}")).collect();
+    out.push_str(&format!(":{:04X}", addr.port()));
+    out
 }
 
 /// Makes the next close of `stream` send RST instead of FIN.
@@ -163,8 +256,52 @@ pub fn reset_on_close(stream: &TcpStream) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_kernel_table_tells_a_dead_flow_from_a_slow_reader() {
+        let local: SocketAddr = "127.0.0.1:50234".parse().expect("addr");
+        let peer: SocketAddr = "127.0.0.2:4506".parse().expect("addr");
+        let (l, r) = (proc_addr(local), proc_addr(peer));
+        if cfg!(target_endian = "little") {
+            assert_eq!(l, "0100007F:C43A");
+            assert_eq!(r, "0200007F:119A");
+        }
+        let row = |st: &str, tx: &str, tr: &str, re: &str| {
+            format!("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:119A 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: {l} {r} {st} {tx}:00000000 {tr}:0000004B {re}     0        0 2 1 0 20 4 30 10 -1\n")
+        };
+        let flow = |text: String| find_flow(&text, local, peer).map(Flow::stalled);
+        // Retransmitting, nothing acknowledged: dead.
+        assert_eq!(flow(row("01", "0000001F", "01", "00000003")), Some(true));
+        // One retransmission: not yet.
+        assert_eq!(flow(row("01", "0000001F", "01", "00000001")), Some(false));
+        // Zero-window probing, answered: a slow reader, alive.
+        assert_eq!(flow(row("01", "00010000", "04", "00000007")), Some(false));
+        // Idle, keepalive timer: alive.
+        assert_eq!(flow(row("01", "00000000", "02", "00000000")), Some(false));
+        // Not established, or another flow: not found.
+        assert_eq!(flow(row("08", "0000001F", "01", "00000003")), None);
+        let other: SocketAddr = "127.0.0.3:4506".parse().expect("addr");
+        assert_eq!(find_flow(&row("01", "1F", "01", "3"), local, other), None);
+    }
+
     #[tokio::test]
-    async fn forwarding_sockets_get_nodelay_keepalive_and_user_timeout() {
+    async fn a_live_flow_is_found_in_the_kernel_table_and_not_stalled() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let (stream, _accepted) = tokio::join!(
+            TcpStream::connect(listener.local_addr().expect("addr")),
+            listener.accept()
+        );
+        let stream = stream.expect("connect");
+        let (local, peer) = (
+            stream.local_addr().expect("local"),
+            stream.peer_addr().expect("peer"),
+        );
+        assert_eq!(flow_stalled(local, peer), Some(false));
+    }
+
+    #[tokio::test]
+    async fn forwarding_sockets_get_nodelay_and_keepalive_and_no_user_timeout() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -176,7 +313,7 @@ mod tests {
         )
         .await
         .expect("connect");
-        let opts = SocketOptions::for_health(Duration::from_secs(30), 2, Duration::from_secs(2));
+        let opts = SocketOptions::for_health(Duration::from_secs(30));
         configure(&stream, &opts).expect("configure");
         let sock = SockRef::from(&stream);
         assert!(stream.nodelay().expect("nodelay"));
@@ -190,11 +327,8 @@ mod tests {
             Duration::from_secs(15)
         );
         assert_eq!(sock.tcp_keepalive_retries().expect("count"), 3);
-        // fall × interval + connect timeout: a blackholed master is given up on in ~a minute, not 15.
-        assert_eq!(
-            sock.tcp_user_timeout().expect("user timeout"),
-            Some(Duration::from_secs(62))
-        );
+        // No user timeout: it would cut a master that reads slowly (see the module doc).
+        assert_eq!(sock.tcp_user_timeout().expect("user timeout"), None);
     }
 
     #[tokio::test]

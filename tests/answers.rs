@@ -16,6 +16,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use salt_sidecar::standin::ZmtpClient;
@@ -36,7 +37,14 @@ enum Sick {
     Huge,
     /// Never reads after the handshake (never sees a FIN), never closes.
     Deaf,
+    /// Busy, not dead: reads 1 KiB a second on the ret port (its window
+    /// stays shut for a minute at a time on loopback) and answers nothing.
+    Slow,
 }
+
+/// What the slow master read of ret sessions, and whether one ended.
+static SLOW_READ: AtomicU64 = AtomicU64::new(0);
+static SLOW_ENDED: AtomicBool = AtomicBool::new(false);
 
 /// Serves `port` of a sick master at `at` until the test ends.
 async fn sick_port(at: SocketAddr, socket: SocketType, sick: Sick) {
@@ -68,6 +76,26 @@ async fn sick_session(mut s: TcpStream, socket: SocketType, sick: Sick) {
         // nothing, ever: a FIN stays unread, the connection is never closed.
         let _ = s.read(&mut buf).await;
         std::future::pending::<()>().await;
+    }
+    if sick == Sick::Slow && socket == SocketType::Router {
+        // The probes' sessions (a READY, then a close) are not the
+        // minion's: only a session that carried more counts.
+        let (mut kib, mut total) = ([0u8; 1024], 0u64);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match s.read(&mut kib).await {
+                Ok(0) | Err(_) => {
+                    if total > 4096 {
+                        SLOW_ENDED.store(true, Ordering::SeqCst);
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    total += n as u64;
+                    SLOW_READ.fetch_max(total, Ordering::SeqCst);
+                }
+            };
+        }
     }
     let mut huge_sent = false;
     loop {
@@ -278,5 +306,73 @@ async fn a_master_that_never_reads_cannot_fill_the_session_cap() {
     until_ready(admin, Duration::from_secs(5));
     let last = ZmtpClient::connect(ret, SocketType::Dealer, T).await;
     assert!(last.is_ok(), "a new minion connection is served: {last:?}");
+    sidecar.assert_no_panic();
+}
+
+/// A master that reads slowly but steadily is busy, not dead: a minion
+/// sending it 4 MiB (its window shut for a minute at a time: on loopback it
+/// reopens one 64 KiB MSS at a time) is not cut. Before, TCP_USER_TIMEOUT
+/// (fall × interval + connect_timeout = 3 s here) ended zero-window probing
+/// and reset the session 2.8 s after the master stopped keeping up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_reading_1_kib_per_second_is_not_cut() {
+    let net = 194;
+    sick_master(net, Sick::Slow).await;
+    let _b = master("B", net, 3).await;
+    // The answer check off: this master answers nothing, on purpose; what
+    // is under test is the flow's fate, not the master's.
+    let sidecar = Sidecar::start(&config(net, &[("ret_answer_timeout", "0")]));
+    let ret = addr(net, 1, 4506);
+    sidecar
+        .log
+        .wait_for_async(
+            &["selected master", &format!("127.0.{net}.2")],
+            Duration::from_secs(10),
+        )
+        .await;
+    let minion = TcpStream::connect(ret).await.expect("connect");
+    let (mut rd, mut wr) = minion.into_split();
+    // Whatever comes back (the greeting) is read and dropped; the minion's
+    // side sees an end only if the session is cut.
+    let cut = tokio::spawn(async move {
+        let mut sink = [0u8; 4096];
+        loop {
+            match rd.read(&mut sink).await {
+                Ok(0) | Err(_) => return Instant::now(),
+                Ok(_) => {}
+            }
+        }
+    });
+    let mut stream = zmtp::greeting_null(false).to_vec();
+    stream.extend_from_slice(&zmtp::encode_ready(SocketType::Dealer));
+    stream.extend_from_slice(&zmtp::encode_message(&[b"", &vec![7u8; 4 << 20]]));
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&stream).await;
+        wr
+    });
+    let start = Instant::now();
+    let watch = Duration::from_secs(12);
+    tokio::time::sleep(watch).await;
+    assert!(!cut.is_finished(), "the minion's session was cut");
+    assert!(
+        !SLOW_ENDED.load(Ordering::SeqCst),
+        "the master's session ended"
+    );
+    let read = SLOW_READ.load(Ordering::SeqCst);
+    println!(
+        "slow master: read {read} bytes in {:.1} s, session kept",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(read >= 8 * 1024, "the master read only {read} bytes");
+    assert!(
+        !sidecar
+            .log
+            .lines()
+            .iter()
+            .any(|l| l.contains("session closed") && l.contains("MasterError")),
+        "a ret session ended with a master error"
+    );
+    cut.abort();
+    writer.abort();
     sidecar.assert_no_panic();
 }

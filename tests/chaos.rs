@@ -12,7 +12,7 @@
 //!   hook: no RST, connects time out, sessions stall;
 //! - **stalled flow**: nftables drops only the packets of the sidecar's open
 //!   sessions, so A keeps passing health checks while those sessions are dead
-//!   (only TCP_USER_TIMEOUT and keepalive can notice);
+//!   (only the answer check with a look at the kernel's flow, and keepalive, can notice);
 //! - **flap**: the veth goes down and up every 0.5 s for 20 s;
 //! - **half-open**: A's host "reboots" (link cut, namespace deleted and
 //!   recreated with the same address, a new master started) faster than the
@@ -707,14 +707,16 @@ fn blackhole_detection_meets_fall_times_interval_plus_connect_timeout() {
 }
 
 /// Sessions whose packets vanish while their master stays healthy (the
-/// probes pass, so no failover will ever close them) are ended by the
-/// kernel: TCP_USER_TIMEOUT for one with unacknowledged data, keepalive
-/// plus the user timeout for an idle one. The sidecar then moves each
-/// minion session to a new upstream session with the same, healthy master:
-/// the minion's connections stay open and are answered by A again (the
-/// request lost in the dead flow is not replayed; the next one is answered).
+/// probes pass, so no failover will ever close them) are ended: one with a
+/// request in flight when that request goes unanswered past
+/// `ret_answer_timeout` and A still answers a `ping` on a fresh connection
+/// (the session then finds its flow retransmitting in the kernel's table),
+/// an idle one by keepalive. The sidecar then moves each minion session to
+/// a new upstream session with the same, healthy master: the minion's
+/// connections stay open and are answered by A again (the request lost in
+/// the dead flow is not replayed; the next one is answered).
 #[test]
-fn stalled_sessions_die_by_user_timeout_and_move_to_a_new_flow_while_the_master_stays_up() {
+fn stalled_sessions_are_found_dead_and_move_to_a_new_flow_while_the_master_stays_up() {
     let Some(ab) = AbLab::new("stalled flows", "sf", 82) else {
         return;
     };
@@ -734,15 +736,15 @@ fn stalled_sessions_die_by_user_timeout_and_move_to_a_new_flow_while_the_master_
         ));
         let fault = Instant::now();
         // The busy session asks through the fault: its request sits unacked
-        // in the dead flow until the user timeout (fall × interval +
-        // connect_timeout = 2.5 s) ends that flow; the session moves to a
-        // new flow to A and the next request is answered there.
+        // in the dead flow; unanswered past ret_answer_timeout (1 s), A is
+        // suspected, answers the ping, and the session finds its flow dead;
+        // it moves to a new flow to A and the next request is answered there.
         let busy_took = until_session_answered_by(&mut busy, "A", Duration::from_secs(8)).await;
         eprintln!("stalled flows: busy session answered by A again {busy_took:?} after the fault");
         assert!(busy_took >= Duration::from_millis(1500), "answered too early ({busy_took:?}): through the dropped flow?");
 
-        // The idle session's flow dies by keepalive (after 1 s idle) plus
-        // the user timeout: wait until the sidecar no longer holds either
+        // The idle session's flow dies by keepalive (1 s idle, then three
+        // probes 0.5 s apart): wait until the sidecar no longer holds either
         // old flow, then the idle session answers at once, from A.
         let start = Instant::now();
         loop {

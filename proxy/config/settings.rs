@@ -61,11 +61,7 @@ impl Tunables {
             drain_timeout: sc.drain_timeout,
             half_close_timeout: sc.half_close_timeout,
             move_sessions: sc.move_sessions,
-            socket_options: SocketOptions::for_health(
-                c.alive_interval,
-                sc.fall,
-                sc.connect_timeout,
-            ),
+            socket_options: SocketOptions::for_health(c.alive_interval),
         }
     }
 }
@@ -97,29 +93,26 @@ pub struct Policy {
     pub startup_grace: Duration,
 }
 
-/// Keepalive and user-timeout settings for upstream sockets.
+/// Keepalive settings for upstream sockets (no user timeout: see `net`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SocketOptions {
     /// Idle time before the first keepalive probe.
     pub keepalive_idle: Duration,
     pub keepalive_interval: Duration,
     pub keepalive_count: u32,
-    /// How long sent data may stay unacknowledged before the kernel gives up.
-    pub user_timeout: Duration,
 }
 
 impl SocketOptions {
-    /// Derived from the health settings: a dead peer is given up on about
-    /// when the health checks would call it down.
-    pub fn for_health(alive_interval: Duration, fall: u32, connect_timeout: Duration) -> Self {
-        let detect = alive_interval.saturating_mul(fall.max(1)) + connect_timeout;
+    /// Derived from the health settings: an idle flow to a dead peer is
+    /// given up on (keepalive) about when the health checks would call it
+    /// down.
+    pub fn for_health(alive_interval: Duration) -> Self {
         let keepalive_interval =
             (alive_interval / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
         SocketOptions {
             keepalive_idle: alive_interval.clamp(Duration::from_secs(1), Duration::from_secs(300)),
             keepalive_interval,
             keepalive_count: 3,
-            user_timeout: detect.clamp(Duration::from_secs(2), Duration::from_secs(600)),
         }
     }
 }

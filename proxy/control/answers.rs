@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// One ret session's request clock: since when a request has been waiting
@@ -30,6 +31,9 @@ pub struct AnswerClock {
     asked_us: AtomicU64,
     /// The `asked_us` a suspicion was already raised for (one per wait).
     suspected_us: AtomicU64,
+    /// Asks the session to look at its flow: its request waits past the
+    /// bound although the master answers on a fresh connection.
+    recheck: Notify,
 }
 
 impl AnswerClock {
@@ -38,7 +42,21 @@ impl AnswerClock {
             start: Instant::now(),
             asked_us: AtomicU64::new(0),
             suspected_us: AtomicU64::new(0),
+            recheck: Notify::new(),
         }
+    }
+
+    /// Resolves when the health task asks this session to check its flow
+    /// ([`Answers::recheck_overdue`]).
+    pub async fn recheck_requested(&self) {
+        self.recheck.notified().await
+    }
+
+    /// How long the oldest request has waited at `now`, if one is waiting.
+    fn waiting(&self, now: Instant) -> Option<Duration> {
+        let asked = self.asked_us.load(Ordering::Relaxed);
+        (asked != 0)
+            .then(|| now.saturating_duration_since(self.start + Duration::from_micros(asked - 1)))
     }
 
     /// The minion sent bytes to the master: starts the clock unless a
@@ -62,14 +80,10 @@ impl AnswerClock {
     /// has waited at least `bound`.
     fn overdue(&self, now: Instant, bound: Duration) -> Option<Duration> {
         let asked = self.asked_us.load(Ordering::Relaxed);
-        if asked == 0 || self.suspected_us.load(Ordering::Relaxed) == asked {
+        if self.suspected_us.load(Ordering::Relaxed) == asked {
             return None;
         }
-        let since = self.start + Duration::from_micros(asked - 1);
-        let waited = now.saturating_duration_since(since);
-        if waited < bound {
-            return None;
-        }
+        let waited = self.waiting(now).filter(|w| *w >= bound)?;
         self.suspected_us.store(asked, Ordering::Relaxed);
         Some(waited)
     }
@@ -111,6 +125,25 @@ impl Answers {
         worst
     }
 
+    /// Asks every session whose request has waited at least `bound` to
+    /// check its flow: the master answered a `ping` on a fresh connection,
+    /// so a request still unanswered may sit in a dead flow. Returns how
+    /// many were asked.
+    pub fn recheck_overdue(&self, bound: Duration) -> usize {
+        let now = Instant::now();
+        let Ok(clocks) = self.clocks.lock() else {
+            return 0;
+        };
+        let mut asked = 0;
+        for clock in clocks.iter().filter_map(Weak::upgrade) {
+            if clock.waiting(now).is_some_and(|w| w >= bound) {
+                clock.recheck.notify_one();
+                asked += 1;
+            }
+        }
+        asked
+    }
+
     /// Sessions being watched (open ret sessions with a clock).
     pub fn watched(&self) -> usize {
         self.clocks
@@ -145,6 +178,22 @@ mod tests {
             answers.overdue(bound).is_some(),
             "a new wait is a new suspicion"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_sessions_waiting_past_the_bound_are_asked_to_recheck() {
+        let answers = Answers::default();
+        let (late, early, idle) = (answers.clock(), answers.clock(), answers.clock());
+        late.asked();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        early.asked();
+        assert_eq!(answers.recheck_overdue(Duration::from_secs(1)), 1);
+        let asked = tokio::time::timeout(Duration::from_millis(10), late.recheck_requested());
+        assert!(asked.await.is_ok(), "the late session was asked");
+        let not = tokio::time::timeout(Duration::from_millis(10), early.recheck_requested());
+        assert!(not.await.is_err(), "the early one was not");
+        let not = tokio::time::timeout(Duration::from_millis(10), idle.recheck_requested());
+        assert!(not.await.is_err(), "nor the idle one");
     }
 
     #[tokio::test(start_paused = true)]

@@ -521,7 +521,7 @@ mod tests {
             connect_timeout: second,
             drain_timeout: second,
             half_close_timeout: second,
-            socket_options: SocketOptions::for_health(second, 2, second),
+            socket_options: SocketOptions::for_health(second),
             move_sessions: true,
         }
     }

@@ -188,6 +188,11 @@ impl Watch {
             }
             if let Some(settled) = verdict.settled {
                 self.settle(settled, settings.kind.transport());
+                if let (true, Some(bound)) = (settled.cleared, settings.ret_answer_timeout) {
+                    // The master answers on a fresh connection: a request
+                    // still waiting may sit in a dead flow; its session looks.
+                    self.handle.answers.recheck_overdue(bound);
+                }
             }
             if verdict.young {
                 if let Ok(mut s) = self.handle.status.lock() {

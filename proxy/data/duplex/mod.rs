@@ -167,11 +167,22 @@ pub async fn run(
     // Copying, until the end, a reset, or a drain request; no timer is held.
     // What follows (a stop, a switch, an end) runs once per session and is
     // boxed, so its timers do not size the future every idle session keeps.
-    tokio::select! {
-        biased;
-        _ = &mut reset => return Box::pin(copy.stop_now(Cause::Failover, End::Reset)).await,
-        out = &mut copy => return Box::pin(copy.end(out, &ctl, &mut reset)).await,
-        _ = drain_requested(&ctl) => {}
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut reset => return Box::pin(copy.stop_now(Cause::Failover, End::Reset)).await,
+            out = &mut copy => return Box::pin(copy.end(out, &ctl, &mut reset)).await,
+            _ = drain_requested(&ctl) => break,
+            // The master answers others but not this session's request: if
+            // its flow is dead (the kernel retransmits, nothing is
+            // acknowledged), the session moves to a new one.
+            _ = recheck_requested(ctl.answers) => {
+                if copy.master_flow_stalled() {
+                    let dead = io::Error::from(io::ErrorKind::TimedOut);
+                    return Box::pin(copy.stop_now(Cause::Lost, End::MasterError(dead))).await;
+                }
+            }
+        }
     }
     // A graceful switch moves a followed session; shutdown drains it.
     if !ctl.shutdown.is_cancelled() && copy.candidate() {
@@ -193,6 +204,15 @@ pub async fn run(
             out = &mut copy => return Box::pin(copy.end(out, &ctl, &mut reset)).await,
             _ = &mut tick => {}
         }
+    }
+}
+
+/// Resolves when the health task asks this ret session to check its flow;
+/// never for a session without a request clock.
+async fn recheck_requested(answers: Option<&AnswerClock>) {
+    match answers {
+        Some(clock) => clock.recheck_requested().await,
+        None => std::future::pending().await,
     }
 }
 
