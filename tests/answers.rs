@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use salt_sidecar::standin::ZmtpClient;
-use salt_sidecar::zmtp::{self, SocketType};
+use salt_sidecar::zmtp::{self, saltreq, SocketType};
 use support::{addr, master, sample, scrape, until_answered_by, Sidecar, Yaml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +37,9 @@ enum Sick {
     Huge,
     /// Never reads after the handshake (never sees a FIN), never closes.
     Deaf,
+    /// Slow, not stuck: answers each minion request after this long, a
+    /// `ping` at once (its workers are busy with long requests; one is free).
+    Delay(Duration),
     /// Busy, not dead: reads 1 KiB a second on the ret port (its window
     /// stays shut for a minute at a time on loopback) and answers nothing.
     Slow,
@@ -97,6 +100,9 @@ async fn sick_session(mut s: TcpStream, socket: SocketType, sick: Sick) {
             };
         }
     }
+    if let (Sick::Delay(delay), SocketType::Router) = (sick, socket) {
+        return answer_late(s, delay).await;
+    }
     let mut huge_sent = false;
     loop {
         match s.read(&mut buf).await {
@@ -110,6 +116,56 @@ async fn sick_session(mut s: TcpStream, socket: SocketType, sick: Sick) {
                     huge_sent = s.write_all(&frame).await.is_ok();
                 }
             }
+        }
+    }
+}
+
+/// Answers every whole message on `s` with `[b"", b"A:" + last frame]`:
+/// a `ping` at once, anything else after `delay`, in order.
+async fn answer_late(s: TcpStream, delay: Duration) {
+    let (mut rd, wr) = s.into_split();
+    let wr = std::sync::Arc::new(tokio::sync::Mutex::new(wr));
+    let (mut buf, mut parts) = (Vec::new(), Vec::<Vec<u8>>::new());
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut ready_seen = false;
+    loop {
+        let n = match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while let Ok(Some((frame, used))) = zmtp::decode_frame(&buf, 1 << 20) {
+            let message = match frame {
+                zmtp::Frame::Command { .. } => {
+                    ready_seen = true;
+                    None
+                }
+                zmtp::Frame::Message { more, body } => {
+                    parts.push(body.to_vec());
+                    (!more).then(|| std::mem::take(&mut parts))
+                }
+            };
+            buf.drain(..used);
+            let Some(message) = message.filter(|_| ready_seen) else {
+                continue;
+            };
+            let last = message.last().cloned().unwrap_or_default();
+            let wait = if last == saltreq::PING_BODY {
+                Duration::ZERO
+            } else {
+                delay
+            };
+            let wr = wr.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let mut reply = b"A:".to_vec();
+                reply.extend_from_slice(&last);
+                let _ = wr
+                    .lock()
+                    .await
+                    .write_all(&zmtp::encode_message(&[b"", &reply]))
+                    .await;
+            });
         }
     }
 }
@@ -375,4 +431,60 @@ async fn a_master_reading_1_kib_per_second_is_not_cut() {
     cut.abort();
     writer.abort();
     sidecar.assert_no_panic();
+}
+
+/// A master that answers slowly but answers is kept: at 80 % of
+/// `ret_answer_timeout` no suspicion is raised at all; at 150 % each
+/// suspicion is cleared by the prompt `ping` (one worker is free), and
+/// nothing switches. Every request is answered by A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_answers_slowly_is_never_failed_over() {
+    for (net, delay_ms, suspected) in [(195u8, 800u64, false), (196, 1500, true)] {
+        sick_master(net, Sick::Delay(Duration::from_millis(delay_ms))).await;
+        let _b = master("B", net, 3).await;
+        let sidecar = Sidecar::start(&config(net, &[("ret_answer_timeout", "1s")]));
+        let (ret, admin) = (addr(net, 1, 4506), addr(net, 1, 9464));
+        let a_label = format!("127.0.{net}.2");
+        sidecar
+            .log
+            .wait_for_async(&["selected master", &a_label], Duration::from_secs(10))
+            .await;
+        let mut minion = ZmtpClient::connect(ret, SocketType::Dealer, T)
+            .await
+            .expect("the minion's session");
+        for i in 0..4 {
+            let job = format!("job {i}");
+            let reply = minion
+                .request(job.as_bytes(), Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("{delay_ms} ms: {job} unanswered: {e}"));
+            assert_eq!(reply, format!("A:{job}").as_bytes(), "{delay_ms} ms");
+        }
+        // Let a late scan and its ping settle before counting.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let cleared = suspicions(admin, &a_label, "cleared");
+        assert_eq!(
+            suspicions(admin, &a_label, "confirmed"),
+            0.0,
+            "{delay_ms} ms"
+        );
+        if suspected {
+            assert!(
+                cleared >= 1.0,
+                "{delay_ms} ms: no suspicion was raised and cleared"
+            );
+        } else {
+            assert_eq!(
+                cleared, 0.0,
+                "{delay_ms} ms: within the bound, no suspicion"
+            );
+        }
+        assert_eq!(
+            sidecar.log.count(&["switched master"]),
+            0,
+            "{delay_ms} ms: a slow master was left"
+        );
+        println!("answers after {delay_ms} ms: kept, {cleared} suspicions cleared");
+        sidecar.assert_no_panic();
+    }
 }
