@@ -260,6 +260,92 @@ async fn both_ports_go_to_the_same_master_and_move_together() {
     assert_eq!(ask(addr(net, 1, 4506)).await.as_deref(), Some("B"));
 }
 
+/// Moves never wait for the reconnect jitter: with Salt's default
+/// `random_reauth_delay: 10`, each of five crash failovers moves the
+/// minion's subscriber and its request session to the surviving master at
+/// once (B's tick and B's answer within 1.5 s of the kill, where a wait of
+/// 0–10 s was drawn before), while a *new* connection still waits its
+/// jitter (the sign-in wave it carries is what the jitter spreads).
+#[tokio::test(flavor = "multi_thread")]
+async fn moved_sessions_never_wait_for_the_reconnect_jitter() {
+    let net = 22;
+    let names = ["A", "B"];
+    let mut masters = vec![
+        Some(master("A", net, 2).await),
+        Some(master("B", net, 3).await),
+    ];
+    let sidecar = Sidecar::start(&config(
+        net,
+        &["127.0.22.2", "127.0.22.3"],
+        "master_alive_interval: 1\nrandom_reauth_delay: 10",
+    ));
+    until_answered_by(addr(net, 1, 4506), "A", Duration::from_secs(5)).await;
+    let mut sub = ZmtpClient::connect(addr(net, 1, 4505), SocketType::Sub, T)
+        .await
+        .expect("subscriber");
+    let mut req = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
+        .await
+        .expect("request session");
+    let mut active = 0;
+    for round in 0..5 {
+        assert!(
+            req.request(b"before", T)
+                .await
+                .expect("answered")
+                .starts_with(names[active].as_bytes()),
+            "round {round}: served by {}",
+            names[active]
+        );
+        let other = 1 - active;
+        if masters[other].is_none() {
+            masters[other] = Some(master(names[other], net, 2 + other as u8).await);
+            // Up again (rise 2 × 1 s) before the next kill.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        let killed = Instant::now();
+        if let Some(m) = masters[active].take() {
+            m.kill().await;
+        }
+        // The subscriber hears the other master's ticks, the request
+        // session is answered by it: both moved, neither waited.
+        let tick = loop {
+            let left = Duration::from_millis(1500).saturating_sub(killed.elapsed());
+            let tick = sub
+                .recv(left)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: no tick within 1.5 s of the kill: {e}"));
+            let tick = tick.last().cloned().unwrap_or_default();
+            if tick.starts_with(names[other].as_bytes()) {
+                break killed.elapsed();
+            }
+        };
+        let reply = req
+            .request(
+                b"after",
+                Duration::from_millis(1500)
+                    .saturating_sub(killed.elapsed())
+                    .max(Duration::from_millis(100)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the moved session was not answered: {e}"));
+        let answered = killed.elapsed();
+        assert!(reply.starts_with(names[other].as_bytes()), "round {round}");
+        println!(
+            "round {round}: {} killed, tick from {} after {:.2} s, answer after {:.2} s",
+            names[active],
+            names[other],
+            tick.as_secs_f64(),
+            answered.as_secs_f64()
+        );
+        assert!(
+            answered <= Duration::from_millis(1500),
+            "round {round}: {answered:?}"
+        );
+        active = other;
+    }
+    sidecar.assert_no_panic();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_master_is_skipped_inside_the_same_connection() {
     let net = 12;

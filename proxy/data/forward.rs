@@ -114,7 +114,12 @@ enum Opening {
     /// A new minion connection: it may go to the master a graceful switch
     /// is leaving, while that switch waits ([`Route::linger`]).
     New,
-    /// A session moving away from its master: never back to the one it leaves.
+    /// A session moving away from its master: never back to the one it
+    /// leaves, and never delayed by the reconnect jitter: the minion keeps
+    /// its connection and hears nothing meanwhile (a PUB queues nothing for
+    /// a subscriber that is not connected yet), and a move is no sign-in
+    /// (the minion signs in over a *new* request connection, when it first
+    /// fails to decrypt the new master's publication: that one is jittered).
     Move,
 }
 
@@ -378,8 +383,8 @@ impl Forwarder {
     }
 
     /// Opens a moving session on the master the route now names: connect
-    /// (the same path, jitter and fallbacks as a new session; the minion's
-    /// connection held meanwhile), replay the minion's handshake and
+    /// (the same path and fallbacks as a new session, at once: no jitter;
+    /// the minion's connection held meanwhile), replay the minion's handshake and
     /// subscriptions, then send the minion's bytes the old master did not
     /// get. Reads nothing from the minion but what it sends while waiting.
     async fn move_session(
@@ -466,8 +471,8 @@ impl Forwarder {
                     Attempt::Failed | Attempt::Exhausted => {}
                 }
             }
-            // Reconnect jitter after a switch.
-            if after > Instant::now() {
+            // Reconnect jitter after a switch, for new connections only.
+            if opening == Opening::New && after > Instant::now() {
                 tokio::time::sleep_until(after).await;
             }
             let mut exhausted = false;
