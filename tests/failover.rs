@@ -270,7 +270,7 @@ async fn both_ports_go_to_the_same_master_and_move_together() {
 async fn moved_sessions_never_wait_for_the_reconnect_jitter() {
     let net = 22;
     let names = ["A", "B"];
-    let mut masters = vec![
+    let mut masters = [
         Some(master("A", net, 2).await),
         Some(master("B", net, 3).await),
     ];
