@@ -238,6 +238,9 @@ impl ResourceErrors {
         }
         for l in Listener::ALL {
             refused_total.with_label_values(&[l.as_str(), "over_cap"]);
+            if matches!(l, Listener::Publish | Listener::Ret) {
+                refused_total.with_label_values(&[l.as_str(), "evicted_silent"]);
+            }
         }
         ResourceErrors {
             errors_total,
@@ -293,6 +296,14 @@ impl ResourceErrors {
                 cap
             );
         }
+    }
+
+    /// Records a connection that had never sent a byte, closed at the cap
+    /// to give its slot to a newcomer (`data::admit`).
+    pub fn evicted(&self, listener: Listener) {
+        self.refused_total
+            .with_label_values(&[listener.as_str(), "evicted_silent"])
+            .inc();
     }
 
     /// The last exhaustion, if it happened within `within`.

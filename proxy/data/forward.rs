@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,6 +50,7 @@ use crate::config::settings::Tunables;
 use crate::control::masters::Plane;
 use crate::control::route::Route;
 use crate::control::sessions::SessionTokens;
+use crate::data::admit::{Newcomer, Newcomers};
 use crate::data::duplex::{self, Cause, End};
 use crate::data::rejoin::{rejoin, RejoinError};
 use crate::data::track::Tracks;
@@ -85,7 +86,13 @@ pub struct Forwarder {
     /// (`sidecar.max_sessions`, fitted to the open-file limit).
     pub sessions: Arc<Semaphore>,
     pub max_sessions: usize,
+    /// Connections that have not spoken yet: at the cap, the oldest of them
+    /// gives its slot to a newcomer.
+    pub newcomers: Newcomers,
 }
+
+/// How long a newcomer waits for the slot of the connection it evicted.
+const EVICT_WAIT: Duration = Duration::from_millis(500);
 
 /// A second loss of the upstream this soon after a move resets the session.
 const RELOSS_WINDOW: Duration = Duration::from_secs(1);
@@ -161,7 +168,7 @@ impl Forwarder {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
+                    let Some(permit) = self.admit(port).await else {
                         // Over the cap: closed at once, so a local flood can
                         // never take the descriptors probes and the minion's
                         // own sessions need.
@@ -177,8 +184,18 @@ impl Forwarder {
                     }
                     let fwd = self.clone();
                     let token = token.clone();
+                    let newcomer = self.newcomers.admit();
+                    if self.newcomers.len() > 2 * self.max_sessions {
+                        self.newcomers.tidy();
+                    }
                     tracker.spawn(async move {
-                        fwd.session(stream, peer, port, token).await;
+                        tokio::select! {
+                            biased;
+                            () = newcomer.evicted() => {
+                                debug!(port = port.as_str(), %peer, "connection that never sent a byte closed: its slot went to a newcomer at the session cap");
+                            }
+                            () = fwd.session(stream, peer, port, token, &newcomer) => {}
+                        }
                         drop(permit);
                     });
                 }
@@ -196,12 +213,30 @@ impl Forwarder {
         }
     }
 
+    /// A session slot for a new connection on `port`: free, or, at the cap,
+    /// the slot of the oldest connection that never sent a byte (`admit`).
+    async fn admit(&self, port: Port) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.sessions.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        if self.newcomers.evict_oldest_silent() {
+            self.metrics.resources.evicted(listener_label(port));
+            // The evicted session gives its slot back as it ends, at once.
+            let freed = tokio::time::timeout(EVICT_WAIT, self.sessions.clone().acquire_owned());
+            if let Ok(Ok(permit)) = freed.await {
+                return Some(permit);
+            }
+        }
+        None
+    }
+
     async fn session(
         &self,
         mut minion: TcpStream,
         peer: SocketAddr,
         port: Port,
         shutdown: CancellationToken,
+        newcomer: &Newcomer,
     ) {
         // Boxed: the connect phase (route wait, jitter, connect timeout) is
         // larger than the copy phase and would otherwise size the future an
@@ -228,6 +263,9 @@ impl Forwarder {
         // a little after the accept), and go out with the first send.
         if early.is_empty() {
             read_ready(&mut minion, &mut early);
+        }
+        if !early.is_empty() {
+            newcomer.spoke();
         }
         // A ZeroMQ session is followed frame by frame so that a switch can
         // move it to the new master instead of cutting it.
@@ -289,6 +327,7 @@ impl Forwarder {
                 half_close_timeout: self.tunables.borrow().half_close_timeout,
                 to_master: &counters.to_master,
                 to_minion: &counters.to_minion,
+                newcomer: Some(newcomer),
             };
             let end = duplex::run(&mut minion, &mut upstream, ctl, tracks.as_deref_mut()).await;
             counters.active.dec();

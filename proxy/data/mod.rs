@@ -11,6 +11,7 @@
 //! May import `config`, `metrics`, `net`, `zmtp`, `control`; never `ops` or
 //! `commands`.
 
+pub mod admit;
 pub mod duplex;
 pub mod forward;
 pub mod rejoin;

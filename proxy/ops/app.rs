@@ -239,6 +239,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         tunables: tunables_rx.clone(),
         sessions,
         max_sessions: budget.max_sessions,
+        newcomers: Default::default(),
     });
     for (listener, port) in [
         (listeners.publish, Port::Publish),

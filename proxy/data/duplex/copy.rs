@@ -29,6 +29,7 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use crate::control::answers::AnswerClock;
+use crate::data::admit::Newcomer;
 use crate::data::track::Track;
 
 /// Bytes moved per read at most, and the size of a borrowed buffer. 64 KiB
@@ -301,6 +302,9 @@ pub(super) struct Pump<'a> {
     /// `sidecar.ret_answer_timeout`): stamped per read for an unfollowed
     /// stream (transport tcp), per message for a followed one (ZeroMQ).
     pub(super) answers: Option<&'a AnswerClock>,
+    /// The minion's connection, marked on its first bytes (minion → master
+    /// direction only).
+    pub(super) newcomer: Option<&'a Newcomer>,
     /// Borrowed from the pool while `buf[pos..end]` waits to be written.
     buf: Option<Box<[u8]>>,
     pos: usize,
@@ -328,6 +332,7 @@ impl<'a> Pump<'a> {
             slot,
             track,
             answers: None,
+            newcomer: None,
             buf: None,
             pos: 0,
             end: 0,
@@ -477,6 +482,9 @@ impl<'a> Pump<'a> {
     /// like a request waiting for its answer.
     fn stamp_read(&mut self, n: usize, activity: &Activity, to_master: bool) {
         self.counter.inc_by(n as u64);
+        if let Some(newcomer) = self.newcomer {
+            newcomer.spoke();
+        }
         if self
             .track
             .as_deref()

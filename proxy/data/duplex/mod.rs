@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::master::Port;
 use crate::control::answers::AnswerClock;
 use crate::control::sessions::{SessionTokens, SwitchGate};
+use crate::data::admit::Newcomer;
 use crate::data::track::Tracks;
 
 pub use copy::Carry;
@@ -124,6 +125,8 @@ pub struct Control<'a> {
     pub half_close_timeout: Duration,
     pub to_master: &'a IntCounter,
     pub to_minion: &'a IntCounter,
+    /// Marked on the minion's first bytes (`data::admit`).
+    pub newcomer: Option<&'a Newcomer>,
 }
 
 /// Copies between `minion` and `master` until the session ends. With
@@ -162,6 +165,7 @@ pub async fn run(
         half_reported: false,
     };
     (copy.up.answers, copy.down.answers) = (ctl.answers, ctl.answers);
+    copy.up.newcomer = ctl.newcomer;
     let reset = ctl.tokens.reset.cancelled();
     tokio::pin!(reset);
     // Copying, until the end, a reset, or a drain request; no timer is held.

@@ -54,6 +54,7 @@ async fn session(port: Port) -> Session {
                 half_close_timeout: HALF_CLOSE,
                 to_master: &up,
                 to_minion: &down,
+                newcomer: None,
             };
             run(&mut proxy_minion, &mut proxy_master, ctl, None).await
         }
@@ -276,6 +277,7 @@ async fn followed_draining_in(
                 half_close_timeout: HALF_CLOSE,
                 to_master: &up,
                 to_minion: &down,
+                newcomer: None,
             };
             let end = run(&mut proxy_minion, &mut proxy_master, ctl, Some(&mut tracks)).await;
             (end, proxy_minion)
