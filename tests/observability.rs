@@ -104,7 +104,9 @@ fn assert_one_line(r: &Reply, status: u16, contains: &str) {
 /// is asked for; a missing tool fails the test.
 fn tool(name: &str) -> Option<PathBuf> {
     if std::env::var("SALT_SIDECAR_SKIP_PROMETHEUS").as_deref() == Ok("1") {
-        eprintln!("SALT_SIDECAR_SKIP_PROMETHEUS=1: not running {name}");
+        support::skip(&format!(
+            "SKIPPED the {name} test: SALT_SIDECAR_SKIP_PROMETHEUS=1"
+        ));
         return None;
     }
     let found = std::env::var_os("PATH")

@@ -20,7 +20,6 @@ use std::process::{Command, Output};
 use std::time::Instant;
 
 use clap::CommandFactory;
-use support::netns::is_root;
 
 const NAME: &str = "salt-sidecar";
 const CONFIG: &str = "/etc/salt-sidecar/config.yaml";
@@ -409,8 +408,7 @@ fn systemctl_calls(script: &Path, args: &[&str], running: bool) -> String {
 
 #[test]
 fn the_deb_installs_upgrades_keeping_the_config_and_purges_to_nothing() {
-    if !is_root() {
-        eprintln!("SKIP the .deb install test: dpkg -i needs root; run as root");
+    if !support::netns::root_or_skip("the .deb install test", "dpkg -i") {
         return;
     }
     assert_eq!(

@@ -28,7 +28,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde_json::Value;
-use support::netns::is_root;
 
 const NET: u8 = 130;
 const STATE: &str = "salt-sidecar";
@@ -241,8 +240,7 @@ fn read(path: &Path) -> String {
 
 #[test]
 fn the_salt_state_gates_the_minion_switch_on_a_healthy_master_and_converges() {
-    if !is_root() {
-        eprintln!("SKIP the Salt state test: salt-call runs as root; run as root");
+    if !support::netns::root_or_skip("the Salt state test", "salt-call runs as root") {
         return;
     }
     let salt_call = venv().join("bin/salt-call");

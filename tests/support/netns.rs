@@ -15,11 +15,31 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Root, or print why the test is skipped and return false. A missing tool
-/// is a failure (scripts/test-deps installs `ip`, `nft` and `ss`).
+/// The one skip policy for what needs root: true as root; otherwise a
+/// failure naming `needs`, unless `SALT_SIDECAR_SKIP_ROOT=1` is set, in
+/// which case the skip of `test` is recorded for the test command's summary
+/// and false returned (the caller returns: nothing was tested, and the
+/// summary says so).
+pub fn root_or_skip(test: &str, needs: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("SALT_SIDECAR_SKIP_ROOT").as_deref() == Ok("1"),
+        "{test}: needs root ({needs}); run as root, or set SALT_SIDECAR_SKIP_ROOT=1 to skip it (reported in the summary)"
+    );
+    super::skip(&format!(
+        "SKIPPED {test}: not root (SALT_SIDECAR_SKIP_ROOT=1)"
+    ));
+    false
+}
+
+/// Root, or else a failure — unless `SALT_SIDECAR_SKIP_ROOT=1` says to
+/// skip what needs root: then the skip is recorded for the summary
+/// (`super::skip`) and false returned. A missing tool is a failure
+/// (scripts/test-deps installs `ip`, `nft` and `ss`).
 pub fn available(test: &str, tools: &[&str]) -> bool {
-    if !is_root() {
-        eprintln!("SKIP {test}: needs root for network namespaces (ip netns); run as root");
+    if !root_or_skip(test, "network namespaces (ip netns)") {
         return false;
     }
     for tool in tools {
