@@ -501,7 +501,10 @@ fn the_deb_installs_upgrades_keeping_the_config_and_purges_to_nothing() {
         "the enablement links"
     );
     let running = output(Command::new("pgrep").args(["-x", NAME]));
-    assert!(!running.status.success(), "installing started a sidecar here");
+    assert!(
+        !running.status.success(),
+        "installing started a sidecar here"
+    );
 
     // The installed units, as systemd would load them (the binary is in place).
     let out = output(Command::new("systemd-analyze").args(["verify", UNIT, SOCKET_UNIT]));
