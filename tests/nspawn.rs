@@ -13,7 +13,10 @@
 //! watchdog restarts a SIGSTOPped sidecar, `systemctl reload` fails on a
 //! refused config and succeeds once a valid one is in force, restarts and an
 //! upgrade refuse no connect and keep an edited conffile, `dpkg -r` leaves no
-//! process and no listener, `dpkg -P` no links, config or runtime dir.
+//! process and no listener, `dpkg -P` no links, config or runtime dir. And
+//! the Salt state (deploy/salt) run by the test venv's Salt 3008 inside
+//! (the venv and its Python bound read-only): it enables and starts both
+//! units, and its minion restart timer fires on time.
 //!
 //! Needs root, debootstrap and systemd-nspawn (`scripts/test-deps`), and the
 //! Debian mirror for the first build of the root. When that is impossible the
@@ -146,8 +149,9 @@ struct Machine {
 }
 
 impl Machine {
-    /// Boots `root` with `packages` bound read-only at /mnt/pkg.
-    fn boot(root: &Path, packages: &Path) -> Machine {
+    /// Boots `root` with `packages` bound read-only at /mnt/pkg, and the
+    /// `binds` (read-only, at the same path inside).
+    fn boot(root: &Path, packages: &Path, binds: &[PathBuf]) -> Machine {
         let started = Instant::now();
         let nspawn = Command::new("systemd-nspawn")
             .args(["-b", "-D"])
@@ -160,6 +164,7 @@ impl Machine {
                 "--console=read-only",
             ])
             .arg(format!("--bind-ro={}:/mnt/pkg", packages.display()))
+            .args(binds.iter().map(|b| format!("--bind-ro={}", b.display())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -179,6 +184,11 @@ impl Machine {
             assert!(Instant::now() < deadline, "no systemd in the container");
             std::thread::sleep(Duration::from_millis(100));
         }
+        // Its manager answers once its private socket is up; then wait for the boot.
+        m.until(
+            "systemctl show -p Version --value >/dev/null 2>&1",
+            Duration::from_secs(30),
+        );
         let state = m.sh("timeout 60 systemctl is-system-running --wait 2>&1 || true");
         eprintln!(
             "booted in {:.1}s: {}",
@@ -344,26 +354,28 @@ impl Drop for ConnectLoop<'_> {
     }
 }
 
-// === the test ===
+// === the tests ===
+
+/// The cached root; `None` when nspawn is impossible here and
+/// `SALT_SIDECAR_SKIP_NSPAWN=1` says to skip (recorded); else a failure.
+fn root_or_skip() -> Option<PathBuf> {
+    let skipping = std::env::var("SALT_SIDECAR_SKIP_NSPAWN").as_deref() == Ok("1");
+    match impossible().map_or_else(debian_root, Err) {
+        Ok(root) => Some(root),
+        Err(why) if skipping => {
+            skip(&why);
+            None
+        }
+        Err(why) => panic!(
+            "cannot run the package under systemd: {why} (set SALT_SIDECAR_SKIP_NSPAWN=1 to skip, recorded)"
+        ),
+    }
+}
 
 /// Everything in one boot (one build of the root and of the packages).
 #[test]
 fn the_package_under_systemd_restarts_reloads_upgrades_and_removes_cleanly() {
-    if let Some(why) = impossible() {
-        if std::env::var("SALT_SIDECAR_SKIP_NSPAWN").as_deref() == Ok("1") {
-            skip(&why);
-            return;
-        }
-        panic!("cannot run the package under systemd: {why} (set SALT_SIDECAR_SKIP_NSPAWN=1 to skip, recorded)");
-    }
-    let root = match debian_root() {
-        Ok(root) => root,
-        Err(why) if std::env::var("SALT_SIDECAR_SKIP_NSPAWN").as_deref() == Ok("1") => {
-            skip(&why);
-            return;
-        }
-        Err(why) => panic!("{why} (set SALT_SIDECAR_SKIP_NSPAWN=1 to skip, recorded)"),
-    };
+    let Some(root) = root_or_skip() else { return };
     let started = Instant::now();
     let pkgs = tempfile::tempdir().expect("tempdir");
     let v1 = package(pkgs.path(), 1);
@@ -374,7 +386,7 @@ fn the_package_under_systemd_restarts_reloads_upgrades_and_removes_cleanly() {
             p.file_name().and_then(|n| n.to_str()).expect("a name")
         )
     };
-    let m = Machine::boot(&root, pkgs.path());
+    let m = Machine::boot(&root, pkgs.path(), &[]);
 
     // 1. Install: both units enabled and started; Type=notify READY with STATUS=.
     let t = Instant::now();
@@ -568,4 +580,111 @@ fn the_package_under_systemd_restarts_reloads_upgrades_and_removes_cleanly() {
         "the package under systemd: {:.0}s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The Salt state (deploy/salt, `install: package`) run by the real Salt
+/// 3008 of the test venv inside the container, against a stand-in ZeroMQ
+/// master: it installs the package, enables and starts both units, switches
+/// the minion once a master is up, and its restart timer fires 5 s later
+/// (AccuracySec=1s), not ~9; a second run changes nothing.
+#[test]
+fn the_salt_state_enables_the_socket_and_restarts_the_minion_on_time() {
+    let Some(root) = root_or_skip() else { return };
+    let venv = PathBuf::from(
+        std::env::var("SALT_SIDECAR_VENV")
+            .unwrap_or_else(|_| "/var/cache/salt-sidecar/venv".into()),
+    );
+    assert!(
+        venv.join("bin/salt-call").exists(),
+        "no salt-call in {} (scripts/test-deps installs it)",
+        venv.display()
+    );
+    // The venv's Python, when it is not the system's (pyenv): bound too.
+    let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).expect("read pyvenv.cfg");
+    let home = cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("home = "))
+        .map(PathBuf::from)
+        .expect("home in pyvenv.cfg");
+    let mut binds = vec![venv.clone(), PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
+    if !home.starts_with("/usr") {
+        binds.push(home.parent().expect("the Python's prefix").to_path_buf());
+    }
+    let pkgs = tempfile::tempdir().expect("tempdir");
+    let deb = package(pkgs.path(), 1);
+    let deb = format!(
+        "/mnt/pkg/{}",
+        deb.file_name().and_then(|n| n.to_str()).expect("a name")
+    );
+    let m = Machine::boot(&root, pkgs.path(), &binds);
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let python = venv.join("bin/python");
+    // A stand-in salt-minion unit, a stand-in master (ZeroMQ) on 127.0.0.2,
+    // and a masterless Salt with the state and its pillar.
+    m.sh(&format!(
+        "set -e
+printf '[Unit]\\nDescription=stand-in salt-minion\\n[Service]\\nExecStart=/bin/sleep infinity\\n' >/etc/systemd/system/salt-minion.service
+systemctl daemon-reload && systemctl start salt-minion
+systemd-run --quiet --unit=zmq-master {python} {repo}/tests/helpers/zmq_master.py --name A --publish 127.0.0.2:4505 --ret 127.0.0.2:4506
+mkdir -p /etc/salt-test /srv/pillar
+printf 'file_client: local\\nid: vm\\nfile_roots:\\n  base:\\n    - {repo}/deploy/salt\\npillar_roots:\\n  base:\\n    - /srv/pillar\\n' >/etc/salt-test/minion
+printf 'base:\\n  \"*\":\\n    - salt_sidecar\\n' >/srv/pillar/top.sls
+printf 'salt_sidecar:\\n  masters: [127.0.0.2]\\n  alive_interval: 1\\n  install: package\\n  package_source: {deb}\\n' >/srv/pillar/salt_sidecar.sls",
+        python = python.display(),
+    ));
+    let minion_started = || m.show("salt-minion.service", "ExecMainStartTimestampMonotonic");
+    let before = minion_started();
+    let salt_call = format!(
+        "{} --local -c /etc/salt-test --out=json state.apply salt-sidecar",
+        venv.join("bin/salt-call").display()
+    );
+    let t = Instant::now();
+    let out = m.sh(&salt_call);
+    let applied = Instant::now();
+    eprintln!("state.apply: {:.1}s", (applied - t).as_secs_f64());
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("salt-call's JSON");
+    let states = doc["local"].as_object().expect("state results");
+    for (id, run) in states {
+        assert_eq!(
+            run["result"],
+            serde_json::Value::Bool(true),
+            "{id}: {run:#}"
+        );
+    }
+    for unit in ["salt-sidecar.socket", "salt-sidecar.service"] {
+        assert_eq!(
+            m.sh(&format!("systemctl is-enabled {unit}")).trim(),
+            "enabled"
+        );
+        assert_eq!(
+            m.sh(&format!("systemctl is-active {unit}")).trim(),
+            "active"
+        );
+    }
+    m.sh("grep -qx 'master: 127.0.0.1' /etc/salt/minion.d/99-salt-sidecar.conf");
+    // The minion restart: 5 s after the state returned (AccuracySec=1s).
+    m.until(
+        &format!("test \"$(systemctl show -p ExecMainStartTimestampMonotonic --value salt-minion)\" != {before}"),
+        Duration::from_secs(30),
+    );
+    let after_return = applied.elapsed();
+    eprintln!(
+        "the minion restarted {:.1}s after the state returned",
+        after_return.as_secs_f64()
+    );
+    assert!(
+        after_return < Duration::from_millis(7500),
+        "the restart timer fired {after_return:?} after the state returned (5 s asked)"
+    );
+    // A second run changes nothing.
+    let out = m.sh(&salt_call);
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("salt-call's JSON");
+    let changed: Vec<&String> = doc["local"]
+        .as_object()
+        .expect("state results")
+        .iter()
+        .filter(|(_, run)| run["changes"].as_object().is_some_and(|c| !c.is_empty()))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(changed.is_empty(), "a second run changed {changed:?}");
 }
