@@ -87,6 +87,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read the running sidecar's config file, and say whether it took it.
+    ///
+    /// Asks the sidecar over its admin socket (`POST /admin/reload`) and
+    /// waits for the verdict. The sidecar validates the file it was started
+    /// with exactly as at start-up: a valid file is applied live (health
+    /// settings, timeouts, failback, the master list; sessions to masters
+    /// that stay are not touched) and this command returns once it is in
+    /// force; an invalid one is refused, the running config stays, and the
+    /// error names the file, line and key. Changes that need new sockets
+    /// (`sidecar.listen*`, `sidecar.admin*`, `max_sessions`, `master_srv`)
+    /// are refused with that reason: restart to apply them.
+    ///
+    /// `systemctl reload salt-sidecar` runs it (the unit's `ExecReload=`), so
+    /// a refused config makes `systemctl reload` fail. By hand:
+    ///
+    ///   salt-sidecar check-config && salt-sidecar reload
+    ///
+    /// Exits 0 when the new config is in force (stdout: what changed), 1 when
+    /// it was refused (stderr: why), 2 when no verdict came (the sidecar is
+    /// not running, the socket is elsewhere or not yours, or no answer
+    /// within --timeout). Needs permission on the admin socket (root, the
+    /// unit's own user, or `sidecar.admin_socket_group`).
+    Reload {
+        /// The sidecar's admin socket (`sidecar.admin_socket`).
+        #[arg(long, default_value = DEFAULT_ADMIN_SOCKET)]
+        socket: PathBuf,
+        /// Give up waiting for the verdict after this long (e.g. 30s).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Get this minion's key accepted on every master, without stopping any.
     ///
     /// Talks to the running sidecar's admin API: pins the minion to each
@@ -109,6 +139,8 @@ pub enum Command {
     /// Watch a failover live: starts two stand-in masters on loopback, the
     /// sidecar in front and a stand-in minion, kills the primary, brings it
     /// back, and narrates each step with timestamps. Needs nothing installed.
+    /// (Only in builds with the `demo` feature: not in the packages.)
+    #[cfg(feature = "demo")]
     Demo {
         /// Loopback address prefix for the demo (masters on .2 and .3 of it,
         /// the sidecar on .1 of it, ports 4505/4506).
@@ -120,5 +152,5 @@ pub enum Command {
     },
 }
 
-/// Default admin socket (`sidecar.admin_socket`), for `status` and `enroll`.
+/// Default admin socket (`sidecar.admin_socket`), for `status`, `reload` and `enroll`.
 pub const DEFAULT_ADMIN_SOCKET: &str = crate::config::DEFAULT_ADMIN_SOCKET;

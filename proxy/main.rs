@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use salt_sidecar::cli::{Cli, Command};
-use salt_sidecar::{app, config, convert, enroll, listen, status};
+use salt_sidecar::{app, config, convert, enroll, listen, reload, status};
 
 /// Exit status for an invalid configuration (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -71,6 +71,10 @@ fn main() -> ExitCode {
             };
             runtime().block_on(run_enroll(opts))
         }
+        Command::Reload { socket, timeout } => {
+            runtime().block_on(run_reload(status::AdminAddr::Socket(socket), timeout))
+        }
+        #[cfg(feature = "demo")]
         Command::Demo {
             net,
             alive_interval,
@@ -91,13 +95,6 @@ fn run_demo(net: &str, alive_interval: u64) -> ExitCode {
     })
 }
 
-/// The shipped (static) build leaves the demo and its stand-in master out.
-#[cfg(not(feature = "demo"))]
-fn run_demo(_net: &str, _alive_interval: u64) -> ExitCode {
-    eprintln!("salt-sidecar: this build has no demo (built without the `demo` feature); `cargo run --release -- demo` runs it");
-    ExitCode::FAILURE
-}
-
 /// One thread for everything: the sidecar serves one minion (two ports, a
 /// handful of sessions), so a current-thread runtime costs no worker thread
 /// (its stack and malloc arena: RSS), no cross-thread wake-ups (latency,
@@ -113,6 +110,24 @@ fn runtime() -> tokio::runtime::Runtime {
         Err(e) => {
             eprintln!("salt-sidecar: cannot start the async runtime: {e}");
             std::process::exit(1);
+        }
+    }
+}
+
+/// `salt-sidecar reload`: 0 in force, 1 refused, 2 no verdict.
+async fn run_reload(socket: status::AdminAddr, timeout: std::time::Duration) -> ExitCode {
+    match reload::reload(&socket, timeout).await {
+        Ok(reload::Verdict::Reloaded(summary)) => {
+            emit(&format!("salt-sidecar reload: {summary}\n"));
+            ExitCode::SUCCESS
+        }
+        Ok(reload::Verdict::Refused(why)) => {
+            eprintln!("salt-sidecar reload: refused: {why}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("salt-sidecar reload: no verdict: {e}");
+            ExitCode::from(2)
         }
     }
 }

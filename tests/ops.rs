@@ -291,8 +291,35 @@ fn the_unit_matches_what_the_binary_does() {
         directive("ExecStart"),
         format!("{INSTALLED_BIN} run --config /etc/salt-sidecar/config.yaml")
     );
-    assert_eq!(directive("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert_eq!(
+        directive("ExecReload"),
+        format!("{INSTALLED_BIN} reload --socket /run/salt-sidecar/admin.sock")
+    );
+    assert_eq!(
+        directive("ExecReload").split(' ').nth(3),
+        Some(salt_sidecar::cli::DEFAULT_ADMIN_SOCKET),
+        "reload asks the default admin socket"
+    );
+    assert_eq!(directive("Requires"), "salt-sidecar.socket");
     assert_eq!(directive("Restart"), "on-failure");
+    // A tight crash loop (a start every RestartSec) hits the start limit;
+    // the watchdog alone (a start every WatchdogSec + RestartSec at most)
+    // never does (tests/nspawn.rs checks both under systemd).
+    let interval =
+        humantime::parse_duration(&directive("StartLimitIntervalSec")).expect("a duration");
+    let burst: u32 = directive("StartLimitBurst").parse().expect("a number");
+    let restart_sec = humantime::parse_duration(&directive("RestartSec")).expect("a duration");
+    let watchdog = humantime::parse_duration(&directive("WatchdogSec")).expect("a duration");
+    let watchdog_starts = interval.as_secs_f64() / (watchdog + restart_sec).as_secs_f64();
+    assert!(
+        f64::from(burst) > watchdog_starts + 10.0,
+        "{burst} starts in {interval:?}: the watchdog ({watchdog_starts:.0}) and 10 restarts by hand would hit it"
+    );
+    assert!(
+        restart_sec * burst <= Duration::from_secs(120),
+        "a crash loop runs {:?} before it stops",
+        restart_sec * burst
+    );
     assert_eq!(directive("CapabilityBoundingSet"), "");
     assert_eq!(directive("DynamicUser"), "yes");
 

@@ -1,11 +1,14 @@
 //! Packages: `scripts/package` builds a .deb and an .rpm of the static
 //! binary. Their file lists are checked against the manifest the script
-//! writes (its one file list), lintian must find no error, and the .deb is
-//! installed on this machine (root only, skipped otherwise): `dpkg -L`, the
-//! installed unit under `systemd-analyze verify`, an upgrade that keeps the
-//! admin's edit of the conffile, `dpkg -r` and `dpkg -P` leaving nothing
-//! behind, and the maintainer scripts' `daemon-reload` (only when systemd
-//! runs; they never enable or start anything).
+//! writes (its one file list), lintian must find no error, the maintainer
+//! scripts are those of a Debian package with a service and its socket
+//! (dh_installsystemd's) and the RPM macros' equivalents, and the .deb is
+//! installed on this machine (root only, skipped otherwise; systemd is not
+//! running here): `dpkg -L`, the installed units under `systemd-analyze
+//! verify`, both units enabled and nothing started, an upgrade that keeps
+//! the admin's edit of the conffile, `dpkg -r` and `dpkg -P` leaving nothing
+//! behind. tests/nspawn.rs installs, restarts, upgrades and removes it under
+//! a real systemd.
 //!
 //! The static binary comes from `support::static_binary()` (built once per
 //! run into `<target>/static`, shared with tests/ops.rs), and the man-page
@@ -25,8 +28,6 @@ const NAME: &str = "salt-sidecar";
 const CONFIG: &str = "/etc/salt-sidecar/config.yaml";
 const UNIT: &str = "/usr/lib/systemd/system/salt-sidecar.service";
 const SOCKET_UNIT: &str = "/usr/lib/systemd/system/salt-sidecar.socket";
-/// The only `systemctl` call the maintainer scripts may make.
-const DAEMON_RELOAD: &str = "systemctl --system daemon-reload";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -170,39 +171,89 @@ fn lines(s: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The man pages the CLI calls for: one for the command, one per subcommand.
+/// The man pages the shipped CLI calls for: one for the command, one per
+/// subcommand (this test is built with `demo`; the packaged binary is not).
 fn expected_man_pages() -> BTreeSet<String> {
     let cli = salt_sidecar::cli::Cli::command();
     std::iter::once(format!("/usr/share/man/man1/{NAME}.1.gz"))
         .chain(
             cli.get_subcommands()
-                .filter(|s| !s.is_hide_set())
+                .filter(|s| !s.is_hide_set() && s.get_name() != "demo")
                 .map(|s| format!("/usr/share/man/man1/{NAME}-{}.1.gz", s.get_name())),
         )
         .collect()
 }
 
-/// Every `systemctl` command in maintainer scripts is the daemon-reload,
-/// guarded by the systemd-is-running test.
-fn assert_scripts_only_reload(scripts: &str, what: &str) {
-    assert!(scripts.contains(DAEMON_RELOAD), "{what}:\n{scripts}");
-    assert!(
-        scripts.contains("[ -d /run/systemd/system ]"),
-        "{what}:\n{scripts}"
-    );
-    for line in scripts.lines().filter(|l| l.contains("systemctl")) {
+/// Asserts `script` contains every one of `lines` (trimmed), in order.
+fn assert_lines_in_order(script: &str, lines: &[&str], what: &str) {
+    let mut rest = script.lines().map(str::trim);
+    for want in lines {
         assert!(
-            line.trim().starts_with(DAEMON_RELOAD),
-            "{what}: a systemctl call other than daemon-reload: {line}\n{scripts}"
+            rest.any(|l| l == *want),
+            "{what}: no line {want:?} (in this order) in:\n{script}"
         );
     }
-    let code: String = scripts
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .collect();
-    for word in ["enable", "start", "deb-systemd", "invoke-rc.d"] {
-        assert!(!code.contains(word), "{what} says {word}:\n{scripts}");
-    }
+}
+
+/// The maintainer scripts: dh_installsystemd's for the service and its
+/// socket (enable on install, keep an admin's disable, stop on remove,
+/// purge the links), but an upgrade restarts the service alone.
+fn assert_debian_lifecycle(postinst: &str, prerm: &str, postrm: &str) {
+    assert_lines_in_order(
+        postinst,
+        &[
+            "for unit in salt-sidecar.socket salt-sidecar.service; do",
+            "deb-systemd-helper unmask \"$unit\" >/dev/null || true",
+            "if deb-systemd-helper --quiet was-enabled \"$unit\"; then",
+            "deb-systemd-helper enable \"$unit\" >/dev/null || true",
+            "deb-systemd-helper update-state \"$unit\" >/dev/null || true",
+            "if [ -d /run/systemd/system ]; then",
+            "systemctl --system daemon-reload >/dev/null || true",
+            "deb-systemd-invoke try-restart salt-sidecar.service >/dev/null || true",
+            "deb-systemd-invoke start salt-sidecar.socket salt-sidecar.service >/dev/null || true",
+        ],
+        "postinst",
+    );
+    assert!(
+        !postinst.contains("restart salt-sidecar.socket"),
+        "an upgrade must not restart the socket (its listeners):\n{postinst}"
+    );
+    assert_lines_in_order(
+        prerm,
+        &[
+            "if [ -d /run/systemd/system ] && [ \"$1\" = remove ]; then",
+            "deb-systemd-invoke stop salt-sidecar.socket salt-sidecar.service >/dev/null || true",
+        ],
+        "prerm",
+    );
+    assert_lines_in_order(
+        postrm,
+        &[
+            "deb-systemd-helper mask salt-sidecar.socket salt-sidecar.service >/dev/null || true",
+            "if [ \"$1\" = purge ]; then",
+            "deb-systemd-helper purge salt-sidecar.socket salt-sidecar.service >/dev/null || true",
+            "deb-systemd-helper unmask salt-sidecar.socket salt-sidecar.service >/dev/null || true",
+            "rm -rf /etc/salt-sidecar",
+        ],
+        "postrm",
+    );
+}
+
+/// %systemd_post, %systemd_preun and %systemd_postun_with_restart, written
+/// out; the upgrade restarts the service alone.
+fn assert_rpm_lifecycle(scripts: &str) {
+    assert_lines_in_order(
+        scripts,
+        &[
+            "if [ $1 -eq 1 ]; then",
+            "systemctl --no-reload preset salt-sidecar.socket salt-sidecar.service >/dev/null 2>&1 || :",
+            "if [ $1 -eq 0 ]; then",
+            "systemctl --no-reload disable --now salt-sidecar.socket salt-sidecar.service >/dev/null 2>&1 || :",
+            "if [ $1 -ge 1 ]; then",
+            "systemctl try-restart salt-sidecar.service >/dev/null 2>&1 || :",
+        ],
+        "the .rpm's scriptlets",
+    );
 }
 
 #[test]
@@ -297,8 +348,7 @@ fn the_packages_hold_exactly_the_manifest_and_lintian_finds_no_error() {
             .arg(member))
     };
     assert_eq!(lines(&info("conffiles")), pkgs.conffiles());
-    let deb_scripts = info("postinst") + &info("postrm");
-    assert_scripts_only_reload(&deb_scripts, "the .deb's postinst/postrm");
+    assert_debian_lifecycle(&info("postinst"), &info("prerm"), &info("postrm"));
 
     // The .rpm: the same files (less Debian's own metadata), the conffile as
     // %config(noreplace), the same scriptlets.
@@ -332,7 +382,7 @@ fn the_packages_hold_exactly_the_manifest_and_lintian_finds_no_error() {
         };
         assert_eq!(perms, expected, "{}", e.path);
     }
-    assert_scripts_only_reload(&rpm_q(&["--scripts"]), "the .rpm's %post/%postun");
+    assert_rpm_lifecycle(&rpm_q(&["--scripts"]));
     assert_eq!(
         rpm_q(&["--requires"])
             .lines()
@@ -406,6 +456,11 @@ fn systemctl_calls(script: &Path, args: &[&str], running: bool) -> String {
     std::fs::read_to_string(&log).unwrap_or_default()
 }
 
+/// Every enablement link or mask of the units, one a line.
+fn unit_links() -> String {
+    run(Command::new("find").args(["/etc/systemd/system", "-name", "salt-sidecar*"]))
+}
+
 #[test]
 fn the_deb_installs_upgrades_keeping_the_config_and_purges_to_nothing() {
     if !support::netns::root_or_skip("the .deb install test", "dpkg -i") {
@@ -434,8 +489,22 @@ fn the_deb_installs_upgrades_keeping_the_config_and_purges_to_nothing() {
         assert_eq!(meta.is_dir(), e.dir, "{}", e.path);
         assert_eq!(meta.permissions().mode() & 0o7777, e.mode, "{}", e.path);
     }
-    let enabled = run(Command::new("find").args(["/etc/systemd/system", "-name", "salt-sidecar*"]));
-    assert_eq!(enabled, "", "installing enabled something");
+    // Both units enabled (deb-systemd-helper: systemd need not run), none started.
+    assert_eq!(
+        lines(&unit_links()),
+        BTreeSet::from([
+            "/etc/systemd/system/multi-user.target.wants/salt-sidecar.service".to_string(),
+            "/etc/systemd/system/sockets.target.wants/salt-sidecar.socket".to_string(),
+        ]),
+        "the enablement links"
+    );
+    // (Other tests on this machine run their own salt-sidecar: look for the installed one.)
+    let running = output(Command::new("pgrep").args(["-f", "^/usr/bin/salt-sidecar "]));
+    assert!(
+        !running.status.success(),
+        "installing started a sidecar here: {}",
+        text(&running.stdout)
+    );
 
     // The installed units, as systemd would load them (the binary is in place).
     let out = output(Command::new("systemd-analyze").args(["verify", UNIT, SOCKET_UNIT]));
@@ -485,24 +554,24 @@ fn the_deb_installs_upgrades_keeping_the_config_and_purges_to_nothing() {
         "a .dpkg-dist beside the config"
     );
 
-    // The maintainer scripts: daemon-reload only when systemd runs.
+    // Without systemd running, the maintainer scripts call no systemctl
+    // (tests/nspawn.rs runs them under systemd).
     let info = Path::new("/var/lib/dpkg/info");
     for (script, args) in [
         ("postinst", &["configure", "0.0.0-1"][..]),
+        ("postinst", &["configure"][..]),
+        ("prerm", &["remove"][..]),
         ("postrm", &["remove"][..]),
     ] {
         let path = info.join(format!("{NAME}.{script}"));
-        assert_eq!(
-            systemctl_calls(&path, args, true),
-            format!("{DAEMON_RELOAD}\n"),
-            "{script} {args:?} with systemd running"
-        );
         assert_eq!(
             systemctl_calls(&path, args, false),
             "",
             "{script} {args:?} without systemd"
         );
     }
+    // (postrm remove masked the units: the reinstall's postinst unmasks them.)
+    dpkg(&["--install"], Some(&v2.deb));
 
     // Remove: everything but the conffile and its directory.
     dpkg(&["--remove", NAME], None);
@@ -520,9 +589,10 @@ fn the_deb_installs_upgrades_keeping_the_config_and_purges_to_nothing() {
         "after dpkg -r"
     );
 
-    // Purge: nothing left at all.
+    // Purge: nothing left at all, no enablement link either.
     dpkg(&["--purge", NAME], None);
     assert_eq!(dpkg_status(), None, "dpkg still knows {NAME}");
+    assert_eq!(unit_links(), "", "links left after dpkg -P");
     for e in &v2.manifest {
         assert!(!exists(&e.path), "{} after dpkg -P", e.path);
     }

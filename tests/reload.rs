@@ -268,3 +268,65 @@ async fn reload_master_list(net: u8, sessions: Sessions) {
         "the added master is up"
     );
 }
+
+/// `salt-sidecar reload` (what `systemctl reload` runs): exit 0 once the new
+/// config is in force, 1 with the file, line and key when it is refused, 2
+/// when no sidecar answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reload_subcommand_reports_the_verdict_and_returns_once_in_force() {
+    let net = 74;
+    let _a = support::master("A", net, 2).await;
+    let _b = support::master("B", net, 3).await;
+    let (a, b) = ("127.0.74.2", "127.0.74.3");
+    let sidecar = Sidecar::start(&config(net, &[a], "master_alive_interval: 1"));
+    sidecar
+        .log
+        .wait_for_async(&["selected master", a], Duration::from_secs(5))
+        .await;
+    let bin = env!("CARGO_BIN_EXE_salt-sidecar");
+    let reload_cmd = |socket: &std::path::Path| {
+        let out = std::process::Command::new(bin)
+            .arg("reload")
+            .arg("--socket")
+            .arg(socket)
+            .output()
+            .expect("run salt-sidecar reload");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A new master list: when the command returns, /status already shows it.
+    sidecar.rewrite(&config(net, &[a, b], "master_alive_interval: 1"));
+    let (code, stdout, stderr) = reload_cmd(&sidecar.admin_socket);
+    assert_eq!(code, Some(0), "stdout {stdout:?} stderr {stderr:?}");
+    assert!(
+        stdout.contains(&format!("added: [{b}], removed: []")),
+        "{stdout}"
+    );
+    let (report, _) = status::fetch(&addr(net, 1, 9464).into(), T)
+        .await
+        .expect("status");
+    let names: Vec<&str> = report.masters.iter().map(|m| m.master.as_str()).collect();
+    assert_eq!(names, [a, b], "in force when `reload` returned");
+
+    // A broken file: exit 1, the reason on stderr with file, line and key.
+    sidecar.rewrite("master: [127.0.74.2]\nmaster_alive_interval: soon\n");
+    let (code, stdout, stderr) = reload_cmd(&sidecar.admin_socket);
+    assert_eq!(code, Some(1), "stdout {stdout:?} stderr {stderr:?}");
+    assert!(
+        stderr.contains("refused") && stderr.contains("config.yaml:2:24: master_alive_interval:"),
+        "{stderr}"
+    );
+    let (report, _) = status::fetch(&addr(net, 1, 9464).into(), T)
+        .await
+        .expect("status");
+    assert_eq!(report.masters.len(), 2, "the running config stays");
+
+    // No sidecar behind the socket: exit 2, saying so.
+    let (code, _, stderr) = reload_cmd(&sidecar.admin_socket.with_file_name("none.sock"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("is salt-sidecar running"), "{stderr}");
+}

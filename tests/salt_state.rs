@@ -284,6 +284,12 @@ fn the_salt_state_gates_the_minion_switch_on_a_healthy_master_and_converges() {
         "{package:#}"
     );
     assert!(package.get("salt-sidecar-unit").is_none(), "{package:#}");
+    // The socket unit is enabled and started too (the listeners systemd holds).
+    let socket = package["salt-sidecar-socket"].to_string();
+    assert!(
+        socket.contains("\"salt-sidecar.socket\"") && socket.contains("\"enable\":true"),
+        "{package:#}"
+    );
     assert!(
         text.contains("/usr/bin/salt-sidecar status --json --admin 127.0.130.1:9464"),
         "the default status_cmd: {package:#}"
@@ -300,6 +306,31 @@ fn the_salt_state_gates_the_minion_switch_on_a_healthy_master_and_converges() {
             lab.p("root/usr/local/bin/salt-sidecar")
         )),
         "the unit's ExecStart is not the pillar's binary: {unit}"
+    );
+    assert!(
+        unit.contains(&format!(
+            "ExecReload={} reload --socket",
+            lab.p("root/usr/local/bin/salt-sidecar")
+        )),
+        "the unit's ExecReload is not the pillar's binary: {unit}"
+    );
+    let socket_unit = service["salt-sidecar-socket-unit"].to_string();
+    assert!(
+        socket_unit.contains("salt://salt-sidecar/files/salt-sidecar.socket"),
+        "{service:#}"
+    );
+    assert!(service.get("salt-sidecar-socket").is_some(), "{service:#}");
+    // The minion restart timer fires on time (a timer's default accuracy is 1 min).
+    // (The lab's pillar replaces the command: check the default's text.)
+    let defaults = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/salt/salt-sidecar/defaults.yaml"),
+    )
+    .expect("read defaults.yaml");
+    assert!(
+        defaults.contains(
+            "minion_restart_cmd: systemd-run --on-active=5 --timer-property=AccuracySec=1s "
+        ),
+        "{defaults}"
     );
 
     // 2. test=True on an empty root: every state would change, nothing is written.

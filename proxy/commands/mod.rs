@@ -1,5 +1,5 @@
-//! Layer 8, the subcommands besides `run`: `status` and `enroll` (clients of
-//! a running sidecar's admin endpoint), `convert` (a minion config to a
+//! Layer 8, the subcommands besides `run`: `status`, `reload` and `enroll`
+//! (clients of a running sidecar's admin endpoint), `convert` (a minion config to a
 //! sidecar config), and with the `demo` feature `demo` and its stand-in
 //! master (also what the integration tests run against).
 //!
@@ -10,4 +10,5 @@ pub mod convert;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod enroll;
+pub mod reload;
 pub mod status;

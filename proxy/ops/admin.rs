@@ -41,7 +41,7 @@ use crate::ops::api::{
     StatusReport,
 };
 use crate::ops::listen::Via;
-use crate::ops::reload::Reloader;
+use crate::ops::reload::{ReloadError, Reloader};
 
 /// How long a command waits for the supervisor to apply it.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -174,8 +174,13 @@ async fn reload(
     if let Err(line) = admin.parameterless(via, &headers, &query, "/admin/reload") {
         return line;
     }
+    // Answered once the accepted config is in force (`salt-sidecar reload`
+    // and so `systemctl reload` wait for this verdict).
     match admin.reloader.reload().await {
         Ok(summary) => Line(StatusCode::OK, format!("ok: reloaded: {summary}")),
+        Err(e @ ReloadError::NotApplied(_)) => {
+            Line(StatusCode::SERVICE_UNAVAILABLE, format!("reload: {e}"))
+        }
         Err(e) => Line(StatusCode::CONFLICT, format!("reload refused: {e}")),
     }
 }
@@ -241,7 +246,7 @@ async fn not_found(uri: Uri) -> Line {
     Line(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint: {}; try /metrics, /healthz, /readyz, /status, or POST /admin/pin|unpin|drain|undrain",
+            "no such endpoint: {}; try /metrics, /healthz, /readyz, /status, or POST /admin/pin|unpin|drain|undrain|reload",
             uri.path()
         ),
     )

@@ -15,6 +15,12 @@
 //! (`control::srv`) instead of the file: [`Reloader::follow_srv`] applies
 //! each new set of targets through the same [`Change::Masters`], in the
 //! order of their priority and weight for this minion. Owns no sockets.
+//!
+//! [`Reloader::reload`] returns once the accepted config is in force: the
+//! tunables are published before it returns, a new policy is queued to the
+//! supervisor ahead of any later command, and a new master list is waited
+//! for until the supervisor routes by it (`salt-sidecar reload` and
+//! `systemctl reload` report only then).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +47,12 @@ pub enum ReloadError {
     Invalid(#[from] ConfigError),
     #[error("{0} cannot change by reload (new sockets); restart salt-sidecar to apply it (keeping the running config)")]
     NeedsRestart(String),
+    #[error("the new config was accepted but is not in force after {0:?} (the supervisor did not take the new masters); see `salt-sidecar status`")]
+    NotApplied(std::time::Duration),
 }
+
+/// How long a reload waits for the supervisor to route by new masters.
+const APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The keys whose change a reload cannot apply, or `None`.
 pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
@@ -229,14 +240,21 @@ impl Reloader {
             Err(p) => p.into_inner().clone(),
         };
         let mut parts = Vec::new();
+        let mut plane = None;
         for change in diff(&old, &new)? {
-            parts.push(self.apply(change).await);
+            let (part, generation) = self.apply(change).await;
+            parts.push(part);
+            plane = generation.or(plane);
         }
         for w in &new.warnings {
             tracing::warn!("{w}");
         }
         if let Ok(mut c) = self.current.lock() {
             *c = new;
+        }
+        // Sent: the new config is the running one even if the wait ends early.
+        if let Some(generation) = plane {
+            self.wait_in_force(generation).await?;
         }
         Ok(if parts.is_empty() {
             "no change".into()
@@ -288,12 +306,30 @@ impl Reloader {
             .map(|m| masters[m.index()].label.as_str())
             .collect();
         let order_text = format!("{labels:?}");
-        let summary = self.apply(masters_change(&running, masters, order)).await;
+        let (summary, _) = self.apply(masters_change(&running, masters, order)).await;
         info!(record, order = %order_text, "SRV record changed: applied {summary}; sessions to kept masters untouched");
     }
 
-    /// Carries out one change; returns its part of the summary.
-    async fn apply(&self, change: Change) -> String {
+    /// Waits until the supervisor routes by the plane of `generation`.
+    async fn wait_in_force(&self, generation: u64) -> Result<(), ReloadError> {
+        let mut route = self.route.clone();
+        let in_force = tokio::time::timeout(
+            APPLY_TIMEOUT,
+            route.wait_for(|r| r.plane.generation >= generation),
+        )
+        .await
+        .is_ok_and(|seen| seen.is_ok());
+        // Not seen: the supervisor ended (shutting down), or did not get to it in time.
+        if in_force {
+            Ok(())
+        } else {
+            Err(ReloadError::NotApplied(APPLY_TIMEOUT))
+        }
+    }
+
+    /// Carries out one change; returns its part of the summary, and the
+    /// generation of the new plane when it sent one.
+    async fn apply(&self, change: Change) -> (String, Option<u64>) {
         match change {
             Change::Tunables(tunables) => {
                 // The supervisor applies the policy to the selector; health and
@@ -304,7 +340,7 @@ impl Reloader {
                     .send(Command::SetPolicy(tunables.policy))
                     .await;
                 self.tunables.send_replace(Arc::new(tunables));
-                "settings".to_string()
+                ("settings".to_string(), None)
             }
             Change::Masters {
                 masters,
@@ -320,11 +356,12 @@ impl Reloader {
                 self.generation.store(generation, Ordering::Relaxed);
                 let plane = self.builder.build(generation, &masters, Some(&current));
                 let _ = self.commands.send(Command::Reload { plane, order }).await;
-                format!(
+                let summary = format!(
                     "masters (added: [{}], removed: [{}])",
                     added.join(", "),
                     removed.join(", ")
-                )
+                );
+                (summary, Some(generation))
             }
         }
     }

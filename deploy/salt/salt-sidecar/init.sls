@@ -38,6 +38,13 @@ salt-sidecar-unit:
     - name: {{ sidecar.unit | yaml_encode }}
     - contents: {{ unit | replace('/usr/local/bin/salt-sidecar', sidecar.binary) | json }}
     - mode: '0644'
+
+{#- The socket unit the service requires: systemd holds the minion listeners. #}
+salt-sidecar-socket-unit:
+  file.managed:
+    - name: {{ sidecar.socket_unit | yaml_encode }}
+    - source: {{ sidecar.socket_unit_source | yaml_encode }}
+    - mode: '0644'
   {%- endif %}
 
 {%- endif %}
@@ -56,20 +63,36 @@ salt-sidecar-config:
 
 {%- if sidecar.manage_services %}
 
+{#- systemd holds the minion listeners and hands them to every start of the service:
+    a restart (here, by hand, by the watchdog) or an upgrade refuses no connection.
+    Never restarted by this state: that would close the listeners. #}
+salt-sidecar-socket:
+  service.running:
+    - name: salt-sidecar.socket
+    - enable: True
+  {%- if sidecar.install == 'binary' %}
+    - require:
+      - file: salt-sidecar-socket-unit
+  {%- else %}
+    - require:
+      - pkg: salt-sidecar-installed
+  {%- endif %}
+
 salt-sidecar-running:
   service.running:
     - name: salt-sidecar
     - enable: True
     - require:
       - file: salt-sidecar-config
-    - watch:                  # a new binary or unit: restart (the minion's sessions drain)
+      - service: salt-sidecar-socket
+    - watch:                  # a new binary or unit: restart, through the socket (no connect refused)
       - {{ installed }}: salt-sidecar-installed
   {%- if sidecar.install == 'binary' %}
       - file: salt-sidecar-unit
   {%- endif %}
 
-salt-sidecar-reloaded:        # a new config: SIGHUP, which keeps the minion's sessions
-  cmd.run:
+salt-sidecar-reloaded:        # a new config: `salt-sidecar reload` (ExecReload=), which keeps
+  cmd.run:                    # the minion's sessions and fails if the sidecar refuses the file
     - name: systemctl reload salt-sidecar
     - onchanges:
       - file: salt-sidecar-config
