@@ -293,12 +293,12 @@ async fn a_sick_master_is_left(net: u8, sick: Sick) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mute_master_is_left_within_the_answer_timeout_plus_3s() {
-    a_sick_master_is_left(191, Sick::Mute).await;
+    a_sick_master_is_left(200, Sick::Mute).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mute_master_that_sends_a_2_pow_62_frame_is_left_too() {
-    a_sick_master_is_left(192, Sick::Huge).await;
+    a_sick_master_is_left(201, Sick::Huge).await;
 }
 
 /// Minion connections that open and close against a master that never
@@ -307,7 +307,7 @@ async fn a_mute_master_that_sends_a_2_pow_62_frame_is_left_too() {
 /// the cap is full, `/readyz` says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_that_never_reads_cannot_fill_the_session_cap() {
-    let net = 193;
+    let net = 202;
     sick_master(net, Sick::Deaf).await;
     let _b = master("B", net, 3).await;
     let sidecar = Sidecar::start(&config(
@@ -372,7 +372,7 @@ async fn a_master_that_never_reads_cannot_fill_the_session_cap() {
 /// and reset the session 2.8 s after the master stopped keeping up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_reading_1_kib_per_second_is_not_cut() {
-    let net = 194;
+    let net = 203;
     sick_master(net, Sick::Slow).await;
     let _b = master("B", net, 3).await;
     // The answer check off: this master answers nothing, on purpose; what
@@ -439,7 +439,7 @@ async fn a_master_reading_1_kib_per_second_is_not_cut() {
 /// nothing switches. Every request is answered by A.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_that_answers_slowly_is_never_failed_over() {
-    for (net, delay_ms, suspected) in [(195u8, 800u64, false), (196, 1500, true)] {
+    for (net, delay_ms, suspected) in [(204u8, 800u64, false), (205, 1500, true)] {
         sick_master(net, Sick::Delay(Duration::from_millis(delay_ms))).await;
         let _b = master("B", net, 3).await;
         let sidecar = Sidecar::start(&config(net, &[("ret_answer_timeout", "1s")]));
