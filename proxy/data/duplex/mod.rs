@@ -114,8 +114,9 @@ impl Cause {
 pub struct Control<'a> {
     pub port: Port,
     pub tokens: &'a SessionTokens,
-    /// A tcp-transport ret session's request clock (`control::answers`):
-    /// stamped once per read, minion bytes start it, master bytes stop it.
+    /// A ret session's request clock (`control::answers`): stamped per
+    /// message on a followed (ZeroMQ) session, per read otherwise; also how
+    /// the health task asks the session to look at its flow.
     pub answers: Option<&'a AnswerClock>,
     /// The sidecar is stopping (the parent of `tokens.drain`): drain as
     /// for a failback, but never move.
@@ -168,7 +169,8 @@ pub async fn run(
     copy.up.newcomer = ctl.newcomer;
     let reset = ctl.tokens.reset.cancelled();
     tokio::pin!(reset);
-    // Copying, until the end, a reset, or a drain request; no timer is held.
+    // Copying, until the end, a reset, or a drain request (a request to
+    // look at the flow is answered on the way); no timer is held.
     // What follows (a stop, a switch, an end) runs once per session and is
     // boxed, so its timers do not size the future every idle session keeps.
     loop {
