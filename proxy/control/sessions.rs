@@ -30,9 +30,10 @@ pub struct SessionTokens {
     /// Shared by every session that holds the same `drain` token: a
     /// graceful switch moves them together, once all of them are idle.
     pub gate: Arc<SwitchGate>,
-    /// This session's share of [`OpenSessions`] (clones share it; `None`
-    /// for the tokens a slot keeps for later sessions).
-    pub open: Option<Arc<Open>>,
+    /// This session's share of [`OpenSessions`] (`None` for the tokens a
+    /// slot keeps for later sessions). A clone counts once more, which
+    /// changes nothing: only "any open" is read.
+    pub open: Option<Open>,
 }
 
 /// How many minion sessions are open through the sidecar, across masters
@@ -58,9 +59,16 @@ impl OpenSessions {
     }
 }
 
-/// One open session's share of [`OpenSessions`]: counted while alive.
+/// One open session's share of [`OpenSessions`]: counted while alive. One
+/// pointer: no allocation per session.
 #[derive(Debug)]
 pub struct Open(Arc<OpenSessions>);
+
+impl Clone for Open {
+    fn clone(&self) -> Open {
+        Open::new(&self.0)
+    }
+}
 
 impl Open {
     pub fn new(count: &Arc<OpenSessions>) -> Open {
@@ -197,7 +205,7 @@ impl Sessions {
             .and_then(|t| t.lock().ok().map(|t| t.clone()))
             .unwrap_or_else(|| Self::fresh_tokens(&self.shutdown));
         SessionTokens {
-            open: Some(Arc::new(Open::new(&self.open))),
+            open: Some(Open::new(&self.open)),
             ..tokens
         }
     }
