@@ -757,3 +757,118 @@ fn the_demo_runs_start_to_finish() {
         );
     }
 }
+
+/// The master `salt_sidecar_master_active` names, read without opening a
+/// minion session (the admin endpoint is not one).
+fn active_master(admin: std::net::SocketAddr) -> Option<String> {
+    support::series(&support::scrape(admin), "salt_sidecar_master_active")
+        .into_iter()
+        .find(|(_, value)| *value == 1.0)
+        .and_then(|(labels, _)| labels.into_iter().find(|(k, _)| k == "master"))
+        .map(|(_, master)| master)
+}
+
+/// Waits until the active master is `want`; returns how long that took.
+async fn until_active(admin: std::net::SocketAddr, want: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let now = active_master(admin);
+        if now.as_deref() == Some(want) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "active master is {now:?}, not {want}, {limit:?} on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 23, point 2: with no minion session open, the active master is
+/// always the first healthy one in order, with `master_failback: false`
+/// too (nothing is disrupted); with a session open, the sidecar stays
+/// where the session is until it closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_sidecar_follows_the_list_and_an_open_session_keeps_its_master() {
+    let net = 23;
+    let (a_label, b_label) = ("127.0.23.2", "127.0.23.3");
+    let a = master("A", net, 2).await;
+    let b = master("B", net, 3).await;
+    let sidecar = Sidecar::start(
+        &Yaml::new("127.0.23.1", &[a_label, b_label])
+            .minion("master_alive_interval: 1\nmaster_failback: false\nrandom_reauth_delay: 0")
+            .build(),
+    );
+    let (ret, admin) = (addr(net, 1, 4506), addr(net, 1, 9464));
+    until_active(admin, a_label, Duration::from_secs(10)).await;
+
+    // Every master down, then B back first: the sidecar goes to B.
+    let all_down = |sidecar: &Sidecar| sidecar.log.count(&["every master is down"]);
+    let seen = all_down(&sidecar);
+    a.kill().await;
+    b.kill().await;
+    sidecar
+        .log
+        .wait_for_more(&["every master is down"], seen, Duration::from_secs(10));
+    let b = master("B", net, 3).await;
+    until_active(admin, b_label, Duration::from_secs(10)).await;
+
+    // A comes back with no minion session open: A promptly (its rise, 2 ×
+    // 1 s), no failback interval, though failback is off.
+    let back = Instant::now();
+    let a = master("A", net, 2).await;
+    let took = until_active(admin, a_label, Duration::from_secs(6)).await;
+    eprintln!("idle: active is A {took:?} after it returned");
+    assert_eq!(
+        ask(ret).await.as_deref(),
+        Some("A"),
+        "a new minion connection goes to A"
+    );
+    sidecar.log.wait_for(
+        &[
+            "switched master",
+            "reason=\"failback\"",
+            "old_sessions=\"moving\"",
+        ],
+        T,
+    );
+    assert!(back.elapsed() < Duration::from_secs(6));
+
+    // Again, with a minion session open on B when A returns: it stays on B.
+    let seen = all_down(&sidecar);
+    a.kill().await;
+    b.kill().await;
+    sidecar
+        .log
+        .wait_for_more(&["every master is down"], seen, Duration::from_secs(10));
+    let _b = master("B", net, 3).await;
+    until_active(admin, b_label, Duration::from_secs(10)).await;
+    let mut session = ZmtpClient::connect(ret, SocketType::Dealer, T)
+        .await
+        .expect("connect");
+    assert_eq!(session.request(b"1", T).await.expect("reply"), b"B:1");
+    let ups = sidecar.log.count(&["master is up", a_label]);
+    let _a = master("A", net, 2).await;
+    let log = sidecar.log.clone();
+    tokio::task::spawn_blocking(move || {
+        log.wait_for_more(&["master is up", a_label], ups, Duration::from_secs(10))
+    })
+    .await
+    .expect("wait task");
+    // Past the moment an idle sidecar would have switched (at once).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        active_master(admin).as_deref(),
+        Some(b_label),
+        "the session keeps B"
+    );
+    assert_eq!(session.request(b"2", T).await.expect("reply"), b"B:2");
+    assert_eq!(ask(ret).await.as_deref(), Some("B"), "new connections too");
+
+    // The minion closes its session: A at once.
+    drop(session);
+    let took = until_active(admin, a_label, Duration::from_secs(3)).await;
+    eprintln!("idle again: active is A {took:?} after the last session closed");
+    assert_eq!(ask(ret).await.as_deref(), Some("A"));
+    sidecar.assert_no_panic();
+}

@@ -125,6 +125,7 @@ impl PlaneBuilder {
                 .map(|spec| before(spec).and_then(|(p, id)| p.sessions.slot(id)))
                 .collect(),
             &self.root,
+            previous.map(|p| p.sessions.open().clone()),
         ));
         for (i, spec) in masters.iter().enumerate() {
             let watch = health::Watch {

@@ -7,6 +7,12 @@
 //! takes clones when it starts; [`Sessions::reset`] / [`Sessions::drain`]
 //! fire the current pair and install fresh ones for later sessions. Touched
 //! once per session and once per switch, never per byte.
+//!
+//! It also counts the sessions open, whatever their master ([`OpenSessions`]):
+//! a session is counted from the moment it takes its tokens until it drops
+//! them (a moving session keeps its old master's tokens until it holds the
+//! new master's), so the supervisor can tell the selector whether a switch
+//! would disrupt anything.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +30,65 @@ pub struct SessionTokens {
     /// Shared by every session that holds the same `drain` token: a
     /// graceful switch moves them together, once all of them are idle.
     pub gate: Arc<SwitchGate>,
+    /// This session's share of [`OpenSessions`] (`None` for the tokens a
+    /// slot keeps for later sessions). A clone counts once more, which
+    /// changes nothing: only "any open" is read.
+    pub open: Option<Open>,
+}
+
+/// How many minion sessions are open through the sidecar, across masters
+/// and reloads: one per [`Open`] alive. Only the moments it becomes zero or
+/// stops being zero wake the one waiter (the supervisor).
+#[derive(Debug, Default)]
+pub struct OpenSessions {
+    count: AtomicUsize,
+    /// Holds a permit when nobody waits, so no change between two looks is lost.
+    changed: Notify,
+}
+
+impl OpenSessions {
+    /// Whether any session is open.
+    pub fn any(&self) -> bool {
+        self.count.load(Ordering::Acquire) > 0
+    }
+
+    /// Resolves once [`any`](OpenSessions::any) may have changed since the
+    /// last call (at once if it did meanwhile; spurious wake-ups are allowed).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+/// One open session's share of [`OpenSessions`]: counted while alive. One
+/// pointer: no allocation per session.
+#[derive(Debug)]
+pub struct Open(Arc<OpenSessions>);
+
+impl Clone for Open {
+    fn clone(&self) -> Open {
+        Open::new(&self.0)
+    }
+}
+
+impl Open {
+    pub fn new(count: &Arc<OpenSessions>) -> Open {
+        if count.count.fetch_add(1, Ordering::AcqRel) == 0 {
+            count.changed.notify_one();
+        }
+        Open(count.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let was = self
+            .0
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if was == Ok(1) {
+            self.0.changed.notify_one();
+        }
+    }
 }
 
 /// Where the sessions asked to move by one graceful switch meet: each
@@ -86,21 +151,35 @@ pub struct Sessions {
     per_master: Vec<Slot>,
     /// The sidecar's shutdown token: parent of every drain token.
     shutdown: CancellationToken,
+    /// Every session that joined, whatever its master; shared with the
+    /// planes before and after a reload.
+    open: Arc<OpenSessions>,
 }
 
 impl Sessions {
     /// Fresh slots for `masters` masters, drained when `shutdown` is cancelled.
     pub fn new(masters: usize, shutdown: &CancellationToken) -> Self {
-        Self::with_slots((0..masters).map(|_| None).collect(), shutdown)
+        Self::with_slots((0..masters).map(|_| None).collect(), shutdown, None)
     }
 
-    /// One slot per master: the given one (a master kept across a reload) or a fresh one.
-    pub fn with_slots(slots: Vec<Option<Slot>>, shutdown: &CancellationToken) -> Self {
+    /// One slot per master: the given one (a master kept across a reload) or
+    /// a fresh one; `open` is the previous plane's count (a reload), if any.
+    pub fn with_slots(
+        slots: Vec<Option<Slot>>,
+        shutdown: &CancellationToken,
+        open: Option<Arc<OpenSessions>>,
+    ) -> Self {
         let fresh = || Arc::new(Mutex::new(Self::fresh_tokens(shutdown)));
         Sessions {
             per_master: slots.into_iter().map(|s| s.unwrap_or_else(fresh)).collect(),
             shutdown: shutdown.clone(),
+            open: open.unwrap_or_default(),
         }
+    }
+
+    /// The count of open sessions (the same across reloads).
+    pub fn open(&self) -> &Arc<OpenSessions> {
+        &self.open
     }
 
     fn fresh_tokens(shutdown: &CancellationToken) -> SessionTokens {
@@ -108,6 +187,7 @@ impl Sessions {
             reset: CancellationToken::new(),
             drain: shutdown.child_token(),
             gate: Arc::default(),
+            open: None,
         }
     }
 
@@ -116,12 +196,18 @@ impl Sessions {
         self.per_master.get(m.index()).cloned()
     }
 
-    /// Tokens for a new session to `m`.
+    /// Tokens for a new session to `m`; the session counts as open while
+    /// they (or clones of them) live.
     pub fn join(&self, m: MasterId) -> SessionTokens {
-        self.per_master
+        let tokens = self
+            .per_master
             .get(m.index())
             .and_then(|t| t.lock().ok().map(|t| t.clone()))
-            .unwrap_or_else(|| Self::fresh_tokens(&self.shutdown))
+            .unwrap_or_else(|| Self::fresh_tokens(&self.shutdown));
+        SessionTokens {
+            open: Some(Open::new(&self.open)),
+            ..tokens
+        }
     }
 
     /// Closes every current session to `m` at once (RST). Only the reset
@@ -231,6 +317,41 @@ mod tests {
         for t in [&a, &b, &later] {
             assert!(t.drain.is_cancelled() && !t.reset.is_cancelled());
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_sessions_are_counted_across_masters_and_reloads_until_dropped() {
+        let shutdown = CancellationToken::new();
+        let s = Sessions::new(2, &shutdown);
+        let open = s.open().clone();
+        assert!(!open.any());
+        let on_a = s.join(MasterId(0));
+        let copy = on_a.clone();
+        let on_b = s.join(MasterId(1));
+        assert!(open.any());
+        tokio::time::timeout(Duration::from_secs(1), open.changed())
+            .await
+            .expect("the first session wakes the waiter");
+        // A reload's plane shares the count.
+        let reloaded =
+            Sessions::with_slots(vec![s.slot(MasterId(1))], &shutdown, Some(open.clone()));
+        let after_reload = reloaded.join(MasterId(0));
+        drop((on_a, on_b));
+        assert!(
+            open.any(),
+            "a clone and a session of the reloaded plane are open"
+        );
+        drop(copy);
+        assert!(open.any());
+        drop(after_reload);
+        assert!(!open.any(), "every session closed");
+        tokio::time::timeout(Duration::from_secs(1), open.changed())
+            .await
+            .expect("the last close wakes the waiter, though it was not waiting");
+        // A slot's own tokens (switches fire them) are not a session.
+        s.drain(MasterId(0));
+        s.reset(MasterId(1));
+        assert!(!open.any());
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //! master that published the job. When the wait ends, the sessions that
 //! opened meanwhile are asked to move in turn, and new connections go to
 //! the new master.
+//!
+//! **Idle.** The supervisor also tells the selector whether any minion
+//! session is open ([`OpenSessions`]): right before every event, and when
+//! the last session closes (or the first opens), so an idle sidecar moves
+//! to the first healthy master at once.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -30,8 +35,8 @@ use crate::control::health::Transition;
 use crate::control::liveness::{Liveness, SUPERVISOR_TICK};
 use crate::control::masters::Plane;
 use crate::control::route::Route;
-use crate::control::select::{Action, Event, Policy, Reason, Selector, SessionFate};
-use crate::control::sessions::SwitchGate;
+use crate::control::select::{Action, Event, Minion, Policy, Reason, Selector, SessionFate};
+use crate::control::sessions::{OpenSessions, SwitchGate};
 use crate::metrics::{Metrics, NONE};
 
 /// Commands from the admin API and the reloader.
@@ -169,9 +174,13 @@ impl Supervisor {
         loop {
             self.liveness.tick_supervisor(Instant::now());
             let deadline = self.selector.next_deadline();
+            // Shared by every plane: a reload keeps the count.
+            let open: Arc<OpenSessions> = self.plane.sessions.open().clone();
             let event = tokio::select! {
                 _ = token.cancelled() => return,
                 _ = alive.tick() => continue,
+                // `handle` reads the count itself, before the event.
+                _ = open.changed() => Event::Tick,
                 _ = lingered(self.linger.clone()) => {
                     self.end_linger("moved");
                     Event::Tick
@@ -273,7 +282,20 @@ impl Supervisor {
                 .with_label_values(&[self.plane.label(m)])
                 .set(up);
         }
-        let actions = self.selector.on_event(event, now);
+        // Whether a switch would disrupt a session, as of now: a session
+        // that opens after this look joins the master being left before the
+        // route changes, and is drained (or moved) like any failback's.
+        let minion = if self.plane.sessions.open().any() {
+            Minion::Connected
+        } else {
+            Minion::Idle
+        };
+        let mut actions = Vec::new();
+        if minion != self.selector.minion() {
+            debug!(?minion, "minion sessions");
+            actions = self.selector.on_event(Event::Minion(minion), now);
+        }
+        actions.extend(self.selector.on_event(event, now));
         if actions.iter().any(|a| matches!(a, Action::Switch { .. })) {
             self.end_linger("switched again");
         } else if self
@@ -877,6 +899,51 @@ mod tests {
         .await
         .expect("the early down of generation 2 applied")
         .expect("supervisor runs");
+    }
+
+    /// Point 2 of issue 23: an idle sidecar sits on its first healthy
+    /// master; an open session keeps its master until it closes.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_sidecar_moves_to_the_first_master_at_once_and_a_session_holds_it_back() {
+        let mut h = start(2);
+        h.health(0, B, true).await;
+        h.health(0, A, false).await;
+        h.active(Some(B)).await;
+
+        // No session open: A's return moves the route at once, not after
+        // the failback interval (30 s here).
+        let back = Instant::now();
+        h.health(0, A, true).await;
+        let route = h.active(Some(A)).await;
+        assert!(
+            back.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            back.elapsed()
+        );
+        assert_eq!(route.linger, None, "nothing to wait for");
+        assert_eq!(
+            route.connect_after, back,
+            "no reconnect delay: nobody to spread"
+        );
+        assert_eq!(h.switches("192.0.2.2", "192.0.2.1", Reason::Failback), 1);
+
+        // A session open on B when A returns: it keeps B ...
+        h.health(0, A, false).await;
+        h.active(Some(B)).await;
+        let on_b = h.plane.sessions.join(B);
+        h.health(0, A, true).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(h.route.borrow().active, Some(B), "a session is open");
+        // ... until it closes: then A at once, before the failback interval.
+        let closed = Instant::now();
+        drop(on_b);
+        h.active(Some(A)).await;
+        assert!(
+            closed.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            closed.elapsed()
+        );
+        assert_eq!(h.switches("192.0.2.2", "192.0.2.1", Reason::Failback), 2);
     }
 
     #[tokio::test(start_paused = true)]

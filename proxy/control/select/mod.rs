@@ -13,6 +13,12 @@
 //! - **Failback** (`master_failback`): a master ranked better than the active
 //!   one has been up for `master_failback_interval`: move to it; old sessions
 //!   drain.
+//! - **Idle** (no minion session open, [`Minion::Idle`]): nothing to disrupt,
+//!   so the active master is always the first usable one in order, at once,
+//!   with or without `master_failback` (reason `failback`, no reconnect
+//!   delay; a session that opens meanwhile on the master left drains or
+//!   moves as on any failback). A native failover minion likewise tries its
+//!   list in order at each (re)connect.
 //! - **All down**: no active master; re-probe everything on an exponential
 //!   backoff with full jitter (the article's "recycle"), until one is up.
 //! - **Start-up**: while a better-ranked master has not reported yet, wait (at
@@ -54,8 +60,22 @@ pub enum Event {
     /// Admin: take this master out of rotation (its sessions drain).
     Drain(MasterId),
     Undrain(MasterId),
+    /// Whether any minion session is open (the supervisor sends it when that
+    /// changes, before the event that follows the change).
+    Minion(Minion),
     /// Time passed (the supervisor calls this at [`Selector::next_deadline`]).
     Tick,
+}
+
+/// Whether the minion has any session open through the sidecar: whether a
+/// switch would disrupt anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Minion {
+    /// No session open: the active master follows the list at once.
+    Idle,
+    /// A session is open (or not known otherwise): switch only on failover,
+    /// failback after its interval, or admin.
+    Connected,
 }
 
 /// Why a switch happened (the `reason` label of `switches_total`).
@@ -130,6 +150,9 @@ pub struct Selector {
     drained: Vec<bool>,
     active: Option<MasterId>,
     pinned: Option<MasterId>,
+    /// Whether a switch would disrupt a minion session; `Connected` until
+    /// told otherwise.
+    minion: Minion,
     /// Set once a first choice was made (later choices are switches).
     decided: bool,
     started: Instant,
@@ -153,6 +176,7 @@ impl Selector {
             drained: vec![false; n],
             active: None,
             pinned: None,
+            minion: Minion::Connected,
             decided: false,
             started: now,
             connect_after: now,
@@ -178,6 +202,7 @@ impl Selector {
             drained: vec![false; n],
             active: prev.active.and_then(&map),
             pinned: prev.pinned.and_then(&map),
+            minion: prev.minion,
             order,
             next_reason: Some(Reason::Reload),
             recycle: None,
@@ -208,6 +233,7 @@ impl Selector {
     pub fn first_masters(prev: Selector, order: Vec<MasterId>, now: Instant) -> Selector {
         let mut next = Selector::new(order, prev.policy, 0, now);
         next.rng = prev.rng;
+        next.minion = prev.minion;
         next
     }
 
@@ -226,6 +252,11 @@ impl Selector {
 
     pub fn pinned(&self) -> Option<MasterId> {
         self.pinned
+    }
+
+    /// What the selector was last told of the minion's sessions.
+    pub fn minion(&self) -> Minion {
+        self.minion
     }
 
     pub fn is_drained(&self, m: MasterId) -> bool {
@@ -324,6 +355,7 @@ impl Selector {
                     *d = false;
                 }
             }
+            Event::Minion(m) => self.minion = m,
             Event::Tick => {}
         }
         self.reconcile(now, &mut actions);
@@ -401,9 +433,15 @@ impl Selector {
             return;
         }
         match self.active {
-            // Active(a) + a usable => Active(a) | Failback(better).
+            // Active(a) + a usable => Active(a) | Failback(better): after
+            // the failback interval while a session is open, at once while
+            // the minion is idle (nothing to disrupt).
             Some(a) if self.usable(a) => {
-                if let Some(better) = self.failback_target(now) {
+                let better = match self.minion {
+                    Minion::Idle => self.first_usable(now).ok().flatten().filter(|b| *b != a),
+                    Minion::Connected => self.failback_target(now),
+                };
+                if let Some(better) = better {
                     self.switch(
                         Some(better),
                         Reason::Failback,
@@ -455,7 +493,13 @@ impl Selector {
         } else {
             self.next_reason.take().unwrap_or(reason)
         };
-        self.connect_after = if reason == Reason::Initial || to.is_none() {
+        // No reconnect delay for the first choice, for none, and from one
+        // master to another while the minion is idle: nobody to spread, and
+        // a minion that connects next must not wait for a switch it did not
+        // see. (Out of "all down" it stays: connections held meanwhile are
+        // not sessions yet, and a fleet of them must not arrive at once.)
+        let idle_move = self.minion == Minion::Idle && from.is_some();
+        self.connect_after = if reason == Reason::Initial || to.is_none() || idle_move {
             now
         } else {
             now + self.jitter(self.policy.reauth_delay)

@@ -429,3 +429,122 @@ fn the_first_masters_after_none_are_a_start_not_a_switch() {
     let acts = sel.on_event(Event::Down(B), t1 + secs(2));
     assert_eq!(switches(&acts), vec![(Some(B), Some(A), Reason::Failover)]);
 }
+
+fn no_failback() -> Policy {
+    Policy {
+        failback: false,
+        ..policy()
+    }
+}
+
+/// Every master down, then B back first: the sidecar goes to B.
+fn all_down_then_b(sel: &mut Selector, t0: Instant) -> Instant {
+    start(sel, 2, &[A, B], t0);
+    sel.on_event(Event::Down(A), t0 + secs(1));
+    sel.on_event(Event::Down(B), t0 + secs(2));
+    assert_eq!(sel.active(), None);
+    let acts = sel.on_event(Event::Up(B), t0 + secs(5));
+    assert_eq!(switches(&acts), vec![(None, Some(B), Reason::Failover)]);
+    t0 + secs(5)
+}
+
+#[test]
+fn an_idle_sidecar_follows_the_list_at_once_even_without_failback() {
+    let (mut sel, t0) = selector(2, no_failback());
+    assert!(sel.on_event(Event::Minion(Minion::Idle), t0).is_empty());
+    let t = all_down_then_b(&mut sel, t0);
+    // Out of "all down" the reconnect delay still applies (held
+    // connections are not sessions yet).
+    assert!(sel.connect_after() <= t + secs(10));
+    // A returns: nothing is open, so the list's first master at once.
+    let back = t + secs(3);
+    let acts = sel.on_event(Event::Up(A), back);
+    assert_eq!(switches(&acts), vec![(Some(B), Some(A), Reason::Failback)]);
+    // Gently, should a session have opened on B meanwhile; and with no
+    // reconnect delay: there is nobody to spread.
+    assert_eq!(fate(&acts), Some(SessionFate::Drain));
+    assert_eq!(sel.connect_after(), back);
+    assert_eq!(sel.next_deadline(), None);
+}
+
+#[test]
+fn a_connected_sidecar_without_failback_stays_until_the_minion_is_idle() {
+    let (mut sel, t0) = selector(2, no_failback());
+    let t = all_down_then_b(&mut sel, t0);
+    assert!(sel.on_event(Event::Minion(Minion::Connected), t).is_empty());
+    assert!(sel.on_event(Event::Up(A), t + secs(1)).is_empty());
+    assert!(sel.on_event(Event::Tick, t + secs(3600)).is_empty());
+    assert_eq!(sel.active(), Some(B));
+    // The minion's last session closes: now nothing is disrupted.
+    let idle = t + secs(3601);
+    let acts = sel.on_event(Event::Minion(Minion::Idle), idle);
+    assert_eq!(switches(&acts), vec![(Some(B), Some(A), Reason::Failback)]);
+    assert_eq!(sel.connect_after(), idle);
+}
+
+#[test]
+fn an_idle_sidecar_does_not_wait_for_the_failback_interval() {
+    let (mut sel, t0) = selector(2, policy());
+    start(&mut sel, 2, &[A, B], t0);
+    sel.on_event(Event::Down(A), t0 + secs(10));
+    // A session is open: A's return waits the interval.
+    assert!(sel.on_event(Event::Up(A), t0 + secs(20)).is_empty());
+    assert_eq!(sel.next_deadline(), Some(t0 + secs(50)));
+    // The minion closes its sessions at t=30: failback then, not at t=50.
+    let acts = sel.on_event(Event::Minion(Minion::Idle), t0 + secs(30));
+    assert_eq!(switches(&acts), vec![(Some(B), Some(A), Reason::Failback)]);
+    assert_eq!(sel.next_deadline(), None);
+}
+
+#[test]
+fn a_session_that_opens_before_the_better_master_returns_keeps_its_master() {
+    let (mut sel, t0) = selector(2, policy());
+    assert!(sel.on_event(Event::Minion(Minion::Idle), t0).is_empty());
+    let t = all_down_then_b(&mut sel, t0);
+    // The minion connects (the supervisor says so before the next event).
+    assert!(sel.on_event(Event::Minion(Minion::Connected), t).is_empty());
+    let back = t + secs(1);
+    assert!(sel.on_event(Event::Up(A), back).is_empty());
+    assert_eq!(sel.active(), Some(B));
+    // An ordinary failback then: after the interval, drained, jittered.
+    let acts = sel.on_event(Event::Tick, back + secs(30));
+    assert_eq!(switches(&acts), vec![(Some(B), Some(A), Reason::Failback)]);
+    assert_eq!(fate(&acts), Some(SessionFate::Drain));
+    assert!(sel.connect_after() <= back + secs(40));
+}
+
+#[test]
+fn idle_follows_the_list_only_among_usable_masters_and_never_past_a_pin() {
+    let (mut sel, t0) = selector(3, no_failback());
+    sel.on_event(Event::Minion(Minion::Idle), t0);
+    start(&mut sel, 3, &[A, B, C], t0);
+    // A drained: the first usable is B.
+    let acts = sel.on_event(Event::Drain(A), t0 + secs(1));
+    assert_eq!(switches(&acts), vec![(Some(A), Some(B), Reason::Admin)]);
+    assert!(sel.on_event(Event::Tick, t0 + secs(2)).is_empty());
+    // B down: C (failover, at once: the minion is idle); B back: B again.
+    let acts = sel.on_event(Event::Down(B), t0 + secs(3));
+    assert_eq!(switches(&acts), vec![(Some(B), Some(C), Reason::Failover)]);
+    assert_eq!(sel.connect_after(), t0 + secs(3));
+    let acts = sel.on_event(Event::Up(B), t0 + secs(4));
+    assert_eq!(switches(&acts), vec![(Some(C), Some(B), Reason::Failback)]);
+    // Pinned to C: idle does not move it.
+    sel.on_event(Event::Pin(C), t0 + secs(5));
+    assert!(sel.on_event(Event::Undrain(A), t0 + secs(6)).is_empty());
+    assert_eq!(sel.active(), Some(C));
+    // Unpinned: the best again, A.
+    let acts = sel.on_event(Event::Unpin, t0 + secs(7));
+    assert_eq!(switches(&acts), vec![(Some(C), Some(A), Reason::Admin)]);
+}
+
+#[test]
+fn idle_carries_over_a_reload() {
+    let (mut sel, t0) = selector(2, no_failback());
+    sel.on_event(Event::Minion(Minion::Idle), t0);
+    start(&mut sel, 2, &[B], t0 + secs(5));
+    assert_eq!(sel.active(), Some(B));
+    let mut sel = Selector::carry_over(sel, vec![A, B], Some);
+    assert_eq!(sel.minion(), Minion::Idle);
+    let acts = sel.on_event(Event::Up(A), t0 + secs(6));
+    assert_eq!(switches(&acts), vec![(Some(B), Some(A), Reason::Reload)]);
+}
