@@ -510,9 +510,14 @@ impl Forwarder {
                     Attempt::Failed | Attempt::Exhausted => {}
                 }
             }
-            // Reconnect jitter after a switch, for new connections only.
+            // Reconnect jitter after a switch, for new connections only;
+            // a route that changed meanwhile (another switch, an idle
+            // sidecar going back to its first master) is read again.
             if opening == Opening::New && after > Instant::now() {
                 tokio::time::sleep_until(after).await;
+                if route.has_changed().unwrap_or(false) {
+                    continue;
+                }
             }
             let mut exhausted = false;
             for m in candidates {
