@@ -925,7 +925,10 @@ mod tests {
             route.connect_after, back,
             "no reconnect delay: nobody to spread"
         );
-        assert_eq!(h.switches("192.0.2.2", "192.0.2.1", Reason::Failback), (1, 1));
+        assert_eq!(
+            h.switches("192.0.2.2", "192.0.2.1", Reason::Failback),
+            (1, 1)
+        );
 
         // A session open on B when A returns: it keeps B ...
         h.health(0, A, false).await;
@@ -943,7 +946,10 @@ mod tests {
             "{:?}",
             closed.elapsed()
         );
-        assert_eq!(h.switches("192.0.2.2", "192.0.2.1", Reason::Failback), (2, 2));
+        assert_eq!(
+            h.switches("192.0.2.2", "192.0.2.1", Reason::Failback),
+            (2, 2)
+        );
     }
 
     #[tokio::test(start_paused = true)]

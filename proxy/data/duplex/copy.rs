@@ -170,14 +170,10 @@ impl Copy<'_> {
         !self.up.done && at(&self.up.track) && at(&self.down.track) && !self.down.pending()
     }
 
-    /// The kernel says the flow to the master has data in flight that is
-    /// retransmitted and never acknowledged: a dead flow (`net::flow_stalled`).
-    pub(super) fn master_flow_stalled(&self) -> bool {
+    /// The flow to the master: its local and peer addresses.
+    pub(super) fn master_flow(&self) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
         let from = &self.down.from;
-        match (from.local_addr(), from.peer_addr()) {
-            (Ok(local), Ok(peer)) => crate::net::flow_stalled(local, peer) == Some(true),
-            _ => false,
-        }
+        Some((from.local_addr().ok()?, from.peer_addr().ok()?))
     }
 
     /// Copies on after a stop.

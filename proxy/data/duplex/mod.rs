@@ -183,7 +183,7 @@ pub async fn run(
             // its flow is dead (the kernel retransmits, nothing is
             // acknowledged), the session moves to a new one.
             _ = recheck_requested(ctl.answers) => {
-                if copy.master_flow_stalled() {
+                if Box::pin(flow_stalled(copy.master_flow())).await {
                     let dead = io::Error::from(io::ErrorKind::TimedOut);
                     return Box::pin(copy.stop_now(Cause::Lost, End::MasterError(dead))).await;
                 }
@@ -211,6 +211,20 @@ pub async fn run(
             _ = &mut tick => {}
         }
     }
+}
+
+/// Whether the kernel's table shows the flow dead (`net::flow_stalled`),
+/// read on a blocking thread: the table grows with the host's sockets, and
+/// every session asked at once reads it.
+async fn flow_stalled(flow: Option<(std::net::SocketAddr, std::net::SocketAddr)>) -> bool {
+    let Some((local, peer)) = flow else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || crate::net::flow_stalled(local, peer))
+        .await
+        .ok()
+        .flatten()
+        == Some(true)
 }
 
 /// Resolves when the health task asks this ret session to check its flow;
