@@ -179,12 +179,19 @@ async fn a_local_flood_at_the_session_cap_never_locks_the_minion_out() {
     let baseline = sidecar.fds();
     let switches = total(admin, "salt_sidecar_switches_total");
 
-    // 300 idle connections to the publish port from a local user. At the
-    // cap (256 descriptors: 92 sessions) each newcomer takes the slot of the
-    // oldest connection that never sent a byte (or is refused if none).
+    // 300 idle connections to the publish port from a local user, each
+    // with the 10-byte ZMTP signature and nothing more. At the cap (256
+    // descriptors: 92 sessions) each newcomer takes the slot of the oldest
+    // connection that never completed its greeting and READY (or is refused
+    // if none).
     let flood: Vec<TcpStream> = tokio::task::spawn_blocking(move || {
         (0..300)
-            .map(|_| TcpStream::connect(addr(net, 1, 4505)).expect("flood connect"))
+            .map(|_| {
+                let mut s = TcpStream::connect(addr(net, 1, 4505)).expect("flood connect");
+                s.write_all(&[0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f])
+                    .expect("flood signature");
+                s
+            })
             .collect()
     })
     .await

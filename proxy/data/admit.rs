@@ -3,12 +3,14 @@
 //! A local flood of idle connections (any local user can open hundreds to
 //! the minion's ports) would otherwise hold every slot, and the real minion,
 //! reconnecting after a master switch or its own restart, would be refused
-//! for as long as the flood lasts. A real minion speaks at once: a ZeroMQ
-//! minion sends its greeting the moment it connects, a tcp-transport one its
-//! first request. So at the cap the oldest connection that has **never sent
-//! a byte** gives its slot to the newcomer ([`Newcomers::evict_oldest_silent`]);
-//! a connection that has spoken is never evicted, and with no silent one
-//! left the newcomer is refused as before. Nothing happens below the cap.
+//! for as long as the flood lasts. A real minion introduces itself at once:
+//! a ZeroMQ minion sends its greeting and READY the moment it connects, a
+//! tcp-transport one its first request. So at the cap the oldest connection
+//! that has **not introduced itself** (no complete ZMTP greeting and READY;
+//! on an unfollowed session, not a byte) gives its slot to the newcomer
+//! ([`Newcomers::evict_oldest_silent`]); one that has is never evicted, and
+//! with no silent one left the newcomer is refused as before. Nothing
+//! happens below the cap.
 //!
 //! Each admitted connection gets a [`Newcomer`]: its session marks it
 //! spoken on its first byte from the minion and ends when it is evicted.
@@ -29,7 +31,7 @@ pub struct Newcomer {
 }
 
 impl Newcomer {
-    /// The minion sent its first bytes: never evicted from now on.
+    /// The minion introduced itself: never evicted from now on.
     #[inline]
     pub fn spoke(&self) {
         if !self.spoke.load(Ordering::Relaxed) {

@@ -192,7 +192,7 @@ impl Forwarder {
                         tokio::select! {
                             biased;
                             () = newcomer.evicted() => {
-                                debug!(port = port.as_str(), %peer, "connection that never sent a byte closed: its slot went to a newcomer at the session cap");
+                                debug!(port = port.as_str(), %peer, "connection that never introduced itself (no ZMTP greeting and READY, or no byte) closed: its slot went to a newcomer at the session cap");
                             }
                             () = fwd.session(stream, peer, port, token, &newcomer) => {}
                         }
@@ -264,9 +264,6 @@ impl Forwarder {
         if early.is_empty() {
             read_ready(&mut minion, &mut early);
         }
-        if !early.is_empty() {
-            newcomer.spoke();
-        }
         // A ZeroMQ session is followed frame by frame so that a switch can
         // move it to the new master instead of cutting it.
         let movable = self.tunables.borrow().moves_sessions();
@@ -302,9 +299,15 @@ impl Forwarder {
                     Some(t) => {
                         let before = t.up.messages();
                         t.up.feed(&early);
+                        if introduced(&t.up) {
+                            newcomer.spoke();
+                        }
                         t.up.messages() != before
                     }
-                    None => true,
+                    None => {
+                        newcomer.spoke();
+                        true
+                    }
                 };
                 if let (true, Some(clock)) = (asked, &answers) {
                     clock.asked();
@@ -640,6 +643,14 @@ async fn minion_closed(minion: &mut TcpStream, early: &mut Vec<u8>) {
             Ok(n) => early.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// A followed minion stream has introduced itself: its ZMTP greeting and
+/// READY have passed, or it is no ZMTP stream at all (Salt's tcp
+/// transport), whose first bytes are its first request. Until then, at the
+/// session cap, it may give its slot to a newcomer (`data::admit`).
+pub fn introduced(up: &crate::data::track::Track) -> bool {
+    up.handshaken() || up.unmovable().is_some()
 }
 
 /// Reads what the minion has sent so far, without waiting: one poll of the

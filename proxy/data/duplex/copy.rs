@@ -413,6 +413,12 @@ impl<'a> Pump<'a> {
                 if track.data_seen() != data {
                     activity.touch(self.slot);
                 }
+                if let Some(newcomer) = self
+                    .newcomer
+                    .filter(|_| crate::data::forward::introduced(track))
+                {
+                    newcomer.spoke();
+                }
                 if track.messages() != messages {
                     if let Some(clock) = self.answers {
                         if to_master {
@@ -478,7 +484,7 @@ impl<'a> Pump<'a> {
     /// like a request waiting for its answer.
     fn stamp_read(&mut self, n: usize, activity: &Activity, to_master: bool) {
         self.counter.inc_by(n as u64);
-        if let Some(newcomer) = self.newcomer {
+        if let (Some(newcomer), None) = (self.newcomer, self.track.as_deref()) {
             newcomer.spoke();
         }
         if self
