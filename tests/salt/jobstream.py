@@ -115,6 +115,9 @@ def run_stream(args: argparse.Namespace) -> int:
                 parts = str(ev.get("tag", "")).split("/")
                 if len(parts) >= 5 and parts[3] == "ret" and parts[4] == args.id and parts[2] in by_jid:
                     j = by_jid[parts[2]]
+                    # every return event, per master's bus: a return delivered twice shows here
+                    rets = j.setdefault("ret_events", {})
+                    rets[name] = rets.get(name, 0) + 1
                     if not j.get("t_ret"):
                         j["t_ret"] = time.monotonic()
                         j["ret_seen_on"] = name
@@ -213,9 +216,24 @@ def run_stream(args: argparse.Namespace) -> int:
         by_jid[j["jid"]] = j
         i += 1
         pump(0.0)
+    def awaited(j: Dict[str, Any]) -> bool:
+        """False for a job its master cannot return any more: published by a master the
+        caller killed (the dead file: {"master": NAME, "t": time.monotonic() of the kill})
+        before it died. Such a job is still looked up in every job cache, but not waited
+        for: its return can only land elsewhere, and whatever did by the time the other
+        jobs are settled is what the caller counts."""
+        if not args.dead_file:
+            return True
+        try:
+            with open(args.dead_file) as f:
+                dead = json.load(f)
+        except (OSError, ValueError):
+            return True
+        return not (j["master"] == dead.get("master") and j["t_pub"] < dead.get("t", 0))
+
     # late returns
     tail_end = time.monotonic() + args.job_timeout
-    while time.monotonic() < tail_end and any(not j.get("t_ret") for j in jobs):
+    while time.monotonic() < tail_end and any(not j.get("t_ret") and awaited(j) for j in jobs):
         pump(0.1)
     # the job caches: where did each return land? (one lookup process per master: two
     # MasterMinions in one process share the local_cache module and its __opts__)
@@ -231,7 +249,7 @@ def run_stream(args: argparse.Namespace) -> int:
                     j["cache_issuer"] = hits.get(j["jid"], False)
                 elif hits.get(j["jid"]) and name not in j.setdefault("cache_other", []):
                     j["cache_other"].append(name)
-        if all(j.get("cache_issuer") for j in jobs) or time.monotonic() > cache_end:
+        if all(j.get("cache_issuer") or not awaited(j) for j in jobs) or time.monotonic() > cache_end:
             break
         time.sleep(1.0)
     for lc in clients.values():
@@ -295,6 +313,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("--job-timeout", type=float, default=30)
         p.add_argument("--max-inflight", type=int, default=2, help="jobs without a return yet (the box has 2 cores)")
         p.add_argument("--locate", default="sidecar", choices=["sidecar", "sockets"])
+        p.add_argument("--dead-file", help="JSON {master, t}: that master was killed at t (monotonic); "
+                       "its jobs from before are looked up but not waited for")
         p.add_argument("--pause-file", help="issue no job while this file exists; create <it>.idle once none is in flight")
         return run_stream(p.parse_args(argv[1:]))
     if argv and argv[0] == "_jobcache":
