@@ -25,6 +25,11 @@
 //!    `test.arg` jobs issued on whichever master the minion is on all return — 0 lost,
 //!    0 misrouted, checked in the masters' job caches;
 //! 5. graceful restart of A (SIGTERM, start): 0 lost the same way;
+//! 5b. crash during a job stream (`crash_stream`): SIGKILL of A while a stream of 50
+//!    `test.arg` jobs runs (on A until it dies, then on B); apart from the returns
+//!    the crash itself took (jobs A published just before it died, not in A's job
+//!    cache: no failover can save them, Salt's own neither), 0 lost, 0 misrouted,
+//!    0 duplicated (job caches and logs of A and B, the minion's log);
 //! 6. enrollment: `salt-sidecar enroll` pins a new minion to A then B, the test
 //!    accepts its key with `salt-key -a` on each, no master is stopped, the
 //!    sidecar ends unpinned;
@@ -74,6 +79,12 @@ const TCP_HUNG_SWITCH_BAR_S: f64 = 3.5;
 /// comes later by the job stream's first publication on a master that just
 /// started, 1-7 s on a loaded box: Salt's, measured and printed, not a bar.)
 const FAILBACK_BAR_S: f64 = 5.0 + 5.0;
+
+/// Crash during a job stream: a job published by A at most this long before A was
+/// killed may have lost its return to the crash (its return was in flight; a
+/// `test.arg` returns well within a second on an idle lab, a few on a loaded one).
+/// An older job without a return on A was lost before the crash.
+const CRASH_IN_FLIGHT_S: f64 = 10.0;
 
 /// The labs of this file's tests take turns (they run on parallel threads and share
 /// fixed addresses); a test's [`DEADLINE`] starts once it holds this.
@@ -372,6 +383,57 @@ fn check_stream(lines: &[Value], name: &str, failures: &mut Vec<String>) {
     }
 }
 
+/// Crash during a job stream: in every round, no return of a job the crash could not
+/// take is lost, misrouted or duplicated; the crash took only returns in flight
+/// (published less than [`CRASH_IN_FLIGHT_S`] before the kill); the minion answered
+/// through B.
+fn check_crash_stream(lines: &[Value], rounds: usize, failures: &mut Vec<String>) {
+    let name = "crash_stream";
+    let s = scenario(lines, name);
+    let rs = s["rounds"].as_array().cloned().unwrap_or_default();
+    if rs.len() != rounds {
+        failures.push(format!(
+            "{name}: {} rounds, expected {rounds}: {s}",
+            rs.len()
+        ));
+        return;
+    }
+    for r in &rs {
+        if r.get("error").is_some() {
+            failures.push(format!("{name}: {}", r["error"]));
+            continue;
+        }
+        if u(&r["issued"]) < 50 {
+            failures.push(format!("{name}: only {} jobs issued: {r}", r["issued"]));
+        }
+        if u(&r["lost"]) != 0 || u(&r["misrouted"]) != 0 || u(&r["duplicated"]) != 0 {
+            failures.push(format!(
+                "{name}: beyond the {} returns the crash took, {} lost, {} misrouted and {} \
+                 duplicated of {} (job caches and logs of A and B): {}",
+                r["lost_to_the_crash"],
+                r["lost"],
+                r["misrouted"],
+                r["duplicated"],
+                r["issued"],
+                r["jobs_of_note"]
+            ));
+        }
+        match f(&r["crash_oldest_published_s"]) {
+            Some(t) if t < -CRASH_IN_FLIGHT_S => failures.push(format!(
+                "{name}: a job published {:.1} s before the kill has no return on A: \
+                 lost before the crash, not in it: {}",
+                -t, r["jobs_of_note"]
+            )),
+            _ => {}
+        }
+        if f(&r["failover_s"]).is_none() {
+            failures.push(format!(
+                "{name}: the minion did not answer through master B after A was killed: {r}"
+            ));
+        }
+    }
+}
+
 fn check_enroll(lines: &[Value], failures: &mut Vec<String>) {
     let s = scenario(lines, "enroll");
     let Some(r) = s["rounds"].get(0) else {
@@ -476,6 +538,7 @@ fn matrix(version: &str, support: Support, plan: &[&str]) {
             "failback" | "graceful_restart" | "failback_tcp" | "graceful_restart_tcp" => {
                 check_stream(&lines, name, &mut failures)
             }
+            "crash_stream" => check_crash_stream(&lines, rounds, &mut failures),
             "enroll" => check_enroll(&lines, &mut failures),
             "shuffle" => check_shuffle(&lines, &mut failures),
             other => panic!("no check for scenario {other}"),

@@ -31,6 +31,12 @@ Scenarios (``scenarios.py list``), one JSON line each from ``run``:
   failback_tcp, graceful_restart_tcp
                                 the same two with transport tcp: A restarts under
                                 the sidecar's default `ping` probe
+  crash_stream                  SIGKILL A during a stream of 50 test.arg jobs (on A until
+                                it dies, then on B): returns lost, misrouted, duplicated,
+                                and lost to the crash (published by A before the kill,
+                                not in A's cache: no setup can save those); kill -> first
+                                test.ping through B
+  native_crash_stream           the same with Salt's own failover (NativeLab's minion)
   enroll                        a minion whose key is accepted nowhere; `salt-sidecar
                                 enroll` pins it to each master, the test accepts the
                                 key as it appears; no master is stopped
@@ -350,6 +356,7 @@ class JobStream:
         self.pause_file = os.path.join(sl.workdir, "jobstream.pause")
         # Written by dead(): a master killed during the stream (crash_stream_round).
         self.dead_file = os.path.join(sl.workdir, "jobstream.dead")
+        self.dying_file = os.path.join(sl.workdir, "jobstream.dying")
         over = sl.ctx.stream
         count = over.get("count", count)
         interval = over.get("interval", interval)
@@ -359,7 +366,8 @@ class JobStream:
                 "--masters", json.dumps(masters), "--admin", ADMIN, "--id", sl.mid,
                 "--count", str(count), "--interval", str(interval), "--segments", segments,
                 "--min-last", str(min_last), "--deadline", str(deadline), "--max-inflight", str(max_inflight),
-                "--pause-file", self.pause_file, "--locate", locate, "--dead-file", self.dead_file]
+                "--pause-file", self.pause_file, "--locate", locate, "--dead-file", self.dead_file,
+                "--dying-file", self.dying_file]
         self.deadline = deadline
         self.log = os.path.join(sl.workdir, "jobstream.log")
         with open(self.log, "ab") as err:
@@ -384,6 +392,20 @@ class JobStream:
             if self.popen.poll() is not None or time.monotonic() - t0 > timeout:
                 raise RuntimeError(f"job stream never idle after a pause: {harness.tail(self.log, 20)}")
             time.sleep(0.05)
+        return time.monotonic() - t0
+
+    def dying(self, master: str, timeout: float = 10.0) -> float:
+        """Tells the stream ``master`` is about to be killed; returns once it has closed
+        its event client there and stopped publishing on it (the seconds it took)."""
+        t0 = time.monotonic()
+        tmp = self.dying_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"master": master}, f)
+        os.replace(tmp, self.dying_file)
+        while not os.path.exists(self.dying_file + ".ack"):
+            if self.popen.poll() is not None or time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"job stream never let go of {master}: {harness.tail(self.log, 20)}")
+            time.sleep(0.005)
         return time.monotonic() - t0
 
     def dead(self, master: str, t_kill: float) -> None:
@@ -676,6 +698,11 @@ def crash_verdict(js: Dict[str, Any], t_kill: float, kill_unix: float, dead: str
                            "minion_sent_s": rel(minion_log["sent"].get(jid, [])),
                            "master_got_s": {n: rel(v) for n, v in got.items() if v},
                            "cache_issuer": j.get("cache_issuer"), "cache_other": j.get("cache_other")})
+    crash_pubs = [j["t_pub"] - t_kill for j in jobs
+                  if j["master"] == dead and j["t_pub"] < t_kill and not j.get("cache_issuer")]
+    # how long before the kill the oldest job the crash took was published (a return in
+    # flight is at most a few seconds old; an older one was lost before the crash)
+    out["crash_oldest_published_s"] = round(min(crash_pubs), 3) if crash_pubs else None
     if detail:
         out["jobs_of_note"] = detail[:12]
     if js.get("error"):
@@ -714,6 +741,7 @@ def crash_stream_round(ctx: Ctx, native: bool) -> Dict[str, Any]:
         stream = JobStream(host, segments="A,B", locate="sockets" if native else "sidecar")
         t0 = time.monotonic()
         res["runs_before_kill"] = wait_runs(lab.minions[mid].log_file, CRASH_AFTER_RUNS, 90, stream)
+        res["stream_let_go_s"] = round(stream.dying("A"), 3)
         t_kill = lab.kill_master("A", signal.SIGKILL)
         stream.dead("A", t_kill)
         res["stream_to_kill_s"] = round(t_kill - t0, 2)
@@ -735,9 +763,9 @@ def crash_stream_round(ctx: Ctx, native: bool) -> Dict[str, Any]:
               and (native or (res["lost"] == 0 and res["misrouted"] == 0 and res["duplicated"] == 0)))
     except Exception as e:
         res["error"] = f"{type(e).__name__}: {e}"
-        if stream is not None:
-            stream.kill()
     finally:
+        if stream is not None:
+            stream.kill()  # a no-op once it has ended; on SIGTERM (SystemExit) too
         if native:
             if not ok:
                 print(f"---- round failed; files kept in {host.workdir}", file=sys.stderr)
