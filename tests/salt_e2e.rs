@@ -38,8 +38,9 @@
 //!    killed master's sidecars move.
 //!
 //! The matrix (CI has 2 cores; the suite must stay well under 30 minutes): 3008 runs
-//! everything; 3006 LTS and 3007 1, 2, 4, 5; the legacy releases 2019.2.8,
-//! 3000.9 and 3004.2 crash failover (1) only.
+//! everything (5b: 2 rounds); 3006 LTS 1, 2, 4, 5 and 5b (1 round); 3007 1, 2, 4, 5;
+//! the legacy releases 2019.2.8, 3000.9 and 3004.2 crash failover (1) only. A round
+//! of 5b took 50-65 s on a shared, loaded 2-core machine (load average 7-14).
 //!
 //! Venvs: 3008 is `scripts/test-deps`' venv; the others come from `scripts/salt-venv
 //! VERSION` (idempotent; `scripts/test` starts their installs in the background
@@ -79,12 +80,6 @@ const TCP_HUNG_SWITCH_BAR_S: f64 = 3.5;
 /// comes later by the job stream's first publication on a master that just
 /// started, 1-7 s on a loaded box: Salt's, measured and printed, not a bar.)
 const FAILBACK_BAR_S: f64 = 5.0 + 5.0;
-
-/// Crash during a job stream: a job published by A at most this long before A was
-/// killed may have lost its return to the crash (its return was in flight; a
-/// `test.arg` returns well within a second on an idle lab, a few on a loaded one).
-/// An older job without a return on A was lost before the crash.
-const CRASH_IN_FLIGHT_S: f64 = 10.0;
 
 /// The labs of this file's tests take turns (they run on parallel threads and share
 /// fixed addresses); a test's [`DEADLINE`] starts once it holds this.
@@ -383,10 +378,9 @@ fn check_stream(lines: &[Value], name: &str, failures: &mut Vec<String>) {
     }
 }
 
-/// Crash during a job stream: in every round, no return of a job the crash could not
-/// take is lost, misrouted or duplicated; the crash took only returns in flight
-/// (published less than [`CRASH_IN_FLIGHT_S`] before the kill); the minion answered
-/// through B.
+/// Crash during a job stream: in every round, no return is lost, misrouted or
+/// duplicated but those the crash took (in flight to A when it died: scenarios.py's
+/// `crash_verdict`); the minion answered through B.
 fn check_crash_stream(lines: &[Value], rounds: usize, failures: &mut Vec<String>) {
     let name = "crash_stream";
     let s = scenario(lines, name);
@@ -417,14 +411,6 @@ fn check_crash_stream(lines: &[Value], rounds: usize, failures: &mut Vec<String>
                 r["issued"],
                 r["jobs_of_note"]
             ));
-        }
-        match f(&r["crash_oldest_published_s"]) {
-            Some(t) if t < -CRASH_IN_FLIGHT_S => failures.push(format!(
-                "{name}: a job published {:.1} s before the kill has no return on A: \
-                 lost before the crash, not in it: {}",
-                -t, r["jobs_of_note"]
-            )),
-            _ => {}
         }
         if f(&r["failover_s"]).is_none() {
             failures.push(format!(
@@ -552,7 +538,7 @@ fn matrix(version: &str, support: Support, plan: &[&str]) {
 }
 
 #[test]
-fn salt_3008_failover_hung_failback_restart_enroll_shuffle() {
+fn salt_3008_failover_hung_failback_restart_crash_stream_enroll_shuffle() {
     matrix(
         "3008",
         Support::Required,
@@ -563,6 +549,7 @@ fn salt_3008_failover_hung_failback_restart_enroll_shuffle() {
             "sidecar_tcp_frozen:1",
             "failback:1",
             "graceful_restart:1",
+            "crash_stream:2",
             "enroll:1",
             "shuffle:1",
         ],
@@ -584,7 +571,7 @@ fn salt_3007_17_failover_hung_failback_restart() {
 }
 
 #[test]
-fn salt_3006_30_failover_hung_failback_restart() {
+fn salt_3006_30_failover_hung_failback_restart_crash_stream() {
     matrix(
         "3006.30",
         Support::Required,
@@ -593,6 +580,7 @@ fn salt_3006_30_failover_hung_failback_restart() {
             "sidecar_zeromq_frozen:1",
             "failback:1",
             "graceful_restart:1",
+            "crash_stream:1",
         ],
     );
 }
