@@ -25,22 +25,22 @@
 //!    `test.arg` jobs issued on whichever master the minion is on all return — 0 lost,
 //!    0 misrouted, checked in the masters' job caches;
 //! 5. graceful restart of A (SIGTERM, start): 0 lost the same way;
-//! 5b. crash during a job stream (`crash_stream`): SIGKILL of A while a stream of 50
+//! 6. crash during a job stream (`crash_stream`): SIGKILL of A while a stream of 50
 //!    `test.arg` jobs runs (on A until it dies, then on B); apart from the returns
 //!    the crash itself took (jobs A published just before it died, not in A's job
 //!    cache: no failover can save them, Salt's own neither), 0 lost, 0 misrouted,
 //!    0 duplicated (job caches and logs of A and B, the minion's log);
-//! 6. enrollment: `salt-sidecar enroll` pins a new minion to A then B, the test
+//! 7. enrollment: `salt-sidecar enroll` pins a new minion to A then B, the test
 //!    accepts its key with `salt-key -a` on each, no master is stopped, the
 //!    sidecar ends unpinned;
-//! 7. shuffle: 20 sidecars with `master_shuffle: true` in front of 3 stand-in
+//! 8. shuffle: 20 sidecars with `master_shuffle: true` in front of 3 stand-in
 //!    masters pick a spread of masters, keep it across a restart, and only the
 //!    killed master's sidecars move.
 //!
 //! The matrix (CI has 2 cores; the suite must stay well under 30 minutes): 3008 runs
-//! everything (5b: 2 rounds); 3006 LTS 1, 2, 4, 5 and 5b (1 round); 3007 1, 2, 4, 5;
+//! everything (6: 2 rounds); 3006 LTS 1, 2, 4, 5 and 6 (1 round); 3007 1, 2, 4, 5;
 //! the legacy releases 2019.2.8, 3000.9 and 3004.2 crash failover (1) only. A round
-//! of 5b took 50-65 s on a shared, loaded 2-core machine (load average 7-14).
+//! of 6 took 50-65 s on a shared, loaded 2-core machine (load average 7-14).
 //!
 //! Venvs: 3008 is `scripts/test-deps`' venv; the others come from `scripts/salt-venv
 //! VERSION` (idempotent; `scripts/test` starts their installs in the background
