@@ -8,7 +8,8 @@ minion's own connection for native failover), listens for their returns on that
 master's event bus, then looks every job up in every master's job cache
 (``jobstream.py _jobcache``, one process per master). It never starts or stops a
 master or the sidecar: scenarios.py does, and pauses the stream around a planned
-stop (the pause file).
+stop (the pause file), or tells it about a kill: before (the dying file: let go of that
+master) and after (the dead file: its jobs from before are not waited for).
 
 Kept importable by Python 3.6 (Salt 2019.2.8's venv): no ``from __future__ import
 annotations``, no ``subprocess.run(capture_output=, text=)``, nothing newer than 3.6,
