@@ -49,7 +49,9 @@
 //! is a SKIP: printed, and appended to `target/tmp/skipped.txt`, which `scripts/test`
 //! prints at the end.
 
-use std::io::{Read, Write};
+mod support;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -121,21 +123,6 @@ fn assert_venv(v: &Path, how: &str) {
     }
 }
 
-/// Records a skipped release where `scripts/test` prints it at the end
-/// (target/tmp/skipped.txt), and on this test's stderr.
-fn skip(line: &str) {
-    eprintln!("{line}");
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.txt");
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| writeln!(f, "{line}"));
-    if let Err(e) = written {
-        eprintln!("could not record the skip in {}: {e}", path.display());
-    }
-}
-
 /// The venv of Salt `version` from `scripts/salt-venv` (installs it if needed; waits
 /// for an install already under way), or `None` when a legacy release is skipped.
 /// `$SALT_SIDECAR_VENVS`, if set, holds the venvs (`venv-VERSION`) instead of
@@ -160,13 +147,13 @@ fn venv_of(version: &str, support: Support) -> Option<PathBuf> {
             Some(dir)
         }
         (Some(3), Support::Legacy) => {
-            skip(&format!(
+            support::skip(&format!(
                 "SKIPPED: Salt {version} (its Python is missing: {why})"
             ));
             None
         }
         (_, Support::Legacy) => {
-            skip(&format!(
+            support::skip(&format!(
                 "SKIPPED: Salt {version} (scripts/salt-venv {version} failed, {}: {why})",
                 out.status
             ));

@@ -18,31 +18,20 @@
 //! skips it: printed, and appended to `target/tmp/skipped.txt`, which
 //! `scripts/test` prints at the end. Without it a missing Python is a failure.
 
-use std::io::Write;
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Records a skip where `scripts/test` prints it at the end, and on stderr.
-fn skip(line: &str) {
-    eprintln!("{line}");
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.txt");
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| writeln!(f, "{line}"));
-    if let Err(e) = written {
-        eprintln!("could not record the skip in {}: {e}", path.display());
-    }
-}
-
 #[test]
 fn salts_multimaster_failover_scenario_passes_through_the_sidecar_on_zeromq() {
     if std::env::var_os("SALT_SIDECAR_SKIP_SALT_SUITE").is_some_and(|v| v == "1") {
-        skip("SKIPPED: salt_suite (Salt's multimaster scenario): SALT_SIDECAR_SKIP_SALT_SUITE=1");
+        support::skip(
+            "SKIPPED: salt_suite (Salt's multimaster scenario): SALT_SIDECAR_SKIP_SALT_SUITE=1",
+        );
         return;
     }
     let script = Path::new(MANIFEST).join("scripts/salt-suite");
