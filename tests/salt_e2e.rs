@@ -35,7 +35,13 @@
 //!    sidecar ends unpinned;
 //! 8. shuffle: 20 sidecars with `master_shuffle: true` in front of 3 stand-in
 //!    masters pick a spread of masters, keep it across a restart, and only the
-//!    killed master's sidecars move.
+//!    killed master's sidecars move;
+//! 8. mute master (3008, zeromq and tcp, issue 21): only A's MWorker processes are
+//!    SIGSTOPped, so A completes every handshake and answers nothing (checked with
+//!    a direct clear `ping`); the sidecar keeps A (its idle checks pass) until the
+//!    minion's next request — a `salt-call test.ping` — has waited
+//!    `ret_answer_timeout` (2 s), then its `ping` re-check fails and it switches:
+//!    `test.ping` answers through B within [`MUTE_BAR_S`] of that request.
 //!
 //! The matrix (CI has 2 cores; the suite must stay well under 30 minutes): 3008 runs
 //! everything (6: 2 rounds); 3006 LTS 1, 2, 4, 5 and 6 (1 round); 3007 1, 2, 4, 5;
@@ -77,6 +83,15 @@ const HUNG_BAR_S: f64 = 5.0;
 /// 3006.30. The bound adds 0.5 s for a single round on a loaded 2-core CI
 /// machine; what it guards against is `probe: tcp`'s 8-9 s.
 const TCP_HUNG_SWITCH_BAR_S: f64 = 3.5;
+/// Mute master: the `ret_answer_timeout` of the scenarios' sidecar config
+/// (`MUTE_RET_ANSWER_TIMEOUT_S` in tests/salt/scenarios.py).
+const MUTE_RET_ANSWER_TIMEOUT_S: f64 = 2.0;
+/// Mute master: the minion's request to A -> the first `test.ping` return through
+/// B, every round (issue 21: `ret_answer_timeout` + 3 s). The sidecar needs the
+/// timeout, at most one scan step (0.5 s) to see it, and the `ping` re-check's
+/// `connect_timeout` (1 s); then the minion re-authenticates with B and the
+/// pinger's next publication (every 0.5 s) reaches it.
+const MUTE_BAR_S: f64 = MUTE_RET_ANSWER_TIMEOUT_S + 3.0;
 /// Failback: the sidecar back on A at most master_failback_interval (5 s, the
 /// labs' sidecar config) + 5 s after A listens again. (The first return through A
 /// comes later by the job stream's first publication on a master that just
@@ -407,6 +422,69 @@ fn check_crash_stream(lines: &[Value], rounds: usize, failures: &mut Vec<String>
     }
 }
 
+/// Mute master (A's workers stopped, its ports open): every round A was mute (a
+/// handshake completes, a clear `ping` is not answered), the sidecar kept it until
+/// the minion's request, confirmed the suspicion, and `test.ping` answered through
+/// B within [`MUTE_BAR_S`] of that request (B's job cache too). On zeromq the
+/// `salt-call` that made the request returns `True` as well (Salt resends it after
+/// its own timeout, about 5 s, to B). Not on tcp: Salt 3008's tcp client never
+/// gets an answer to a request whose connection the failover reset (the call
+/// waits for its pillar timeout, over 60 s), so only the minion's next job is
+/// asserted there.
+fn check_mute(lines: &[Value], name: &str, rounds: usize, failures: &mut Vec<String>) {
+    let s = scenario(lines, name);
+    let rs = s["rounds"].as_array().cloned().unwrap_or_default();
+    if rs.len() != rounds {
+        failures.push(format!(
+            "{name}: {} rounds, expected {rounds}: {s}",
+            rs.len()
+        ));
+        return;
+    }
+    for r in &rs {
+        if let Some(e) = r.get("error") {
+            failures.push(format!("{name}: {e}"));
+            continue;
+        }
+        if f(&r["ret_answer_timeout_s"]) != Some(MUTE_RET_ANSWER_TIMEOUT_S) {
+            failures.push(format!(
+                "{name}: the scenario's ret_answer_timeout is {}, this test's bar assumes \
+                 {MUTE_RET_ANSWER_TIMEOUT_S} s",
+                r["ret_answer_timeout_s"]
+            ));
+        }
+        let mute = &r["ping_a_mute"];
+        if mute["connected"] != Value::Bool(true) || mute["answered"] == Value::Bool(true) {
+            failures.push(format!("{name}: A was not mute (open, silent): {mute}"));
+        }
+        if r["suspicion"] != "confirmed"
+            || f(&r["suspicions_total"]["confirmed"]).unwrap_or(0.0) < 1.0
+        {
+            failures.push(format!(
+                "{name}: no confirmed suspicion (log line and metric): {} {}",
+                r["suspicion"], r["suspicions_total"]
+            ));
+        }
+        match f(&r["seconds"]) {
+            Some(t) if t <= MUTE_BAR_S => {}
+            t => failures.push(format!(
+                "{name}: the minion's request to the mute A -> test.ping through B: {t:?} s, \
+                 bar <= {MUTE_BAR_S} s (ret_answer_timeout + 3 s): {r}"
+            )),
+        }
+        if r["job_cache_ok"] != Value::Bool(true) {
+            failures.push(format!(
+                "{name}: a job through B is missing from B's job cache: {r}"
+            ));
+        }
+        if name == "sidecar_zeromq_mute" && r["salt_call_ret"] != Value::Bool(true) {
+            failures.push(format!(
+                "{name}: the salt-call that met the mute master did not return True: {r}"
+            ));
+        }
+    }
+}
+
 fn check_enroll(lines: &[Value], failures: &mut Vec<String>) {
     let s = scenario(lines, "enroll");
     let Some(r) = s["rounds"].get(0) else {
@@ -508,6 +586,9 @@ fn matrix(version: &str, support: Support, plan: &[&str]) {
                 check_failover(&lines, name, rounds, HUNG_BAR_S, &mut failures)
             }
             "sidecar_tcp_frozen" => check_tcp_frozen(&lines, rounds, &mut failures),
+            "sidecar_zeromq_mute" | "sidecar_tcp_mute" => {
+                check_mute(&lines, name, rounds, &mut failures)
+            }
             "failback" | "graceful_restart" | "failback_tcp" | "graceful_restart_tcp" => {
                 check_stream(&lines, name, &mut failures)
             }
@@ -534,6 +615,8 @@ fn salt_3008_failover_hung_failback_restart_crash_stream_enroll_shuffle() {
             "sidecar_zeromq_frozen:1",
             "sidecar_tcp_crash:3",
             "sidecar_tcp_frozen:1",
+            "sidecar_zeromq_mute:1",
+            "sidecar_tcp_mute:1",
             "failback:1",
             "graceful_restart:1",
             "crash_stream:2",

@@ -152,6 +152,9 @@ impl Watch {
         let mut rng = fastrand::Rng::new();
         let mut resolver_alive = matches!(self.master.host, Host::Name(_));
         let handle = self.handle.clone();
+        // When the ret sessions are next scanned for an overdue request: kept
+        // across rounds, so a round (every interval) does not restart the scan.
+        let mut scan_at = Instant::now();
         if resolver_alive && self.addrs.borrow().is_empty() {
             // A DNS name not resolved yet: give the first lookup up to one probe
             // timeout, so the master is not called down before it had an address
@@ -211,7 +214,7 @@ impl Watch {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep_until(next) => {}
                 _ = self.handle.wake.notified() => {}
-                waited = overdue(&handle, settings.ret_answer_timeout) => judge.suspect(waited),
+                waited = overdue(&handle, settings.ret_answer_timeout, &mut scan_at) => judge.suspect(waited),
                 changed = self.addrs.changed(), if resolver_alive => resolver_alive = changed.is_ok(),
                 changed = self.tunables.changed() => {
                     // A reload: new timing or thresholds apply from this probe on.
@@ -369,8 +372,17 @@ impl Watch {
 
 /// Resolves when a request on one of `handle`'s ret sessions has waited
 /// longer than `bound` (with how long); never without a bound. Scans a few
-/// times per bound: detection comes at most a quarter bound late.
-async fn overdue(handle: &HealthHandle, bound: Option<std::time::Duration>) -> std::time::Duration {
+/// times per bound (a quarter bound apart, 50 ms to 1 s): detection comes at
+/// most that late. `scan_at` is when the next scan is due; it outlives this
+/// future, which the round loop drops and makes anew every round: were the
+/// schedule restarted each time, a round interval shorter than two steps
+/// would leave one scan per round (seen: bound 2 s, interval 1 s, detection
+/// up to 0.9 s late).
+async fn overdue(
+    handle: &HealthHandle,
+    bound: Option<std::time::Duration>,
+    scan_at: &mut Instant,
+) -> std::time::Duration {
     let Some(bound) = bound else {
         return std::future::pending().await;
     };
@@ -379,7 +391,8 @@ async fn overdue(handle: &HealthHandle, bound: Option<std::time::Duration>) -> s
         std::time::Duration::from_secs(1),
     );
     loop {
-        tokio::time::sleep(step).await;
+        tokio::time::sleep_until(*scan_at).await;
+        *scan_at = Instant::now() + step;
         if let Some(waited) = handle.answers.overdue(bound) {
             return waited;
         }
@@ -411,4 +424,64 @@ async fn report(
             detail,
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The health loop drops the scan every round (every `interval`) and
+    /// starts it again; detection must still come within one step of the
+    /// bound, not one round.
+    #[tokio::test(start_paused = true)]
+    async fn rounds_shorter_than_two_steps_do_not_delay_the_scan() {
+        let handle = HealthHandle::default();
+        let clock = handle.answers.clock();
+        let bound = Duration::from_secs(2); // scans 0.5 s apart
+        let round = Duration::from_millis(900); // the jittered 1 s interval
+        let mut scan_at = Instant::now();
+        let asker = {
+            let clock = clock.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(450)).await;
+                clock.asked();
+            })
+        };
+        // The health loop: every round drops the scan and makes it anew.
+        // (Restarted from scratch each round, the scans came 0.5 s into
+        // each round — 0.5, 1.4, 2.3, 3.2 s — and found this request only
+        // at 3.2 s, 2.75 s after it was sent.)
+        let mut waited = None;
+        for _ in 0..10 {
+            let next_round = Instant::now() + round;
+            tokio::select! {
+                w = overdue(&handle, Some(bound), &mut scan_at) => {
+                    waited = Some(w);
+                    break;
+                }
+                _ = tokio::time::sleep_until(next_round) => {}
+            }
+        }
+        asker.await.expect("asker");
+        let waited = waited.expect("the request was found overdue");
+        assert!(
+            waited >= bound && waited <= bound + Duration::from_millis(500),
+            "found {waited:?} after the request: at most one scan step (0.5 s) past the {bound:?} bound"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_bound_nothing_is_ever_overdue() {
+        let handle = HealthHandle::default();
+        let clock = handle.answers.clock();
+        clock.asked();
+        let mut scan_at = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(3600),
+            overdue(&handle, None, &mut scan_at),
+        )
+        .await;
+        assert!(r.is_err(), "ret_answer_timeout 0: never suspected");
+    }
 }
