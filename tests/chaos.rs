@@ -377,7 +377,10 @@ fn config_with(
         .sidecar("rise", "2")
         .sidecar("fall", "2")
         .sidecar("connect_timeout", connect_timeout)
-        .sidecar("drain_timeout", "3s");
+        .sidecar("drain_timeout", "3s")
+        // One alive interval: what the stalled-flows test's timing assumes
+        // (the ZeroMQ default is at least 5 s).
+        .sidecar("ret_answer_timeout", "1s");
     // The default is to move; only the reset is spelled out.
     if sessions == Sessions::Reset {
         yaml = yaml.sidecar("move_sessions", "false");

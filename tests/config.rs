@@ -474,6 +474,17 @@ fn the_ret_answer_timeout_defaults_to_one_alive_interval_on_both_transports() {
         Some(Duration::from_secs(5)),
         "transport zeromq"
     );
+    let c = parse("master: [a, b]\nmaster_alive_interval: 1\n");
+    assert_eq!(
+        c.sidecar.ret_answer_timeout,
+        Some(Duration::from_secs(5)),
+        "zeromq: at least 5 s (a starting master's workers answer late)"
+    );
+    assert_eq!(
+        with("master_alive_interval: 1\n"),
+        Some(Duration::from_secs(1)),
+        "tcp: at least 1 s"
+    );
     let c = parse("master: [a, b]\nsidecar:\n  ret_answer_timeout: 0\n");
     assert_eq!(c.sidecar.ret_answer_timeout, None, "zeromq, off");
     let c = parse(&format!("{tcp}sidecar:\n  probe: tcp\n"));

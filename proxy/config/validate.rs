@@ -98,7 +98,12 @@ impl RawConfig {
 
         let sidecar = sidecar.validate(&cx, publish_port, ret_port, transport_probe)?;
         let sidecar = SidecarConfig {
-            ret_answer_timeout: ret_answer_timeout(&cx, answer_raw.as_ref(), alive_interval)?,
+            ret_answer_timeout: ret_answer_timeout(
+                &cx,
+                answer_raw.as_ref(),
+                alive_interval,
+                transport_probe,
+            )?,
             ..sidecar
         };
         no_self_loop(&cx, config_masters(&source), &locations, &sidecar)?;
@@ -449,14 +454,21 @@ fn minion_id(cx: &Ctx<'_>, raw: Option<&Spanned<String>>) -> Result<String, Conf
 /// sessions, on both transports (a stuck ZeroMQ master still completes
 /// every ZMTP handshake in libzmq's I/O thread, so the `zmtp` probe alone
 /// cannot see it). Default: one alive interval, at least
-/// [`MIN_DEFAULT_RET_ANSWER_TIMEOUT`]; `0` turns it off.
+/// [`MIN_DEFAULT_RET_ANSWER_TIMEOUT`] (with ZeroMQ at least
+/// [`MIN_DEFAULT_ZMQ_RET_ANSWER_TIMEOUT`]); `0` turns it off.
 fn ret_answer_timeout(
     cx: &Ctx<'_>,
     raw: Option<&Spanned<DurationValue>>,
     alive_interval: Duration,
+    transport_probe: Option<ProbeKind>,
 ) -> Result<Option<Duration>, ConfigError> {
+    let floor = if transport_probe == Some(ProbeKind::Ping) {
+        MIN_DEFAULT_RET_ANSWER_TIMEOUT
+    } else {
+        MIN_DEFAULT_ZMQ_RET_ANSWER_TIMEOUT
+    };
     match raw {
-        None => Ok(Some(alive_interval.max(MIN_DEFAULT_RET_ANSWER_TIMEOUT))),
+        None => Ok(Some(alive_interval.max(floor))),
         Some(s) if s.value.0.is_zero() => Ok(None),
         Some(_) => duration_or(
             cx,
