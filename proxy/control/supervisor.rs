@@ -84,7 +84,20 @@ pub struct Supervisor {
     pub tunables: watch::Receiver<Arc<Tunables>>,
     /// The graceful switch whose old master still takes new connections.
     pub linger: Option<Linger>,
+    /// When a minion session was last seen open (`None`: never).
+    pub last_busy: Option<Instant>,
+    /// A session was open at the last look.
+    pub was_open: bool,
 }
+
+/// How long no minion session may have been open before the sidecar counts
+/// as idle (and follows its list at once). A minion that opens a connection
+/// now and then (a `salt-call`, a client asking every 200 ms) is not idle:
+/// an idle switch at each gap would follow a flapping master up and down
+/// (seen: 8 switches each way in a 20 s flap, instead of the failback
+/// interval's one). A real minion's publish connection stays open, so this
+/// only delays the case it is for: a minion that is gone.
+pub const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A graceful switch's wait for its sessions to move (see the module doc).
 #[derive(Clone, Debug)]
@@ -227,6 +240,7 @@ impl Supervisor {
                     }
                 },
                 _ = sleep_until_opt(deadline) => Event::Tick,
+                _ = sleep_until_opt(self.idle_at()) => Event::Tick,
             };
             self.handle(event, Instant::now());
         }
@@ -273,6 +287,16 @@ impl Supervisor {
         old.token.cancel();
     }
 
+    /// When the sidecar becomes idle if no session opens meanwhile:
+    /// [`IDLE_AFTER`] after one was last seen open; `None` once idle, or
+    /// while one is open (the count's change wakes the loop).
+    fn idle_at(&self) -> Option<Instant> {
+        if self.plane.sessions.open().any() || self.selector.minion() == Minion::Idle {
+            return None;
+        }
+        self.last_busy.map(|t| t + IDLE_AFTER)
+    }
+
     /// Feeds one event and applies what the selector decides.
     pub fn handle(&mut self, event: Event, now: Instant) {
         if let Event::Up(m) | Event::Down(m) = event {
@@ -285,10 +309,17 @@ impl Supervisor {
         // Whether a switch would disrupt a session, as of now: a session
         // that opens after this look joins the master being left before the
         // route changes, and is drained (or moved) like any failback's.
-        let minion = if self.plane.sessions.open().any() {
-            Minion::Connected
-        } else {
-            Minion::Idle
+        // Open now, or open until now (the loop is woken when the last
+        // session closes): busy as of now.
+        let open = self.plane.sessions.open().any();
+        if open || self.was_open {
+            self.last_busy = Some(now);
+        }
+        self.was_open = open;
+        let minion = match self.idle_at() {
+            Some(at) if now < at => Minion::Connected,
+            _ if self.plane.sessions.open().any() => Minion::Connected,
+            _ => Minion::Idle,
         };
         let mut actions = Vec::new();
         if minion != self.selector.minion() {
@@ -593,6 +624,8 @@ mod tests {
             liveness: Arc::new(Liveness::new(Instant::now(), Duration::from_secs(1))),
             tunables: watch::channel(Arc::new(tunables())).1,
             linger: None,
+            last_busy: None,
+            was_open: false,
         };
         tokio::spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
         Harness {
@@ -937,14 +970,15 @@ mod tests {
         h.health(0, A, true).await;
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(h.route.borrow().active, Some(B), "a session is open");
-        // ... until it closes: then A at once, before the failback interval.
+        // ... until it closes: then A once idle (IDLE_AFTER without a
+        // session), long before the failback interval.
         let closed = Instant::now();
         drop(on_b);
         h.active(Some(A)).await;
+        let waited = closed.elapsed();
         assert!(
-            closed.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            closed.elapsed()
+            waited >= IDLE_AFTER && waited < IDLE_AFTER + Duration::from_secs(1),
+            "{waited:?}"
         );
         assert_eq!(
             h.switches("192.0.2.2", "192.0.2.1", Reason::Failback),

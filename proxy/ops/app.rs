@@ -448,6 +448,8 @@ fn supervisor(
         liveness,
         tunables,
         linger: None,
+        last_busy: None,
+        was_open: false,
     }
 }
 
