@@ -176,6 +176,37 @@ async fn sick_master(net: u8, sick: Sick) {
     sick_port(addr(net, 2, 4506), SocketType::Router, sick).await;
 }
 
+/// The lab of one test: the sick master A at .2, the healthy stand-in B at
+/// .3, the sidecar at .1 with `sidecar` keys, once it has selected A.
+struct Front {
+    sidecar: Sidecar,
+    ret: SocketAddr,
+    admin: SocketAddr,
+    a_label: String,
+    _b: salt_sidecar::standin::StandinMaster,
+}
+
+async fn front(net: u8, sick: Sick, sidecar: &[(&str, &str)]) -> Front {
+    sick_master(net, sick).await;
+    let b = master("B", net, 3).await;
+    let front = Front {
+        sidecar: Sidecar::start(&config(net, sidecar)),
+        ret: addr(net, 1, 4506),
+        admin: addr(net, 1, 9464),
+        a_label: format!("127.0.{net}.2"),
+        _b: b,
+    };
+    front
+        .sidecar
+        .log
+        .wait_for_async(
+            &["selected master", &front.a_label],
+            Duration::from_secs(10),
+        )
+        .await;
+    front
+}
+
 fn config(net: u8, sidecar: &[(&str, &str)]) -> String {
     let masters = [format!("127.0.{net}.2"), format!("127.0.{net}.3")];
     let mut y = Yaml::new(&format!("127.0.{net}.1"), &masters)
@@ -230,15 +261,13 @@ fn until_ready(admin: SocketAddr, limit: Duration) {
 /// unanswered ZMTP `ping`, and the minion's next request on the same
 /// (moved) session is answered by B.
 async fn a_sick_master_is_left(net: u8, sick: Sick) {
-    sick_master(net, sick).await;
-    let _b = master("B", net, 3).await;
-    let sidecar = Sidecar::start(&config(net, &[("ret_answer_timeout", "1s")]));
-    let (ret, admin) = (addr(net, 1, 4506), addr(net, 1, 9464));
-    let a_label = format!("127.0.{net}.2");
-    sidecar
-        .log
-        .wait_for_async(&["selected master", &a_label], Duration::from_secs(10))
-        .await;
+    let Front {
+        sidecar,
+        ret,
+        admin,
+        a_label,
+        _b,
+    } = front(net, sick, &[("ret_answer_timeout", "1s")]).await;
 
     let mut minion = ZmtpClient::connect(ret, SocketType::Dealer, T)
         .await
@@ -307,21 +336,18 @@ async fn a_mute_master_that_sends_a_2_pow_62_frame_is_left_too() {
 /// the cap is full, `/readyz` says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_that_never_reads_cannot_fill_the_session_cap() {
-    let net = 202;
-    sick_master(net, Sick::Deaf).await;
-    let _b = master("B", net, 3).await;
-    let sidecar = Sidecar::start(&config(
-        net,
+    let Front {
+        sidecar,
+        ret,
+        admin,
+        _b,
+        ..
+    } = front(
+        202,
+        Sick::Deaf,
         &[("max_sessions", "10"), ("half_close_timeout", "1s")],
-    ));
-    let (ret, admin) = (addr(net, 1, 4506), addr(net, 1, 9464));
-    sidecar
-        .log
-        .wait_for_async(
-            &["selected master", &format!("127.0.{net}.2")],
-            Duration::from_secs(10),
-        )
-        .await;
+    )
+    .await;
 
     // Ten held sessions fill the cap: not ready, and says why.
     let mut held = Vec::new();
@@ -372,20 +398,11 @@ async fn a_master_that_never_reads_cannot_fill_the_session_cap() {
 /// and reset the session 2.8 s after the master stopped keeping up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_reading_1_kib_per_second_is_not_cut() {
-    let net = 203;
-    sick_master(net, Sick::Slow).await;
-    let _b = master("B", net, 3).await;
     // The answer check off: this master answers nothing, on purpose; what
     // is under test is the flow's fate, not the master's.
-    let sidecar = Sidecar::start(&config(net, &[("ret_answer_timeout", "0")]));
-    let ret = addr(net, 1, 4506);
-    sidecar
-        .log
-        .wait_for_async(
-            &["selected master", &format!("127.0.{net}.2")],
-            Duration::from_secs(10),
-        )
-        .await;
+    let Front {
+        sidecar, ret, _b, ..
+    } = front(203, Sick::Slow, &[("ret_answer_timeout", "0")]).await;
     let minion = TcpStream::connect(ret).await.expect("connect");
     let (mut rd, mut wr) = minion.into_split();
     // Whatever comes back (the greeting) is read and dropped; the minion's
@@ -440,15 +457,14 @@ async fn a_master_reading_1_kib_per_second_is_not_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_that_answers_slowly_is_never_failed_over() {
     for (net, delay_ms, suspected) in [(204u8, 800u64, false), (205, 1500, true)] {
-        sick_master(net, Sick::Delay(Duration::from_millis(delay_ms))).await;
-        let _b = master("B", net, 3).await;
-        let sidecar = Sidecar::start(&config(net, &[("ret_answer_timeout", "1s")]));
-        let (ret, admin) = (addr(net, 1, 4506), addr(net, 1, 9464));
-        let a_label = format!("127.0.{net}.2");
-        sidecar
-            .log
-            .wait_for_async(&["selected master", &a_label], Duration::from_secs(10))
-            .await;
+        let sick = Sick::Delay(Duration::from_millis(delay_ms));
+        let Front {
+            sidecar,
+            ret,
+            admin,
+            a_label,
+            _b,
+        } = front(net, sick, &[("ret_answer_timeout", "1s")]).await;
         let mut minion = ZmtpClient::connect(ret, SocketType::Dealer, T)
             .await
             .expect("the minion's session");
