@@ -446,11 +446,11 @@ fn convert_minion_config_prints_a_config_that_loads_and_the_minion_change() {
 }
 
 /// `sidecar.ret_answer_timeout`: one alive interval (at least 1 s) by
-/// default on both transports (a stuck ZeroMQ master still completes ZMTP
-/// handshakes, so the `zmtp` probe alone cannot see it), as written when
-/// given, off with `0`.
+/// default with `transport: tcp`; with ZeroMQ only when set (it works there
+/// too, but is not yet on by default: false failovers under load); as
+/// written when given, off with `0`.
 #[test]
-fn the_ret_answer_timeout_defaults_to_one_alive_interval_on_both_transports() {
+fn the_ret_answer_timeout_defaults_to_one_alive_interval_with_tcp_and_is_opt_in_with_zeromq() {
     let parse = |text: &str| config::parse(Path::new("t.yaml"), text).expect("valid");
     let tcp = "master: [a, b]\ntransport: tcp\n";
     let with = |extra: &str| parse(&format!("{tcp}{extra}")).sidecar.ret_answer_timeout;
@@ -470,15 +470,14 @@ fn the_ret_answer_timeout_defaults_to_one_alive_interval_on_both_transports() {
     assert_eq!(with("sidecar:\n  ret_answer_timeout: 0\n"), None);
     let c = parse("master: [a, b]\nmaster_alive_interval: 5\n");
     assert_eq!(
-        c.sidecar.ret_answer_timeout,
-        Some(Duration::from_secs(5)),
-        "transport zeromq"
+        c.sidecar.ret_answer_timeout, None,
+        "transport zeromq: opt-in"
     );
-    let c = parse("master: [a, b]\nmaster_alive_interval: 1\n");
+    let c = parse("master: [a, b]\nsidecar:\n  ret_answer_timeout: 2s\n");
     assert_eq!(
         c.sidecar.ret_answer_timeout,
-        Some(Duration::from_secs(5)),
-        "zeromq: at least 5 s (a starting master's workers answer late)"
+        Some(Duration::from_secs(2)),
+        "zeromq, set"
     );
     assert_eq!(
         with("master_alive_interval: 1\n"),

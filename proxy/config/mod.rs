@@ -39,13 +39,6 @@ pub const DEFAULT_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Lower bound of the default `sidecar.ret_answer_timeout` (one alive
 /// interval, but never less than this).
 pub const MIN_DEFAULT_RET_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
-/// The same with ZeroMQ, whose `zmtp` probe calls a master up as soon as
-/// libzmq listens: a Salt master that has just started completes handshakes
-/// before its workers answer (seen on 3008 under load: the first requests
-/// unanswered for 2 s and the check's `ping` for 1 s), and a shorter bound
-/// took such a master for a mute one. A request that waits this long on a
-/// master that has been answering is still caught; set the key to go lower.
-pub const MIN_DEFAULT_ZMQ_RET_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `sidecar.half_close_timeout`. A master or minion that is alive
 /// closes its half within milliseconds of the other's FIN (libzmq and
 /// Salt's tcp transport close a connection whose peer has gone); one that
