@@ -329,11 +329,13 @@ class Lab:
         emit(done=True, task_errors=errors[:5], n_task_errors=len(errors))
 
 
-def publish(confdirs, ids_path, interval, deadline):
-    """One Salt LocalClient per master config dir; after a "go" line on stdin, every
-    ``interval`` s each master publishes test.ping to the minions no master has had an answer
-    from yet (tgt_type list), until all answered or ``deadline`` s. One JSON line per event on
-    stdout: {"ev": "pub", "master", "t", "n"}, {"ev": "ret", "master", "id", "t"}."""
+def publish(confdir, ids_path, answered_path, interval, deadline):
+    """A Salt LocalClient on one master (its config dir); after a "go" line on stdin, every
+    ``interval`` s it publishes test.ping to the minions that no master has had an answer
+    from yet (tgt_type list), until all answered or ``deadline`` s. Several of these (one per
+    master: two LocalClients in one process stall) share ``answered_path``: each appends the
+    ids it got an answer from and reads the others' before each publication. One JSON line
+    per event on stdout: {"ev": "pub", "t", "n", "jid"}, {"ev": "ret", "id", "t"}."""
     import logging
 
     import salt.client
@@ -341,50 +343,53 @@ def publish(confdirs, ids_path, interval, deadline):
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     with open(ids_path) as f:
         todo = set(json.load(f))
-    clients = {}
-    for d in confdirs:
-        lc = salt.client.LocalClient(c_path=os.path.join(d, "master"))
-        lc.event.connect_pub(timeout=10)
-        clients[d] = lc
+    lc = salt.client.LocalClient(c_path=os.path.join(confdir, "master"))
+    lc.event.connect_pub(timeout=10)
+    shared = open(answered_path, "a+", buffering=1)
     emit(ready=True)
     sys.stdin.readline()
     end = time.monotonic() + deadline
     jids = set()
     nxt = time.monotonic()
+    import faulthandler
+
     while todo and time.monotonic() < end:
+        faulthandler.dump_traceback_later(5 + 3 * interval, exit=False)  # a stuck call shows in the log
         if time.monotonic() >= nxt:
             nxt = time.monotonic() + interval
-            for d, lc in clients.items():
-                try:
-                    pub = lc.run_job(sorted(todo), "test.ping", tgt_type="list", timeout=interval,
-                                     listen=True)
-                    if pub and pub.get("jid"):
-                        jids.add(str(pub["jid"]))
-                        emit(ev="pub", master=d, t=round(time.time(), 4), n=len(todo), jid=str(pub["jid"]))
-                    else:
-                        emit(ev="pub_error", master=d, t=round(time.time(), 4), error=repr(pub)[:200])
-                except Exception as e:  # a master busy past its timeout, or gone
-                    emit(ev="pub_error", master=d, t=round(time.time(), 4), error=repr(e)[:200])
-        for d, lc in clients.items():
-            ev = lc.event.get_event(wait=0.02, tag="salt/job/", match_type="startswith", full=True)
-            while ev:
-                parts = str(ev.get("tag", "")).split("/")
-                if len(parts) >= 5 and parts[3] == "ret" and parts[2] in jids and parts[4] in todo:
-                    todo.discard(parts[4])
-                    emit(ev="ret", master=d, id=parts[4], t=round(time.time(), 4))
-                ev = lc.event.get_event(wait=0, tag="salt/job/", match_type="startswith", full=True)
+            shared.seek(0)
+            todo -= {x.strip() for x in shared.readlines()}
+            if not todo:
+                break
+            try:
+                pub = lc.run_job(sorted(todo), "test.ping", tgt_type="list", timeout=interval, listen=True)
+                if pub and pub.get("jid"):
+                    jids.add(str(pub["jid"]))
+                    emit(ev="pub", t=round(time.time(), 4), n=len(todo), jid=str(pub["jid"]))
+                else:
+                    emit(ev="pub_error", t=round(time.time(), 4), error=repr(pub)[:200])
+            except Exception as e:  # a master busy past its timeout
+                emit(ev="pub_error", t=round(time.time(), 4), error=repr(e)[:200])
+        ev = lc.event.get_event(wait=0.05, tag="salt/job/", match_type="startswith", full=True)
+        while ev:
+            parts = str(ev.get("tag", "")).split("/")
+            if len(parts) >= 5 and parts[3] == "ret" and parts[2] in jids and parts[4] in todo:
+                todo.discard(parts[4])
+                shared.seek(0, os.SEEK_END)
+                shared.write(parts[4] + "\n")
+                emit(ev="ret", id=parts[4], t=round(time.time(), 4))
+            ev = lc.event.get_event(no_block=True, tag="salt/job/", match_type="startswith", full=True)
     emit(done=True, not_answered=len(todo))
     sys.stderr.flush()
-    # LocalClient.destroy() can wait for ever on a ZeroMQ context whose master is gone (A):
-    # the process ends here, its sockets with it
+    # LocalClient.destroy() can wait for ever on a ZeroMQ context: the process ends here
     os._exit(0)
 
 
 def main(argv):
     if len(argv) >= 3 and argv[0] == "genkeys":
         return genkeys(argv[1], int(argv[2]))
-    if len(argv) == 5 and argv[0] == "publish":
-        return publish(argv[1].split(","), argv[2], float(argv[3]), float(argv[4]))
+    if len(argv) == 6 and argv[0] == "publish":
+        return publish(argv[1], argv[2], argv[3], float(argv[4]), float(argv[5]))
     if len(argv) == 2 and argv[0] == "run":
         raise_nofile()
         with open(argv[1]) as f:
