@@ -188,7 +188,11 @@ class StandIn:
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.connect(self.pub_uri)
-        self.req = None
+        # the long-lived request channel, connected at start as a minion's is (so a sidecar
+        # moves it on a switch like the SUB), used for returns
+        self.req = self.lab.ctx.socket(zmq.REQ)
+        self.req.setsockopt(zmq.LINGER, 0)
+        self.req.connect(self.ret_uri)
         try:
             async with self.lab.start_gate:
                 await self.sign_in("initial")
