@@ -50,6 +50,7 @@ import resource
 import signal
 import sys
 import time
+import uuid
 
 
 def emit(**kw):
@@ -134,6 +135,7 @@ class StandIn:
         self.auth_lock = asyncio.Lock()
         self.signed_in = False
         self.jobs_seen = set()
+        self.ret_lock = asyncio.Lock()
 
     # ---- sign-in: a new REQ socket each time, like AsyncAuth._authenticate's fresh channel
     async def sign_in(self, reason):
@@ -248,31 +250,47 @@ class StandIn:
         return False
 
     async def send_return(self, load):
-        """A ``_return`` on the long-lived ret REQ, packaged as AsyncReqChannel._package_load."""
-        import uuid
-
+        """A ``_return`` on the long-lived ret REQ, as AsyncReqChannel._crypted_transfer does
+        it: the load encrypted with the session key, the reply decrypted with it; a reply that
+        does not decrypt (the master holds a newer session key for this id, e.g. from a
+        sign-in whose answer came after this minion had given up on it) makes the minion sign
+        in again and send once more."""
+        import salt.crypt
         import salt.payload
         import zmq
 
-        ret = {"cmd": "_return", "id": self.id, "success": True, "return": True, "retcode": 0,
-               "jid": load.get("jid"), "fun": load.get("fun"), "fun_args": load.get("arg", [])}
-        async with self.lab.ret_locks.setdefault(self.id, asyncio.Lock()):
-            if self.req is None:
-                self.req = self.lab.ctx.socket(zmq.REQ)
-                self.req.setsockopt(zmq.LINGER, 0)
-                self.req.connect(self.ret_uri)
-            ret.update(nonce=uuid.uuid4().hex, ts=int(time.time()), tok=self.auth.gen_token(b"salt"))
-            body = {"enc": "aes", "load": self.auth.session_crypticle.dumps(ret), "version": 3,
-                    "id": self.id, "enc_algo": self.opts["encryption_algorithm"],
-                    "sig_algo": self.opts["signing_algorithm"]}
-            try:
-                await self.req.send(salt.payload.dumps(body))
-                await asyncio.wait_for(self.req.recv(), self.lab.return_timeout)
-                self.lab.ev(self.id, "ret_ok", jid=str(load.get("jid")))
-            except asyncio.TimeoutError:
-                self.lab.ev(self.id, "ret_timeout", jid=str(load.get("jid")))
-                self.req.close(0)  # a REQ that got no reply cannot send again
-                self.req = None
+        jid = str(load.get("jid"))
+        async with self.ret_lock:
+            for attempt in (1, 2):
+                if self.req is None:
+                    self.req = self.lab.ctx.socket(zmq.REQ)
+                    self.req.setsockopt(zmq.LINGER, 0)
+                    self.req.connect(self.ret_uri)
+                ret = {"cmd": "_return", "id": self.id, "success": True, "return": True, "retcode": 0,
+                       "jid": load.get("jid"), "fun": load.get("fun"), "fun_args": load.get("arg", []),
+                       "nonce": uuid.uuid4().hex, "ts": int(time.time()),
+                       "tok": self.auth.gen_token(b"salt")}
+                crypticle = self.auth.session_crypticle
+                body = {"enc": "aes", "load": crypticle.dumps(ret), "version": 3, "id": self.id,
+                        "enc_algo": self.opts["encryption_algorithm"],
+                        "sig_algo": self.opts["signing_algorithm"]}
+                try:
+                    await self.req.send(salt.payload.dumps(body))
+                    raw = await asyncio.wait_for(self.req.recv(), self.lab.return_timeout)
+                except asyncio.TimeoutError:
+                    self.lab.ev(self.id, "ret_timeout", jid=jid)
+                    self.req.close(0)  # a REQ that got no reply cannot send again
+                    self.req = None
+                    return
+                try:
+                    crypticle.loads(salt.payload.loads(raw), nonce=ret["nonce"])
+                except Exception as e:  # Salt: AuthenticationError -> authenticate(), send again
+                    self.lab.ev(self.id, "ret_refused", jid=jid, attempt=attempt, error=repr(e)[:120])
+                    if attempt == 1:
+                        await self.sign_in("return")
+                    continue
+                self.lab.ev(self.id, "ret_ok", jid=jid, attempt=attempt)
+                return
 
 
 class Lab:
@@ -284,7 +302,6 @@ class Lab:
         self.return_timeout = float(spec.get("return_timeout", 30))
         self.stopping = False
         self.ev = Events(spec["events"])
-        self.ret_locks = {}
         self.n_started = 0
         self.n_ok = 0
 
