@@ -352,11 +352,11 @@ class Lab:
 
 def publish(confdir, ids_path, answered_path, interval, deadline):
     """A Salt LocalClient on one master (its config dir); after a "go" line on stdin, every
-    ``interval`` s it publishes test.ping to the minions that no master has had an answer
-    from yet (tgt_type list), until all answered or ``deadline`` s. Several of these (one per
-    master: two LocalClients in one process stall) share ``answered_path``: each appends the
-    ids it got an answer from and reads the others' before each publication. One JSON line
-    per event on stdout: {"ev": "pub", "t", "n", "jid"}, {"ev": "ret", "id", "t"}."""
+    ``interval`` s it publishes test.ping to the minions no master has had an answer from yet
+    (tgt_type list; ``answered_path`` is written by ``watch``), until all answered or
+    ``deadline`` s. It reads no events: LocalClient.run_job on a busy master blocks for many
+    seconds and consumes events meanwhile, so the answers are the watcher's. One JSON line
+    per publication on stdout: {"ev": "pub", "t", "n", "jid"} or {"ev": "pub_error", ...}."""
     import logging
 
     import salt.client
@@ -365,47 +365,72 @@ def publish(confdir, ids_path, answered_path, interval, deadline):
     with open(ids_path) as f:
         todo = set(json.load(f))
     lc = salt.client.LocalClient(c_path=os.path.join(confdir, "master"))
-    lc.event.connect_pub(timeout=10)
+    emit(ready=True)
+    sys.stdin.readline()
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        try:
+            with open(answered_path) as f:
+                todo -= {x.strip() for x in f}
+        except OSError:
+            pass
+        if not todo:
+            break
+        try:
+            pub = lc.run_job(sorted(todo), "test.ping", tgt_type="list", timeout=interval, listen=False)
+            if pub and pub.get("jid"):
+                emit(ev="pub", t=round(time.time(), 4), n=len(todo), jid=str(pub["jid"]),
+                     took=round(time.monotonic() - t0, 3))
+            else:
+                emit(ev="pub_error", t=round(time.time(), 4), error=repr(pub)[:200])
+        except Exception as e:  # a master busy past its timeout
+            emit(ev="pub_error", t=round(time.time(), 4), error=repr(e)[:200],
+                 took=round(time.monotonic() - t0, 3))
+        time.sleep(max(0.0, interval - (time.monotonic() - t0)))
+    emit(done=True, not_answered=len(todo))
+    sys.stderr.flush()
+    os._exit(0)  # LocalClient.destroy() can wait for ever on a ZeroMQ context
+
+
+def watch(confdir, ids_path, answered_path, deadline):
+    """Listens to one master's event bus (nothing else, so it never falls behind) for
+    test.ping returns from the given minions; appends each minion's id to ``answered_path``
+    at its first return and prints {"ev": "ret", "id", "t"}; exits once every minion has
+    answered (at any master: the file is shared) or after ``deadline`` s from "go"."""
+    import logging
+
+    import salt.config
+    import salt.utils.event
+
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    with open(ids_path) as f:
+        todo = set(json.load(f))
+    opts = salt.config.client_config(os.path.join(confdir, "master"))
+    event = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+    event.connect_pub(timeout=10)
     shared = open(answered_path, "a+", buffering=1)
     emit(ready=True)
     sys.stdin.readline()
     end = time.monotonic() + deadline
-    jids = set()
-    nxt = time.monotonic()
-    import faulthandler
-
+    last_read = 0.0
     while todo and time.monotonic() < end:
-        faulthandler.dump_traceback_later(5 + 3 * interval, exit=False)  # a stuck call shows in the log
-        if time.monotonic() >= nxt:
-            nxt = time.monotonic() + interval
+        if time.monotonic() - last_read > 0.5:  # the other masters' watchers
             shared.seek(0)
             todo -= {x.strip() for x in shared.readlines()}
-            if not todo:
-                break
-            try:
-                pub = lc.run_job(sorted(todo), "test.ping", tgt_type="list", timeout=interval, listen=True)
-                if pub and pub.get("jid"):
-                    jids.add(str(pub["jid"]))
-                    emit(ev="pub", t=round(time.time(), 4), n=len(todo), jid=str(pub["jid"]))
-                else:
-                    emit(ev="pub_error", t=round(time.time(), 4), error=repr(pub)[:200])
-            except Exception as e:  # a master busy past its timeout
-                emit(ev="pub_error", t=round(time.time(), 4), error=repr(e)[:200])
-        ev = lc.event.get_event(wait=0.05, tag="salt/job/", match_type="startswith", full=True)
-        while ev:
-            parts = str(ev.get("tag", "")).split("/")
-            data = ev.get("data") or {}
-            # any test.ping return counts, also for a job whose run_job() timed out here (a
-            # busy master may still have published it): every job in the lab is this one's
-            if len(parts) >= 5 and parts[3] == "ret" and parts[4] in todo and data.get("fun") == "test.ping":
-                todo.discard(parts[4])
-                shared.seek(0, os.SEEK_END)
-                shared.write(parts[4] + "\n")
-                emit(ev="ret", id=parts[4], t=round(time.time(), 4))
-            ev = lc.event.get_event(no_block=True, tag="salt/job/", match_type="startswith", full=True)
+            last_read = time.monotonic()
+        ev = event.get_event(wait=0.2, tag="salt/job/", match_type="startswith", full=True)
+        if not ev:
+            continue
+        parts = str(ev.get("tag", "")).split("/")
+        data = ev.get("data") or {}
+        if len(parts) >= 5 and parts[3] == "ret" and parts[4] in todo and data.get("fun") == "test.ping":
+            todo.discard(parts[4])
+            shared.seek(0, os.SEEK_END)
+            shared.write(parts[4] + "\n")
+            emit(ev="ret", id=parts[4], t=round(time.time(), 4))
     emit(done=True, not_answered=len(todo))
     sys.stderr.flush()
-    # LocalClient.destroy() can wait for ever on a ZeroMQ context: the process ends here
     os._exit(0)
 
 
@@ -414,6 +439,8 @@ def main(argv):
         return genkeys(argv[1], int(argv[2]))
     if len(argv) == 6 and argv[0] == "publish":
         return publish(argv[1], argv[2], argv[3], float(argv[4]), float(argv[5]))
+    if len(argv) == 5 and argv[0] == "watch":
+        return watch(argv[1], argv[2], argv[3], float(argv[4]))
     if len(argv) == 2 and argv[0] == "run":
         raise_nofile()
         with open(argv[1]) as f:
