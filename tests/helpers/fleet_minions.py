@@ -21,15 +21,20 @@ Runs with the test venv's python (pyzmq, salt 3008). Two kinds:
   Behaviour follows the minion: sign in at start (at most ``start_concurrency`` at once);
   a publication it cannot decrypt (a new master's AES key: Salt's ``_decode_payload``)
   makes it sign in again at once and decrypt again; a publication for it (``glob`` or
-  ``list`` target) is answered with a ``_return`` (``return: True``) on the ret REQ. A
-  sign-in unanswered in ``auth_timeout`` s is sent again on a new socket up to
-  ``auth_tries`` times, then retried after ``acceptance_wait_time`` s (Salt's defaults:
-  5 s, 7, 10 s); a return unanswered in ``return_timeout`` s is dropped (logged).
+  ``list`` target) is answered with a ``_return`` (``return: True``) on the ret REQ; an
+  answer to it that does not decrypt with the session key (the master holds a newer one)
+  makes it sign in again and send once more (Salt's ``_crypted_transfer``). A sign-in
+  unanswered in ``auth_timeout`` s is sent again on a new socket up to ``auth_tries``
+  times, then retried after ``acceptance_wait_time`` s (Salt's defaults: 5 s, 7, 10 s); a
+  return unanswered in ``return_timeout`` s is dropped (logged).
 
 Usage::
 
     python fleet_minions.py genkeys DIR N      # DIR/fleet-NNNN.{pem,pub}; existing ones kept
     python fleet_minions.py run SPEC.json      # runs until SIGTERM/SIGINT
+    python fleet_minions.py publish CONFDIR IDS.json ANSWERED.txt INTERVAL DEADLINE
+    python fleet_minions.py watch CONFDIR IDS.json ANSWERED.txt DEADLINE
+        (a master's test.ping publisher and its return watcher; see their docstrings)
 
 SPEC: {"kind": "idle"|"salt", "events": PATH, "minions": [{"id", "pki", "pub": "ip:port",
 "ret": "ip:port"}], optional "auth_timeout", "auth_tries", "acceptance_wait_time",
