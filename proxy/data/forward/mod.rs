@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -52,28 +52,22 @@ use crate::control::route::Route;
 use crate::control::sessions::SessionTokens;
 use crate::data::admit::{Newcomer, Newcomers};
 use crate::data::duplex::{self, Cause, End};
-use crate::data::rejoin::{rejoin, RejoinError};
 use crate::data::track::Tracks;
 use crate::limits::{Listener, Op};
 use crate::metrics::{Metrics, MoveHow};
-use crate::net::{self, ConnectError};
+use crate::net;
+
+mod moving;
+mod upstream;
+
+use moving::{minion_closed, MoveError};
+use upstream::Opening;
 
 /// Accept queue length asked of the kernel for the minion listeners.
 const ACCEPT_BACKLOG: i32 = 8192;
 
 /// A connected upstream: the plane, the master, the socket, its session tokens.
 type Upstream = (Arc<Plane>, MasterId, TcpStream, SessionTokens);
-
-/// Bytes a minion may send while its connection waits for a route; they
-/// are forwarded first once connected. A ZMTP greeting is 64 bytes, a Salt
-/// tcp-transport request a few hundred; beyond this the minion waits on TCP.
-const EARLY_MAX: usize = 16 * 1024;
-/// How often a held connection whose early buffer is full is checked for a
-/// close (it can no longer be read to notice one).
-const FULL_HOLD_CHECK: Duration = Duration::from_secs(1);
-/// How long to wait before retrying a connect that failed for the
-/// sidecar's own exhaustion (EMFILE, ...).
-const EXHAUSTED_RETRY: Duration = Duration::from_millis(500);
 
 /// Shared state of both listeners.
 pub struct Forwarder {
@@ -96,48 +90,6 @@ const EVICT_WAIT: Duration = Duration::from_millis(500);
 
 /// A second loss of the upstream this soon after a move resets the session.
 const RELOSS_WINDOW: Duration = Duration::from_secs(1);
-
-/// Connect-and-handshake attempts when moving a session.
-const REJOIN_ATTEMPTS: u32 = 3;
-
-/// Why a session could not be moved to the new master (it is reset).
-#[derive(Debug, thiserror::Error)]
-enum MoveError {
-    #[error("the sidecar is stopping")]
-    Shutdown,
-    #[error("the minion closed its connection while waiting for a master")]
-    MinionClosed,
-    #[error("the new master dropped the session again within a second")]
-    Looping,
-    #[error("handshake with the new master: {0}")]
-    Rejoin(#[from] RejoinError),
-    #[error("sending to the new master: {0}")]
-    Io(std::io::Error),
-}
-
-/// What a connection to a master is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Opening {
-    /// A new minion connection: it may go to the master a graceful switch
-    /// is leaving, while that switch waits ([`Route::linger`]).
-    New,
-    /// A session moving away from its master: never back to the one it
-    /// leaves, and never delayed by the reconnect jitter: the minion keeps
-    /// its connection and hears nothing meanwhile (a PUB queues nothing for
-    /// a subscriber that is not connected yet), and a move is no sign-in
-    /// (the minion signs in over a *new* request connection, when it first
-    /// fails to decrypt the new master's publication: that one is jittered).
-    Move,
-}
-
-/// How one connect attempt to a master ended.
-enum Attempt {
-    Connected(TcpStream, SessionTokens),
-    /// The master failed (health was told), or the route moved on.
-    Failed,
-    /// The sidecar ran out (EMFILE, ...): not the master's fault.
-    Exhausted,
-}
 
 // === impl Forwarder ===
 
@@ -421,226 +373,6 @@ impl Forwarder {
         };
         if cut {
             self.metrics.session_moved(port, MoveHow::Reset);
-        }
-    }
-
-    /// Opens a moving session on the master the route now names: connect
-    /// (the same path and fallbacks as a new session, at once: no jitter;
-    /// the minion's connection held meanwhile), replay the minion's handshake and
-    /// subscriptions, then send the minion's bytes the old master did not
-    /// get. Reads nothing from the minion but what it sends while waiting.
-    async fn move_session(
-        &self,
-        minion: &mut TcpStream,
-        port: Port,
-        tracks: &mut Tracks,
-        carry: duplex::Carry,
-        shutdown: &CancellationToken,
-    ) -> Result<Upstream, MoveError> {
-        let mut early = Vec::new();
-        let mut attempt = 1;
-        let (plane, m, mut stream, tokens) = loop {
-            let connect = Box::pin(self.connect_upstream(port, Opening::Move));
-            let closed = Box::pin(minion_closed(&mut *minion, &mut early));
-            let (plane, m, mut stream, tokens) = tokio::select! {
-                _ = shutdown.cancelled() => return Err(MoveError::Shutdown),
-                c = connect => c.ok_or(MoveError::Shutdown)?,
-                () = closed => return Err(MoveError::MinionClosed),
-            };
-            self.configure(&stream, &plane, m);
-            let limit = self.tunables.borrow().connect_timeout;
-            match rejoin(&mut stream, tracks, port, limit).await {
-                Ok(down) => {
-                    tracks.down = down;
-                    break (plane, m, stream, tokens);
-                }
-                // A master that accepted and then failed the handshake (a
-                // process being killed still has its listener for a moment):
-                // tell health, and take the route again.
-                Err(e) if attempt < REJOIN_ATTEMPTS => {
-                    debug!(master = plane.label(m), port = port.as_str(), error = %e, "moving a session: handshake with the new master failed; trying again");
-                    if let Some(h) = plane.health.get(m.index()) {
-                        h.suspect();
-                    }
-                    attempt += 1;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let to_master = self.metrics.session(plane.label(m), port).to_master;
-        for bytes in [carry.bytes(), early.as_slice()] {
-            if bytes.is_empty() {
-                continue;
-            }
-            stream.write_all(bytes).await.map_err(MoveError::Io)?;
-            tracks.up.feed(bytes);
-            to_master.inc_by(bytes.len() as u64);
-        }
-        Ok((plane, m, stream, tokens))
-    }
-
-    /// Connects to the first candidate that answers. While none is
-    /// selected, or every candidate fails, the minion's connection is held
-    /// and retried when the route changes; `None` only at shutdown.
-    async fn connect_upstream(&self, port: Port, opening: Opening) -> Option<Upstream> {
-        // Holding, not closing: a closed connection makes libzmq reconnect
-        // ~20 times a second, and each retry would become connects to masters
-        // that are trying to recover.
-        let mut route = self.route.clone();
-        loop {
-            if route.borrow().active.is_none() {
-                debug!(
-                    port = port.as_str(),
-                    "holding the minion connection until a master is up"
-                );
-            }
-            let (after, linger, candidates, plane) =
-                match route.wait_for(|r| r.active.is_some()).await {
-                    Ok(r) => (
-                        r.connect_after,
-                        r.linger,
-                        r.candidates().collect::<Vec<MasterId>>(),
-                        r.plane.clone(),
-                    ),
-                    Err(_) => return None,
-                };
-            // A graceful switch still waiting for its sessions to move: to
-            // the master it is leaving, at once (the jitter spreads minions
-            // over the new master; this one is still serving them).
-            if let (Some(m), Opening::New) = (linger, opening) {
-                match self.try_master(&plane, m, port).await {
-                    Attempt::Connected(stream, tokens) => return Some((plane, m, stream, tokens)),
-                    Attempt::Failed | Attempt::Exhausted => {}
-                }
-            }
-            // Reconnect jitter after a switch, for new connections only;
-            // a route that changed meanwhile (another switch, an idle
-            // sidecar going back to its first master) is read again.
-            if opening == Opening::New && after > Instant::now() {
-                tokio::time::sleep_until(after).await;
-                if route.has_changed().unwrap_or(false) {
-                    continue;
-                }
-            }
-            let mut exhausted = false;
-            for m in candidates {
-                match self.try_master(&plane, m, port).await {
-                    Attempt::Connected(stream, tokens) => return Some((plane, m, stream, tokens)),
-                    Attempt::Failed => {}
-                    Attempt::Exhausted => {
-                        exhausted = true;
-                        break;
-                    }
-                }
-            }
-            if exhausted {
-                // Our own shortage: the route stays, the master is not
-                // blamed; try again shortly, still holding the minion.
-                tokio::time::sleep(EXHAUSTED_RETRY).await;
-                continue;
-            }
-            // Every candidate failed; each failure told health, which will
-            // change the route shortly. Hold the connection until it does.
-            debug!(
-                port = port.as_str(),
-                "no master reachable; holding the minion connection until the route changes"
-            );
-            route.changed().await.ok()?;
-        }
-    }
-
-    /// Sets the forwarding socket options (keepalive, user timeout) on a
-    /// connected upstream; the caller does it once the first bytes are sent.
-    fn configure(&self, upstream: &TcpStream, plane: &Plane, m: MasterId) {
-        let socket_options = self.tunables.borrow().socket_options;
-        if let Err(e) = net::configure(upstream, &socket_options) {
-            debug!(master = plane.label(m), error = %e, "could not set upstream socket options");
-        }
-    }
-
-    /// One connect attempt to master `m` for a session on `port`.
-    /// The stream comes back without the forwarding socket options
-    /// ([`Forwarder::configure`]).
-    async fn try_master(&self, plane: &Plane, m: MasterId, port: Port) -> Attempt {
-        let Some(spec) = plane.masters.get(m.index()) else {
-            return Attempt::Failed;
-        };
-        // Register before connecting, then re-check the route: a switch
-        // publishes the route before closing sessions, so a session that
-        // slipped past the close sees the change here.
-        let tokens = plane.sessions.join(m);
-        let still = {
-            let r = self.route.borrow();
-            r.plane.generation == plane.generation && r.allows(m)
-        };
-        if !still {
-            return Attempt::Failed;
-        }
-        let addrs = plane
-            .addrs
-            .get(m.index())
-            .map(|a| a.borrow().clone())
-            .unwrap_or_default();
-        let connect_timeout = self.tunables.borrow().connect_timeout;
-        let started = Instant::now();
-        let connected = tokio::select! {
-            c = net::connect(&addrs, spec.port(port), connect_timeout) => c,
-            _ = tokens.reset.cancelled() => return Attempt::Failed,
-        };
-        match connected {
-            Ok(stream) => {
-                self.metrics
-                    .upstream_connect_duration_seconds
-                    .with_label_values(&[spec.label.as_str()])
-                    .observe(started.elapsed().as_secs_f64());
-                Attempt::Connected(stream, tokens)
-            }
-            Err(ConnectError::Io { source, .. })
-                if self.metrics.resources.check(Op::Connect, &source).is_some() =>
-            {
-                Attempt::Exhausted
-            }
-            Err(e) => {
-                self.metrics
-                    .upstream_connect_errors_total
-                    .with_label_values(&[spec.label.as_str(), e.kind().as_str()])
-                    .inc();
-                debug!(master = %spec.label, port = port.as_str(), error = %e, "upstream connect failed; trying the next master");
-                if let Some(h) = plane.health.get(m.index()) {
-                    h.suspect();
-                }
-                Attempt::Failed
-            }
-        }
-    }
-}
-
-/// Resolves when the minion has closed (or reset) its connection, reading
-/// what it sends meanwhile into `early` (up to [`EARLY_MAX`]) so the socket's
-/// readiness is consumed and a later close is seen at once. Reads through
-/// `AsyncRead`: a short read clears the readiness, so the usual first
-/// request (one read) costs no second `recv` that would only say `EAGAIN`.
-async fn minion_closed(minion: &mut TcpStream, early: &mut Vec<u8>) {
-    let mut chunk = [0u8; 2048];
-    loop {
-        let room = EARLY_MAX - early.len();
-        if room == 0 {
-            let Ok(ready) = minion.ready(Interest::READABLE).await else {
-                return;
-            };
-            if ready.is_read_closed() || ready.is_error() {
-                return;
-            }
-            // Full: the minion waits on TCP; look again now and then.
-            tokio::time::sleep(FULL_HOLD_CHECK).await;
-            continue;
-        }
-        let want = room.min(chunk.len());
-        // Cancel-safe: the bytes of a read that completed are kept below
-        // before the next await.
-        match minion.read(&mut chunk[..want]).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => early.extend_from_slice(&chunk[..n]),
         }
     }
 }
