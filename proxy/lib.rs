@@ -19,8 +19,8 @@
 //!    a switch instead of cutting them: frame tracking, rejoin).
 //! 7. `ops/`: the wiring ([`app`], the only place that starts things), reload
 //!    and the admin endpoint.
-//! 8. `commands/`: the subcommands besides `run` ([`status`], [`reload`], [`enroll`],
-//!    [`convert`], and with the `demo` feature `demo` and its stand-in master).
+//! 8. `commands/`: the subcommands besides `run` ([`check`], [`status`], [`reload`],
+//!    [`enroll`], [`convert`], and with the `demo` feature `demo` and its stand-in master).
 //!
 //! This crate's public surface is what `main.rs` and the integration tests
 //! need; everything else is private.
@@ -42,7 +42,7 @@ pub mod zmtp;
 
 #[cfg(feature = "demo")]
 pub use commands::demo::{self, standin};
-pub use commands::{convert, enroll, reload, status};
+pub use commands::{check, convert, enroll, reload, status};
 pub use config::master;
 pub use control::{hysteresis, select, srv};
 pub use limits::DEFAULT_MAX_SESSIONS;

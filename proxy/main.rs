@@ -4,7 +4,6 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,7 +12,7 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use salt_sidecar::cli::{Cli, Command};
-use salt_sidecar::{app, config, convert, enroll, listen, reload, status};
+use salt_sidecar::{app, check, config, convert, enroll, reload, status};
 
 /// Exit status for an invalid configuration (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -223,95 +222,20 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     written
 }
 
-/// `check-config`: every check `run` makes before it starts serving, with
-/// the same exit status (78) for a configuration that `run` would refuse.
+/// `check-config`: warnings, then the summary (exit 0) or why `run` would
+/// refuse the config (exit 78, as `run`).
 fn check_config(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
-        Ok(c) => {
-            for w in &c.warnings {
-                eprintln!("warning: {w}");
-            }
-            // `run` also judges the directories' owners, against its own user
-            // (which check-config's may not be): that part is left to it.
-            let socket = &c.sidecar.admin_socket.path;
-            if let Err(e) = listen::check_socket_dir(socket, listen::Strictness::Check) {
-                eprintln!("{}: sidecar.admin_socket: {e}", path.display());
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            let order = salt_sidecar::select::preference_order(&c);
-            let mut out = String::new();
-            let _ = writeln!(out, "{}: ok", path.display());
-            let _ = writeln!(out, "  minion id:       {}", c.minion_id);
-            if let Some(srv) = c.srv() {
-                let _ = writeln!(
-                    out,
-                    "  masters:         the targets of the SRV record {} (publish port {}, ret port from each record), by priority and weight; `salt-sidecar status` shows them",
-                    srv.name, srv.publish_port
-                );
-            } else {
-                let _ = writeln!(out, "  masters (in the order this minion prefers them):");
-            }
-            for id in order {
-                if let Some(m) = c.masters().get(id.index()) {
-                    let _ = writeln!(
-                        out,
-                        "    - {} (publish {}, ret {})",
-                        m.label, m.publish_port, m.ret_port
-                    );
-                }
-            }
-            let _ = writeln!(
-                out,
-                "  listen:          publish {}, ret {}",
-                c.sidecar.listen_publish, c.sidecar.listen_ret
-            );
-            let _ = writeln!(
-                out,
-                "  admin:           {} (read-only), socket {} (mode {:04o}{})",
-                c.sidecar.admin,
-                c.sidecar.admin_socket.path.display(),
-                c.sidecar.admin_socket.mode,
-                c.sidecar
-                    .admin_socket
-                    .group
-                    .as_ref()
-                    .map_or_else(String::new, |g| format!(", group {} ({})", g.name, g.gid))
-            );
-            let _ = writeln!(
-                out,
-                "  max sessions:    {} (fitted to the open-file limit at start)",
-                c.sidecar
-                    .max_sessions
-                    .unwrap_or(salt_sidecar::DEFAULT_MAX_SESSIONS)
-            );
-            let _ = writeln!(
-                out,
-                "  health:          {} probe every {}s, rise {}, fall {}, timeout {}",
-                c.sidecar.probe.as_str(),
-                c.alive_interval.as_secs(),
-                c.sidecar.rise,
-                c.sidecar.fall,
-                humantime::format_duration(c.sidecar.connect_timeout)
-            );
-            let _ = writeln!(
-                out,
-                "  failback:        {}",
-                if c.failback {
-                    format!("after {}s healthy", c.failback_interval.as_secs())
-                } else {
-                    "off".into()
-                }
-            );
-            let _ = writeln!(
-                out,
-                "  reconnect delay: random in [0, {}s]",
-                c.reauth_delay.as_secs()
-            );
-            emit(&out);
+    let report = check::check_config(path);
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    match report.verdict {
+        Ok(summary) => {
+            emit(&summary);
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("{e}");
+        Err(why) => {
+            eprintln!("{why}");
             ExitCode::from(EXIT_CONFIG)
         }
     }
