@@ -21,14 +21,11 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, SOA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use support::dns::{Answer, Zone};
 use support::netns::{self, Netns};
 use support::{ask, Launch, Sidecar};
 use tokio::net::TcpListener;
@@ -86,95 +83,6 @@ fn dns_resolutions(result: &str) -> u64 {
         &[("result", result)],
     )
     .unwrap_or(0.0) as u64
-}
-
-// === the authoritative server ===
-
-/// How the server answers for `MASTER` right now.
-#[derive(Clone, Debug)]
-enum Answer {
-    A {
-        ip: Ipv4Addr,
-        ttl: u32,
-    },
-    NxDomain,
-    ServFail,
-    /// No answer at all (a timeout for the resolver).
-    Silence,
-}
-
-#[derive(Default)]
-struct Zone {
-    answer: Mutex<Option<Answer>>,
-    /// When each A query for `MASTER` arrived.
-    queries: Mutex<Vec<Instant>>,
-}
-
-impl Zone {
-    fn set(&self, a: Answer) {
-        *self.answer.lock().expect("zone") = Some(a);
-    }
-
-    fn queries(&self) -> Vec<Instant> {
-        self.queries.lock().expect("zone").clone()
-    }
-}
-
-impl support::dns::Respond for Zone {
-    /// The response to `query`, or `None` to stay silent.
-    fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
-        let req = Message::from_vec(query).ok()?;
-        let q = req.queries().first()?.clone();
-        let master = Name::from_str(&format!("{MASTER}.")).expect("name");
-        let mut resp = Message::new();
-        resp.set_id(req.id())
-            .set_message_type(MessageType::Response)
-            .set_op_code(OpCode::Query)
-            .set_authoritative(true)
-            .set_recursion_desired(req.recursion_desired())
-            .add_queries(vec![q.clone()]);
-        let soa = Record::from_rdata(
-            Name::from_str("sidecar.test.").expect("zone"),
-            1,
-            RData::SOA(SOA::new(
-                Name::from_str("ns.sidecar.test.").expect("ns"),
-                Name::from_str("admin.sidecar.test.").expect("admin"),
-                1,
-                60,
-                60,
-                60,
-                1,
-            )),
-        );
-        if !q.name().eq_case(&master) {
-            resp.set_response_code(ResponseCode::NXDomain)
-                .add_name_server(soa);
-            return resp.to_vec().ok();
-        }
-        if q.query_type() == RecordType::A {
-            self.queries.lock().expect("zone").push(Instant::now());
-        }
-        let answer = self.answer.lock().expect("zone").clone();
-        match answer {
-            None | Some(Answer::Silence) => return None,
-            Some(Answer::NxDomain) => {
-                resp.set_response_code(ResponseCode::NXDomain)
-                    .add_name_server(soa);
-            }
-            Some(Answer::ServFail) => {
-                resp.set_response_code(ResponseCode::ServFail);
-            }
-            Some(Answer::A { ip, ttl }) => {
-                if q.query_type() == RecordType::A {
-                    resp.add_answer(Record::from_rdata(master, ttl, RData::A(A(ip))));
-                } else {
-                    // The name exists, with no record of that type.
-                    resp.add_name_server(soa);
-                }
-            }
-        }
-        resp.to_vec().ok()
-    }
 }
 
 /// A "master" on 127.0.0.1:4505/4506 that must never be reached: what
@@ -236,7 +144,7 @@ fn ttl_changes_are_followed() {
     }
     let lab = dns_lab("ttl");
     lab.block_on(|| async {
-        let zone = Arc::new(Zone::default());
+        let zone = Zone::a("sidecar.test", MASTER, Answer::Silence);
         zone.set(Answer::A {
             ip: Ipv4Addr::new(127, 0, 0, 2),
             ttl: 3,
@@ -298,7 +206,7 @@ fn servfail_and_timeouts_keep_the_last_good_address() {
     }
     let lab = dns_lab("fail");
     lab.block_on(|| async {
-        let zone = Arc::new(Zone::default());
+        let zone = Zone::a("sidecar.test", MASTER, Answer::Silence);
         zone.set(Answer::A {
             ip: Ipv4Addr::new(127, 0, 0, 2),
             ttl: 1,
@@ -383,7 +291,7 @@ fn nxdomain_at_start_is_reported_retried_and_never_localhost() {
     }
     let lab = dns_lab("nx");
     lab.block_on(|| async {
-        let zone = Arc::new(Zone::default());
+        let zone = Zone::a("sidecar.test", MASTER, Answer::Silence);
         zone.set(Answer::NxDomain);
         support::dns::serve(zone.clone()).await;
         let trap = trap().await;
@@ -425,7 +333,7 @@ fn a_dns_named_master_is_selected_at_start_without_a_down_or_a_counted_switch() 
     }
     let lab = dns_lab("start");
     lab.block_on(|| async {
-        let zone = Arc::new(Zone::default());
+        let zone = Zone::a("sidecar.test", MASTER, Answer::Silence);
         zone.set(Answer::A {
             ip: Ipv4Addr::new(127, 0, 0, 2),
             ttl: 30,

@@ -23,16 +23,12 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Stdio};
-use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, SOA, SRV};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
 use salt_sidecar::standin::{StandinMaster, ZmtpClient};
 use salt_sidecar::status::{self, StatusReport};
 use salt_sidecar::zmtp::SocketType;
+use support::dns::{Answer, Srv, Zone};
 use support::netns::{self, Netns};
 use support::{ask, Launch, Sidecar};
 
@@ -155,112 +151,6 @@ async fn status_until(
     }
 }
 
-// === the test's authoritative server ===
-
-/// One SRV record: (priority, weight, port, target).
-type Srv = (u16, u16, u16, &'static str);
-
-/// How the server answers the SRV query right now.
-#[derive(Clone, Debug)]
-enum Answer {
-    Records { srv: Vec<Srv>, ttl: u32 },
-    NxDomain,
-    ServFail,
-}
-
-struct Zone {
-    srv: Mutex<Answer>,
-    /// Target name → address (TTL 5).
-    hosts: Vec<(&'static str, Ipv4Addr)>,
-    /// When each SRV query arrived.
-    queries: Mutex<Vec<Instant>>,
-}
-
-impl Zone {
-    fn new(answer: Answer, hosts: Vec<(&'static str, Ipv4Addr)>) -> Arc<Zone> {
-        Arc::new(Zone {
-            srv: Mutex::new(answer),
-            hosts,
-            queries: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn set(&self, a: Answer) {
-        *self.srv.lock().expect("zone") = a;
-    }
-
-    fn queries(&self) -> Vec<Instant> {
-        self.queries.lock().expect("zone").clone()
-    }
-}
-
-impl support::dns::Respond for Zone {
-    fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
-        let req = Message::from_vec(query).ok()?;
-        let q = req.queries().first()?.clone();
-        let name = |n: &str| Name::from_str(&format!("{n}.")).expect("name");
-        let mut resp = Message::new();
-        resp.set_id(req.id())
-            .set_message_type(MessageType::Response)
-            .set_op_code(OpCode::Query)
-            .set_authoritative(true)
-            .set_recursion_desired(req.recursion_desired())
-            .add_queries(vec![q.clone()]);
-        let soa = Record::from_rdata(
-            name("lab.test"),
-            1,
-            RData::SOA(SOA::new(
-                name("ns.lab.test"),
-                name("admin.lab.test"),
-                1,
-                60,
-                60,
-                60,
-                1,
-            )),
-        );
-        if q.name().eq_case(&name(RECORD)) {
-            if q.query_type() != RecordType::SRV {
-                resp.add_name_server(soa);
-                return resp.to_vec().ok();
-            }
-            self.queries.lock().expect("zone").push(Instant::now());
-            match self.srv.lock().expect("zone").clone() {
-                Answer::NxDomain => {
-                    resp.set_response_code(ResponseCode::NXDomain)
-                        .add_name_server(soa);
-                }
-                Answer::ServFail => {
-                    resp.set_response_code(ResponseCode::ServFail);
-                }
-                Answer::Records { srv, ttl } => {
-                    for (priority, weight, port, target) in srv {
-                        resp.add_answer(Record::from_rdata(
-                            name(RECORD),
-                            ttl,
-                            RData::SRV(SRV::new(priority, weight, port, name(target))),
-                        ));
-                    }
-                }
-            }
-            return resp.to_vec().ok();
-        }
-        match self.hosts.iter().find(|(h, _)| q.name().eq_case(&name(h))) {
-            Some((h, addr)) if q.query_type() == RecordType::A => {
-                resp.add_answer(Record::from_rdata(name(h), 5, RData::A(A(*addr))));
-            }
-            Some(_) => {
-                resp.add_name_server(soa);
-            }
-            None => {
-                resp.set_response_code(ResponseCode::NXDomain)
-                    .add_name_server(soa);
-            }
-        }
-        resp.to_vec().ok()
-    }
-}
-
 // === dnsmasq ===
 
 /// dnsmasq serving `srv` (`--srv-host`) and `hosts` (`--host-record`) on
@@ -375,9 +265,11 @@ async fn lookup_srv() -> Option<Vec<(u16, u16, u16, String)>> {
 fn ttl_is_followed_within_bounds_status_shows_the_record_and_a_priority_swap_moves_the_minion() {
     let Some(lab) = lab("ttl") else { return };
     lab.block_on(|| async {
-        let zone = Zone::new(
-            Answer::Records {
-                srv: vec![(10, 1, 4506, "a.lab.test"), (20, 1, 4506, "b.lab.test")],
+        let zone = Zone::srv(
+            "lab.test",
+            RECORD,
+            Answer::Srv {
+                records: vec![(10, 1, 4506, "a.lab.test"), (20, 1, 4506, "b.lab.test")],
                 ttl: 0,
             },
             vec![("a.lab.test", ip(141)), ("b.lab.test", ip(142))],
@@ -462,8 +354,8 @@ fn ttl_is_followed_within_bounds_status_shows_the_record_and_a_priority_swap_mov
             .expect("connect");
         assert_eq!(on_a.request(b"1", T).await.expect("reply"), b"A:1");
         let moved_before = support::moved(admin(140), "ret");
-        zone.set(Answer::Records {
-            srv: vec![(20, 1, 4506, "a.lab.test"), (10, 1, 4506, "b.lab.test")],
+        zone.set(Answer::Srv {
+            records: vec![(20, 1, 4506, "a.lab.test"), (10, 1, 4506, "b.lab.test")],
             ttl: 7,
         });
         let swapped = Instant::now();
@@ -539,7 +431,7 @@ fn ttl_is_followed_within_bounds_status_shows_the_record_and_a_priority_swap_mov
 fn nxdomain_at_start_is_reported_and_retried_and_servfail_keeps_the_last_good_masters() {
     let Some(lab) = lab("nx") else { return };
     lab.block_on(|| async {
-        let zone = Zone::new(Answer::NxDomain, vec![("a.lab.test", ip(141))]);
+        let zone = Zone::srv("lab.test", RECORD, Answer::NxDomain, vec![("a.lab.test", ip(141))]);
         support::dns::serve(zone.clone()).await;
         let a = master("A", 141).await;
         let sidecar = start(&lab, &config(140, "srv-minion", ""));
@@ -568,8 +460,8 @@ fn nxdomain_at_start_is_reported_and_retried_and_servfail_keeps_the_last_good_ma
         assert!(retries >= 2, "NXDOMAIN not retried ({retries} queries)");
         assert!(srv_lookups(140, "empty") >= 2);
 
-        zone.set(Answer::Records {
-            srv: vec![(10, 1, 4506, "a.lab.test")],
+        zone.set(Answer::Srv {
+            records: vec![(10, 1, 4506, "a.lab.test")],
             ttl: 1,
         });
         let took = until(140, "A", Duration::from_secs(20)).await;
@@ -582,7 +474,7 @@ fn nxdomain_at_start_is_reported_and_retried_and_servfail_keeps_the_last_good_ma
 
         for (what, answer, result) in [
             ("SERVFAIL", Answer::ServFail, "failure"),
-            ("an empty answer", Answer::Records { srv: vec![], ttl: 1 }, "empty"),
+            ("an empty answer", Answer::Srv { records: vec![], ttl: 1 }, "empty"),
             ("NXDOMAIN", Answer::NxDomain, "empty"),
         ] {
             let counted = srv_lookups(140, result);
@@ -604,8 +496,8 @@ fn nxdomain_at_start_is_reported_and_retried_and_servfail_keeps_the_last_good_ma
             assert_eq!(srv.targets, 1, "{what}: {srv:?}");
             assert!(srv.last_error.is_some(), "{what}: {srv:?}");
             eprintln!("srv {what}: counted as {result}, the last good master still answers; /status: {:?}", srv.last_error);
-            zone.set(Answer::Records {
-                srv: vec![(10, 1, 4506, "a.lab.test")],
+            zone.set(Answer::Srv {
+                records: vec![(10, 1, 4506, "a.lab.test")],
                 ttl: 1,
             });
             status_until(140, Duration::from_secs(40), "recovery", |r| {
