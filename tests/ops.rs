@@ -15,9 +15,10 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::cmd::{output, repo, text};
 use support::netns::{self, Netns};
 use support::{static_binary, Launch, Sidecar};
 
@@ -27,18 +28,6 @@ const SOCKET_UNIT: &str = "config/salt-sidecar.socket";
 const INSTALLED_BIN: &str = "/usr/local/bin/salt-sidecar";
 /// SPEC §6: the static binary stays under 10 MB.
 const MAX_STATIC_BYTES: u64 = 10_000_000;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn output(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 // === the static binary ===
 
@@ -73,7 +62,7 @@ fn the_static_binary_needs_nothing_from_the_host() {
         text(&out.stdout).trim(),
         format!("salt-sidecar {}", env!("CARGO_PKG_VERSION"))
     );
-    let example = root().join("config/example.yaml");
+    let example = repo().join("config/example.yaml");
     let out = output(
         Command::new("env")
             .arg("-i")
@@ -190,7 +179,7 @@ fn the_static_binary_resolves_master_names_without_nss() {
 
 /// The unit's `Key=value` lines (a key given twice keeps both values).
 fn unit_directives() -> Vec<(String, String)> {
-    let unit = std::fs::read_to_string(root().join(UNIT)).expect("read the unit");
+    let unit = std::fs::read_to_string(repo().join(UNIT)).expect("read the unit");
     unit.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with(['#', ';', '[']))
@@ -211,7 +200,7 @@ fn directive(key: &str) -> String {
 
 /// The unit as installed, with the binary at `bin`, in a temp dir.
 fn unit_for(bin: &Path) -> (tempfile::TempDir, PathBuf) {
-    let unit = std::fs::read_to_string(root().join(UNIT)).expect("read the unit");
+    let unit = std::fs::read_to_string(repo().join(UNIT)).expect("read the unit");
     assert!(unit.contains(INSTALLED_BIN));
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("salt-sidecar.service");
@@ -219,7 +208,7 @@ fn unit_for(bin: &Path) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&path, unit.replace(INSTALLED_BIN, bin)).expect("write the unit");
     // Its socket unit beside it, as installed.
     std::fs::copy(
-        root().join(SOCKET_UNIT),
+        repo().join(SOCKET_UNIT),
         dir.path().join("salt-sidecar.socket"),
     )
     .expect("copy the socket unit");
@@ -277,7 +266,7 @@ fn the_unit_matches_what_the_binary_does() {
     assert_eq!(directive("WatchdogSec"), "30s");
     assert_eq!(directive("LimitNOFILE"), "65536");
     assert_eq!(directive("RuntimeDirectory"), "salt-sidecar");
-    let socket = std::fs::read_to_string(root().join(SOCKET_UNIT)).expect("read the socket unit");
+    let socket = std::fs::read_to_string(repo().join(SOCKET_UNIT)).expect("read the socket unit");
     let listens: Vec<&str> = socket
         .lines()
         .filter_map(|l| l.strip_prefix("ListenStream="))

@@ -19,40 +19,16 @@ mod support;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
 use clap::CommandFactory;
+use support::cmd::{output, repo, run, text};
 
 const NAME: &str = "salt-sidecar";
 const CONFIG: &str = "/etc/salt-sidecar/config.yaml";
 const UNIT: &str = "/usr/lib/systemd/system/salt-sidecar.service";
 const SOCKET_UNIT: &str = "/usr/lib/systemd/system/salt-sidecar.socket";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn output(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `cmd`, panics with its output unless it succeeds, returns stdout.
-fn run(cmd: &mut Command) -> String {
-    let out = output(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 // === the packages and their manifest ===
 
@@ -82,7 +58,7 @@ struct Packages {
 fn package(revision: u32) -> Packages {
     let dir = tempfile::tempdir().expect("tempdir");
     let started = Instant::now();
-    let stdout = run(Command::new(root().join("scripts/package"))
+    let stdout = run(Command::new(repo().join("scripts/package"))
         .arg("--out")
         .arg(dir.path())
         .args(["--revision", &revision.to_string()])

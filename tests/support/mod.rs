@@ -5,6 +5,7 @@
 //! without port clashes; nothing leaves 127.0.0.0/8.
 #![allow(dead_code)]
 
+pub mod cmd;
 pub mod dns;
 pub mod netns;
 
