@@ -38,11 +38,9 @@ use std::time::{Duration, Instant};
 use salt_sidecar::standin::{StandinMaster, ZmtpClient};
 use salt_sidecar::zmtp::SocketType;
 use support::netns::{self, enter, run, Netns};
-use support::{ask, until_answered_by, Sidecar};
+use support::{ask, until_answered_by, Sidecar, T};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-const T: Duration = Duration::from_secs(2);
 
 // === lab: namespaces, links, faults ===
 

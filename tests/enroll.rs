@@ -18,10 +18,8 @@ use std::time::Duration;
 use salt_sidecar::standin::{StandinMaster, ZmtpClient};
 use salt_sidecar::status;
 use salt_sidecar::zmtp::SocketType;
-use support::{addr, Log, Sidecar};
+use support::{addr, Log, Sidecar, T};
 use tokio_util::sync::CancellationToken;
-
-const T: Duration = Duration::from_secs(2);
 
 /// A minion that stays connected; `sign_in_bytes` is the size of its
 /// sign-in request on the ret port (the master's reply is as large).

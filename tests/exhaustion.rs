@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 use salt_sidecar::standin::{StandinMaster, ZmtpClient};
 use salt_sidecar::status;
 use salt_sidecar::zmtp::SocketType;
-use support::{addr, ask, config, master, netns, until_answered_by, Launch, Sidecar};
-
-const T: Duration = Duration::from_secs(10);
+use support::{addr, ask, config, master, netns, until_answered_by, Launch, Sidecar, SLOW};
 
 /// The binary with `nofile` open files at most, logging at `level`.
 fn low_limit(yaml: &str, nofile: u64, level: &str) -> Sidecar {
@@ -51,16 +49,16 @@ async fn two_masters(net: u8, nofile: u64, level: &str) -> (StandinMaster, Stand
         nofile,
         level,
     );
-    until_answered_by(addr(net, 1, 4506), "A", T).await;
+    until_answered_by(addr(net, 1, 4506), "A", SLOW).await;
     (a, b, sidecar)
 }
 
 /// A minion's ret session through the sidecar, answered by A.
 async fn minion_session(ret: SocketAddr) -> ZmtpClient {
-    let mut live = ZmtpClient::connect(ret, SocketType::Dealer, T)
+    let mut live = ZmtpClient::connect(ret, SocketType::Dealer, SLOW)
         .await
         .expect("minion session");
-    assert_eq!(live.request(b"1", T).await.expect("reply"), b"A:1");
+    assert_eq!(live.request(b"1", SLOW).await.expect("reply"), b"A:1");
     live
 }
 
@@ -97,7 +95,7 @@ fn total(admin: SocketAddr, family: &str) -> f64 {
 /// `GET path` on the TCP admin endpoint: status code and body.
 fn get(admin: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(admin).expect("admin endpoint reachable");
-    s.set_read_timeout(Some(T)).expect("timeout");
+    s.set_read_timeout(Some(SLOW)).expect("timeout");
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("answer");
@@ -131,7 +129,7 @@ async fn a_long_outage_holds_no_descriptor_for_a_gone_minion_and_the_returning_m
     );
     sidecar
         .log
-        .wait_for_async(&["master is down", "127.0.110.2"], T)
+        .wait_for_async(&["master is down", "127.0.110.2"], SLOW)
         .await;
     let baseline = sidecar.fds();
 
@@ -147,7 +145,7 @@ async fn a_long_outage_holds_no_descriptor_for_a_gone_minion_and_the_returning_m
     })
     .await
     .expect("cycles");
-    fds_settle(&sidecar, baseline + 2, T);
+    fds_settle(&sidecar, baseline + 2, SLOW);
     eprintln!(
         "400 connect+close cycles, every master down: fds {baseline} -> {}",
         sidecar.fds()
@@ -208,7 +206,7 @@ async fn a_local_flood_at_the_session_cap_never_locks_the_minion_out() {
             })
             .sum::<f64>()
     };
-    let deadline = Instant::now() + T;
+    let deadline = Instant::now() + SLOW;
     while closed_at_cap() < 200.0 {
         assert!(
             Instant::now() < deadline,
@@ -219,18 +217,18 @@ async fn a_local_flood_at_the_session_cap_never_locks_the_minion_out() {
     // The real minion reconnects meanwhile (after a switch, a restart): it
     // speaks at once, so it is served, and within 2 s.
     let asked = Instant::now();
-    let mut again = ZmtpClient::connect(ret, SocketType::Dealer, T)
+    let mut again = ZmtpClient::connect(ret, SocketType::Dealer, SLOW)
         .await
         .expect("the minion's new connection is admitted");
     assert_eq!(
-        again.request(b"back", T).await.expect("answered"),
+        again.request(b"back", SLOW).await.expect("answered"),
         b"A:back"
     );
     let served = asked.elapsed();
     eprintln!("a minion connection during the flood: served in {served:?}");
     assert!(served <= Duration::from_secs(2), "served after {served:?}");
     assert_eq!(
-        live.request(b"2", T)
+        live.request(b"2", SLOW)
             .await
             .expect("the live session survives"),
         b"A:2"
@@ -250,7 +248,7 @@ async fn a_local_flood_at_the_session_cap_never_locks_the_minion_out() {
 
     let during = sidecar.fds();
     drop(flood);
-    fds_settle(&sidecar, baseline + 2, T);
+    fds_settle(&sidecar, baseline + 2, SLOW);
     let (code, body) = get(admin, "/readyz");
     assert_eq!(code, 200, "ready again once the flood is gone: {body}");
     eprintln!(
@@ -264,7 +262,9 @@ async fn a_local_flood_at_the_session_cap_never_locks_the_minion_out() {
         "new minion sessions work"
     );
     assert_eq!(
-        live.request(b"3", T).await.expect("still the same session"),
+        live.request(b"3", SLOW)
+            .await
+            .expect("still the same session"),
         b"A:3"
     );
     sidecar.assert_no_panic();
@@ -297,7 +297,7 @@ async fn an_admin_flood_takes_nothing_the_minion_or_the_probes_need() {
     assert_eq!(sidecar.log.count(&["master is down"]), 0);
     assert_eq!(sidecar.log.count(&["master is up"]), seen);
     drop(flood);
-    fds_settle(&sidecar, baseline + 2, T);
+    fds_settle(&sidecar, baseline + 2, SLOW);
     let refused = metric(
         admin,
         "salt_sidecar_connections_refused_total",
@@ -311,7 +311,7 @@ async fn an_admin_flood_takes_nothing_the_minion_or_the_probes_need() {
         sidecar.fds()
     );
     assert_eq!(total(admin, "salt_sidecar_resource_errors_total"), 0.0);
-    let (report, _) = status::fetch(&socket.into(), T)
+    let (report, _) = status::fetch(&socket.into(), SLOW)
         .await
         .expect("the admin socket answers");
     assert_eq!(report.active.as_deref(), Some("127.0.112.2"));
@@ -329,7 +329,7 @@ async fn admin_slowloris_idle_and_huge_headers_are_cut_off() {
         1024,
         "salt_sidecar=info",
     );
-    sidecar.log.wait_for_async(&["selected master"], T).await;
+    sidecar.log.wait_for_async(&["selected master"], SLOW).await;
 
     // One header byte now and then: cut at the header-read timeout (5 s).
     let slow = tokio::task::spawn_blocking(move || {
@@ -437,7 +437,7 @@ async fn running_out_of_descriptors_is_the_sidecars_problem_not_a_masters() {
         let mut c = ZmtpClient::connect(ret, SocketType::Dealer, Duration::from_secs(20))
             .await
             .expect("queued connection is served once descriptors are back");
-        c.request(b"queued", T).await.expect("reply")
+        c.request(b"queued", SLOW).await.expect("reply")
     });
     // At least fall × interval (2 s) of probes skipped for both masters.
     sidecar
@@ -454,7 +454,7 @@ async fn running_out_of_descriptors_is_the_sidecars_problem_not_a_masters() {
         "one log line per burst"
     );
     assert_eq!(
-        live.request(b"2", T)
+        live.request(b"2", SLOW)
             .await
             .expect("the live session survives"),
         b"A:2"
@@ -525,11 +525,11 @@ fn a_dns_answer_that_is_the_sidecar_itself_is_skipped() {
     );
     sidecar.log.wait_for(
         &["DNS answered with the sidecar's own address", "127.0.0.1"],
-        T,
+        SLOW,
     );
     let line = sidecar
         .log
-        .wait_for(&["master is down", "salt-self.test"], T);
+        .wait_for(&["master is down", "salt-self.test"], SLOW);
     assert!(
         line.contains("unresolved") || line.contains("no address"),
         "{line}"

@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 use salt_sidecar::standin::ZmtpClient;
 use salt_sidecar::zmtp::SocketType;
 use support::netns::{self, Netns};
-use support::{addr, ask, config, master, Sidecar, Yaml};
+use support::{addr, ask, config, master, Sidecar, Yaml, SLOW};
 
-const T: Duration = Duration::from_secs(5);
 /// sysexits EX_CONFIG: `check-config` and `run` on a config error.
 const EX_CONFIG: i32 = 78;
 
@@ -75,7 +74,7 @@ fn config_file(yaml: &str) -> (tempfile::TempDir, PathBuf) {
 fn both_refuse(yaml: &str, wants: &[&str]) {
     let (_dir, path) = config_file(yaml);
     for cmd in ["check-config", "run"] {
-        let (out, _) = run_with_config(&[cmd], &path, T);
+        let (out, _) = run_with_config(&[cmd], &path, SLOW);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(EX_CONFIG), "{cmd}:\n{yaml}\n{err}");
         for want in wants {
@@ -164,14 +163,14 @@ async fn a_reload_to_a_self_loop_is_refused_and_the_master_keeps_serving() {
     let _a = master("A", net, 2).await;
     let yaml = config(net, &["127.0.191.2"], "master_alive_interval: 1");
     let sidecar = Sidecar::start(&yaml);
-    sidecar.log.wait_for_async(&["selected master"], T).await;
+    sidecar.log.wait_for_async(&["selected master"], SLOW).await;
     sidecar.rewrite(&config(
         net,
         &["127.0.191.2", "'[::ffff:127.0.191.1]:4506'"],
         "master_alive_interval: 1",
     ));
     sidecar.signal("HUP");
-    let line = sidecar.log.wait_for_async(&["reload refused"], T).await;
+    let line = sidecar.log.wait_for_async(&["reload refused"], SLOW).await;
     assert!(line.contains("is the sidecar itself"), "{line}");
     assert_eq!(ask(addr(net, 1, 4506)).await.as_deref(), Some("A"));
     sidecar.assert_no_panic();
@@ -207,7 +206,7 @@ fn only_a_regular_file_of_at_most_1_mib_is_read() {
         ),
     ] {
         for cmd in ["check-config", "run"] {
-            let (out, took) = run_with_config(&[cmd], path, T);
+            let (out, took) = run_with_config(&[cmd], path, SLOW);
             assert_eq!(
                 out.status.code(),
                 Some(EX_CONFIG),
@@ -230,7 +229,7 @@ fn only_a_regular_file_of_at_most_1_mib_is_read() {
     let (_cfg_dir, real) = config_file(&config(192, &["127.0.192.2"], "master_alive_interval: 1"));
     let link = dir.path().join("link.yaml");
     std::os::unix::fs::symlink(&real, &link).expect("symlink");
-    let (out, _) = run_with_config(&["check-config"], &link, T);
+    let (out, _) = run_with_config(&["check-config"], &link, SLOW);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
@@ -241,11 +240,11 @@ async fn a_sighup_with_a_fifo_as_the_config_never_stalls_forwarding() {
     let net = 193;
     let _a = master("A", net, 2).await;
     let sidecar = Sidecar::start(&config(net, &["127.0.193.2"], "master_alive_interval: 1"));
-    sidecar.log.wait_for_async(&["selected master"], T).await;
-    let mut client = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
+    sidecar.log.wait_for_async(&["selected master"], SLOW).await;
+    let mut client = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, SLOW)
         .await
         .expect("connect");
-    assert_eq!(client.request(b"0", T).await.expect("reply"), b"A:0");
+    assert_eq!(client.request(b"0", SLOW).await.expect("reply"), b"A:0");
 
     std::fs::remove_file(&sidecar.config_path).expect("rm config");
     let made = Command::new("mkfifo")
@@ -262,7 +261,7 @@ async fn a_sighup_with_a_fifo_as_the_config_never_stalls_forwarding() {
     while Instant::now() < until {
         let sent = Instant::now();
         let reply = client
-            .request(n.to_string().as_bytes(), T)
+            .request(n.to_string().as_bytes(), SLOW)
             .await
             .expect("answered");
         assert_eq!(reply, format!("A:{n}").as_bytes());
@@ -270,7 +269,7 @@ async fn a_sighup_with_a_fifo_as_the_config_never_stalls_forwarding() {
         n += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let line = sidecar.log.wait_for_async(&["reload refused"], T).await;
+    let line = sidecar.log.wait_for_async(&["reload refused"], SLOW).await;
     assert!(line.contains("FIFO"), "{line}");
     eprintln!("{n} requests during the SIGHUPs, slowest {slowest:?}");
     assert!(slowest < Duration::from_millis(500), "slowest {slowest:?}");
@@ -304,7 +303,7 @@ fn check_config_and_run_agree_on_the_admin_socket() {
 fn an_admin_socket_open_to_everyone_is_a_warning() {
     let base = config(194, &["127.0.194.2"], "master_alive_interval: 1");
     let (_dir, path) = config_file(&format!("{base}  admin_socket_mode: \"0666\"\n"));
-    let (out, _) = run_with_config(&["check-config"], &path, T);
+    let (out, _) = run_with_config(&["check-config"], &path, SLOW);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(
@@ -357,7 +356,7 @@ async fn the_admin_socket_needs_a_directory_only_its_owner_can_write() {
             "{yaml}  admin_socket: {}\n",
             theirs.join("a.sock").display()
         ));
-        let (out, _) = run_with_config(&["run"], &path, T);
+        let (out, _) = run_with_config(&["run"], &path, SLOW);
         assert_eq!(out.status.code(), Some(EX_CONFIG), "{}", stderr(&out));
         assert!(
             stderr(&out).contains("belongs to uid 65534"),
@@ -407,18 +406,18 @@ async fn a_second_sigterm_cuts_the_drain_and_exits_143() {
         .sidecar("drain_timeout", "60s")
         .build();
     let mut sidecar = Sidecar::start(&yaml);
-    sidecar.log.wait_for_async(&["selected master"], T).await;
-    let mut busy = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
+    sidecar.log.wait_for_async(&["selected master"], SLOW).await;
+    let mut busy = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, SLOW)
         .await
         .expect("connect");
-    assert_eq!(busy.request(b"1", T).await.expect("reply"), b"A:1");
+    assert_eq!(busy.request(b"1", SLOW).await.expect("reply"), b"A:1");
     sidecar.signal("TERM");
     sidecar
         .log
-        .wait_for_async(&["SIGTERM: draining sessions"], T)
+        .wait_for_async(&["SIGTERM: draining sessions"], SLOW)
         .await;
     // Still draining: the busy session is served.
-    assert_eq!(busy.request(b"2", T).await.expect("reply"), b"A:2");
+    assert_eq!(busy.request(b"2", SLOW).await.expect("reply"), b"A:2");
     let cut = Instant::now();
     sidecar.signal("TERM");
     let (code, sidecar) = tokio::task::spawn_blocking(move || {
@@ -434,7 +433,7 @@ async fn a_second_sigterm_cuts_the_drain_and_exits_143() {
         "exited {took:?} after the second SIGTERM"
     );
     // The last line may still be on its way from the pipe.
-    sidecar.log.wait_for(&["drain cut short"], T);
+    sidecar.log.wait_for(&["drain cut short"], SLOW);
     assert_eq!(sidecar.log.count(&["drain cut short"]), 1);
     assert!(
         !sidecar.admin_socket.exists(),
@@ -457,7 +456,7 @@ async fn sixty_four_masters_stay_small_and_scrapes_never_stall_forwarding() {
         .minion("master_alive_interval: 1")
         .build();
     let sidecar = Sidecar::start(&yaml);
-    sidecar.log.wait_for_async(&["selected master"], T).await;
+    sidecar.log.wait_for_async(&["selected master"], SLOW).await;
     let admin = addr(net, 1, 9464);
     // A few probe rounds of every master.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -494,14 +493,14 @@ async fn sixty_four_masters_stay_small_and_scrapes_never_stall_forwarding() {
             n
         })
     };
-    let mut client = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T)
+    let mut client = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, SLOW)
         .await
         .expect("connect");
     let mut rtts = Vec::new();
     for i in 0..200u32 {
         let sent = Instant::now();
         let reply = client
-            .request(i.to_string().as_bytes(), T)
+            .request(i.to_string().as_bytes(), SLOW)
             .await
             .expect("answered");
         rtts.push(sent.elapsed());

@@ -20,10 +20,8 @@ use hyper::Method;
 use salt_sidecar::standin::ZmtpClient;
 use salt_sidecar::status::{self, AdminAddr, HealthState, Reply, StatusReport};
 use salt_sidecar::zmtp::SocketType;
-use support::{addr, ask, config, master, sample, series, until_answered_by, Sidecar};
+use support::{addr, ask, config, master, sample, series, until_answered_by, Sidecar, T};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const T: Duration = Duration::from_secs(2);
 
 /// The families of SPEC §4, with their Prometheus types.
 const FAMILIES: &[(&str, &str)] = &[

@@ -8,9 +8,7 @@ use hyper::Method;
 use salt_sidecar::standin::{StandinError, ZmtpClient};
 use salt_sidecar::status;
 use salt_sidecar::zmtp::SocketType;
-use support::{addr, config, Sidecar};
-
-const T: Duration = Duration::from_secs(2);
+use support::{addr, config, Sidecar, T};
 
 /// `POST /admin/reload` on the sidecar's admin socket.
 async fn reload(sidecar: &Sidecar) -> status::Reply {

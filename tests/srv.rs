@@ -30,12 +30,11 @@ use salt_sidecar::status::{self, StatusReport};
 use salt_sidecar::zmtp::SocketType;
 use support::dns::{Answer, Srv, Zone};
 use support::netns::{self, Netns};
-use support::{ask, Launch, Sidecar};
+use support::{ask, Launch, Sidecar, T};
 
 const RECORD: &str = "_salt._tcp.lab.test";
 /// The DNS server, inside each namespace.
 const DNS: [u8; 4] = [127, 0, 0, 53];
-const T: Duration = Duration::from_secs(2);
 
 // === the lab ===
 

@@ -18,9 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{addr, config, master, Launch, Log, Sidecar};
-
-const T: Duration = Duration::from_secs(10);
+use support::{addr, config, master, Launch, Log, Sidecar, SLOW};
 
 /// What the sidecar sent to `NOTIFY_SOCKET`, with arrival times.
 #[derive(Clone)]
@@ -105,7 +103,7 @@ async fn ready_status_reload_and_stopping_are_notified_in_order() {
             ..Launch::default()
         },
     );
-    let ready = notes.wait_for("READY=1", 0, T);
+    let ready = notes.wait_for("READY=1", 0, SLOW);
     // Both listeners accept by then, and the first probe round has a verdict.
     for port in [4505, 4506] {
         TcpStream::connect(addr(net, 1, port)).expect("listening when READY=1 was sent");
@@ -117,14 +115,14 @@ async fn ready_status_reload_and_stopping_are_notified_in_order() {
     );
 
     sidecar.signal("HUP");
-    let reloading = notes.wait_for("RELOADING=1", ready + 1, T);
+    let reloading = notes.wait_for("RELOADING=1", ready + 1, SLOW);
     let (_, msg) = &notes.all()[reloading];
     assert!(msg.contains("MONOTONIC_USEC="), "{msg}");
-    notes.wait_for("READY=1", reloading + 1, T);
+    notes.wait_for("READY=1", reloading + 1, SLOW);
 
     sidecar.signal("TERM");
-    notes.wait_for("STOPPING=1", reloading + 1, T);
-    assert_eq!(sidecar.wait_exit(T), Some(0));
+    notes.wait_for("STOPPING=1", reloading + 1, SLOW);
+    assert_eq!(sidecar.wait_exit(SLOW), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,15 +143,15 @@ async fn the_watchdog_is_fed_only_while_the_control_loop_makes_progress() {
             ..Launch::default()
         },
     );
-    let ready = notes.wait_for("READY=1", 0, T);
+    let ready = notes.wait_for("READY=1", 0, SLOW);
     let ready_at = notes.all()[ready].0;
     sidecar
         .log
-        .wait_for(&["test hook: stalling the supervisor"], T);
+        .wait_for(&["test hook: stalling the supervisor"], SLOW);
     let stalled_at = Instant::now();
     sidecar
         .log
-        .wait_for(&["watchdog pings stop", "supervisor"], T);
+        .wait_for(&["watchdog pings stop", "supervisor"], SLOW);
     // Look at a while after the stall.
     std::thread::sleep(Duration::from_secs(3));
     let pings = notes.pings();
@@ -239,8 +237,8 @@ async fn socket_activation_refuses_no_connection_across_a_restart() {
         "--config".into(),
         cfg.display().to_string(),
     ]);
-    events.wait_for(&["\"started\""], T);
-    support::until_answered_by(addr(net, 1, 4506), "A", T).await;
+    events.wait_for(&["\"started\""], SLOW);
+    support::until_answered_by(addr(net, 1, 4506), "A", SLOW).await;
 
     let stop = Arc::new(Mutex::new(false));
     let s = stop.clone();
@@ -253,7 +251,7 @@ async fn socket_activation_refuses_no_connection_across_a_restart() {
             .status()
             .expect("kill -USR1");
         assert!(ok.success());
-        events.wait_for_more(&["\"started\""], seen, T);
+        events.wait_for_more(&["\"started\""], seen, SLOW);
         eprintln!("socket activation: restart {round} done");
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -262,7 +260,7 @@ async fn socket_activation_refuses_no_connection_across_a_restart() {
     eprintln!("socket activation: 3 SIGKILL+restart cycles, {ok} connects, {refused} refused");
     assert_eq!(refused, 0, "{ok} accepted");
     assert!(ok > 100, "the loop ran: {ok}");
-    support::until_answered_by(addr(net, 1, 4506), "A", T).await;
+    support::until_answered_by(addr(net, 1, 4506), "A", SLOW).await;
     let _ = Command::new("kill")
         .args(["-TERM", &act.id().to_string()])
         .status();
@@ -279,7 +277,7 @@ async fn socket_activation_refuses_no_connection_across_a_restart() {
         std::thread::sleep(Duration::from_millis(500));
         if let Some(mut old) = sidecar.take() {
             old.signal("KILL");
-            let _ = old.wait_exit(T);
+            let _ = old.wait_exit(SLOW);
         }
         sidecar = Some(Sidecar::start(&yaml));
     }

@@ -16,6 +16,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// How long a test waits for what takes milliseconds when it works (an
+/// answer through the sidecar, a log line, a status report, a ZMTP
+/// handshake) before it fails: generous, for a loaded 2-core machine. A
+/// bound on failure only; never a sleep.
+pub const T: Duration = Duration::from_secs(2);
+
+/// The same bound for what does real work first: a child process that
+/// starts and exits, a sidecar short of file descriptors, a start or stop
+/// under systemd's notify protocol.
+pub const SLOW: Duration = Duration::from_secs(10);
+
 /// Log lines of a child process, awaitable.
 #[derive(Clone, Default)]
 pub struct Log {
