@@ -124,13 +124,13 @@ fn the_static_binary_resolves_master_names_without_nss() {
     let lab = hosts_lab("127.0.0.2 salt-a.ops.test\n");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        "master: salt-a.ops.test\nmaster_alive_interval: 1\nid: ops\ntransport: tcp\n\
-         sidecar:\n  listen: 127.0.0.1\n  admin: 127.0.0.1:9464\n  connect_timeout: 500ms\n  drain_timeout: 1s\n  probe: tcp\n",
-    )
-    .expect("write config");
-    let yaml = std::fs::read_to_string(&config).expect("read config");
+    let yaml = support::Yaml::new("127.0.0.1", &["salt-a.ops.test"])
+        .no_master_type()
+        .id("ops")
+        .minion("master_alive_interval: 1\ntransport: tcp")
+        .sidecar("drain_timeout", "1s")
+        .sidecar("probe", "tcp")
+        .build();
     std::fs::write(
         &config,
         support::with_admin_socket(&yaml, &dir.path().join("admin.sock")),

@@ -57,10 +57,12 @@ fn ip(host: u8) -> Ipv4Addr {
 
 /// A sidecar on 127.0.0.<host> following [`RECORD`].
 fn config(host: u8, id: &str, extra: &str) -> String {
-    format!(
-        "id: {id}\nmaster_alive_interval: 1\nrandom_reauth_delay: 0\n{extra}\nsidecar:\n  master_srv: {RECORD}\n  listen: {l}\n  admin: {l}:9464\n  connect_timeout: 500ms\n  drain_timeout: 5s\n",
-        l = ip(host)
-    )
+    support::Yaml::srv(&ip(host).to_string(), RECORD)
+        .id(id)
+        .minion("master_alive_interval: 1\nrandom_reauth_delay: 0")
+        .minion(extra)
+        .sidecar("drain_timeout", "5s")
+        .build()
 }
 
 fn start(lab: &Netns, yaml: &str) -> Sidecar {

@@ -380,6 +380,15 @@ impl Yaml {
         }
     }
 
+    /// Masters from the SRV record `record` (`sidecar.master_srv`) instead
+    /// of a `master:` list; no `master_type` (failover is the only one).
+    pub fn srv(listen: &str, record: &str) -> Yaml {
+        let no_masters: [&str; 0] = [];
+        let mut yaml = Yaml::new(listen, &no_masters).no_master_type();
+        yaml.sidecar.insert(0, ("master_srv".into(), record.into()));
+        yaml
+    }
+
     pub fn id(mut self, id: &str) -> Yaml {
         self.id = id.into();
         self
@@ -419,7 +428,10 @@ impl Yaml {
     }
 
     pub fn build(&self) -> String {
-        let mut out = String::from("master:\n");
+        let mut out = String::new();
+        if !self.masters.is_empty() {
+            out.push_str("master:\n");
+        }
         for m in &self.masters {
             out.push_str(&format!("  - {m}\n"));
         }
