@@ -888,18 +888,11 @@ fn a_rebooted_host_kills_old_upstream_sessions_and_the_minion_sessions_move_to_a
                 ));
                 let ret = sidecar_addr(net, 4506);
                 until_answered_by(ret, "A", Duration::from_secs(10)).await;
-                let mut idle = ZmtpClient::connect(ret, SocketType::Dealer, T)
-                    .await
-                    .expect("idle");
-                assert_eq!(idle.request(b"1", T).await.expect("reply"), b"A:1");
-                let mut sub = ZmtpClient::connect(sidecar_addr(net, 4505), SocketType::Sub, T)
-                    .await
-                    .expect("sub");
-                assert!(sub.recv(T).await.expect("tick")[0].starts_with(b"A:"));
-                let mut later = ZmtpClient::connect(ret, SocketType::Dealer, T)
-                    .await
-                    .expect("later");
-                assert_eq!(later.request(b"2", T).await.expect("reply"), b"A:2");
+                let ThreeSessions {
+                    mut idle,
+                    mut sub,
+                    busy: mut later,
+                } = three_sessions_to_a(net, ret).await;
 
                 // Reboot: cut the link first so nothing the dying host sends
                 // (FIN, RST) reaches the sidecar.
