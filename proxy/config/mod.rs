@@ -58,6 +58,16 @@ pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCAL
 /// interval later).
 pub const PING_AFTER_OPEN: Duration = Duration::from_secs(1);
 
+/// A master's first seconds after it was called up on its handshakes
+/// (`probe: zmtp`; `probe: ping` calls none up before it answered), during
+/// which an unanswered `ping` does not confirm a suspicion (the suspicion is
+/// kept and pinged again each round): a Salt master that has just started
+/// completes ZMTP handshakes before its workers answer, and a minion sent to
+/// it at once (a failback, the sidecar's start) would otherwise take it for
+/// a mute one, fail over and back, and wait Salt's timeout for nothing. A
+/// master still silent after it is confirmed as usual.
+pub const WARM_UP: Duration = Duration::from_secs(5);
+
 /// How a master's health is probed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProbeKind {

@@ -103,6 +103,7 @@ impl RawConfig {
                 answer_raw.as_ref(),
                 alive_interval,
                 transport_probe,
+                sidecar.probe,
             )?,
             ..sidecar
         };
@@ -453,22 +454,21 @@ fn minion_id(cx: &Ctx<'_>, raw: Option<&Spanned<String>>) -> Result<String, Conf
 /// `sidecar.ret_answer_timeout`: passive hung-master detection on ret
 /// sessions, on both transports (a stuck ZeroMQ master still completes
 /// every ZMTP handshake in libzmq's I/O thread, so the `zmtp` probe alone
-/// cannot see it). Default with `transport: tcp`: one alive interval, at
-/// least [`MIN_DEFAULT_RET_ANSWER_TIMEOUT`]; with ZeroMQ off unless set
-/// (see below); `0` turns it off.
+/// cannot see it). Default: one alive interval, at least
+/// [`MIN_DEFAULT_RET_ANSWER_TIMEOUT`], wherever the sidecar knows what a
+/// request is and can ask the master a Salt `ping`: with `transport: tcp`,
+/// and with `probe: zmtp` (ZeroMQ messages followed). Off by default with
+/// `probe: tcp` on ZeroMQ (bytes not followed, and a master checked by a
+/// plain connect may be no Salt master to ping); `0` turns it off.
 fn ret_answer_timeout(
     cx: &Ctx<'_>,
     raw: Option<&Spanned<DurationValue>>,
     alive_interval: Duration,
     transport_probe: Option<ProbeKind>,
+    probe: ProbeKind,
 ) -> Result<Option<Duration>, ConfigError> {
     match raw {
-        // On by default with `transport: tcp`; opt-in with ZeroMQ: under
-        // load (the 500-session soak on a busy 2-core box) a 5 s bound with
-        // a 2 s ping check failed a busy stand-in over 4 times in 3 kills,
-        // and a starting Salt master's workers answer late (see
-        // `MIN_DEFAULT_RET_ANSWER_TIMEOUT`'s neighbour in the README).
-        None if transport_probe == Some(ProbeKind::Ping) => {
+        None if transport_probe == Some(ProbeKind::Ping) || probe == ProbeKind::Zmtp => {
             Ok(Some(alive_interval.max(MIN_DEFAULT_RET_ANSWER_TIMEOUT)))
         }
         None => Ok(None),

@@ -65,7 +65,7 @@ mod gate;
 mod judge;
 
 use gate::Opening;
-use judge::{Judge, Round, Settled};
+use judge::{Judge, Round, Settled, Suspicion};
 
 /// A health transition, sent to the supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,7 +184,10 @@ impl Watch {
                     .with_label_values(&[self.master.label.as_str()])
                     .inc();
             }
-            let round = self.probe_both(&settings, plan.ret).await;
+            let mut round = self.probe_both(&settings, plan.ret).await;
+            if let (Some(r), Some(suspicion)) = (round.as_mut(), plan.suspicion) {
+                r.answered = self.handle.answers.answered_since(suspicion.asked);
+            }
             let verdict = judge.judge(&settings, &plan, round, start, Instant::now(), rng.f64());
             if let (Some(opening), ProbeKind::Ping) = (verdict.opening, settings.kind) {
                 self.log_opening(opening);
@@ -196,6 +199,13 @@ impl Watch {
                     // still waiting may sit in a dead flow; its session looks.
                     self.handle.answers.recheck_overdue(bound);
                 }
+            }
+            if verdict.pending {
+                debug!(
+                    master = %self.master.label,
+                    "a minion request is unanswered, but the master came up less than {} s ago: asking again next round",
+                    crate::config::WARM_UP.as_secs()
+                );
             }
             if verdict.young {
                 if let Ok(mut s) = self.handle.status.lock() {
@@ -214,7 +224,10 @@ impl Watch {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep_until(next) => {}
                 _ = self.handle.wake.notified() => {}
-                waited = overdue(&handle, settings.ret_answer_timeout, &mut scan_at) => judge.suspect(waited),
+                waited = overdue(&handle, settings.ret_answer_timeout, &mut scan_at) => {
+                    let asked = Instant::now().checked_sub(waited).unwrap_or_else(Instant::now);
+                    judge.suspect(Suspicion { waited, asked });
+                }
                 changed = self.addrs.changed(), if resolver_alive => resolver_alive = changed.is_ok(),
                 changed = self.tunables.changed() => {
                     // A reload: new timing or thresholds apply from this probe on.
@@ -314,6 +327,8 @@ impl Watch {
             ok,
             detail,
             ret_connected: !matches!(ret, Err(ProbeError::Connect(_))),
+            answered: false,
+            mute: publish.is_ok() && matches!(ret, Err(ProbeError::Unanswered)),
         })
     }
 
@@ -344,7 +359,9 @@ impl Watch {
             .with_label_values(&[label, transport.as_str(), outcome.as_str()])
             .inc();
         let waited = format!("{:.1}s", settled.waited.as_secs_f64());
-        if settled.cleared {
+        if settled.busy {
+            info!(master = label, transport = transport.as_str(), waited = %waited, "master suspected hung (a minion request unanswered, and a ping too), but it answers other minions: busy, not hung; staying");
+        } else if settled.cleared {
             info!(master = label, transport = transport.as_str(), waited = %waited, "master suspected hung (a minion request unanswered), but it answers a ping: slow, not hung; staying");
         } else {
             warn!(master = label, transport = transport.as_str(), waited = %waited, "master suspected hung (a minion request unanswered) and it does not answer a ping either: hung");
