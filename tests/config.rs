@@ -445,8 +445,8 @@ fn convert_minion_config_prints_a_config_that_loads_and_the_minion_change() {
     );
 }
 
-/// `sidecar.ret_answer_timeout`: one alive interval (at least 1 s) by
-/// default with `transport: tcp` and with ZeroMQ's `probe: zmtp` (the
+/// `sidecar.ret_answer_timeout`: one alive interval by default, at least
+/// 1 s with `transport: tcp` and 10 s with ZeroMQ's `probe: zmtp` (the
 /// default); off by default with `probe: tcp` on ZeroMQ (bytes not
 /// followed); as written when given, off with `0`.
 #[test]
@@ -471,8 +471,14 @@ fn the_ret_answer_timeout_defaults_to_one_alive_interval_unless_only_connects_ar
     let c = parse("master: [a, b]\nmaster_alive_interval: 5\n");
     assert_eq!(
         c.sidecar.ret_answer_timeout,
-        Some(Duration::from_secs(5)),
-        "transport zeromq, probe zmtp: on"
+        Some(Duration::from_secs(10)),
+        "transport zeromq, probe zmtp: on, at least 10 s"
+    );
+    let c = parse("master: [a, b]\n");
+    assert_eq!(
+        c.sidecar.ret_answer_timeout,
+        Some(Duration::from_secs(30)),
+        "zeromq: Salt's alive default"
     );
     let c = parse("master: [a, b]\nmaster_alive_interval: 5\nsidecar:\n  probe: tcp\n");
     assert_eq!(

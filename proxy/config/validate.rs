@@ -455,9 +455,10 @@ fn minion_id(cx: &Ctx<'_>, raw: Option<&Spanned<String>>) -> Result<String, Conf
 /// sessions, on both transports (a stuck ZeroMQ master still completes
 /// every ZMTP handshake in libzmq's I/O thread, so the `zmtp` probe alone
 /// cannot see it). Default: one alive interval, at least
-/// [`MIN_DEFAULT_RET_ANSWER_TIMEOUT`], wherever the sidecar knows what a
-/// request is and can ask the master a Salt `ping`: with `transport: tcp`,
-/// and with `probe: zmtp` (ZeroMQ messages followed). Off by default with
+/// [`MIN_DEFAULT_RET_ANSWER_TIMEOUT`] with `transport: tcp` and
+/// [`MIN_DEFAULT_RET_ANSWER_TIMEOUT_ZEROMQ`] with `probe: zmtp` (ZeroMQ
+/// messages followed): wherever the sidecar knows what a request is and can
+/// ask the master a Salt `ping`. Off by default with
 /// `probe: tcp` on ZeroMQ (bytes not followed, and a master checked by a
 /// plain connect may be no Salt master to ping); `0` turns it off.
 fn ret_answer_timeout(
@@ -468,9 +469,12 @@ fn ret_answer_timeout(
     probe: ProbeKind,
 ) -> Result<Option<Duration>, ConfigError> {
     match raw {
-        None if transport_probe == Some(ProbeKind::Ping) || probe == ProbeKind::Zmtp => {
+        None if transport_probe == Some(ProbeKind::Ping) => {
             Ok(Some(alive_interval.max(MIN_DEFAULT_RET_ANSWER_TIMEOUT)))
         }
+        None if probe == ProbeKind::Zmtp => Ok(Some(
+            alive_interval.max(MIN_DEFAULT_RET_ANSWER_TIMEOUT_ZEROMQ),
+        )),
         None => Ok(None),
         Some(s) if s.value.0.is_zero() => Ok(None),
         Some(_) => duration_or(

@@ -53,7 +53,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::master::{Host, MasterId, MasterSpec, Port};
 use crate::config::settings::{HealthSettings, Tunables};
-use crate::config::{ProbeKind, Transport, PING_AFTER_OPEN};
+use crate::config::{ProbeKind, Transport, CONFIRM_PING_TIMEOUT, PING_AFTER_OPEN};
 use crate::control::answers::Answers;
 use crate::control::liveness::Liveness;
 use crate::control::resolve::Addresses;
@@ -184,7 +184,13 @@ impl Watch {
                     .with_label_values(&[self.master.label.as_str()])
                     .inc();
             }
-            let mut round = self.probe_both(&settings, plan.ret).await;
+            // A suspicion's ping gets at least CONFIRM_PING_TIMEOUT: a busy
+            // master answers it late, a mute one never.
+            let ping_limit = match plan.suspicion {
+                Some(_) => settings.timeout.max(CONFIRM_PING_TIMEOUT),
+                None => settings.timeout,
+            };
+            let mut round = self.probe_both(&settings, plan.ret, ping_limit).await;
             if let (Some(r), Some(suspicion)) = (round.as_mut(), plan.suspicion) {
                 r.answered = self.handle.answers.answered_since(suspicion.asked);
             }
@@ -250,6 +256,7 @@ impl Watch {
         &mut self,
         settings: &HealthSettings,
         ret_kind: ProbeKind,
+        ping_limit: std::time::Duration,
     ) -> Option<Round> {
         let master = &self.master;
         let label = master.label.as_str();
@@ -265,7 +272,7 @@ impl Watch {
                     settings.kind.transport(),
                     &current,
                     master.ret_port,
-                    settings.timeout,
+                    ping_limit,
                 )
                 .await
             } else {
