@@ -467,7 +467,7 @@ fn ret_answer_timeout(
         // load (the 500-session soak on a busy 2-core box) a 5 s bound with
         // a 2 s ping check failed a busy stand-in over 4 times in 3 kills,
         // and a starting Salt master's workers answer late (see
-        // `MIN_DEFAULT_RET_ANSWER_TIMEOUT`'s neighbour in the README).
+        // docs/design.md, "Passive detection").
         None if transport_probe == Some(ProbeKind::Ping) => {
             Ok(Some(alive_interval.max(MIN_DEFAULT_RET_ANSWER_TIMEOUT)))
         }
