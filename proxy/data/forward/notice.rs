@@ -129,8 +129,13 @@ impl Notice {
 }
 
 fn log_end(w: Window, now: Instant, how: Ended) {
+    // An expired window is noticed at the next look: it lasted until `until`.
+    let end = match how {
+        Ended::Reacted => now,
+        Ended::Expired => now.min(w.until),
+    };
     info!(
-        after_ms = now.saturating_duration_since(w.since).as_millis() as u64,
+        after_ms = end.saturating_duration_since(w.since).as_millis() as u64,
         why = how.as_str(),
         "publish connections accepted again"
     );
