@@ -234,6 +234,9 @@ pub struct SidecarConfig {
     /// ZeroMQ sessions move to the new master on a switch instead of being
     /// cut (default true; `false` restores the 0.1 behaviour, a reset).
     pub move_sessions: bool,
+    /// `sidecar.salt_events`: the minion notices switches and outages as
+    /// Salt's alive check sees them (default true; `data::forward::notice`).
+    pub salt_events: bool,
     /// The minion listeners may be non-loopback addresses (an open relay to
     /// the masters for anyone who can reach them).
     pub listen_allow_remote: bool,

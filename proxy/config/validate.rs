@@ -565,6 +565,7 @@ impl RawSidecar {
             // Needs the alive interval and the transport: set by the caller.
             ret_answer_timeout: None,
             move_sessions: self.move_sessions.as_ref().is_none_or(|s| s.value),
+            salt_events: self.salt_events.as_ref().is_none_or(|s| s.value),
             listen_allow_remote,
             max_sessions: self.max_sessions(cx)?,
             admin_socket: self.admin_socket(cx)?,
