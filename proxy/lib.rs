@@ -4,23 +4,80 @@
 //! ports, health-checks the configured masters and forwards every TCP session
 //! byte for byte to the one master currently selected.
 //!
-//! The source is in layers; each imports only the layers below it:
-//! 1. `config/`: the YAML file → a typed [`config::Config`], once; the master
-//!    vocabulary ([`master`]) and the live tunables (`config::settings`).
+//! # Layout
+//!
+//! The crate's source (`proxy/`) is in layers; each imports only the layers
+//! below it (lower numbers), never one above, and `ops::app` is the only
+//! place that wires and starts things:
+//! 1. `config/`: the YAML file → a typed [`config::Config`], once: `load`
+//!    (reading the file), `yaml` (no tags, no key twice), `raw` (serde,
+//!    unknown keys rejected), `validate/` (one file per section: masters,
+//!    Salt's other keys, listen, admin, health, sessions), `host`
+//!    (this host's groups and addresses); the master vocabulary ([`master`]:
+//!    `MasterId`, `MasterSpec`, `Port`, `Host`) and the live tunables
+//!    (`settings`). Beside it, `clock.rs`: wall-clock time as Unix time
+//!    (metrics, `/status`, the jitter seed).
 //! 2. `metrics.rs`, `limits.rs`: the Prometheus families every layer
-//!    updates, and the resource budgets (open files, sessions) with the
-//!    sidecar's own exhaustion, which is never blamed on a master.
-//! 3. `net.rs`: connecting to a master (timeouts, socket options).
-//! 4. `zmtp/`: the ZMTP codec ([`zmtp`]), the health [`probe`] and the
-//!    little of Salt's tcp framing the `ping` probe needs.
-//! 5. `control/`: which master is up and which is active: the pure policy
-//!    ([`select`]), [`hysteresis`], health, DNS, the supervisor and the route.
-//! 6. `data/`: forwarding the minion's sessions (and moving ZeroMQ ones on
-//!    a switch instead of cutting them: frame tracking, rejoin).
-//! 7. `ops/`: the wiring ([`app`], the only place that starts things), reload
-//!    and the admin endpoint.
-//! 8. `commands/`: the subcommands besides `run` ([`check`], [`status`], [`reload`],
-//!    [`enroll`], [`convert`], and with the `demo` feature `demo` and its stand-in master).
+//!    updates, and the resource budgets (open files → a reserve and the
+//!    session cap) with the sidecar's own exhaustion (EMFILE, ...), which is
+//!    counted and never blamed on a master.
+//! 3. `net.rs`: connecting to a master (timeouts, socket options, RST on
+//!    close).
+//! 4. `zmtp/`: the ZMTP 3.0 codec ([`zmtp`]`::codec`, pure), the health
+//!    [`probe`] of one port, and `saltreq`, the little of Salt's tcp framing
+//!    the `ping` probe needs.
+//! 5. `control/`: which master is up and which is active: `select/` (the
+//!    pure policy, [`select`]; `order`: preference, shuffle, jitter seed),
+//!    [`hysteresis`], `health/` (one probe task per master; `judge` and
+//!    `gate` are its pure core), `answers` (ret requests left unanswered),
+//!    `resolve` (DNS), `srv` (the masters of an SRV record), `masters` (the
+//!    plane: everything kept per master), `sessions` (the per-master reset
+//!    and drain tokens), `supervisor` (drives `select` and carries out its
+//!    actions), `route` (the decision forwarding reads), `liveness` (ticks
+//!    for the systemd watchdog).
+//! 6. `data/`: the minion's sessions: `forward/` (accept, connect to the
+//!    route's master, move a session on a switch), `admit` (who gets a slot
+//!    when the session cap is full), `duplex/` (one session: `copy`, the
+//!    two-way copy, and the policy of when it ends), `track` (the frame
+//!    boundaries of a relayed ZMTP session) and `rejoin` (opening it on
+//!    another master).
+//! 7. `ops/`: [`app`] (the wiring), `reload` (a pure diff, then commands
+//!    down), `admin/` (the HTTP routes: the read-only endpoints, the admin
+//!    `commands`, the `report` of `/readyz` and `/status`), `listen` (serving them on TCP and
+//!    the admin socket, within budgets), `api` (the `/status` schema),
+//!    `systemd` (notify, watchdog, socket activation).
+//! 8. `commands/`: the subcommands besides `run` ([`check`] for
+//!    `check-config`, [`status`], [`reload`], [`enroll`], [`convert`] (a
+//!    folder: reading the minion file, what each key becomes, writing the
+//!    YAML), and with the `demo` cargo feature — on by
+//!    default, left out by `scripts/build-static` — `demo/` and its stand-in
+//!    master).
+//!
+//! `lib.rs` is the public surface, `main.rs` the binary, `cli.rs` its
+//! command line.
+//!
+//! Around the crate:
+//! - `config/`: the example config, the systemd units (service, socket), an
+//!   example Prometheus scrape config;
+//! - `deploy/salt/`: the Salt state that rolls it out (`salt-sidecar/`) and
+//!   `pillar.example`;
+//! - `examples/manpage.rs`: the man pages, generated from the CLI, for the
+//!   packages;
+//! - `docs/`: install, design (how failover works), operations, testing,
+//!   reliability, performance, salt-versions, salt-semantics, fleet;
+//! - `dashboards/`: the Grafana dashboard, the Prometheus alert rules and
+//!   their promtool tests;
+//! - `tests/`: integration tests (real sockets on loopback; `support/` the
+//!   shared harness, `fixtures/`, `helpers/` the Python stand-ins, `salt/`
+//!   the real-Salt lab harness and scenarios);
+//! - `scripts/`: `test` (the one test command; `.ci/run` calls it),
+//!   `test-deps` (idempotent installer), `build-static`, `package` (.deb and
+//!   .rpm), `bench`, `soak`, `salt-e2e` (real Salt vs native failover vs
+//!   HAProxy), `salt-venv` (other Salt releases), `salt-suite` (Salt's own
+//!   multimaster scenario), `fleet` (N sidecars against real masters: master
+//!   CPU, herds);
+//! - `bench/`: `loadgen.c` (the benchmark client and upstream) and the
+//!   published results.
 //!
 //! This crate's public surface is what `main.rs` and the integration tests
 //! need; everything else is private.

@@ -158,6 +158,28 @@ impl MoveHow {
     }
 }
 
+/// Why the sidecar closed or refused a minion connection so that the
+/// minion notices its master is gone (the `reason` label of
+/// `minion_reconnects_asked_total`; `data::forward::notice`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeReason {
+    /// Every master is down.
+    AllDown,
+    /// The session moved to another master.
+    Switch,
+}
+
+impl NoticeReason {
+    pub const ALL: [NoticeReason; 2] = [NoticeReason::AllDown, NoticeReason::Switch];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeReason::AllDown => "all_down",
+            NoticeReason::Switch => "switch",
+        }
+    }
+}
+
 /// How a passive suspicion of a master ended (the `outcome` label of
 /// `passive_suspicions_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +221,7 @@ pub struct Metrics {
     pub sessions_total: IntCounterVec,
     pub bytes_total: IntCounterVec,
     pub session_moves_total: IntCounterVec,
+    pub minion_reconnects_asked_total: IntCounterVec,
     pub passive_suspicions_total: IntCounterVec,
     pub pings_deferred_total: IntCounterVec,
     pub upstream_connect_duration_seconds: HistogramVec,
@@ -322,6 +345,13 @@ impl Metrics {
                  (preserved: the minion saw no disconnect) or closed (reset).",
                 &["port", "how"],
             )?,
+            minion_reconnects_asked_total: counter(
+                "minion_reconnects_asked_total",
+                "Minion connections the sidecar closed or refused so that the minion's own \
+                 alive check sees its master gone and Salt's events fire (sidecar.salt_events), \
+                 by reason (all_down: no master is up; switch: a moved session's master changed).",
+                &["port", "reason"],
+            )?,
             passive_suspicions_total: counter(
                 "passive_suspicions_total",
                 "Masters suspected hung because a minion's ret request went unanswered past \
@@ -396,6 +426,10 @@ impl Metrics {
                 self.session_moves_total
                     .with_label_values(&[port.as_str(), how.as_str()]);
             }
+        }
+        for reason in NoticeReason::ALL {
+            self.minion_reconnects_asked_total
+                .with_label_values(&[Port::Publish.as_str(), reason.as_str()]);
         }
         for result in ["success", "failure", "self_loop"] {
             self.dns_resolutions_total.with_label_values(&[result]);
@@ -483,6 +517,13 @@ impl Metrics {
     pub fn session_moved(&self, port: Port, how: MoveHow) {
         self.session_moves_total
             .with_label_values(&[port.as_str(), how.as_str()])
+            .inc();
+    }
+
+    /// Counts one minion connection closed or refused so the minion notices.
+    pub fn reconnect_asked(&self, port: Port, reason: NoticeReason) {
+        self.minion_reconnects_asked_total
+            .with_label_values(&[port.as_str(), reason.as_str()])
             .inc();
     }
 

@@ -445,12 +445,12 @@ fn convert_minion_config_prints_a_config_that_loads_and_the_minion_change() {
     );
 }
 
-/// `sidecar.ret_answer_timeout`: one alive interval (at least 1 s) by
-/// default with `transport: tcp`; with ZeroMQ only when set (it works there
-/// too, but is not yet on by default: false failovers under load); as
-/// written when given, off with `0`.
+/// `sidecar.ret_answer_timeout`: one alive interval by default, at least
+/// 1 s with `transport: tcp` and 10 s with ZeroMQ's `probe: zmtp` (the
+/// default); off by default with `probe: tcp` on ZeroMQ (bytes not
+/// followed); as written when given, off with `0`.
 #[test]
-fn the_ret_answer_timeout_defaults_to_one_alive_interval_with_tcp_and_is_opt_in_with_zeromq() {
+fn the_ret_answer_timeout_defaults_to_one_alive_interval_unless_only_connects_are_checked() {
     let parse = |text: &str| config::parse(Path::new("t.yaml"), text).expect("valid");
     let tcp = "master: [a, b]\ntransport: tcp\n";
     let with = |extra: &str| parse(&format!("{tcp}{extra}")).sidecar.ret_answer_timeout;
@@ -470,8 +470,20 @@ fn the_ret_answer_timeout_defaults_to_one_alive_interval_with_tcp_and_is_opt_in_
     assert_eq!(with("sidecar:\n  ret_answer_timeout: 0\n"), None);
     let c = parse("master: [a, b]\nmaster_alive_interval: 5\n");
     assert_eq!(
+        c.sidecar.ret_answer_timeout,
+        Some(Duration::from_secs(10)),
+        "transport zeromq, probe zmtp: on, at least 10 s"
+    );
+    let c = parse("master: [a, b]\n");
+    assert_eq!(
+        c.sidecar.ret_answer_timeout,
+        Some(Duration::from_secs(30)),
+        "zeromq: Salt's alive default"
+    );
+    let c = parse("master: [a, b]\nmaster_alive_interval: 5\nsidecar:\n  probe: tcp\n");
+    assert_eq!(
         c.sidecar.ret_answer_timeout, None,
-        "transport zeromq: opt-in"
+        "zeromq with plain connect checks: off unless set"
     );
     let c = parse("master: [a, b]\nsidecar:\n  ret_answer_timeout: 2s\n");
     assert_eq!(

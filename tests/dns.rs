@@ -324,8 +324,8 @@ fn nxdomain_at_start_is_reported_retried_and_never_localhost() {
 
 /// A master named by DNS is chosen at start-up like a literal address: no
 /// "master is down" before its first answer, and the first choice is not
-/// counted as a switch (README: "the first choice at start-up is not
-/// counted").
+/// counted as a switch (docs/operations.md, Metrics: "the first choice at
+/// start-up is not counted").
 #[test]
 fn a_dns_named_master_is_selected_at_start_without_a_down_or_a_counted_switch() {
     if !lab_available("dns start-up") {

@@ -38,6 +38,8 @@ const FAMILIES: &[(&str, &str)] = &[
     ("salt_sidecar_bytes_total", "counter"),
     // SPEC §3: sessions re-routed (preserved) or cut (reset) by a switch.
     ("salt_sidecar_session_moves_total", "counter"),
+    // Issue 23: minion connections closed or refused so Salt's events fire.
+    ("salt_sidecar_minion_reconnects_asked_total", "counter"),
     (
         "salt_sidecar_upstream_connect_duration_seconds",
         "histogram",

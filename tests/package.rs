@@ -247,7 +247,9 @@ fn the_packages_hold_exactly_the_manifest_and_lintian_finds_no_error() {
         "/usr/share/doc/salt-sidecar/copyright",
         "/usr/share/doc/salt-sidecar/changelog.Debian.gz",
         "/usr/share/doc/salt-sidecar/README.md",
-        "/usr/share/doc/salt-sidecar/install.md",
+        "/usr/share/doc/salt-sidecar/changelog.gz",
+        "/usr/share/doc/salt-sidecar/docs/install.md",
+        "/usr/share/doc/salt-sidecar/docs/design.md",
     ] {
         assert!(deb_paths.contains(path), "{path} not in {deb_paths:?}");
     }

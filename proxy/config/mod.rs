@@ -37,8 +37,17 @@ pub const DEFAULT_RET_PORT: u16 = 4506;
 /// Used when `master_alive_interval` is missing (Salt would then never check).
 pub const DEFAULT_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Lower bound of the default `sidecar.ret_answer_timeout` (one alive
-/// interval, but never less than this).
+/// interval, but never less than this) with `transport: tcp`, whose
+/// masters answer a `ping` before they are called up.
 pub const MIN_DEFAULT_RET_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+/// The same with ZeroMQ (`probe: zmtp`), whose masters are called up on
+/// their handshakes: a real Salt 3008 master on a loaded 2-core box (3
+/// workers, load 10) left a new minion's requests and a 2 s `ping`
+/// unanswered for over 3 s while its workers loaded their modules, 5–10 s
+/// after its ports opened; a minion whose request is lost in a false
+/// failover waits Salt's 60 s. Salt's own retry timers are 5–10 s
+/// (`return_retry_timer`, `return_retry_timer_max`).
+pub const MIN_DEFAULT_RET_ANSWER_TIMEOUT_ZEROMQ: Duration = Duration::from_secs(10);
 /// Default `sidecar.half_close_timeout`. A master or minion that is alive
 /// closes its half within milliseconds of the other's FIN (libzmq and
 /// Salt's tcp transport close a connection whose peer has gone); one that
@@ -57,6 +66,23 @@ pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCAL
 /// first verdict at start-up (the next round comes when the hold ends, not an
 /// interval later).
 pub const PING_AFTER_OPEN: Duration = Duration::from_secs(1);
+
+/// A master's first seconds after it was called up on its handshakes
+/// (`probe: zmtp`; `probe: ping` calls none up before it answered), during
+/// which an unanswered `ping` does not confirm a suspicion (the suspicion is
+/// kept and pinged again each round): a Salt master that has just started
+/// completes ZMTP handshakes before its workers answer, and a minion sent to
+/// it at once (a failback, the sidecar's start) would otherwise take it for
+/// a mute one, fail over and back, and wait Salt's timeout for nothing. A
+/// master still silent after it is confirmed as usual.
+pub const WARM_UP: Duration = Duration::from_secs(10);
+
+/// The least time the `ping` that settles a suspicion is given (more if
+/// `connect_timeout` is longer): a busy master answers it late, a mute one
+/// never. Measured: a real Salt 3008 master on a loaded 2-core box left a
+/// minion request and a 1 s ping unanswered while its workers warmed up.
+/// Within the "mute master left within `ret_answer_timeout` + 3 s" bar.
+pub const CONFIRM_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a master's health is probed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,6 +234,9 @@ pub struct SidecarConfig {
     /// ZeroMQ sessions move to the new master on a switch instead of being
     /// cut (default true; `false` restores the 0.1 behaviour, a reset).
     pub move_sessions: bool,
+    /// `sidecar.salt_events`: the minion notices switches and outages as
+    /// Salt's alive check sees them (default true; `data::forward::notice`).
+    pub salt_events: bool,
     /// The minion listeners may be non-loopback addresses (an open relay to
     /// the masters for anyone who can reach them).
     pub listen_allow_remote: bool,

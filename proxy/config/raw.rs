@@ -49,6 +49,7 @@ pub(crate) struct RawSidecar {
     pub(crate) ret_answer_timeout: Option<Spanned<DurationValue>>,
     pub(crate) half_close_timeout: Option<Spanned<DurationValue>>,
     pub(crate) move_sessions: Option<Spanned<bool>>,
+    pub(crate) salt_events: Option<Spanned<bool>>,
     pub(crate) listen_allow_remote: Option<Spanned<bool>>,
     pub(crate) max_sessions: Option<Spanned<u32>>,
     pub(crate) admin_socket: Option<Spanned<String>>,

@@ -21,6 +21,8 @@ pub struct Tunables {
     pub socket_options: SocketOptions,
     /// `sidecar.move_sessions`: ZeroMQ sessions move on a switch.
     pub move_sessions: bool,
+    /// `sidecar.salt_events`: see [`Tunables::shows_switches`].
+    pub salt_events: bool,
 }
 
 impl Tunables {
@@ -29,6 +31,14 @@ impl Tunables {
     /// is always reset.
     pub fn moves_sessions(&self) -> bool {
         self.move_sessions && self.health.kind == ProbeKind::Zmtp
+    }
+
+    /// The minion is made to notice switches and outages the way Salt's
+    /// alive check sees them (`sidecar.salt_events`, on by default; ZeroMQ
+    /// only: a tcp-transport minion sees its sessions reset and fires its
+    /// events itself). See `data::forward::notice`.
+    pub fn shows_switches(&self) -> bool {
+        self.salt_events && self.health.kind == ProbeKind::Zmtp
     }
 
     pub fn from_config(c: &Config) -> Self {
@@ -61,6 +71,7 @@ impl Tunables {
             drain_timeout: sc.drain_timeout,
             half_close_timeout: sc.half_close_timeout,
             move_sessions: sc.move_sessions,
+            salt_events: sc.salt_events,
             socket_options: SocketOptions::for_health(c.alive_interval),
         }
     }

@@ -11,8 +11,10 @@
 //! session is stamped per read: minion bytes start it, master bytes stop it. Each master keeps a list
 //! of its sessions' clocks ([`Answers`]); its health task scans it and,
 //! when a request has waited longer than the bound, suspects the master
-//! and re-probes it (`health`). Payload is never decoded on the copy
-//! path. No I/O, no logging.
+//! and re-probes it (`health`). Each master also remembers when it last
+//! answered any of its sessions ([`Answers::answered_since`]): a master that
+//! answers other minions is busy, not stuck. Payload is never decoded on the
+//! copy path. No I/O, no logging.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -25,7 +27,8 @@ use tokio::time::Instant;
 /// for the master's first byte back.
 #[derive(Debug)]
 pub struct AnswerClock {
-    start: Instant,
+    /// The master's shared epoch and last answer.
+    heard: Arc<Heard>,
     /// µs since `start` plus one when the oldest unanswered request's first
     /// bytes were read; 0: nothing is waiting.
     asked_us: AtomicU64,
@@ -37,9 +40,9 @@ pub struct AnswerClock {
 }
 
 impl AnswerClock {
-    fn new() -> Self {
+    fn new(heard: Arc<Heard>) -> Self {
         AnswerClock {
-            start: Instant::now(),
+            heard,
             asked_us: AtomicU64::new(0),
             suspected_us: AtomicU64::new(0),
             recheck: Notify::new(),
@@ -55,8 +58,7 @@ impl AnswerClock {
     /// How long the oldest request has waited at `now`, if one is waiting.
     fn waiting(&self, now: Instant) -> Option<Duration> {
         let asked = self.asked_us.load(Ordering::Relaxed);
-        (asked != 0)
-            .then(|| now.saturating_duration_since(self.start + Duration::from_micros(asked - 1)))
+        (asked != 0).then(|| now.saturating_duration_since(self.heard.at(asked)))
     }
 
     /// The minion sent bytes to the master: starts the clock unless a
@@ -64,15 +66,21 @@ impl AnswerClock {
     #[inline]
     pub fn asked(&self) {
         if self.asked_us.load(Ordering::Relaxed) == 0 {
-            let us = self.start.elapsed().as_micros() as u64 + 1;
-            self.asked_us.store(us, Ordering::Relaxed);
+            self.asked_us.store(self.heard.now_us(), Ordering::Relaxed);
         }
     }
 
-    /// The master sent bytes to the minion: nothing is waiting.
+    /// The master sent bytes to the minion: nothing is waiting. The first
+    /// answer to a request also marks the master as heard (one clock read
+    /// per request, none per read).
     #[inline]
     pub fn answered(&self) {
-        self.asked_us.store(0, Ordering::Relaxed);
+        if self.asked_us.load(Ordering::Relaxed) != 0 {
+            self.asked_us.store(0, Ordering::Relaxed);
+            self.heard
+                .last_us
+                .fetch_max(self.heard.now_us(), Ordering::Relaxed);
+        }
     }
 
     /// How long the oldest request has waited at `now`, if one is waiting
@@ -89,17 +97,55 @@ impl AnswerClock {
     }
 }
 
+/// When a master last answered a request, on any of its sessions: µs since
+/// `epoch` plus one (0: never). Shared by its sessions' clocks, whose
+/// stamps count from the same epoch.
+#[derive(Debug)]
+struct Heard {
+    epoch: Instant,
+    last_us: AtomicU64,
+}
+
+impl Heard {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64 + 1
+    }
+
+    /// The instant of a stamp taken by [`Heard::now_us`].
+    fn at(&self, us: u64) -> Instant {
+        self.epoch + Duration::from_micros(us.saturating_sub(1))
+    }
+}
+
+impl Default for Heard {
+    fn default() -> Self {
+        Heard {
+            epoch: Instant::now(),
+            last_us: AtomicU64::new(0),
+        }
+    }
+}
+
 /// The request clocks of one master's open ret sessions.
 #[derive(Debug, Default)]
 pub struct Answers {
     clocks: Mutex<Vec<Weak<AnswerClock>>>,
+    heard: Arc<Heard>,
 }
 
 impl Answers {
+    /// Has the master answered a request, on any session, at or after
+    /// `asked`? (A master that answers other minions while one request
+    /// waits is busy, not stuck.)
+    pub fn answered_since(&self, asked: Instant) -> bool {
+        let last = self.heard.last_us.load(Ordering::Relaxed);
+        last != 0 && self.heard.at(last) >= asked
+    }
+
     /// A clock for a new ret session; dropped with the session (the list
     /// forgets it at the next scan).
     pub fn clock(&self) -> Arc<AnswerClock> {
-        let clock = Arc::new(AnswerClock::new());
+        let clock = Arc::new(AnswerClock::new(self.heard.clone()));
         if let Ok(mut clocks) = self.clocks.lock() {
             clocks.push(Arc::downgrade(&clock));
         }
@@ -209,5 +255,36 @@ mod tests {
         drop(clock);
         assert_eq!(answers.overdue(Duration::from_secs(1)), None);
         assert_eq!(answers.watched(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_answering_another_session_was_heard_since_the_request() {
+        let answers = Answers::default();
+        let (waiting, other) = (answers.clock(), answers.clock());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            !answers.answered_since(Instant::now() - Duration::from_secs(1)),
+            "never answered"
+        );
+        other.asked();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        other.answered();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let asked = Instant::now();
+        waiting.asked();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(
+            !answers.answered_since(asked),
+            "the answer came before the request"
+        );
+        other.answered(); // more bytes of nothing asked: no answer
+        assert!(!answers.answered_since(asked));
+        other.asked();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        other.answered();
+        assert!(
+            answers.answered_since(asked),
+            "another minion was answered since"
+        );
     }
 }

@@ -488,6 +488,12 @@ impl Supervisor {
                 reconnect_delay_ms = delay_ms,
                 "switched master"
             ),
+            None if self.tunables.borrow().shows_switches() => warn!(
+                from = name(from),
+                reason = reason.as_str(),
+                old_sessions = sessions,
+                "every master is down; refusing the minion's publish connections (so it notices) and holding its ret connections until one is back"
+            ),
             None => warn!(
                 from = name(from),
                 reason = reason.as_str(),
@@ -576,6 +582,7 @@ mod tests {
             half_close_timeout: second,
             socket_options: SocketOptions::for_health(second),
             move_sessions: true,
+            salt_events: true,
         }
     }
 

@@ -240,6 +240,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         sessions,
         max_sessions: budget.max_sessions,
         newcomers: Default::default(),
+        notice: Default::default(),
     });
     for (listener, port) in [
         (listeners.publish, Port::Publish),

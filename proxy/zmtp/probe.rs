@@ -185,11 +185,18 @@ impl PingLine {
                 Err(e)
             }
             Err(_) => {
-                // Cut short before a ping was sent, or waited too long.
-                if !self.owed || self.waited >= MAX_WAITED {
+                // Cut short before a ping was sent (connect or handshake:
+                // a frozen master), or the ping waited too long (a mute
+                // one: its handshake was done).
+                let sent = self.owed;
+                if !sent || self.waited >= MAX_WAITED {
                     self.close();
                 }
-                Err(ProbeError::Unanswered)
+                Err(if sent {
+                    ProbeError::Unanswered
+                } else {
+                    ProbeError::Timeout
+                })
             }
         }
     }

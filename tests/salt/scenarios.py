@@ -37,6 +37,10 @@ Scenarios (``scenarios.py list``), one JSON line each from ``run``:
                                 not in A's cache: no setup can save those); kill -> first
                                 test.ping through B
   native_crash_stream           the same with Salt's own failover (NativeLab's minion)
+  switch_events                 SIGKILL A, minion idle (issue 23): kill -> first test.ping
+                                through B, the moved publish session's close, the window
+                                of refused reconnects, the minion's event lines, and the
+                                deafness (close -> first test.ping through B)
   enroll                        a minion whose key is accepted nowhere; `salt-sidecar
                                 enroll` pins it to each master, the test accepts the
                                 key as it appears; no master is stopped
@@ -200,7 +204,8 @@ def sidecar_events(path: str) -> List[Dict[str, Any]]:
                     continue
                 msg = m.group(3)
                 if not ("switched master" in msg or "master is " in msg or "every master is down" in msg
-                        or "admin:" in msg):
+                        or "admin:" in msg or "publish session closed after a switch" in msg
+                        or "publish connections accepted again" in msg):
                     continue
                 ts = m.group(1)
                 if "." in ts:
@@ -282,6 +287,10 @@ def failover_round(ctx: Ctx, name: str, cap: float) -> Dict[str, Any]:
         minion = {"master": "127.0.0.1"}
         argv = "haproxy"
         if front == "sidecar":
+            # The recommended minion config (docs/salt-semantics.md): Salt's alive
+            # check stays on, so its events fire through the sidecar.
+            minion["master_alive_interval"] = over.get("alive", 1)
+        if front == "sidecar":
             cfg = sidecar_config(transport, alive=over.get("alive", 1), reauth=over.get("reauth", 0))
             path = write_sidecar_config(os.path.join(workdir, "sidecar.yaml"), cfg)
             argv = [ctx.sidecar, "run", "--config", path]
@@ -318,7 +327,10 @@ class SidecarLab:
         self.lab = SaltLab(self.workdir, transport=transport, quiet=not ctx.verbose, log_level=ctx.log_level)
         self.lab.add_master("A", A_IP)
         self.lab.add_master("B", B_IP)
-        self.lab.add_minion(mid, {"master": "127.0.0.1"}, preseed=preseed)
+        # The recommended minion config: `master_alive_interval` kept (the sidecar's), so
+        # Salt's own alive check runs and its events fire (docs/salt-semantics.md).
+        alive = (sidecar_over or {}).get("alive", 1)
+        self.lab.add_minion(mid, {"master": "127.0.0.1", "master_alive_interval": alive}, preseed=preseed)
         cfg = sidecar_config(transport, mid=mid, **(sidecar_over or {}))
         self.config = write_sidecar_config(os.path.join(self.workdir, "sidecar.yaml"), cfg)
         self.sidecar_log = os.path.join(self.workdir, "sidecar.log")
@@ -1424,6 +1436,88 @@ def mute_ok(name: str, r: Dict[str, Any]) -> bool:
 
 
 # ---------------------------------------------------------------------- registry
+# Salt's own lines for its master events (minion log, INFO), per release: 3006+ with
+# master_type str re-signs in and fires salt/minion/<id>/start right before "ready";
+# 2019.2 with str only marks the connection re-established (no start event).
+_EVENT_LINES = (
+    ("disconnected", "Connection to master 127.0.0.1 lost"),
+    ("start_fired", "Minion is ready to receive requests!"),
+    ("connected", "Connection to master 127.0.0.1 re-established"),
+)
+
+
+def minion_event_times(path: str, after_unix: float) -> Dict[str, Optional[float]]:
+    """Unix time of the first line of each of _EVENT_LINES after ``after_unix``."""
+    out: Dict[str, Optional[float]] = {k: None for k, _ in _EVENT_LINES}
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = _SALT_TS.match(line)
+                if not m:
+                    continue
+                t = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+                if t < after_unix:
+                    continue
+                for kind, text in _EVENT_LINES:
+                    if out[kind] is None and text in line:
+                        out[kind] = t
+    except OSError:
+        pass
+    return out
+
+
+def switch_events_round(ctx: Ctx, cap: float) -> Dict[str, Any]:
+    """Issue 23: SIGKILL of A with the minion idle, through the sidecar (salt_events on, the
+    minion with master_alive_interval 1). Measures kill -> first test.ping through B (as the
+    crash rows), when the sidecar closed the moved publish session (its first quiet moment),
+    how long it refused the minion's publish reconnects (the window) and why it ended, the
+    minion's own event lines (__master_disconnected handled, start event fired / connection
+    re-established), and the deafness: the close -> the first test.ping through B answered
+    (a pinger started once the close is logged: its ~0.5-1 s start-up is included)."""
+    host = SidecarLab(ctx, "switch_events", sidecar_args=["--log-level", SIDECAR_SESSION_LOG])
+    lab = host.lab
+    mid = host.mid
+    res: Dict[str, Any] = {}
+    ok = False
+    try:
+        res["first_ping_a_s"] = host.start()
+        watch = lab.watch_ping("B", mid, min(cap, 60))
+        t_kill = lab.kill_master("A", signal.SIGKILL)
+        kill_unix = mono_to_unix(t_kill)
+        r = watch.result()
+        res["failover_s"] = None if r.get("t_ok") is None else round(r["t_ok"] - t_kill, 3)
+        close_unix = None
+        end = time.time() + 90
+        while close_unix is None and time.time() < end:
+            close_unix = first_event(sidecar_events(host.sidecar_log), kill_unix,
+                                     "publish session closed after a switch")
+            if close_unix is None:
+                time.sleep(0.1)
+        if close_unix is None:
+            raise RuntimeError("the sidecar never closed the moved publish session")
+        res["close_after_kill_s"] = round(close_unix - kill_unix, 3)
+        t_close = time.monotonic() - (time.time() - close_unix)
+        back = lab.poll_ping("B", mid, 60, interval=0.25, timeout=1)
+        res["deaf_s"] = None if back.get("t_ok") is None else round(back["t_ok"] - t_close, 3)
+        reopened = first_event(sidecar_events(host.sidecar_log), close_unix, "publish connections accepted again")
+        res["window_s"] = None if reopened is None else round(reopened - close_unix, 3)
+        why = [e["msg"] for e in sidecar_events(host.sidecar_log)
+               if e["unix"] >= close_unix - 0.05 and "accepted again" in e["msg"]]
+        res["window_end"] = ("minion reacted" if why and "request channel" in why[0]
+                             else "expired" if why else None)
+        ev = minion_event_times(lab.minions[mid].log_file, kill_unix - 1)
+        for kind, t in ev.items():
+            res[f"{kind}_after_close_s"] = None if t is None else round(t - close_unix, 3)
+        ok = res["failover_s"] is not None and res["deaf_s"] is not None
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        kept = host.close(ok)
+        if kept:
+            res["workdir"] = kept
+    return res
+
+
 def _failover_runner(name: str) -> Callable[[Ctx, float], Dict[str, Any]]:
     return lambda ctx, cap: failover_round(ctx, name, cap)
 
@@ -1435,6 +1529,7 @@ SCENARIOS["failback_tcp"] = lambda ctx, cap: failback_round(ctx, graceful=False,
 SCENARIOS["graceful_restart_tcp"] = lambda ctx, cap: failback_round(ctx, graceful=True, transport="tcp")
 SCENARIOS["native_failback"] = lambda ctx, cap: native_failback_round(ctx)
 SCENARIOS["crash_stream"] = lambda ctx, cap: crash_stream_round(ctx, native=False)
+SCENARIOS["switch_events"] = switch_events_round
 SCENARIOS["native_crash_stream"] = lambda ctx, cap: crash_stream_round(ctx, native=True)
 SCENARIOS["enroll"] = lambda ctx, cap: enroll_round(ctx)
 SCENARIOS["shuffle"] = lambda ctx, cap: shuffle_round(ctx)
@@ -1446,7 +1541,8 @@ HEADLINE = {n: "seconds" for n in FAILOVER_MODES}
 HEADLINE.update({"failback": "failback_after_start_s", "native_failback": "failback_after_start_s", "graceful_restart": "sigterm_to_first_return_b_s",
                  "failback_tcp": "failback_after_start_s", "graceful_restart_tcp": "sigterm_to_first_return_b_s",
                  "enroll": "enroll_s", "shuffle": "move_s_max",
-                 "crash_stream": "failover_s", "native_crash_stream": "failover_s"})
+                 "crash_stream": "failover_s", "native_crash_stream": "failover_s",
+                 "switch_events": "deaf_s"})
 HEADLINE.update({n: "seconds" for n in MUTE_MODES})
 
 

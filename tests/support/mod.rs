@@ -450,7 +450,7 @@ impl Yaml {
 
 /// Records a skipped test where `scripts/test` prints it at the end
 /// (`target/tmp/skipped.txt`), and on this test's stderr. Only behind an
-/// explicit, documented environment variable (docs in README "Testing").
+/// explicit, documented environment variable (docs/testing.md, "Skips").
 pub fn skip(line: &str) {
     use std::io::Write;
     eprintln!("{line}");

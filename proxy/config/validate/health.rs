@@ -10,7 +10,9 @@ use serde_saphyr::Spanned;
 use super::values::{count_or, duration_or};
 use super::{loc, quoted, Ctx};
 use crate::config::raw::{DurationValue, RawSidecar};
-use crate::config::{ConfigError, ProbeKind, MIN_DEFAULT_RET_ANSWER_TIMEOUT};
+use crate::config::{
+    ConfigError, ProbeKind, MIN_DEFAULT_RET_ANSWER_TIMEOUT, MIN_DEFAULT_RET_ANSWER_TIMEOUT_ZEROMQ,
+};
 
 /// `rise`, `fall` and `connect_timeout`, validated.
 pub(super) struct Counts {
@@ -69,24 +71,27 @@ impl RawSidecar {
 /// `sidecar.ret_answer_timeout`: passive hung-master detection on ret
 /// sessions, on both transports (a stuck ZeroMQ master still completes
 /// every ZMTP handshake in libzmq's I/O thread, so the `zmtp` probe alone
-/// cannot see it). Default with `transport: tcp`: one alive interval, at
-/// least [`MIN_DEFAULT_RET_ANSWER_TIMEOUT`]; with ZeroMQ off unless set
-/// (see below); `0` turns it off.
+/// cannot see it). Default: one alive interval, at least
+/// [`MIN_DEFAULT_RET_ANSWER_TIMEOUT`] with `transport: tcp` and
+/// [`MIN_DEFAULT_RET_ANSWER_TIMEOUT_ZEROMQ`] with `probe: zmtp` (ZeroMQ
+/// messages followed): wherever the sidecar knows what a request is and can
+/// ask the master a Salt `ping`. Off by default with
+/// `probe: tcp` on ZeroMQ (bytes not followed, and a master checked by a
+/// plain connect may be no Salt master to ping); `0` turns it off.
 pub(super) fn ret_answer_timeout(
     cx: &Ctx<'_>,
     raw: Option<&Spanned<DurationValue>>,
     alive_interval: Duration,
     transport_probe: Option<ProbeKind>,
+    probe: ProbeKind,
 ) -> Result<Option<Duration>, ConfigError> {
     match raw {
-        // On by default with `transport: tcp`; opt-in with ZeroMQ: under
-        // load (the 500-session soak on a busy 2-core box) a 5 s bound with
-        // a 2 s ping check failed a busy stand-in over 4 times in 3 kills,
-        // and a starting Salt master's workers answer late (see
-        // `MIN_DEFAULT_RET_ANSWER_TIMEOUT`'s neighbour in the README).
         None if transport_probe == Some(ProbeKind::Ping) => {
             Ok(Some(alive_interval.max(MIN_DEFAULT_RET_ANSWER_TIMEOUT)))
         }
+        None if probe == ProbeKind::Zmtp => Ok(Some(
+            alive_interval.max(MIN_DEFAULT_RET_ANSWER_TIMEOUT_ZEROMQ),
+        )),
         None => Ok(None),
         Some(s) if s.value.0.is_zero() => Ok(None),
         Some(_) => duration_or(
@@ -115,7 +120,11 @@ mod tests {
         assert_eq!(c.sidecar.probe, ProbeKind::Zmtp);
         assert_eq!((c.sidecar.rise, c.sidecar.fall), (2, 2));
         assert_eq!(c.sidecar.connect_timeout, Duration::from_secs(2));
-        assert_eq!(c.sidecar.ret_answer_timeout, None, "zeromq: opt-in");
+        assert_eq!(
+            c.sidecar.ret_answer_timeout,
+            Some(Duration::from_secs(10)),
+            "zmtp: one alive interval (5 s here), at least 10 s"
+        );
     }
 
     #[test]
@@ -204,6 +213,20 @@ mod tests {
             answer(&format!("{tcp}sidecar:\n  ret_answer_timeout: 0\n")),
             None,
             "0 turns it off"
+        );
+        assert_eq!(
+            answer("master: [a, b]\nmaster_alive_interval: 30\n"),
+            Some(Duration::from_secs(30)),
+            "zmtp: one alive interval"
+        );
+        assert_eq!(
+            answer(&sidecar("probe: tcp")),
+            None,
+            "a plain connect on ZeroMQ: off unless set"
+        );
+        assert_eq!(
+            answer(&sidecar("probe: tcp\nret_answer_timeout: 2s")),
+            Some(Duration::from_secs(2))
         );
         assert_eq!(
             answer(&sidecar("ret_answer_timeout: 100ms")),

@@ -10,7 +10,7 @@
 //! - `health`: how masters are judged (`sidecar.probe`, `rise`, `fall`,
 //!   `connect_timeout`, `ret_answer_timeout`);
 //! - `sessions`: the minion's sessions (`drain_timeout`,
-//!   `half_close_timeout`, `move_sessions`, `max_sessions`);
+//!   `half_close_timeout`, `move_sessions`, `salt_events`, `max_sessions`);
 //! - `values` (checks of one value shared by the sections) and `text`
 //!   (addresses as written, and user values as a message shows them).
 //!
@@ -103,6 +103,7 @@ impl RawConfig {
                 answer_raw.as_ref(),
                 alive_interval,
                 transport_probe,
+                sidecar.probe,
             )?,
             ..sidecar
         };
@@ -162,6 +163,7 @@ impl RawSidecar {
             // Needs the alive interval and the transport: set by the caller.
             ret_answer_timeout: None,
             move_sessions: self.move_sessions.as_ref().is_none_or(|s| s.value),
+            salt_events: self.salt_events.as_ref().is_none_or(|s| s.value),
             listen_allow_remote,
             max_sessions: self.max_sessions(cx)?,
             admin_socket: self.admin_socket(cx)?,

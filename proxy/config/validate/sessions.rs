@@ -1,6 +1,6 @@
 //! The minion's sessions: how long they may drain (`sidecar.drain_timeout`)
 //! or stay half closed (`half_close_timeout`), how many there may be
-//! (`max_sessions`); `move_sessions` is a plain boolean.
+//! (`max_sessions`); `move_sessions` and `salt_events` are plain booleans.
 
 use std::time::Duration;
 
@@ -65,6 +65,7 @@ mod tests {
         assert_eq!(c.sidecar.half_close_timeout, DEFAULT_HALF_CLOSE_TIMEOUT);
         assert_eq!(c.sidecar.half_close_timeout, Duration::from_secs(10));
         assert!(c.sidecar.move_sessions, "ZeroMQ sessions move by default");
+        assert!(c.sidecar.salt_events, "Salt's events fire by default");
         assert_eq!(
             c.sidecar.max_sessions, None,
             "fitted to the open-file limit"
@@ -107,8 +108,13 @@ mod tests {
     }
 
     #[test]
-    fn move_sessions_may_be_turned_off() {
+    fn move_sessions_and_salt_events_may_be_turned_off() {
         assert!(!load(&sidecar("move_sessions: false")).sidecar.move_sessions);
+        assert!(!load(&sidecar("salt_events: false")).sidecar.salt_events);
+        assert_refused(
+            &sidecar("salt_events: sometimes"),
+            "t.yaml:4:16: sidecar.salt_events: invalid boolean",
+        );
     }
 
     #[test]

@@ -15,11 +15,20 @@ use tokio::time::Instant;
 
 use super::gate::{Opening, PingGate};
 use crate::config::settings::HealthSettings;
-use crate::config::ProbeKind;
+use crate::config::{ProbeKind, WARM_UP};
 use crate::control::hysteresis::Hysteresis;
 
 /// How soon a probe skipped for the sidecar's own exhaustion is tried again.
 pub const EXHAUSTED_RETRY: Duration = Duration::from_secs(1);
+
+/// A minion request that waited too long for its master's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Suspicion {
+    /// How long it had waited when it was seen.
+    pub waited: Duration,
+    /// When it was sent (the master answering anyone since clears it).
+    pub asked: Instant,
+}
 
 /// What one round probes the ret port with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +39,7 @@ pub struct Plan {
     /// which can fail the master but not call it up.
     pub deferred: bool,
     /// This round settles a suspicion (the ret port is pinged at once).
-    pub suspicion: Option<Duration>,
+    pub suspicion: Option<Suspicion>,
 }
 
 /// One probe round's result, as the shell saw it.
@@ -42,14 +51,23 @@ pub struct Round {
     pub detail: String,
     /// The ret port accepted the connect (answered or not).
     pub ret_connected: bool,
+    /// The master answered some minion request (any session) since the
+    /// suspected one was sent: busy, not stuck.
+    pub answered: bool,
+    /// Both ports completed their handshakes and only the `ping` went
+    /// unanswered (a mute master, or one whose workers are not up yet).
+    pub mute: bool,
 }
 
 /// How a suspicion ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settled {
     pub waited: Duration,
-    /// The master answered the re-probe: slow, not hung.
+    /// The master answered the re-probe, or another minion meanwhile:
+    /// slow, not hung.
     pub cleared: bool,
+    /// Cleared by answers to other minions, the ping itself unanswered.
+    pub busy: bool,
 }
 
 /// What a round means.
@@ -63,6 +81,9 @@ pub struct Verdict {
     pub report: Option<(bool, String)>,
     /// Connectable but young: not judged yet (the status says so).
     pub young: bool,
+    /// A suspicion stays open: the master is in its [`WARM_UP`] (or its
+    /// port is young) and did not answer yet; pinged again next round.
+    pub pending: bool,
     /// When the next round is due (unless woken earlier).
     pub next: Option<Instant>,
 }
@@ -71,11 +92,14 @@ pub struct Verdict {
 #[derive(Clone, Debug)]
 pub struct Judge {
     hyst: Hysteresis,
-    /// A ret request waited this long: settled by the next round.
-    suspicion: Option<Duration>,
+    /// A ret request waited too long: settled by the next round that may ping.
+    suspicion: Option<Suspicion>,
     /// Confirmed hung: the ret port is pinged until it answers.
     hung: bool,
     gate: PingGate,
+    /// Until when the master is warming up (called up less than
+    /// [`WARM_UP`] ago); `None` for one up for longer or not up.
+    warm_until: Option<Instant>,
 }
 
 // === impl Judge ===
@@ -93,6 +117,7 @@ impl Judge {
             suspicion: None,
             hung: false,
             gate: PingGate::new(ping_hold, now),
+            warm_until: None,
         }
     }
 
@@ -106,20 +131,25 @@ impl Judge {
         self.hyst.observe(false)
     }
 
-    /// A minion request waited `waited` unanswered: the next round settles it.
-    pub fn suspect(&mut self, waited: Duration) {
-        self.suspicion = Some(waited);
+    /// A minion request waited unanswered: the next round settles it (an
+    /// older pending one is kept: it counts from its own request).
+    pub fn suspect(&mut self, suspicion: Suspicion) {
+        self.suspicion.get_or_insert(suspicion);
     }
 
     /// What the round starting at `now` probes the ret port with. A
     /// suspicion is settled with a ping at once (a minion request already
-    /// waits on the master); other pings wait for the gate, also those of a
-    /// master confirmed hung (restarted, it is young).
+    /// waits on the master) once the gate allows pings (a young port is
+    /// never pinged: the suspicion waits); other pings wait for the gate,
+    /// also those of a master confirmed hung (restarted, it is young).
     pub fn plan(&mut self, kind: ProbeKind, now: Instant) -> Plan {
-        let suspicion = self.suspicion.take();
-        let deferred = (kind == ProbeKind::Ping || self.hung)
-            && suspicion.is_none()
-            && !self.gate.may_ping(now);
+        let may_ping = self.gate.may_ping(now);
+        let suspicion = if may_ping {
+            self.suspicion.take()
+        } else {
+            None
+        };
+        let deferred = (kind == ProbeKind::Ping || self.hung) && suspicion.is_none() && !may_ping;
         let ret = if suspicion.is_some() {
             ProbeKind::Ping
         } else if deferred {
@@ -157,24 +187,45 @@ impl Judge {
             return verdict;
         };
         verdict.opening = self.gate.observe(round.ret_connected, now);
-        if let Some(waited) = plan.suspicion {
-            verdict.settled = Some(Settled {
-                waited,
-                cleared: round.ok,
-            });
-            if !round.ok {
-                self.hung = true;
-                if let Some(up) = self.hyst.force(false) {
-                    let why = format!(
-                        "a minion request went unanswered for {:.1} s; {}",
-                        waited.as_secs_f64(),
-                        round.detail
-                    );
-                    verdict.report = Some((up, why));
-                }
-            }
+        if self.warm_until.is_some_and(|t| now >= t) {
+            self.warm_until = None;
         }
         let next = start + settings.interval.mul_f64(0.9 + 0.1 * jitter);
+        if let Some(suspicion) = plan.suspicion {
+            let cleared = round.ok || round.answered;
+            if !cleared && round.mute && self.warm_until.is_some() {
+                // Warming up: its workers may not answer yet. Asked again
+                // next round; its handshakes are judged as usual meanwhile.
+                self.suspicion = Some(suspicion);
+                verdict.pending = true;
+            } else {
+                verdict.settled = Some(Settled {
+                    waited: suspicion.waited,
+                    cleared,
+                    busy: cleared && !round.ok,
+                });
+            }
+            if cleared || verdict.pending {
+                // Only the ping was late (a busy master, or one warming
+                // up): the round is a check of the handshakes, which a
+                // frozen or dead master fails as usual.
+                if let Some(up) = self.hyst.observe(round.ok || round.mute) {
+                    verdict.report = Some((up, round.detail));
+                }
+                self.note_report(settings.kind, &verdict, now);
+                verdict.next = Some(next);
+                return verdict;
+            }
+            self.hung = true;
+            if let Some(up) = self.hyst.force(false) {
+                let why = format!(
+                    "a minion request went unanswered for {:.1} s; {}",
+                    suspicion.waited.as_secs_f64(),
+                    round.detail
+                );
+                verdict.report = Some((up, why));
+            }
+        }
         if round.ok && plan.deferred {
             // Young and connectable: not judged until it answers a ping (a
             // 3008 master answers none for its first seconds, and a minion
@@ -187,8 +238,21 @@ impl Judge {
         if let Some(up) = self.hyst.observe(round.ok) {
             verdict.report = Some((up, round.detail));
         }
+        self.note_report(settings.kind, &verdict, now);
         verdict.next = Some(next);
         verdict
+    }
+
+    /// A master called up on its handshakes starts its [`WARM_UP`] (one
+    /// called up by `probe: ping` has answered already); one called down
+    /// ends it.
+    fn note_report(&mut self, kind: ProbeKind, verdict: &Verdict, now: Instant) {
+        match verdict.report {
+            Some((true, _)) if kind != ProbeKind::Ping => self.warm_until = Some(now + WARM_UP),
+            Some((true, _)) => {}
+            Some((false, _)) => self.warm_until = None,
+            None => {}
+        }
     }
 }
 
@@ -217,7 +281,23 @@ mod tests {
             }
             .into(),
             ret_connected: true,
+            answered: false,
+            mute: !ok,
         })
+    }
+
+    /// A request that has waited `ms` by now.
+    fn waited(ms: u64) -> Suspicion {
+        let waited = Duration::from_millis(ms);
+        Suspicion {
+            waited,
+            asked: Instant::now() - waited,
+        }
+    }
+
+    /// A master up for longer than its warm-up (as after a reload).
+    fn settled_judge(s: &HealthSettings) -> Judge {
+        Judge::new(s, Some(true), Duration::ZERO, Instant::now())
     }
 
     /// Runs one round with `ok` at the current virtual time, then advances
@@ -235,14 +315,10 @@ mod tests {
     async fn a_suspicion_is_pinged_at_once_and_a_silent_master_is_down_without_fall() {
         let s = settings(ProbeKind::Zmtp);
         // No hold: a master open for long (the gate's own tests are in `gate`).
-        let mut judge = Judge::new(&s, Some(true), Duration::ZERO, Instant::now());
-        judge.suspect(Duration::from_millis(1200));
+        let mut judge = settled_judge(&s);
+        judge.suspect(waited(1200));
         let (plan, v) = step(&mut judge, &s, false).await;
-        assert_eq!(
-            plan.ret,
-            ProbeKind::Ping,
-            "settled with a ping, young or not"
-        );
+        assert_eq!(plan.ret, ProbeKind::Ping, "settled with a ping");
         assert!(!plan.deferred);
         let settled = v.settled.expect("settled");
         assert!(!settled.cleared);
@@ -265,15 +341,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cleared_suspicion_changes_nothing() {
         let s = settings(ProbeKind::Zmtp);
-        let mut judge = Judge::new(&s, Some(true), Duration::from_secs(1), Instant::now());
-        judge.suspect(Duration::from_secs(2));
+        let mut judge = settled_judge(&s);
+        judge.suspect(waited(2000));
         let (plan, v) = step(&mut judge, &s, true).await;
         assert_eq!(plan.ret, ProbeKind::Ping);
         assert_eq!(
             v.settled,
             Some(Settled {
                 waited: Duration::from_secs(2),
-                cleared: true
+                cleared: true,
+                busy: false,
             })
         );
         assert_eq!(v.report, None);
@@ -326,5 +403,118 @@ mod tests {
             let next = v.next.expect("next");
             assert_eq!((next - start).as_millis(), ms);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_answering_other_minions_is_busy_not_hung() {
+        let s = settings(ProbeKind::Zmtp);
+        let mut judge = settled_judge(&s);
+        judge.suspect(waited(1500));
+        let start = Instant::now();
+        let plan = judge.plan(s.kind, start);
+        assert_eq!(plan.ret, ProbeKind::Ping);
+        let mut late = round(false);
+        if let Some(r) = late.as_mut() {
+            r.answered = true;
+        }
+        tokio::time::advance(s.timeout).await;
+        let v = judge.judge(&s, &plan, late, start, Instant::now(), 0.5);
+        let settled = v.settled.expect("settled");
+        assert!(settled.cleared && settled.busy, "{settled:?}");
+        assert_eq!(v.report, None);
+        // The late ping counted as no failed check: fall=2 rounds of a
+        // failing probe are still needed to call it down.
+        let (_, v) = step(&mut judge, &s, false).await;
+        assert_eq!(v.report, None);
+        let (_, v) = step(&mut judge, &s, false).await;
+        assert_eq!(v.report.map(|r| r.0), Some(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warming_master_is_asked_again_and_confirmed_only_after_its_warm_up() {
+        let s = settings(ProbeKind::Zmtp);
+        let mut judge = Judge::new(&s, None, Duration::ZERO, Instant::now());
+        let (_, v) = step(&mut judge, &s, true).await;
+        assert_eq!(v.report.map(|r| r.0), Some(true), "called up");
+        let up_at = Instant::now();
+        judge.suspect(waited(1000));
+        let mut rounds = 0;
+        let confirmed = loop {
+            let (plan, v) = step(&mut judge, &s, false).await;
+            rounds += 1;
+            assert_eq!(plan.ret, ProbeKind::Ping, "pinged each round");
+            if let Some(settled) = v.settled {
+                break (settled, v.report);
+            }
+            assert!(v.pending, "kept while warming up");
+            assert_eq!(v.report, None, "no verdict while warming up");
+            assert!(rounds < 20);
+        };
+        let after = Instant::now() - up_at;
+        assert!(
+            after >= WARM_UP,
+            "confirmed after the warm-up, not {after:?} ({rounds} rounds)"
+        );
+        assert!(!confirmed.0.cleared);
+        assert_eq!(
+            confirmed.0.waited,
+            Duration::from_millis(1000),
+            "counts from its request"
+        );
+        assert_eq!(confirmed.1.map(|r| r.0), Some(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warming_master_that_answers_meanwhile_is_cleared() {
+        let s = settings(ProbeKind::Zmtp);
+        let mut judge = Judge::new(&s, None, Duration::ZERO, Instant::now());
+        let (_, v) = step(&mut judge, &s, true).await;
+        assert_eq!(v.report.map(|r| r.0), Some(true), "called up");
+        judge.suspect(waited(1000));
+        let (_, v) = step(&mut judge, &s, false).await;
+        assert!(v.pending);
+        let (_, v) = step(&mut judge, &s, true).await;
+        assert_eq!(v.settled.map(|x| x.cleared), Some(true));
+        assert_eq!(v.report, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_suspicion_waits_for_a_young_port_and_is_pinged_once_it_may_be() {
+        let s = settings(ProbeKind::Zmtp);
+        let mut judge = Judge::new(&s, Some(true), Duration::from_secs(3), Instant::now());
+        judge.suspect(waited(1000));
+        let (plan, v) = step(&mut judge, &s, true).await;
+        assert_ne!(plan.ret, ProbeKind::Ping, "a young port is not pinged");
+        assert_eq!(plan.suspicion, None);
+        assert_eq!(v.settled, None);
+        let mut rounds = 0;
+        loop {
+            let (plan, v) = step(&mut judge, &s, true).await;
+            rounds += 1;
+            if let Some(suspicion) = plan.suspicion {
+                assert_eq!(plan.ret, ProbeKind::Ping);
+                assert_eq!(suspicion.waited, Duration::from_millis(1000));
+                assert_eq!(v.settled.map(|x| x.cleared), Some(true));
+                break;
+            }
+            assert!(rounds < 10);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warming_master_that_freezes_is_down_at_once() {
+        let s = settings(ProbeKind::Zmtp);
+        let mut judge = Judge::new(&s, None, Duration::ZERO, Instant::now());
+        let (_, v) = step(&mut judge, &s, true).await;
+        assert_eq!(v.report.map(|r| r.0), Some(true), "called up");
+        judge.suspect(waited(1000));
+        let start = Instant::now();
+        let plan = judge.plan(s.kind, start);
+        // The handshake itself timed out: no mute master, a frozen one.
+        let frozen = round(false).map(|r| Round { mute: false, ..r });
+        let v = judge.judge(&s, &plan, frozen, start, Instant::now(), 0.5);
+        assert!(!v.pending);
+        assert_eq!(v.settled.map(|x| x.cleared), Some(false));
+        assert_eq!(v.report.map(|r| r.0), Some(false));
     }
 }

@@ -53,7 +53,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::master::{Host, MasterId, MasterSpec, Port};
 use crate::config::settings::{HealthSettings, Tunables};
-use crate::config::{ProbeKind, Transport, PING_AFTER_OPEN};
+use crate::config::{ProbeKind, Transport, CONFIRM_PING_TIMEOUT, PING_AFTER_OPEN};
 use crate::control::answers::Answers;
 use crate::control::liveness::Liveness;
 use crate::control::resolve::Addresses;
@@ -65,7 +65,7 @@ mod gate;
 mod judge;
 
 use gate::Opening;
-use judge::{Judge, Round, Settled};
+use judge::{Judge, Round, Settled, Suspicion};
 
 /// A health transition, sent to the supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,7 +184,16 @@ impl Watch {
                     .with_label_values(&[self.master.label.as_str()])
                     .inc();
             }
-            let round = self.probe_both(&settings, plan.ret).await;
+            // A suspicion's ping gets at least CONFIRM_PING_TIMEOUT: a busy
+            // master answers it late, a mute one never.
+            let ping_limit = match plan.suspicion {
+                Some(_) => settings.timeout.max(CONFIRM_PING_TIMEOUT),
+                None => settings.timeout,
+            };
+            let mut round = self.probe_both(&settings, plan.ret, ping_limit).await;
+            if let (Some(r), Some(suspicion)) = (round.as_mut(), plan.suspicion) {
+                r.answered = self.handle.answers.answered_since(suspicion.asked);
+            }
             let verdict = judge.judge(&settings, &plan, round, start, Instant::now(), rng.f64());
             if let (Some(opening), ProbeKind::Ping) = (verdict.opening, settings.kind) {
                 self.log_opening(opening);
@@ -196,6 +205,13 @@ impl Watch {
                     // still waiting may sit in a dead flow; its session looks.
                     self.handle.answers.recheck_overdue(bound);
                 }
+            }
+            if verdict.pending {
+                debug!(
+                    master = %self.master.label,
+                    "a minion request is unanswered, but the master came up less than {} s ago: asking again next round",
+                    crate::config::WARM_UP.as_secs()
+                );
             }
             if verdict.young {
                 if let Ok(mut s) = self.handle.status.lock() {
@@ -214,7 +230,10 @@ impl Watch {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep_until(next) => {}
                 _ = self.handle.wake.notified() => {}
-                waited = overdue(&handle, settings.ret_answer_timeout, &mut scan_at) => judge.suspect(waited),
+                waited = overdue(&handle, settings.ret_answer_timeout, &mut scan_at) => {
+                    let asked = Instant::now().checked_sub(waited).unwrap_or_else(Instant::now);
+                    judge.suspect(Suspicion { waited, asked });
+                }
                 changed = self.addrs.changed(), if resolver_alive => resolver_alive = changed.is_ok(),
                 changed = self.tunables.changed() => {
                     // A reload: new timing or thresholds apply from this probe on.
@@ -237,6 +256,7 @@ impl Watch {
         &mut self,
         settings: &HealthSettings,
         ret_kind: ProbeKind,
+        ping_limit: std::time::Duration,
     ) -> Option<Round> {
         let master = &self.master;
         let label = master.label.as_str();
@@ -252,7 +272,7 @@ impl Watch {
                     settings.kind.transport(),
                     &current,
                     master.ret_port,
-                    settings.timeout,
+                    ping_limit,
                 )
                 .await
             } else {
@@ -314,6 +334,8 @@ impl Watch {
             ok,
             detail,
             ret_connected: !matches!(ret, Err(ProbeError::Connect(_))),
+            answered: false,
+            mute: publish.is_ok() && matches!(ret, Err(ProbeError::Unanswered)),
         })
     }
 
@@ -344,7 +366,9 @@ impl Watch {
             .with_label_values(&[label, transport.as_str(), outcome.as_str()])
             .inc();
         let waited = format!("{:.1}s", settled.waited.as_secs_f64());
-        if settled.cleared {
+        if settled.busy {
+            info!(master = label, transport = transport.as_str(), waited = %waited, "master suspected hung (a minion request unanswered, and a ping too), but it answers other minions: busy, not hung; staying");
+        } else if settled.cleared {
             info!(master = label, transport = transport.as_str(), waited = %waited, "master suspected hung (a minion request unanswered), but it answers a ping: slow, not hung; staying");
         } else {
             warn!(master = label, transport = transport.as_str(), waited = %waited, "master suspected hung (a minion request unanswered) and it does not answer a ping either: hung");

@@ -21,6 +21,11 @@
 //! copy resumes. Failing that, the minion is reset, as before. Each outcome
 //! is counted in `session_moves_total{port,how}`.
 //!
+//! **Salt's events** (`sidecar.salt_events`, [`notice`]): with every master
+//! down the publish port refuses instead of holding, and a publish session
+//! moved to another master is closed at its first quiet moment, so the
+//! minion's alive check sees what a native failover minion would.
+//!
 //! **In-flight requests are not replayed.** A request the sidecar had
 //! already written to the dead master is lost with it; the minion's request
 //! channel times out and retries (Salt's `return_retry_timer` /
@@ -54,11 +59,14 @@ use crate::data::admit::{Newcomer, Newcomers};
 use crate::data::duplex::{self, Cause, End};
 use crate::data::track::Tracks;
 use crate::limits::{Listener, Op};
-use crate::metrics::{Metrics, MoveHow};
+use crate::metrics::{Metrics, MoveHow, NoticeReason};
 use crate::net;
 
 mod moving;
+mod notice;
 mod upstream;
+
+pub use notice::Notice;
 
 use moving::{minion_closed, MoveError};
 use upstream::Opening;
@@ -83,6 +91,8 @@ pub struct Forwarder {
     /// Connections that have not spoken yet: at the cap, the oldest of them
     /// gives its slot to a newcomer.
     pub newcomers: Newcomers,
+    /// The publish connections refused after a switch (`salt_events`).
+    pub notice: Notice,
 }
 
 /// How long a newcomer waits for the slot of the connection it evicted.
@@ -120,6 +130,13 @@ impl Forwarder {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    if let Some(reason) = self.refuses(port) {
+                        // Salt's alive check must find no connection.
+                        self.metrics.reconnect_asked(port, reason);
+                        net::reset_on_close(&stream);
+                        drop(stream);
+                        continue;
+                    }
                     let Some(permit) = self.admit(port).await else {
                         // Over the cap: closed at once, so a local flood can
                         // never take the descriptors probes and the minion's
@@ -165,6 +182,22 @@ impl Forwarder {
         }
     }
 
+    /// Why a new minion connection on `port` is refused (`salt_events`):
+    /// a publish connection while every master is down, or while a window
+    /// after a switch is open ([`Notice`]).
+    fn refuses(&self, port: Port) -> Option<NoticeReason> {
+        if port != Port::Publish || !self.tunables.borrow().shows_switches() {
+            return None;
+        }
+        if self.route.borrow().active.is_none() {
+            Some(NoticeReason::AllDown)
+        } else if self.notice.refusing(Instant::now()) {
+            Some(NoticeReason::Switch)
+        } else {
+            None
+        }
+    }
+
     /// A session slot for a new connection on `port`: free, or, at the cap,
     /// the slot of the oldest connection that never sent a byte (`admit`).
     async fn admit(&self, port: Port) -> Option<OwnedSemaphorePermit> {
@@ -193,6 +226,7 @@ impl Forwarder {
         // Boxed: the connect phase (route wait, jitter, connect timeout) is
         // larger than the copy phase and would otherwise size the future an
         // idle session keeps for its whole life.
+        let opened = Instant::now();
         let mut early = Vec::new();
         let connect = Box::pin(self.connect_upstream(port, Opening::New));
         let closed = Box::pin(minion_closed(&mut minion, &mut early));
@@ -207,6 +241,12 @@ impl Forwarder {
                 None
             }
         }) else {
+            if !shutdown.is_cancelled() && self.refuses(port).is_some() {
+                // Every master went down while it waited: refused, as new
+                // ones are (`salt_events`).
+                self.metrics.reconnect_asked(port, NoticeReason::AllDown);
+                net::reset_on_close(&minion);
+            }
             return;
         };
         // A connect that completed at once (`net::connect`) returned before
@@ -221,6 +261,9 @@ impl Forwarder {
         let movable = self.tunables.borrow().moves_sessions();
         let mut tracks = movable.then(|| Box::new(Tracks::default()));
         let mut last_move: Option<Instant> = None;
+        // A publish session moved to another master, to be closed at its
+        // first quiet moment so that the minion notices (`salt_events`).
+        let mut leaving = false;
         loop {
             let (plane, master, mut upstream, tokens) = next;
             let label = plane.label(master);
@@ -284,11 +327,41 @@ impl Forwarder {
                 to_minion: &counters.to_minion,
                 newcomer: Some(newcomer),
             };
-            let end = duplex::run(&mut minion, &mut upstream, ctl, tracks.as_deref_mut()).await;
+            // Leaving: a drain asked at once, not followed (never moved
+            // again): it ends once quiet, or at the drain timeout.
+            let leave_tokens;
+            let ctl = if leaving {
+                leave_tokens = SessionTokens {
+                    drain: CancellationToken::new(),
+                    ..tokens.clone()
+                };
+                leave_tokens.drain.cancel();
+                duplex::Control {
+                    tokens: &leave_tokens,
+                    ..ctl
+                }
+            } else {
+                ctl
+            };
+            let followed = if leaving { None } else { tracks.as_deref_mut() };
+            let end = duplex::run(&mut minion, &mut upstream, ctl, followed).await;
             counters.active.dec();
+            if leaving && matches!(end, End::Drained) && !shutdown.is_cancelled() {
+                // Closed (FIN) at a quiet moment; the window refuses the
+                // minion's reconnects until its alive check has seen it.
+                let tunables = self.tunables.borrow().clone();
+                self.notice
+                    .open(Instant::now(), tunables.health.interval + notice::MARGIN);
+                self.metrics.reconnect_asked(port, NoticeReason::Switch);
+                debug!(port = port.as_str(), %peer, master = label, "publish session closed after a switch so the minion notices");
+                return;
+            }
             let (cause, carry) = match end {
                 End::Move { cause, carry } => (cause, carry),
                 end => {
+                    if port == Port::Ret && matches!(end, End::Closed | End::MinionError(_)) {
+                        self.notice.ret_closed(opened, Instant::now());
+                    }
                     self.closed(&minion, &upstream, &plane, master, port, &end, &shutdown);
                     debug!(port = port.as_str(), %peer, master = label, end = ?end, "session closed");
                     return;
@@ -322,9 +395,18 @@ impl Forwarder {
             match moved {
                 Ok(upstream) => {
                     self.metrics.session_moved(port, MoveHow::Preserved);
+                    leaving = port == Port::Publish
+                        && self.tunables.borrow().shows_switches()
+                        && upstream.0.label(upstream.1) != label;
                     debug!(port = port.as_str(), %peer, from = label, to = upstream.0.label(upstream.1), cause = cause.as_str(), "session moved to the new master");
                     last_move = Some(Instant::now());
                     next = upstream;
+                }
+                Err(MoveError::NoMaster) => {
+                    self.metrics.reconnect_asked(port, NoticeReason::AllDown);
+                    net::reset_on_close(&minion);
+                    debug!(port = port.as_str(), %peer, from = label, "every master is down: publish session reset so the minion notices");
+                    return;
                 }
                 Err(e) => {
                     self.metrics.session_moved(port, MoveHow::Reset);

@@ -33,6 +33,8 @@ pub(super) enum MoveError {
     Shutdown,
     #[error("the minion closed its connection while waiting for a master")]
     MinionClosed,
+    #[error("every master is down: the minion is to notice (salt_events)")]
+    NoMaster,
     #[error("the new master dropped the session again within a second")]
     Looping,
     #[error("handshake with the new master: {0}")]
@@ -62,7 +64,11 @@ impl Forwarder {
             let closed = Box::pin(minion_closed(&mut *minion, &mut early));
             let (plane, m, mut stream, tokens) = tokio::select! {
                 _ = shutdown.cancelled() => return Err(MoveError::Shutdown),
-                c = connect => c.ok_or(MoveError::Shutdown)?,
+                c = connect => match c {
+                    Some(c) => c,
+                    None if shutdown.is_cancelled() => return Err(MoveError::Shutdown),
+                    None => return Err(MoveError::NoMaster),
+                },
                 () = closed => return Err(MoveError::MinionClosed),
             };
             self.configure(&stream, &plane, m);

@@ -46,13 +46,20 @@ pub(super) enum Attempt {
 impl Forwarder {
     /// Connects to the first candidate that answers. While none is
     /// selected, or every candidate fails, the minion's connection is held
-    /// and retried when the route changes; `None` only at shutdown.
+    /// and retried when the route changes (a publish connection with
+    /// `salt_events` is not: `None`, as at shutdown).
     pub(super) async fn connect_upstream(&self, port: Port, opening: Opening) -> Option<Upstream> {
         // Holding, not closing: a closed connection makes libzmq reconnect
         // ~20 times a second, and each retry would become connects to masters
         // that are trying to recover.
         let mut route = self.route.clone();
         loop {
+            if route.borrow().active.is_none() && self.refuses(port).is_some() {
+                // `salt_events`: a publish connection is not held while
+                // every master is down; the minion's alive check must see
+                // it gone (`notice`).
+                return None;
+            }
             if route.borrow().active.is_none() {
                 debug!(
                     port = port.as_str(),

@@ -10,6 +10,8 @@ minions: here each minion talks to its own sidecar,
 - the minion: `master: <its sidecar's loopback address>` (one master, Salt's
   default `master_type: str`), the masters' ports, and otherwise the keys Salt's
   fixture sets (`master_alive_interval`, `master_tries`, signing, ...);
+  `master_alive_interval` is what makes Salt's events fire through the sidecar
+  (its alive check; docs/salt-semantics.md);
 - its sidecar: the two masters in the minion's order (minion 1: master 1 then 2;
   minion 2: master 2 then 1, as in Salt's fixture), the minion's
   `master_alive_interval`, `random_reauth_delay` and `master_failback`, the
