@@ -274,11 +274,16 @@ async fn moved_sessions_never_wait_for_the_reconnect_jitter() {
         Some(master("A", net, 2).await),
         Some(master("B", net, 3).await),
     ];
-    let sidecar = Sidecar::start(&config(
-        net,
-        &["127.0.22.2", "127.0.22.3"],
-        "master_alive_interval: 1\nrandom_reauth_delay: 10",
-    ));
+    // The raw subscriber never reconnects: `salt_events` (which closes a
+    // moved publish session once quiet, for the minion's own alive check)
+    // is off; this test is about the move itself.
+    let sidecar = Sidecar::start(
+        &Yaml::new("127.0.22.1", &["127.0.22.2", "127.0.22.3"])
+            .minion("master_alive_interval: 1\nrandom_reauth_delay: 10")
+            .sidecar("drain_timeout", "3s")
+            .sidecar("salt_events", "false")
+            .build(),
+    );
     until_answered_by(addr(net, 1, 4506), "A", Duration::from_secs(5)).await;
     let mut sub = ZmtpClient::connect(addr(net, 1, 4505), SocketType::Sub, T)
         .await

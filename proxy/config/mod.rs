@@ -82,7 +82,7 @@ pub const WARM_UP: Duration = Duration::from_secs(10);
 /// never. Measured: a real Salt 3008 master on a loaded 2-core box left a
 /// minion request and a 1 s ping unanswered while its workers warmed up.
 /// Within the "mute master left within `ret_answer_timeout` + 3 s" bar.
-pub const CONFIRM_PING_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CONFIRM_PING_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// How a master's health is probed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

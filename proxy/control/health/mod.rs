@@ -396,7 +396,7 @@ impl Watch {
 
 /// Resolves when a request on one of `handle`'s ret sessions has waited
 /// longer than `bound` (with how long); never without a bound. Scans a few
-/// times per bound (a quarter bound apart, 50 ms to 1 s): detection comes at
+/// times per bound (an eighth of it apart, 50 ms to 1 s): detection comes at
 /// most that late. `scan_at` is when the next scan is due; it outlives this
 /// future, which the round loop drops and makes anew every round: were the
 /// schedule restarted each time, a round interval shorter than two steps
@@ -410,7 +410,7 @@ async fn overdue(
     let Some(bound) = bound else {
         return std::future::pending().await;
     };
-    let step = (bound / 4).clamp(
+    let step = (bound / 8).clamp(
         std::time::Duration::from_millis(50),
         std::time::Duration::from_secs(1),
     );
@@ -462,7 +462,7 @@ mod tests {
     async fn rounds_shorter_than_two_steps_do_not_delay_the_scan() {
         let handle = HealthHandle::default();
         let clock = handle.answers.clock();
-        let bound = Duration::from_secs(2); // scans 0.5 s apart
+        let bound = Duration::from_secs(2); // scans 0.25 s apart
         let round = Duration::from_millis(900); // the jittered 1 s interval
         let mut scan_at = Instant::now();
         let asker = {
@@ -490,8 +490,8 @@ mod tests {
         asker.await.expect("asker");
         let waited = waited.expect("the request was found overdue");
         assert!(
-            waited >= bound && waited <= bound + Duration::from_millis(500),
-            "found {waited:?} after the request: at most one scan step (0.5 s) past the {bound:?} bound"
+            waited >= bound && waited <= bound + Duration::from_millis(250),
+            "found {waited:?} after the request: at most one scan step (0.25 s) past the {bound:?} bound"
         );
     }
 
