@@ -36,7 +36,8 @@
 //!    actions), `route` (the decision forwarding reads), `liveness` (ticks
 //!    for the systemd watchdog).
 //! 6. `data/`: the minion's sessions: `forward/` (accept, connect to the
-//!    route's master, move a session on a switch), `admit` (who gets a slot
+//!    route's master, move a session on a switch, and `notice`: make a ZeroMQ
+//!    minion notice a switch or every master down, for Salt's events), `admit` (who gets a slot
 //!    when the session cap is full), `duplex/` (one session: `copy`, the
 //!    two-way copy, and the policy of when it ends), `track` (the frame
 //!    boundaries of a relayed ZMTP session) and `rejoin` (opening it on

@@ -372,7 +372,8 @@ fn convert_minion_config_prints_a_config_that_loads_and_the_minion_change() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("minion change: ")
-            && stderr.contains("set `master: 127.0.0.1`; remove master_type, master_alive_interval, master_failback, master_failback_interval"),
+            && stderr.contains("set `master: 127.0.0.1` and `master_alive_interval: 60`")
+            && stderr.contains("; remove master_type, master_failback, master_failback_interval;"),
         "{stderr}"
     );
 

@@ -422,7 +422,8 @@ fn the_salt_state_gates_the_minion_switch_on_a_healthy_master_and_converges() {
     );
     let minion = read(&dropin);
     assert!(
-        minion.contains("\nmaster: 127.0.130.1\nmaster_type: str\n"),
+        minion.contains("\nmaster: 127.0.130.1\nmaster_type: str\n")
+            && minion.contains("\nmaster_alive_interval: "),
         "{minion}"
     );
     assert_eq!(read(&restarts), "restarted\n");

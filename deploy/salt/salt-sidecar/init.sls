@@ -141,6 +141,9 @@ salt-sidecar-minion-master:
         # minion to go back to the masters in the main minion config.
         master: {{ sidecar.minion_master }}
         master_type: str
+        # The sidecar's interval: the minion's own alive check fires Salt's
+        # __master_disconnected and start events through the sidecar.
+        master_alive_interval: {{ sidecar.alive_interval | int }}
     - require:
       - {{ running }}: salt-sidecar-running
 

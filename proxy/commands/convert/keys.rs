@@ -22,7 +22,6 @@ impl Writer<'_> {
     ) -> Result<(), ConfigError> {
         let present = |key: &str| match key {
             "master_type" => raw.master_type.is_some(),
-            "master_alive_interval" => raw.master_alive_interval.is_some(),
             "master_failback" => raw.master_failback.is_some(),
             "master_failback_interval" => raw.master_failback_interval.is_some(),
             "master_shuffle" => raw.master_shuffle.is_some(),
@@ -142,14 +141,18 @@ impl Writer<'_> {
             .as_ref()
             .filter(|s| !matches!(scalar_text(&s.value, Kind::Number).as_str(), "0"));
         match alive {
-            Some(s) => self.copy(
-                "master_alive_interval",
-                s,
-                Kind::Number,
-                "seconds between health checks of every master",
-            ),
+            Some(s) => {
+                self.alive = scalar_text(&s.value, Kind::Number);
+                self.copy(
+                    "master_alive_interval",
+                    s,
+                    Kind::Number,
+                    "seconds between health checks of every master",
+                )
+            }
             None => {
                 let secs = DEFAULT_ALIVE_INTERVAL.as_secs();
+                self.alive = secs.to_string();
                 self.warn(format!("{file} has no `master_alive_interval` (or 0): Salt does not schedule its alive check without it, so a failover minion never notices a dead master. salt-sidecar checks every master every {secs}s."));
                 if let Some(s) = &raw.master_alive_interval {
                     self.locations

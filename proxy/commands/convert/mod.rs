@@ -28,11 +28,13 @@ pub const MINION_MASTER: &str = "127.0.0.1";
 
 /// Minion keys that move to the sidecar and must leave the minion config:
 /// with one `master: 127.0.0.1`, Salt refuses `master_type: failover` (it
-/// wants a list) and its own alive check and failback would only watch the
-/// sidecar. `publish_port`, `master_port` and `random_reauth_delay` stay.
-pub const MOVED_KEYS: [&str; 6] = [
+/// wants a list) and its failback would only watch the sidecar.
+/// `publish_port`, `master_port` and `random_reauth_delay` stay, and so does
+/// `master_alive_interval` (set to the sidecar's): the minion's own alive
+/// check is what fires `__master_disconnected` and, from Salt 3006, its
+/// start event on the new master through the sidecar (`sidecar.salt_events`).
+pub const MOVED_KEYS: [&str; 5] = [
     "master_type",
-    "master_alive_interval",
     "master_failback",
     "master_failback_interval",
     "master_shuffle",
@@ -60,13 +62,22 @@ pub struct MinionChange {
     pub master: &'static str,
     /// Keys of [`MOVED_KEYS`] present in the file, to delete from it.
     pub remove: Vec<&'static str>,
+    /// The minion's `master_alive_interval` (seconds), the sidecar's too.
+    pub alive_interval: String,
 }
 
 impl fmt::Display for MinionChange {
-    /// One line, e.g. ``/etc/salt/minion: set `master: 127.0.0.1`; remove
-    /// master_type, master_alive_interval; keep publish_port and master_port``.
+    /// One line, e.g. ``/etc/salt/minion: set `master: 127.0.0.1` and
+    /// `master_alive_interval: 5`; remove master_type; keep publish_port and
+    /// master_port``.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: set `master: {}`", self.file.display(), self.master)?;
+        write!(
+            f,
+            "{}: set `master: {}` and `master_alive_interval: {}` (the sidecar's: the minion's own alive check fires Salt's events through it)",
+            self.file.display(),
+            self.master,
+            self.alive_interval
+        )?;
         if !self.remove.is_empty() {
             write!(f, "; remove {}", self.remove.join(", "))?;
         }
@@ -114,11 +125,13 @@ pub fn convert(
         locations,
         remove,
         file,
+        alive,
     } = w;
     let minion_change = MinionChange {
         file: file.to_path_buf(),
         master: MINION_MASTER,
         remove,
+        alive_interval: alive,
     };
     let sidecar_yaml = header(&minion_change, &warnings) + &out;
     // The output must load; where it does not, the minion file holds the
@@ -232,16 +245,11 @@ grains:
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         assert_eq!(
             c.minion_change.remove,
-            [
-                "master_type",
-                "master_alive_interval",
-                "master_failback",
-                "master_failback_interval"
-            ]
+            ["master_type", "master_failback", "master_failback_interval"]
         );
         assert_eq!(
             c.minion_change.to_string(),
-            "/etc/salt/minion: set `master: 127.0.0.1`; remove master_type, master_alive_interval, master_failback, master_failback_interval; keep publish_port and master_port as they are (the sidecar listens on the same ports)"
+            "/etc/salt/minion: set `master: 127.0.0.1` and `master_alive_interval: 60` (the sidecar's: the minion's own alive check fires Salt's events through it); remove master_type, master_failback, master_failback_interval; keep publish_port and master_port as they are (the sidecar listens on the same ports)"
         );
         assert!(c.sidecar_yaml.contains("#   master: 127.0.0.1\n"));
         // Keys the sidecar does not know are not carried over.
@@ -322,10 +330,8 @@ grains:
         let cfg = loads(&c);
         assert!(cfg.shuffle);
         assert!(cfg.failback);
-        assert_eq!(
-            c.minion_change.remove,
-            ["master_alive_interval", "master_failback", "random_master"]
-        );
+        assert_eq!(c.minion_change.remove, ["master_failback", "random_master"]);
+        assert_eq!(c.minion_change.alive_interval, "5", "kept on the minion");
         let c =
             conv("master: [a.example, b.example]\nmaster_shuffle: false\nrandom_master: true\n")
                 .unwrap();

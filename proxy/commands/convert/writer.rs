@@ -22,6 +22,8 @@ pub(super) struct Writer<'a> {
     /// Where each emitted key came from in the minion file (`master[1]` too).
     pub(super) locations: Vec<(String, Location)>,
     pub(super) remove: Vec<&'static str>,
+    /// The minion's `master_alive_interval` as the sidecar got it (seconds).
+    pub(super) alive: String,
 }
 
 impl<'a> Writer<'a> {
@@ -32,6 +34,7 @@ impl<'a> Writer<'a> {
             warnings: Vec::new(),
             locations: Vec::new(),
             remove: Vec::new(),
+            alive: String::new(),
         }
     }
 
