@@ -283,6 +283,10 @@ impl Forwarder {
                 to_master: &counters.to_master,
                 to_minion: &counters.to_minion,
                 newcomer: Some(newcomer),
+                evidence: plane
+                    .health
+                    .get(master.index())
+                    .map(|h| h.evidence.port(port)),
             };
             let end = duplex::run(&mut minion, &mut upstream, ctl, tracks.as_deref_mut()).await;
             counters.active.dec();
