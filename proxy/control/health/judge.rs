@@ -150,6 +150,9 @@ pub struct Judge {
     warm_until: Option<Instant>,
     /// Not where the route sends minions: probed lazily while up.
     standby: bool,
+    /// A failure signal came (a minion's connect failed, a session was
+    /// cut): the next round probes, whatever the sessions said before it.
+    probe_next: bool,
 }
 
 // === impl Judge ===
@@ -169,6 +172,7 @@ impl Judge {
             gate: PingGate::new(ping_hold, now),
             warm_until: None,
             standby: false,
+            probe_next: false,
         }
     }
 
@@ -194,7 +198,12 @@ impl Judge {
         now: Instant,
     ) -> Check {
         let planned = port == Port::Ret && (plan.ret == ProbeKind::Ping || plan.deferred);
-        if planned || plan.suspicion.is_some() || self.hung || self.hyst.is_up() != Some(true) {
+        if planned
+            || plan.suspicion.is_some()
+            || self.hung
+            || self.probe_next
+            || self.hyst.is_up() != Some(true)
+        {
             return Check::Probe;
         }
         let window = settings.interval.mul_f64(PASSIVE_WINDOW);
@@ -221,9 +230,17 @@ impl Judge {
         self.hyst.set_thresholds(settings.rise, settings.fall);
     }
 
-    /// A minion's connect to the master failed: one failed check.
+    /// A minion's connect to the master failed: one failed check, and the
+    /// next round probes.
     pub fn connect_failed(&mut self) -> Option<bool> {
+        self.probe_next = true;
         self.hyst.observe(false)
+    }
+
+    /// A live session to the master was cut (or every master is re-probed):
+    /// the next round probes, whatever its sessions said before.
+    pub fn must_probe(&mut self) {
+        self.probe_next = true;
     }
 
     /// A minion request waited unanswered: the next round settles it (an
@@ -277,6 +294,7 @@ impl Judge {
         jitter: f64,
     ) -> Verdict {
         let mut verdict = Verdict::default();
+        self.probe_next = false;
         let Some(round) = round else {
             verdict.next = Some(start + settings.interval.min(EXHAUSTED_RETRY));
             return verdict;
@@ -642,6 +660,25 @@ mod tests {
             checks(&mut judge, &t, heard(Some(900), 1)),
             [Check::Probe; 2]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_failed_connect_or_a_cut_session_the_next_round_probes() {
+        let s = settings(ProbeKind::Zmtp);
+        let busy = heard(Some(10), 1);
+        let mut judge = settled_judge(&s);
+        // Heard a moment before the master died: that is no evidence
+        // against the refused connect that followed.
+        assert_eq!(judge.connect_failed(), None, "fall=2");
+        assert_eq!(checks(&mut judge, &s, busy), [Check::Probe; 2]);
+        let (_, v) = step(&mut judge, &s, false).await;
+        assert_eq!(v.report.map(|r| r.0), Some(false), "two failed checks");
+        let mut judge = settled_judge(&s);
+        judge.must_probe();
+        assert_eq!(checks(&mut judge, &s, busy), [Check::Probe; 2]);
+        step(&mut judge, &s, true).await;
+        let busy = heard(Some(10), 1);
+        assert_eq!(checks(&mut judge, &s, busy), [Check::Passive; 2], "once");
     }
 
     #[tokio::test(start_paused = true)]

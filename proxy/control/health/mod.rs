@@ -109,6 +109,9 @@ pub struct ProbeStatus {
 pub struct HealthHandle {
     wake: Notify,
     suspect: AtomicBool,
+    /// A session was cut, or every master is re-probed: the next round
+    /// probes (see `Judge::must_probe`).
+    lost: AtomicBool,
     status: Mutex<ProbeStatus>,
     /// The request clocks of this master's ret sessions (transport tcp).
     pub answers: Answers,
@@ -172,7 +175,10 @@ impl HealthHandle {
         self.wake.notify_one();
     }
 
+    /// A live session to this master was cut (or every master is to be
+    /// re-probed): probe now, whatever the sessions said before.
     pub fn reprobe(&self) {
+        self.lost.store(true, Ordering::Relaxed);
         self.wake.notify_one();
     }
 
@@ -238,6 +244,9 @@ impl Watch {
                     self.report(up, "a minion connection to it failed".into())
                         .await;
                 }
+            }
+            if self.handle.lost.swap(false, Ordering::Relaxed) {
+                judge.must_probe();
             }
             if let Some(why) = self.handle.take_verify_failure() {
                 if let Some(up) = judge.verify_failed() {
