@@ -191,14 +191,18 @@ pub enum Evidence {
     /// A probe connection (`sidecar.probe`), as counted in
     /// `health_checks_total`.
     Probe,
+    /// Not checked this round: its other port got the PING (the ports take
+    /// turns while both answer).
+    Turn,
     /// A probe of a standby right before a switch to it.
     OnDemand,
 }
 
 impl Evidence {
-    pub const ALL: [Evidence; 4] = [
+    pub const ALL: [Evidence; 5] = [
         Evidence::Passive,
         Evidence::Ping,
+        Evidence::Turn,
         Evidence::Probe,
         Evidence::OnDemand,
     ];
@@ -209,6 +213,7 @@ impl Evidence {
             Evidence::Ping => "ping",
             Evidence::Probe => "probe",
             Evidence::OnDemand => "on_demand",
+            Evidence::Turn => "turn",
         }
     }
 }
@@ -331,8 +336,10 @@ impl Metrics {
                 "health_evidence_total",
                 "Health checks of a master by port, by what they cost the master (kind: passive, \
                  heard on a live minion session lately, no check; ping, a ZMTP PING on a live \
-                 minion session; probe, a probe connection, as in health_checks_total; on_demand, \
-                 a probe of a standby right before a switch to it) and result (ok, failed).",
+                 minion session; turn, not checked this round because its other port got the \
+                 PING, the ports taking turns while both answer; probe, a probe connection, as \
+                 in health_checks_total; on_demand, a probe of a standby right before a switch \
+                 to it) and result (ok, failed).",
                 &["master", "port", "kind", "result"],
             )?,
             switches_total: counter(

@@ -5,7 +5,7 @@
 //! that announce ZMTP 3.1 and then stay idle. What a user sees:
 //! - while a live session is open and idle, its master gets no probe
 //!   connection at all (its checks are ZMTP PINGs on that session), and a
-//!   standby gets a probe round only every 10–20 intervals (connections
+//!   standby gets a probe round only every 20–40 intervals (connections
 //!   counted by a relay in front of each master);
 //! - a master frozen with SIGSTOP is still failed over within 3 s at
 //!   `master_alive_interval: 1` while the session is open and idle;
@@ -301,12 +301,12 @@ async fn an_idle_session_spares_its_master_every_probe_connection() {
     );
     assert_eq!(a1 - a0, 0, "the active master got probe connections");
     assert!(
-        pings >= 16.0,
-        "A was checked {pings} times on 2 ports in 10 s"
+        pings >= 8.0,
+        "A was checked by {pings} PINGs in 10 s (one a round, the ports in turn)"
     );
     assert!(
         b1 - b0 <= 4,
-        "the standby got {} connections in 10 intervals (a round is 2; every 10-20 intervals)",
+        "the standby got {} connections in 10 intervals (a round is 2; every 20-40 intervals)",
         b1 - b0
     );
     // The session still works, and the PONGs reached the minion.
@@ -388,7 +388,7 @@ async fn a_standby_that_died_unseen_is_never_chosen() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     b.kill().await;
-    // Within B's slow cadence (10-20 intervals): A dies too.
+    // Within B's slow cadence (20-40 intervals): A dies too.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed = Instant::now();
     a.kill().await;

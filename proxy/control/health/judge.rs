@@ -13,7 +13,9 @@
 //! that is up and was *heard* on a live minion session lately
 //! ([`PASSIVE_WINDOW`] of the interval) is not checked at all (`passive`);
 //! one whose sessions were quiet gets a ZMTP PING on one of them (`ping`,
-//! ZeroMQ only: its libzmq answers from its I/O thread); otherwise — no
+//! ZeroMQ only: its libzmq answers from its I/O thread; while both ports
+//! answer, the ports take turns, one PING a round: [`Judge::checks`]);
+//! otherwise — no
 //! session, a master down or hung, a suspicion to settle, Salt's `ping` on a
 //! tcp-transport ret port — a probe connection as before (`probe`). A
 //! *standby* (up, not where the route sends minions) is probed only every
@@ -42,12 +44,15 @@ pub const PASSIVE_WINDOW: f64 = 0.25;
 
 /// A standby (up, not routed to) is probed every this many intervals,
 /// uniformly jittered between the two. A fresh ZMTP probe round (two
-/// connections, two handshakes) costs a Salt 3008 master about 0.95 ms of
-/// CPU (docs/fleet.md); the budget is 0.1 ms per sidecar per interval, so a
-/// standby's rounds must be at least 9.5 intervals apart on average: 10–20
-/// (15 on average) leaves room. A dead standby is never chosen meanwhile:
-/// it is verified right before a switch to it.
-pub const STANDBY_ROUNDS: (f64, f64) = (10.0, 20.0);
+/// connections, two handshakes) cost a Salt 3008 master 0.95 ms of CPU when
+/// every sidecar probed every interval, and 1.65 ms when 500 sidecars
+/// probed it every 10–20 intervals (fewer connections per wake-up of its
+/// I/O threads; the fleet lab, docs/fleet.md); the budget is 0.1 ms per
+/// sidecar per interval, so a standby's rounds must be at least 16.5
+/// intervals apart on average: 20–40 (30 on average, about 0.055 ms). A
+/// dead standby is never chosen meanwhile: it is verified right before a
+/// switch to it.
+pub const STANDBY_ROUNDS: (f64, f64) = (20.0, 40.0);
 
 /// How a round checks one port of the master.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +61,9 @@ pub enum Check {
     Passive,
     /// A ZMTP PING on a live session (a probe if none can carry it).
     Ping,
+    /// Not checked this round: the other port was pinged (the ports take
+    /// turns while both answer, see [`Judge::checks`]).
+    Turn,
     /// A probe connection (`sidecar.probe`, or the plan's ret check).
     Probe,
 }
@@ -153,6 +161,8 @@ pub struct Judge {
     /// A failure signal came (a minion's connect failed, a session was
     /// cut): the next round probes, whatever the sessions said before it.
     probe_next: bool,
+    /// Which port rests when the ports take turns ([`Judge::checks`]).
+    turn: bool,
 }
 
 // === impl Judge ===
@@ -173,6 +183,7 @@ impl Judge {
             warm_until: None,
             standby: false,
             probe_next: false,
+            turn: false,
         }
     }
 
@@ -217,6 +228,35 @@ impl Judge {
             return Check::Ping;
         }
         Check::Probe
+    }
+
+    /// How the round checks each port (publish, ret): [`Judge::check`] per
+    /// port, except that while the master is up with no failed check
+    /// pending and both ports would get a PING, only one does, the ports
+    /// taking turns (`turn` flips every round). A whole master that stops
+    /// fails the first PING on either port, as fast as before; a stop of
+    /// only one of its processes is found one interval later. A failed
+    /// check ends the turns until the master is up again with a clean
+    /// streak.
+    pub fn checks(
+        &self,
+        settings: &HealthSettings,
+        plan: &Plan,
+        heard: [Heard; 2],
+        now: Instant,
+    ) -> [Check; 2] {
+        let [publish, ret] = heard;
+        let mut checks = [
+            self.check(settings, plan, Port::Publish, publish, now),
+            self.check(settings, plan, Port::Ret, ret, now),
+        ];
+        if checks == [Check::Ping; 2] && self.hyst.streak() == 0 {
+            let rest = usize::from(self.turn);
+            if let Some(c) = checks.get_mut(rest) {
+                *c = Check::Turn;
+            }
+        }
+        checks
     }
 
     /// A probe right before a switch to this master failed: down at once
@@ -295,6 +335,7 @@ impl Judge {
     ) -> Verdict {
         let mut verdict = Verdict::default();
         self.probe_next = false;
+        self.turn = !self.turn;
         let Some(round) = round else {
             verdict.next = Some(start + settings.interval.min(EXHAUSTED_RETRY));
             return verdict;
@@ -663,6 +704,49 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn quiet_ports_take_turns_for_the_ping_until_one_fails() {
+        let s = settings(ProbeKind::Zmtp);
+        let mut judge = settled_judge(&s);
+        let quiet = [heard(None, 1); 2];
+        let mut pinged = Vec::new();
+        for _ in 0..4 {
+            let now = Instant::now();
+            let plan = judge.plan(s.kind, now);
+            pinged.push(judge.checks(&s, &plan, quiet, now));
+            let v = judge.judge(&s, &plan, round(true), now, now, 0.5);
+            tokio::time::advance(v.next.expect("next") - now).await;
+        }
+        assert_eq!(
+            pinged,
+            [
+                [Check::Turn, Check::Ping],
+                [Check::Ping, Check::Turn],
+                [Check::Turn, Check::Ping],
+                [Check::Ping, Check::Turn],
+            ],
+            "one PING a round, the ports in turn"
+        );
+        // A failed PING: both ports are pinged until the master is up with
+        // a clean streak again.
+        let now = Instant::now();
+        let plan = judge.plan(s.kind, now);
+        let v = judge.judge(&s, &plan, round(false), now, now, 0.5);
+        tokio::time::advance(v.next.expect("next") - now).await;
+        let now = Instant::now();
+        let plan = judge.plan(s.kind, now);
+        assert_eq!(judge.checks(&s, &plan, quiet, now), [Check::Ping; 2]);
+        // One port heard lately: the other gets the PING, no turns.
+        let mixed = [heard(Some(10), 1), heard(None, 1)];
+        let mut judge = settled_judge(&s);
+        let now = Instant::now();
+        let plan = judge.plan(s.kind, now);
+        assert_eq!(
+            judge.checks(&s, &plan, mixed, now),
+            [Check::Passive, Check::Ping]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn after_a_failed_connect_or_a_cut_session_the_next_round_probes() {
         let s = settings(ProbeKind::Zmtp);
         let busy = heard(Some(10), 1);
@@ -702,13 +786,13 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_standby_is_probed_every_10_to_20_intervals_but_at_once_when_failing() {
+    async fn a_standby_is_probed_every_20_to_40_intervals_but_at_once_when_failing() {
         let s = settings(ProbeKind::Zmtp);
         let mut judge = settled_judge(&s);
         assert!(judge.set_standby(true));
         assert!(!judge.set_standby(true), "no change");
         assert!(judge.lazy());
-        for (jitter, secs) in [(0.0, 10.0), (0.5, 15.0), (0.999, 19.99)] {
+        for (jitter, secs) in [(0.0, 20.0), (0.5, 30.0), (0.999, 39.98)] {
             let start = Instant::now();
             let plan = judge.plan(s.kind, start);
             let v = judge.judge(&s, &plan, round(true), start, start, jitter);

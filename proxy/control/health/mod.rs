@@ -42,9 +42,10 @@
 //! **What it costs the master.** A round does not always probe: a master
 //! heard on a live minion session lately is taken as up (`passive`), one
 //! whose sessions were quiet gets a ZMTP PING on one of them (`ping`, see
-//! `control::evidence`), and only without a session that can carry it does
+//! `control::evidence`; one port a round, in turn, while both answer), and
+//! only without a session that can carry it does
 //! the round open probe connections. A standby (up, not routed to) is
-//! probed every 10–20 intervals, and verified on demand right before a
+//! probed every 20–40 intervals, and verified on demand right before a
 //! switch to it ([`verify`]). `health_checks_total` counts probe results;
 //! `health_evidence_total{kind}` counts every check by what it cost. Which
 //! kind [`judge`] picks is pure policy; one debug line per change of mode.
@@ -272,8 +273,12 @@ impl Watch {
                     sessions: ev.sessions(),
                 }
             };
-            let checks = [Port::Publish, Port::Ret]
-                .map(|port| judge.check(&settings, &plan, port, heard(port), start));
+            let checks = judge.checks(
+                &settings,
+                &plan,
+                [heard(Port::Publish), heard(Port::Ret)],
+                start,
+            );
             let now_mode = Mode::of(checks, judge.lazy());
             if mode != Some(now_mode) {
                 self.log_mode(now_mode);
@@ -560,6 +565,7 @@ async fn on_sessions(
 ) -> Option<(EvidenceKind, Result<(), ProbeError>)> {
     match check {
         Check::Passive => Some((EvidenceKind::Passive, Ok(()))),
+        Check::Turn => Some((EvidenceKind::Turn, Ok(()))),
         Check::Ping => match evidence.ping(timeout, CLAIM_BOUND).await {
             PingOutcome::Answered => Some((EvidenceKind::Ping, Ok(()))),
             PingOutcome::Unanswered => Some((EvidenceKind::Ping, Err(ProbeError::PingUnanswered))),
