@@ -400,7 +400,7 @@ impl Watch {
             };
             (EvidenceKind::Probe, probed)
         };
-        let ((publish_kind, publish), (ret_kind, ret)) = tokio::join!(publish, ret);
+        let ((publish_via, publish), (ret_via, ret)) = tokio::join!(publish, ret);
         let elapsed = start.elapsed().as_secs_f64();
         // The sidecar's own exhaustion is no verdict on the master: counted
         // as a resource error, no check recorded, tried again soon.
@@ -420,8 +420,8 @@ impl Watch {
             return None;
         }
         for (port, kind, result) in [
-            (Port::Publish, publish_kind, &publish),
-            (Port::Ret, ret_kind, &ret),
+            (Port::Publish, publish_via, &publish),
+            (Port::Ret, ret_via, &ret),
         ] {
             self.metrics
                 .health_evidence_total
