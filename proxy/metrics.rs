@@ -201,6 +201,45 @@ impl SuspicionOutcome {
     }
 }
 
+/// How a health check of a master was made (the `kind` label of
+/// `health_evidence_total`): what it cost the master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    /// Heard on a live minion session lately: no check at all.
+    Passive,
+    /// A ZMTP PING on a live minion session (answered from libzmq's I/O
+    /// thread: no connection, no handshake).
+    Ping,
+    /// A probe connection (`sidecar.probe`), as counted in
+    /// `health_checks_total`.
+    Probe,
+    /// Not checked this round: its other port got the PING (the ports take
+    /// turns while both answer).
+    Turn,
+    /// A probe of a standby right before a switch to it.
+    OnDemand,
+}
+
+impl Evidence {
+    pub const ALL: [Evidence; 5] = [
+        Evidence::Passive,
+        Evidence::Ping,
+        Evidence::Turn,
+        Evidence::Probe,
+        Evidence::OnDemand,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evidence::Passive => "passive",
+            Evidence::Ping => "ping",
+            Evidence::Probe => "probe",
+            Evidence::OnDemand => "on_demand",
+            Evidence::Turn => "turn",
+        }
+    }
+}
+
 /// Every family, by name without the `salt_sidecar_` prefix.
 pub struct Metrics {
     pub registry: Registry,
@@ -212,6 +251,8 @@ pub struct Metrics {
     pub master_active: IntGaugeVec,
     pub health_checks_total: IntCounterVec,
     pub health_check_duration_seconds: HistogramVec,
+    /// Every check of a master by what it cost it (`Evidence`) and result.
+    pub health_evidence_total: IntCounterVec,
     /// By the master switched to and reason; `switches_from_total` by the
     /// master left. Two families linear in the masters, not one of every
     /// pair (which grew with masters² × reasons: 3.4 GB at 1,000 masters).
@@ -313,6 +354,16 @@ impl Metrics {
                 "health_check_duration_seconds",
                 "Duration of health probes.",
                 &["master", "port"],
+            )?,
+            health_evidence_total: counter(
+                "health_evidence_total",
+                "Health checks of a master by port, by what they cost the master (kind: passive, \
+                 heard on a live minion session lately, no check; ping, a ZMTP PING on a live \
+                 minion session; turn, not checked this round because its other port got the \
+                 PING, the ports taking turns while both answer; probe, a probe connection, as \
+                 in health_checks_total; on_demand, a probe of a standby right before a switch \
+                 to it) and result (ok, failed).",
+                &["master", "port", "kind", "result"],
             )?,
             switches_total: counter(
                 "switches_total",
@@ -470,6 +521,16 @@ impl Metrics {
                 for result in CheckResult::ALL {
                     self.health_checks_total
                         .with_label_values(&[master, port, result.as_str()]);
+                }
+                for kind in Evidence::ALL {
+                    for result in ["ok", "failed"] {
+                        self.health_evidence_total.with_label_values(&[
+                            master,
+                            port,
+                            kind.as_str(),
+                            result,
+                        ]);
+                    }
                 }
                 for dir in [Direction::ToMaster, Direction::ToMinion] {
                     self.bytes_total

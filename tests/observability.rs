@@ -57,6 +57,9 @@ const FAMILIES: &[(&str, &str)] = &[
     // Issue 12.3: transport tcp, a ret request unanswered past
     // `sidecar.ret_answer_timeout`, by the `ping` re-probe's verdict.
     ("salt_sidecar_passive_suspicions_total", "counter"),
+    // Issue 22.4: every check of a master by what it cost it (passive,
+    // ping on a live session, probe connection, on-demand before a switch).
+    ("salt_sidecar_health_evidence_total", "counter"),
     // Issue 12: a graceful switch still sending new connections to the
     // master it is leaving.
     ("salt_sidecar_graceful_switch_waiting", "gauge"),

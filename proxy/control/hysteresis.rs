@@ -46,6 +46,11 @@ impl Hysteresis {
         self.up
     }
 
+    /// Checks against the current state since it last held (0: none).
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
     /// Sets the state regardless of the thresholds (a verdict stronger than
     /// one check); returns the new state if it flipped.
     pub fn force(&mut self, up: bool) -> Option<bool> {

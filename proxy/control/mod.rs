@@ -11,6 +11,8 @@
 //!   writer of `route`, the routing decision forwarding reads.
 //! - `answers`: the ret sessions' unanswered-request clocks (transport
 //!   tcp), which the copy loop stamps and `health` scans.
+//! - `evidence`: when each master was last heard on a live session, and
+//!   the ZMTP PINGs `health` asks those sessions to carry.
 //! - `liveness`: the supervisor's and health tasks' ticks, which the
 //!   systemd watchdog reads.
 //!
@@ -18,6 +20,7 @@
 //! `ops` or `commands` (a reload reaches it as a `supervisor::Command`).
 
 pub mod answers;
+pub mod evidence;
 pub mod health;
 pub mod hysteresis;
 pub mod liveness;

@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 use crate::clock;
 use crate::config::master::MasterId;
 use crate::config::settings::Tunables;
-use crate::control::health::Transition;
+use crate::control::health::{verify, Transition};
 use crate::control::liveness::{Liveness, SUPERVISOR_TICK};
 use crate::control::masters::Plane;
 use crate::control::route::Route;
@@ -242,6 +242,13 @@ impl Supervisor {
                 _ = sleep_until_opt(deadline) => Event::Tick,
                 _ = sleep_until_opt(self.idle_at()) => Event::Tick,
             };
+            let tunables = self.tunables.borrow().clone();
+            for m in
+                verify::before_switch(&self.selector, &self.plane, &tunables, &self.metrics, event)
+                    .await
+            {
+                self.handle(Event::Down(m), Instant::now());
+            }
             self.handle(event, Instant::now());
         }
     }
@@ -373,6 +380,7 @@ impl Supervisor {
     fn publish_route(&self) {
         let linger = self.linger.as_ref().map(|l| l.from);
         let route = Self::current_route(&self.selector, &self.plane, linger);
+        verify::note_route(&route);
         self.route.send_if_modified(|r| {
             let changed = *r != route;
             *r = route;

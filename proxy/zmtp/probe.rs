@@ -50,6 +50,9 @@ pub enum ProbeError {
     Protocol(#[from] ZmtpError),
     #[error("no answer to a `ping` request")]
     Unanswered,
+    /// A ZMTP PING sent on a live minion session got no bytes back.
+    #[error("no answer to a ZMTP PING on a minion session")]
+    PingUnanswered,
     /// The sidecar itself ran out (EMFILE, ...): no verdict on the master.
     #[error("not probed: {}", .0.describe())]
     Exhausted(Resource, #[source] std::io::Error),
@@ -65,7 +68,9 @@ impl ProbeError {
                 ConnectErrorKind::Unresolved => CheckResult::Unresolved,
                 ConnectErrorKind::Unreachable | ConnectErrorKind::Other => CheckResult::Other,
             },
-            ProbeError::Timeout | ProbeError::Unanswered => CheckResult::Timeout,
+            ProbeError::Timeout | ProbeError::Unanswered | ProbeError::PingUnanswered => {
+                CheckResult::Timeout
+            }
             ProbeError::Closed | ProbeError::Io(_) => CheckResult::Reset,
             ProbeError::Protocol(_) => CheckResult::Protocol,
             // Never counted: health skips the check (see `exhausted`).

@@ -8,18 +8,74 @@
 //! It takes `now` and a jitter draw as arguments: no clock, no I/O, no
 //! logging, so the policy is unit-tested on virtual time; the task in
 //! `health` is the shell that probes, counts, logs and reports.
+//!
+//! **What a round costs the master** ([`Judge::check`], per port). A master
+//! that is up and was *heard* on a live minion session lately
+//! ([`PASSIVE_WINDOW`] of the interval) is not checked at all (`passive`);
+//! one whose sessions were quiet gets a ZMTP PING on one of them (`ping`,
+//! ZeroMQ only: its libzmq answers from its I/O thread; while both ports
+//! answer, the ports take turns, one PING a round: [`Judge::checks`]);
+//! otherwise — no
+//! session, a master down or hung, a suspicion to settle, Salt's `ping` on a
+//! tcp-transport ret port — a probe connection as before (`probe`). A
+//! *standby* (up, not where the route sends minions) is probed only every
+//! [`STANDBY_ROUNDS`] intervals, jittered ([`Judge::set_standby`]): it is
+//! verified on demand right before a switch to it (`health::verify`).
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::gate::{Opening, PingGate};
+use crate::config::master::Port;
 use crate::config::settings::HealthSettings;
 use crate::config::{ProbeKind, WARM_UP};
 use crate::control::hysteresis::Hysteresis;
 
 /// How soon a probe skipped for the sidecar's own exhaustion is tried again.
 pub const EXHAUSTED_RETRY: Duration = Duration::from_secs(1);
+
+/// The part of the interval within which a master heard on a live session
+/// needs no check this round. A quarter: a master that freezes just after
+/// its last bytes is found at most a quarter interval later than by a
+/// check every round (at interval 1 s, `fall` 2 and a 0.5 s timeout: 2.65 s
+/// at worst instead of 2.4 s; the bar is 3 s).
+pub const PASSIVE_WINDOW: f64 = 0.25;
+
+/// A standby (up, not routed to) is probed every this many intervals,
+/// uniformly jittered between the two. A fresh ZMTP probe round (two
+/// connections, two handshakes) cost a Salt 3008 master 0.95 ms of CPU when
+/// every sidecar probed every interval, and 1.65 ms when 500 sidecars
+/// probed it every 10–20 intervals (fewer connections per wake-up of its
+/// I/O threads; the fleet lab, docs/fleet.md); the budget is 0.1 ms per
+/// sidecar per interval, so a standby's rounds must be at least 16.5
+/// intervals apart on average: 20–40 (30 on average, about 0.055 ms). A
+/// dead standby is never chosen meanwhile: it is verified right before a
+/// switch to it.
+pub const STANDBY_ROUNDS: (f64, f64) = (20.0, 40.0);
+
+/// How a round checks one port of the master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Heard on a live session lately: no check.
+    Passive,
+    /// A ZMTP PING on a live session (a probe if none can carry it).
+    Ping,
+    /// Not checked this round: the other port was pinged (the ports take
+    /// turns while both answer, see [`Judge::checks`]).
+    Turn,
+    /// A probe connection (`sidecar.probe`, or the plan's ret check).
+    Probe,
+}
+
+/// What one port's live sessions say at the start of a round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    /// When the master was last heard on one of them.
+    pub last: Option<Instant>,
+    /// Sessions open to it on this port (one may carry a PING).
+    pub sessions: usize,
+}
 
 /// A minion request that waited too long for its master's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +156,13 @@ pub struct Judge {
     /// Until when the master is warming up (called up less than
     /// [`WARM_UP`] ago); `None` for one up for longer or not up.
     warm_until: Option<Instant>,
+    /// Not where the route sends minions: probed lazily while up.
+    standby: bool,
+    /// A failure signal came (a minion's connect failed, a session was
+    /// cut): the next round probes, whatever the sessions said before it.
+    probe_next: bool,
+    /// Which port rests when the ports take turns ([`Judge::checks`]).
+    turn: bool,
 }
 
 // === impl Judge ===
@@ -118,7 +181,88 @@ impl Judge {
             hung: false,
             gate: PingGate::new(ping_hold, now),
             warm_until: None,
+            standby: false,
+            probe_next: false,
+            turn: false,
         }
+    }
+
+    /// Whether the master is a standby (the route sends minions elsewhere);
+    /// returns whether that changed.
+    pub fn set_standby(&mut self, standby: bool) -> bool {
+        std::mem::replace(&mut self.standby, standby) != standby
+    }
+
+    /// A standby on the slow cadence: up, not hung, nothing to settle.
+    pub fn lazy(&self) -> bool {
+        self.standby && self.hyst.is_up() == Some(true) && !self.hung && self.suspicion.is_none()
+    }
+
+    /// How the round planned as `plan`, starting at `now`, checks `port`
+    /// (see the module doc): `heard` is what its live sessions say.
+    pub fn check(
+        &self,
+        settings: &HealthSettings,
+        plan: &Plan,
+        port: Port,
+        heard: Heard,
+        now: Instant,
+    ) -> Check {
+        let planned = port == Port::Ret && (plan.ret == ProbeKind::Ping || plan.deferred);
+        if planned
+            || plan.suspicion.is_some()
+            || self.hung
+            || self.probe_next
+            || self.hyst.is_up() != Some(true)
+        {
+            return Check::Probe;
+        }
+        let window = settings.interval.mul_f64(PASSIVE_WINDOW);
+        if heard
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) <= window)
+        {
+            return Check::Passive;
+        }
+        if heard.sessions > 0 && settings.kind == ProbeKind::Zmtp {
+            return Check::Ping;
+        }
+        Check::Probe
+    }
+
+    /// How the round checks each port (publish, ret): [`Judge::check`] per
+    /// port, except that while the master is up with no failed check
+    /// pending and both ports would get a PING, only one does, the ports
+    /// taking turns (`turn` flips every round). A whole master that stops
+    /// fails the first PING on either port, as fast as before; a stop of
+    /// only one of its processes is found one interval later. A failed
+    /// check ends the turns until the master is up again with a clean
+    /// streak.
+    pub fn checks(
+        &self,
+        settings: &HealthSettings,
+        plan: &Plan,
+        heard: [Heard; 2],
+        now: Instant,
+    ) -> [Check; 2] {
+        let [publish, ret] = heard;
+        let mut checks = [
+            self.check(settings, plan, Port::Publish, publish, now),
+            self.check(settings, plan, Port::Ret, ret, now),
+        ];
+        if checks == [Check::Ping; 2] && self.hyst.streak() == 0 {
+            let rest = usize::from(self.turn);
+            if let Some(c) = checks.get_mut(rest) {
+                *c = Check::Turn;
+            }
+        }
+        checks
+    }
+
+    /// A probe right before a switch to this master failed: down at once
+    /// (the switch must not choose it). Returns the new state if it flipped.
+    pub fn verify_failed(&mut self) -> Option<bool> {
+        self.hyst.force(false)
     }
 
     /// A reload changed the thresholds.
@@ -126,9 +270,17 @@ impl Judge {
         self.hyst.set_thresholds(settings.rise, settings.fall);
     }
 
-    /// A minion's connect to the master failed: one failed check.
+    /// A minion's connect to the master failed: one failed check, and the
+    /// next round probes.
     pub fn connect_failed(&mut self) -> Option<bool> {
+        self.probe_next = true;
         self.hyst.observe(false)
+    }
+
+    /// A live session to the master was cut (or every master is re-probed):
+    /// the next round probes, whatever its sessions said before.
+    pub fn must_probe(&mut self) {
+        self.probe_next = true;
     }
 
     /// A minion request waited unanswered: the next round settles it (an
@@ -182,6 +334,8 @@ impl Judge {
         jitter: f64,
     ) -> Verdict {
         let mut verdict = Verdict::default();
+        self.probe_next = false;
+        self.turn = !self.turn;
         let Some(round) = round else {
             verdict.next = Some(start + settings.interval.min(EXHAUSTED_RETRY));
             return verdict;
@@ -190,7 +344,11 @@ impl Judge {
         if self.warm_until.is_some_and(|t| now >= t) {
             self.warm_until = None;
         }
-        let next = start + settings.interval.mul_f64(0.9 + 0.1 * jitter);
+        let mut next = start + settings.interval.mul_f64(0.9 + 0.1 * jitter);
+        if self.lazy() && round.ok {
+            let (min, max) = STANDBY_ROUNDS;
+            next = start + settings.interval.mul_f64(min + (max - min) * jitter);
+        }
         if let Some(suspicion) = plan.suspicion {
             let cleared = round.ok || round.answered;
             if !cleared && round.mute && self.warm_until.is_some() {
@@ -499,6 +657,182 @@ mod tests {
             }
             assert!(rounds < 10);
         }
+    }
+
+    fn heard(ago_ms: Option<u64>, sessions: usize) -> Heard {
+        Heard {
+            last: ago_ms.map(|ms| Instant::now() - Duration::from_millis(ms)),
+            sessions,
+        }
+    }
+
+    /// The checks of both ports of a round planned now.
+    fn checks(judge: &mut Judge, s: &HealthSettings, h: Heard) -> [Check; 2] {
+        let now = Instant::now();
+        let plan = judge.plan(s.kind, now);
+        [Port::Publish, Port::Ret].map(|p| judge.check(s, &plan, p, h, now))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_heard_lately_is_not_checked_a_quiet_one_is_pinged_on_a_session() {
+        let s = settings(ProbeKind::Zmtp);
+        let mut judge = settled_judge(&s);
+        // Heard 200 ms ago, within a quarter of the 1 s interval: no check.
+        assert_eq!(
+            checks(&mut judge, &s, heard(Some(200), 1)),
+            [Check::Passive; 2]
+        );
+        // Quiet for 300 ms: a PING on the open session.
+        assert_eq!(
+            checks(&mut judge, &s, heard(Some(300), 1)),
+            [Check::Ping; 2]
+        );
+        assert_eq!(checks(&mut judge, &s, heard(None, 2)), [Check::Ping; 2]);
+        // No session to carry a PING: probe connections, as before.
+        assert_eq!(checks(&mut judge, &s, heard(None, 0)), [Check::Probe; 2]);
+        // Transport tcp (no ZMTP): passive when heard, else probes.
+        let t = settings(ProbeKind::Tcp);
+        let mut judge = settled_judge(&t);
+        assert_eq!(
+            checks(&mut judge, &t, heard(Some(100), 1)),
+            [Check::Passive; 2]
+        );
+        assert_eq!(
+            checks(&mut judge, &t, heard(Some(900), 1)),
+            [Check::Probe; 2]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_ports_take_turns_for_the_ping_until_one_fails() {
+        let s = settings(ProbeKind::Zmtp);
+        let mut judge = settled_judge(&s);
+        let quiet = [heard(None, 1); 2];
+        let mut pinged = Vec::new();
+        for _ in 0..4 {
+            let now = Instant::now();
+            let plan = judge.plan(s.kind, now);
+            pinged.push(judge.checks(&s, &plan, quiet, now));
+            let v = judge.judge(&s, &plan, round(true), now, now, 0.5);
+            tokio::time::advance(v.next.expect("next") - now).await;
+        }
+        assert_eq!(
+            pinged,
+            [
+                [Check::Turn, Check::Ping],
+                [Check::Ping, Check::Turn],
+                [Check::Turn, Check::Ping],
+                [Check::Ping, Check::Turn],
+            ],
+            "one PING a round, the ports in turn"
+        );
+        // A failed PING: both ports are pinged until the master is up with
+        // a clean streak again.
+        let now = Instant::now();
+        let plan = judge.plan(s.kind, now);
+        let v = judge.judge(&s, &plan, round(false), now, now, 0.5);
+        tokio::time::advance(v.next.expect("next") - now).await;
+        let now = Instant::now();
+        let plan = judge.plan(s.kind, now);
+        assert_eq!(judge.checks(&s, &plan, quiet, now), [Check::Ping; 2]);
+        // One port heard lately: the other gets the PING, no turns.
+        let mixed = [heard(Some(10), 1), heard(None, 1)];
+        let mut judge = settled_judge(&s);
+        let now = Instant::now();
+        let plan = judge.plan(s.kind, now);
+        assert_eq!(
+            judge.checks(&s, &plan, mixed, now),
+            [Check::Passive, Check::Ping]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_failed_connect_or_a_cut_session_the_next_round_probes() {
+        let s = settings(ProbeKind::Zmtp);
+        let busy = heard(Some(10), 1);
+        let mut judge = settled_judge(&s);
+        // Heard a moment before the master died: that is no evidence
+        // against the refused connect that followed.
+        assert_eq!(judge.connect_failed(), None, "fall=2");
+        assert_eq!(checks(&mut judge, &s, busy), [Check::Probe; 2]);
+        let (_, v) = step(&mut judge, &s, false).await;
+        assert_eq!(v.report.map(|r| r.0), Some(false), "two failed checks");
+        let mut judge = settled_judge(&s);
+        judge.must_probe();
+        assert_eq!(checks(&mut judge, &s, busy), [Check::Probe; 2]);
+        step(&mut judge, &s, true).await;
+        let busy = heard(Some(10), 1);
+        assert_eq!(checks(&mut judge, &s, busy), [Check::Passive; 2], "once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_down_hung_or_suspected_is_probed_whatever_its_sessions_say() {
+        let s = settings(ProbeKind::Zmtp);
+        let busy = heard(Some(10), 1);
+        // Not known yet, or down: probes (what brings it up is a probe).
+        let mut judge = Judge::new(&s, None, Duration::ZERO, Instant::now());
+        assert_eq!(checks(&mut judge, &s, busy), [Check::Probe; 2]);
+        let mut judge = Judge::new(&s, Some(false), Duration::ZERO, Instant::now());
+        assert_eq!(checks(&mut judge, &s, busy), [Check::Probe; 2]);
+        // A suspicion (a request unanswered): the ret port gets Salt's ping;
+        // bytes on a session prove the I/O thread, not the workers.
+        let mut judge = settled_judge(&s);
+        judge.suspect(waited(1200));
+        assert_eq!(checks(&mut judge, &s, busy), [Check::Probe; 2]);
+        // `probe: ping` (transport tcp): the ret port is always pinged.
+        let p = settings(ProbeKind::Ping);
+        let mut judge = settled_judge(&p);
+        assert_eq!(checks(&mut judge, &p, busy), [Check::Passive, Check::Probe]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standby_is_probed_every_20_to_40_intervals_but_at_once_when_failing() {
+        let s = settings(ProbeKind::Zmtp);
+        let mut judge = settled_judge(&s);
+        assert!(judge.set_standby(true));
+        assert!(!judge.set_standby(true), "no change");
+        assert!(judge.lazy());
+        for (jitter, secs) in [(0.0, 20.0), (0.5, 30.0), (0.999, 39.98)] {
+            let start = Instant::now();
+            let plan = judge.plan(s.kind, start);
+            let v = judge.judge(&s, &plan, round(true), start, start, jitter);
+            let next = v.next.expect("next") - start;
+            assert!(
+                (next.as_secs_f64() - secs).abs() < 0.01,
+                "jitter {jitter}: {next:?}"
+            );
+        }
+        // A failed round: the next one comes on the interval (fall counts).
+        let start = Instant::now();
+        let plan = judge.plan(s.kind, start);
+        let v = judge.judge(&s, &plan, round(false), start, start, 0.5);
+        assert_eq!(v.next, Some(start + Duration::from_millis(950)));
+        // Routed again: the interval.
+        judge.set_standby(false);
+        let (_, v) = step(&mut judge, &s, true).await;
+        assert!(v.next.is_some());
+        assert!(!judge.lazy());
+        // A standby that is down is probed on the interval (to see it back).
+        let mut down = Judge::new(&s, Some(false), Duration::ZERO, Instant::now());
+        down.set_standby(true);
+        assert!(!down.lazy());
+        let start = Instant::now();
+        let plan = down.plan(s.kind, start);
+        let v = down.judge(&s, &plan, round(false), start, start, 0.0);
+        assert_eq!(v.next, Some(start + Duration::from_millis(900)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_verification_is_down_at_once() {
+        let s = settings(ProbeKind::Zmtp);
+        let mut judge = settled_judge(&s);
+        assert_eq!(judge.verify_failed(), Some(false), "fall=2 not waited for");
+        assert_eq!(judge.verify_failed(), None, "already down");
+        // Back after `rise` good rounds.
+        let (_, v) = step(&mut judge, &s, true).await;
+        assert_eq!(v.report, None);
+        let (_, v) = step(&mut judge, &s, true).await;
+        assert_eq!(v.report.map(|r| r.0), Some(true));
     }
 
     #[tokio::test(start_paused = true)]

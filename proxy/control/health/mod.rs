@@ -38,6 +38,18 @@
 //! can leave it answering nothing, for good (seen in the labs; reproduced
 //! with two pings about 1 s apart in a master's first seconds). The ping
 //! itself keeps at most one request in flight (`probe::PingLine`).
+//!
+//! **What it costs the master.** A round does not always probe: a master
+//! heard on a live minion session lately is taken as up (`passive`), one
+//! whose sessions were quiet gets a ZMTP PING on one of them (`ping`, see
+//! `control::evidence`; one port a round, in turn, while both answer), and
+//! only without a session that can carry it does
+//! the round open probe connections. A standby (up, not routed to) is
+//! probed every 20–40 intervals, and verified on demand right before a
+//! switch to it ([`verify`]). `health_checks_total` counts probe results;
+//! `health_evidence_total{kind}` counts every check by what it cost. Which
+//! kind [`judge`] picks is pure policy; one debug line per change of mode.
+//!
 //! This module never chooses a master. It is the I/O shell: what a round
 //! probes and what its result means is [`judge`]'s (pure, unit-tested on
 //! virtual time), when a ret port may be pinged [`gate`]'s.
@@ -55,17 +67,24 @@ use crate::config::master::{Host, MasterId, MasterSpec, Port};
 use crate::config::settings::{HealthSettings, Tunables};
 use crate::config::{ProbeKind, Transport, CONFIRM_PING_TIMEOUT, PING_AFTER_OPEN};
 use crate::control::answers::Answers;
+use crate::control::evidence::{PingOutcome, PortsEvidence};
 use crate::control::liveness::Liveness;
 use crate::control::resolve::Addresses;
 use crate::limits::Op;
-use crate::metrics::{CheckResult, Metrics, SuspicionOutcome};
+use crate::metrics::{CheckResult, Evidence as EvidenceKind, Metrics, SuspicionOutcome};
 use crate::zmtp::probe::{self, ProbeError};
 
 mod gate;
 mod judge;
+pub mod verify;
 
 use gate::Opening;
-use judge::{Judge, Round, Settled, Suspicion};
+use judge::{Check, Heard, Judge, Round, Settled, Suspicion};
+
+/// How long a PING request may wait for a session to claim it before the
+/// round probes instead (sessions claim within microseconds unless each
+/// is inside a message).
+const CLAIM_BOUND: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A health transition, sent to the supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,9 +110,21 @@ pub struct ProbeStatus {
 pub struct HealthHandle {
     wake: Notify,
     suspect: AtomicBool,
+    /// A session was cut, or every master is re-probed: the next round
+    /// probes (see `Judge::must_probe`).
+    lost: AtomicBool,
     status: Mutex<ProbeStatus>,
     /// The request clocks of this master's ret sessions (transport tcp).
     pub answers: Answers,
+    /// What this master's live sessions say about it, per port.
+    pub evidence: PortsEvidence,
+    /// The route sends minions here (active, or lingering after a switch):
+    /// checked every interval; otherwise a standby, probed lazily.
+    routed: AtomicBool,
+    /// When a check last found the master up.
+    last_ok: Mutex<Option<Instant>>,
+    /// Why a probe right before a switch to it failed (`verify`).
+    verify_failed: Mutex<Option<String>>,
 }
 
 // === impl HealthHandle ===
@@ -108,7 +139,47 @@ impl HealthHandle {
         }
     }
 
+    /// Whether the route sends minions to this master; becoming routed
+    /// wakes its health task (a standby's next round may be far off).
+    pub fn set_routed(&self, routed: bool) {
+        if !self.routed.swap(routed, Ordering::Relaxed) && routed {
+            self.wake.notify_one();
+        }
+    }
+
+    pub fn is_routed(&self) -> bool {
+        self.routed.load(Ordering::Relaxed)
+    }
+
+    /// A check found the master up at `at`.
+    fn note_ok(&self, at: Instant) {
+        if let Ok(mut last) = self.last_ok.lock() {
+            *last = Some(last.map_or(at, |l| l.max(at)));
+        }
+    }
+
+    /// When a check last found the master up.
+    pub fn last_ok(&self) -> Option<Instant> {
+        self.last_ok.lock().ok().and_then(|l| *l)
+    }
+
+    fn take_verify_failure(&self) -> Option<String> {
+        self.verify_failed.lock().ok().and_then(|mut s| s.take())
+    }
+
+    /// A probe right before a switch to this master failed: its health task
+    /// calls it down at once.
+    pub fn fail_verification(&self, why: String) {
+        if let Ok(mut slot) = self.verify_failed.lock() {
+            *slot = Some(why);
+        }
+        self.wake.notify_one();
+    }
+
+    /// A live session to this master was cut (or every master is to be
+    /// re-probed): probe now, whatever the sessions said before.
     pub fn reprobe(&self) {
+        self.lost.store(true, Ordering::Relaxed);
         self.wake.notify_one();
     }
 
@@ -155,6 +226,8 @@ impl Watch {
         // When the ret sessions are next scanned for an overdue request: kept
         // across rounds, so a round (every interval) does not restart the scan.
         let mut scan_at = Instant::now();
+        // How the last round checked the master, for one log line per change.
+        let mut mode: Option<Mode> = None;
         if resolver_alive && self.addrs.borrow().is_empty() {
             // A DNS name not resolved yet: give the first lookup up to one probe
             // timeout, so the master is not called down before it had an address
@@ -173,6 +246,15 @@ impl Watch {
                         .await;
                 }
             }
+            if self.handle.lost.swap(false, Ordering::Relaxed) {
+                judge.must_probe();
+            }
+            if let Some(why) = self.handle.take_verify_failure() {
+                if let Some(up) = judge.verify_failed() {
+                    self.report(up, why).await;
+                }
+            }
+            judge.set_standby(!self.handle.is_routed());
             // Rounds run on the interval (jittered, see `Judge::judge`), or
             // at once when woken or when DNS changes the addresses (a literal
             // IP has no resolver, so its channel is closed from the start).
@@ -190,7 +272,30 @@ impl Watch {
                 Some(_) => settings.timeout.max(CONFIRM_PING_TIMEOUT),
                 None => settings.timeout,
             };
-            let mut round = self.probe_both(&settings, plan.ret, ping_limit).await;
+            let heard = |port: Port| {
+                let ev = self.handle.evidence.port(port);
+                Heard {
+                    last: ev.last_heard(),
+                    sessions: ev.sessions(),
+                }
+            };
+            let checks = judge.checks(
+                &settings,
+                &plan,
+                [heard(Port::Publish), heard(Port::Ret)],
+                start,
+            );
+            let now_mode = Mode::of(checks, judge.lazy());
+            if mode != Some(now_mode) {
+                self.log_mode(now_mode);
+                mode = Some(now_mode);
+            }
+            let mut round = self
+                .probe_both(&settings, plan.ret, checks, ping_limit)
+                .await;
+            if round.as_ref().is_some_and(|r| r.ok) {
+                self.handle.note_ok(Instant::now());
+            }
             if let (Some(r), Some(suspicion)) = (round.as_mut(), plan.suspicion) {
                 r.answered = self.handle.answers.answered_since(suspicion.asked);
             }
@@ -256,6 +361,7 @@ impl Watch {
         &mut self,
         settings: &HealthSettings,
         ret_kind: ProbeKind,
+        checks: [Check; 2],
         ping_limit: std::time::Duration,
     ) -> Option<Round> {
         let master = &self.master;
@@ -265,9 +371,24 @@ impl Watch {
         let probe = |tcp_port: u16, port: Port| {
             probe::probe(settings.kind, &current, tcp_port, port, settings.timeout)
         };
+        let evidence = &self.handle.evidence;
+        let publish = async {
+            let ev = evidence.port(Port::Publish);
+            match on_sessions(checks[0], ev, settings.timeout).await {
+                Some(done) => done,
+                None => (
+                    EvidenceKind::Probe,
+                    probe(master.publish_port, Port::Publish).await,
+                ),
+            }
+        };
         let line = &mut self.ping_line;
         let ret = async {
-            if ret_kind == ProbeKind::Ping {
+            let ev = evidence.port(Port::Ret);
+            if let Some(done) = on_sessions(checks[1], ev, settings.timeout).await {
+                return done;
+            }
+            let probed = if ret_kind == ProbeKind::Ping {
                 line.ping(
                     settings.kind.transport(),
                     &current,
@@ -285,9 +406,10 @@ impl Watch {
                     settings.timeout,
                 )
                 .await
-            }
+            };
+            (EvidenceKind::Probe, probed)
         };
-        let (publish, ret) = tokio::join!(probe(master.publish_port, Port::Publish), ret);
+        let ((publish_via, publish), (ret_via, ret)) = tokio::join!(publish, ret);
         let elapsed = start.elapsed().as_secs_f64();
         // The sidecar's own exhaustion is no verdict on the master: counted
         // as a resource error, no check recorded, tried again soon.
@@ -306,7 +428,22 @@ impl Watch {
             );
             return None;
         }
-        for (port, result) in [(Port::Publish, &publish), (Port::Ret, &ret)] {
+        for (port, kind, result) in [
+            (Port::Publish, publish_via, &publish),
+            (Port::Ret, ret_via, &ret),
+        ] {
+            self.metrics
+                .health_evidence_total
+                .with_label_values(&[
+                    label,
+                    port.as_str(),
+                    kind.as_str(),
+                    if result.is_ok() { "ok" } else { "failed" },
+                ])
+                .inc();
+            if kind != EvidenceKind::Probe {
+                continue;
+            }
             let outcome = result
                 .as_ref()
                 .map_or_else(ProbeError::result, |_| CheckResult::Ok);
@@ -337,6 +474,16 @@ impl Watch {
             answered: false,
             mute: publish.is_ok() && matches!(ret, Err(ProbeError::Unanswered)),
         })
+    }
+
+    /// One log line (debug) per change of how the master is checked.
+    fn log_mode(&self, mode: Mode) {
+        let label = self.master.label.as_str();
+        match mode {
+            Mode::Sessions => debug!(master = label, "health from the minion's live sessions: no probe while they are heard, a ZMTP PING on one when they are quiet"),
+            Mode::Probes => debug!(master = label, "health from probe connections (no live session can vouch for the master, or it is down, hung or suspected)"),
+            Mode::Standby => debug!(master = label, "standby: probed every {}-{} intervals, and verified right before a switch to it", judge::STANDBY_ROUNDS.0, judge::STANDBY_ROUNDS.1),
+        }
     }
 
     /// One log line (debug) per change of when the ret port may be pinged.
@@ -391,6 +538,49 @@ impl Watch {
             detail,
         )
         .await;
+    }
+}
+
+/// How a master is checked, as far as one debug line per change tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Both ports from live sessions (passive or a ZMTP PING).
+    Sessions,
+    /// At least one port by probe connections, every interval.
+    Probes,
+    /// A standby on the slow cadence.
+    Standby,
+}
+
+impl Mode {
+    fn of(checks: [Check; 2], lazy: bool) -> Mode {
+        if lazy {
+            Mode::Standby
+        } else if checks.iter().all(|c| *c != Check::Probe) {
+            Mode::Sessions
+        } else {
+            Mode::Probes
+        }
+    }
+}
+
+/// A check on the master's live sessions (`Passive`, `Ping`): what it cost
+/// and found, or `None` when the round must probe instead (a probe check,
+/// or a PING no session could carry).
+async fn on_sessions(
+    check: Check,
+    evidence: &crate::control::evidence::Evidence,
+    timeout: std::time::Duration,
+) -> Option<(EvidenceKind, Result<(), ProbeError>)> {
+    match check {
+        Check::Passive => Some((EvidenceKind::Passive, Ok(()))),
+        Check::Turn => Some((EvidenceKind::Turn, Ok(()))),
+        Check::Ping => match evidence.ping(timeout, CLAIM_BOUND).await {
+            PingOutcome::Answered => Some((EvidenceKind::Ping, Ok(()))),
+            PingOutcome::Unanswered => Some((EvidenceKind::Ping, Err(ProbeError::PingUnanswered))),
+            PingOutcome::NotSent => None,
+        },
+        Check::Probe => None,
     }
 }
 

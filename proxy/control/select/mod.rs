@@ -139,8 +139,9 @@ struct Recycle {
     at: Instant,
 }
 
-/// The selection state machine.
-#[derive(Debug)]
+/// The selection state machine. `Clone`: a copy can be fed an event to see
+/// where it leads (`health::verify`) without touching the real one.
+#[derive(Clone, Debug)]
 pub struct Selector {
     policy: Policy,
     /// Preference order (configured, or shuffled by id).

@@ -29,6 +29,7 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use crate::control::answers::AnswerClock;
+use crate::control::evidence::{Evidence, PING};
 use crate::data::admit::Newcomer;
 use crate::data::track::Track;
 
@@ -170,6 +171,37 @@ impl Copy<'_> {
         !self.up.done && at(&self.up.track) && at(&self.down.track) && !self.down.pending()
     }
 
+    /// Whether this session can carry a ZMTP PING to the master at the
+    /// minion stream's current message boundary: both peers speak
+    /// ZMTP ≥ 3.1 (a 3.1 peer answers PING with PONG, and ignores an
+    /// unsolicited PONG: libzmq's `process_heartbeat_message`), both
+    /// directions are past their handshakes and followable, the minion's
+    /// side is between two messages and nothing is unsent either way, and
+    /// no stop is asked.
+    pub(super) fn can_ping(&self) -> bool {
+        let (Some(up), Some(down)) = (self.up.track.as_deref(), self.down.track.as_deref()) else {
+            return false;
+        };
+        let speaks_3_1 = |t: &Track| t.minor().is_some_and(|m| m >= 1);
+        self.stop == Stop::No
+            && !self.up.done
+            && !self.down.done
+            && !self.up.inject
+            && !self.up.pending()
+            && !self.down.pending()
+            && up.at_boundary()
+            && down.handshaken()
+            && speaks_3_1(up)
+            && speaks_3_1(down)
+    }
+
+    /// Writes a PING to the master before the minion's next bytes (only
+    /// after [`Copy::can_ping`]); the master's next bytes answer it.
+    pub(super) fn ping(&mut self) {
+        self.up.inject = true;
+        self.down.pinged = true;
+    }
+
     /// The flow to the master: its local and peer addresses.
     pub(super) fn master_flow(&self) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
         let from = &self.down.from;
@@ -301,6 +333,15 @@ pub(super) struct Pump<'a> {
     /// The minion's connection, marked on its first bytes (minion → master
     /// direction only).
     pub(super) newcomer: Option<&'a Newcomer>,
+    /// The master's evidence, stamped on every read from it (master →
+    /// minion direction only: `control::evidence`).
+    pub(super) heard: Option<&'a Evidence>,
+    /// A ZMTP PING to write to the master before the next read (minion →
+    /// master direction, set at a message boundary: [`Copy::ping`]).
+    pub(super) inject: bool,
+    /// A PING went to the master: its next bytes are the answer the
+    /// health task waits for (master → minion direction).
+    pub(super) pinged: bool,
     /// Borrowed from the pool while `buf[pos..end]` waits to be written.
     buf: Option<Box<[u8]>>,
     pos: usize,
@@ -329,6 +370,9 @@ impl<'a> Pump<'a> {
             track,
             answers: None,
             newcomer: None,
+            heard: None,
+            inject: false,
+            pinged: false,
             buf: None,
             pos: 0,
             end: 0,
@@ -369,6 +413,19 @@ impl<'a> Pump<'a> {
                 return Poll::Ready(Ok(Flow::Parked));
             }
             ready!(self.poll_flush(cx, activity, to_master))?;
+            if self.inject {
+                // At a boundary of the minion's stream, nothing unsent
+                // (`Copy::ping`): the PING goes out as the next frame.
+                self.inject = false;
+                if stop == Stop::No {
+                    let buf = self.buf.get_or_insert_with(pool::take);
+                    if let Some(slot) = buf.get_mut(..PING.len()) {
+                        slot.copy_from_slice(&PING);
+                        (self.pos, self.end) = (0, PING.len());
+                        continue;
+                    }
+                }
+            }
             let limit = self.read_limit(stop);
             if limit == 0 {
                 self.release();
@@ -484,6 +541,14 @@ impl<'a> Pump<'a> {
     /// like a request waiting for its answer.
     fn stamp_read(&mut self, n: usize, activity: &Activity, to_master: bool) {
         self.counter.inc_by(n as u64);
+        if let Some(heard) = self.heard {
+            if self.pinged {
+                self.pinged = false;
+                heard.answered();
+            } else {
+                heard.heard();
+            }
+        }
         if let (Some(newcomer), None) = (self.newcomer, self.track.as_deref()) {
             newcomer.spoke();
         }

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::master::Port;
 use crate::control::answers::AnswerClock;
+use crate::control::evidence::Evidence;
 use crate::control::sessions::{SessionTokens, SwitchGate};
 use crate::data::admit::Newcomer;
 use crate::data::track::Tracks;
@@ -128,6 +129,10 @@ pub struct Control<'a> {
     pub to_minion: &'a IntCounter,
     /// Marked on the minion's first bytes (`data::admit`).
     pub newcomer: Option<&'a Newcomer>,
+    /// The master's evidence on this port (`control::evidence`): stamped on
+    /// every read from the master; the health task asks through it for a
+    /// ZMTP PING when the session has been quiet.
+    pub evidence: Option<&'a Evidence>,
 }
 
 /// Copies between `minion` and `master` until the session ends. With
@@ -167,6 +172,8 @@ pub async fn run(
     };
     (copy.up.answers, copy.down.answers) = (ctl.answers, ctl.answers);
     copy.up.newcomer = ctl.newcomer;
+    copy.down.heard = ctl.evidence;
+    let _registered = ctl.evidence.map(Evidence::register);
     let reset = ctl.tokens.reset.cancelled();
     tokio::pin!(reset);
     // Copying, until the end, a reset, or a drain request (a request to
@@ -182,6 +189,13 @@ pub async fn run(
             // The master answers others but not this session's request: if
             // its flow is dead (the kernel retransmits, nothing is
             // acknowledged), the session moves to a new one.
+            // The health task asks for a ZMTP PING: the first session that
+            // can carry one sends it at its minion's message boundary.
+            _ = ping_asked(ctl.evidence) => {
+                if copy.can_ping() && ctl.evidence.is_some_and(Evidence::claim) {
+                    copy.ping();
+                }
+            }
             _ = recheck_requested(ctl.answers) => {
                 if Box::pin(flow_stalled(copy.master_flow())).await {
                     let dead = io::Error::from(io::ErrorKind::TimedOut);
@@ -232,6 +246,15 @@ async fn flow_stalled(flow: Option<(std::net::SocketAddr, std::net::SocketAddr)>
 async fn recheck_requested(answers: Option<&AnswerClock>) {
     match answers {
         Some(clock) => clock.recheck_requested().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the master's health task asks for a PING; never for a
+/// session without evidence.
+async fn ping_asked(evidence: Option<&Evidence>) {
+    match evidence {
+        Some(ev) => ev.asked().await,
         None => std::future::pending().await,
     }
 }

@@ -3,6 +3,7 @@
 
 use super::copy::CHUNK;
 use super::*;
+use crate::control::evidence::Evidence;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -55,6 +56,7 @@ async fn session(port: Port) -> Session {
                 to_master: &up,
                 to_minion: &down,
                 newcomer: None,
+                evidence: None,
             };
             run(&mut proxy_minion, &mut proxy_master, ctl, None).await
         }
@@ -260,7 +262,24 @@ async fn followed_draining_in(
     tokens: SessionTokens,
     drain_timeout: Duration,
 ) -> Followed {
+    followed_full(port, tokens, drain_timeout, None, 0).await
+}
+
+/// A followed session whose peers announce ZMTP 3.`minor`, stamping
+/// `evidence` (the master's, as `forward` passes it).
+async fn followed_full(
+    port: Port,
+    tokens: SessionTokens,
+    drain_timeout: Duration,
+    evidence: Option<std::sync::Arc<Evidence>>,
+    minor: u8,
+) -> Followed {
     use crate::zmtp::{encode_ready, greeting_null, SocketType};
+    let greeting = || {
+        let mut g = greeting_null(false);
+        g[11] = minor;
+        g.to_vec()
+    };
     let (mut minion, mut proxy_minion) = pair().await;
     let (mut proxy_master, mut master) = pair().await;
     let end = tokio::spawn({
@@ -278,21 +297,14 @@ async fn followed_draining_in(
                 to_master: &up,
                 to_minion: &down,
                 newcomer: None,
+                evidence: evidence.as_deref(),
             };
             let end = run(&mut proxy_minion, &mut proxy_master, ctl, Some(&mut tracks)).await;
             (end, proxy_minion)
         }
     });
-    let mine = [
-        greeting_null(false).to_vec(),
-        encode_ready(SocketType::of_minion(port)),
-    ]
-    .concat();
-    let theirs = [
-        greeting_null(false).to_vec(),
-        encode_ready(SocketType::of_master(port)),
-    ]
-    .concat();
+    let mine = [greeting(), encode_ready(SocketType::of_minion(port))].concat();
+    let theirs = [greeting(), encode_ready(SocketType::of_master(port))].concat();
     minion.write_all(&mine).await.expect("minion handshake");
     master.write_all(&theirs).await.expect("master handshake");
     let mut got = vec![0u8; mine.len()];
@@ -521,4 +533,96 @@ async fn a_session_never_idle_moves_after_the_drain_timeout_once_answered() {
         took >= drain && took < drain + Duration::from_secs(1),
         "moved {took:?} after the drain (timeout {drain:?}), {asked} requests all answered"
     );
+}
+
+/// A followed ZMTP 3.1 session stamping a fresh evidence.
+async fn watched(port: Port, minor: u8) -> (Followed, std::sync::Arc<Evidence>) {
+    let ev = std::sync::Arc::new(Evidence::default());
+    let s = followed_full(
+        port,
+        SessionTokens::default(),
+        Duration::from_secs(10),
+        Some(ev.clone()),
+        minor,
+    )
+    .await;
+    // The session registers when its copy starts.
+    while ev.sessions() == 0 {
+        tokio::task::yield_now().await;
+    }
+    (s, ev)
+}
+
+const PONG: [u8; 7] = [0x04, 0x05, 0x04, b'P', b'O', b'N', b'G'];
+
+#[tokio::test]
+async fn a_quiet_zmtp_3_1_session_carries_a_ping_and_the_pong_reaches_the_minion() {
+    use crate::control::evidence::{PingOutcome, PING};
+    let (mut s, ev) = watched(Port::Ret, 1).await;
+    exchange(&mut s).await;
+    let asking = tokio::spawn({
+        let ev = ev.clone();
+        async move {
+            ev.ping(Duration::from_secs(2), Duration::from_millis(200))
+                .await
+        }
+    });
+    let mut got = [0u8; PING.len()];
+    tokio::time::timeout(Duration::from_secs(2), s.master.read_exact(&mut got))
+        .await
+        .expect("the PING reaches the master")
+        .expect("read");
+    assert_eq!(got, PING);
+    s.master.write_all(&PONG).await.expect("pong");
+    let out = asking.await.expect("join");
+    assert_eq!(out, PingOutcome::Answered);
+    let mut pong = [0u8; PONG.len()];
+    s.minion
+        .read_exact(&mut pong)
+        .await
+        .expect("the PONG passes on");
+    assert_eq!(pong, PONG);
+    // The session goes on: a request and its answer, then a move.
+    exchange(&mut s).await;
+    s.tokens.reset.cancel();
+    let (end, _kept) = ended(s.end).await;
+    assert!(
+        matches!(&end, End::Move { cause: Cause::Failover, carry } if carry.bytes().is_empty()),
+        "{end:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_master_leaves_the_ping_unanswered() {
+    use crate::control::evidence::PingOutcome;
+    let (mut s, ev) = watched(Port::Publish, 1).await;
+    exchange(&mut s).await;
+    let out = ev
+        .ping(Duration::from_millis(300), Duration::from_millis(100))
+        .await;
+    assert_eq!(out, PingOutcome::Unanswered);
+    drop(s);
+}
+
+#[tokio::test]
+async fn a_zmtp_3_0_session_carries_no_ping() {
+    use crate::control::evidence::PingOutcome;
+    let (mut s, ev) = watched(Port::Ret, 0).await;
+    exchange(&mut s).await;
+    let out = ev
+        .ping(Duration::from_millis(500), Duration::from_millis(50))
+        .await;
+    assert_eq!(out, PingOutcome::NotSent);
+    let mut b = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(100), s.master.read(&mut b)).await;
+    assert!(read.is_err(), "the master got bytes: {read:?}");
+}
+
+#[tokio::test]
+async fn every_read_from_the_master_is_heard() {
+    let (mut s, ev) = watched(Port::Publish, 1).await;
+    let before = tokio::time::Instant::now();
+    exchange(&mut s).await;
+    assert!(ev.heard_since(before), "the answer stamped the evidence");
+    drop(s);
 }

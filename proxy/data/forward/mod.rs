@@ -326,6 +326,10 @@ impl Forwarder {
                 to_master: &counters.to_master,
                 to_minion: &counters.to_minion,
                 newcomer: Some(newcomer),
+                evidence: plane
+                    .health
+                    .get(master.index())
+                    .map(|h| h.evidence.port(port)),
             };
             // Leaving: a drain asked at once, not followed (never moved
             // again): it ends once quiet, or at the drain timeout.
