@@ -54,6 +54,10 @@ pub const PASSIVE_WINDOW: f64 = 0.25;
 /// switch to it.
 pub const STANDBY_ROUNDS: (f64, f64) = (20.0, 40.0);
 
+/// After a failed check of a master still up, the next one comes this
+/// fraction of the interval after the round ended.
+pub const FAILING_INTER: f64 = 0.25;
+
 /// How a round checks one port of the master.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Check {
@@ -397,6 +401,13 @@ impl Judge {
             verdict.report = Some((up, round.detail));
         }
         self.note_report(settings.kind, &verdict, now);
+        if !round.ok && self.hyst.is_up() == Some(true) {
+            // Failing but not down yet (fall not reached): the next check
+            // comes a quarter interval after this one ended, not a whole
+            // interval after it started (HAProxy's `fastinter`), so a
+            // frozen master is down within fall checks, not fall intervals.
+            next = next.min(now + settings.interval.mul_f64(FAILING_INTER));
+        }
         verdict.next = Some(next);
         verdict
     }
@@ -802,11 +813,12 @@ mod tests {
                 "jitter {jitter}: {next:?}"
             );
         }
-        // A failed round: the next one comes on the interval (fall counts).
+        // A failed round: the next one comes a quarter interval later
+        // (fall counts).
         let start = Instant::now();
         let plan = judge.plan(s.kind, start);
         let v = judge.judge(&s, &plan, round(false), start, start, 0.5);
-        assert_eq!(v.next, Some(start + Duration::from_millis(950)));
+        assert_eq!(v.next, Some(start + Duration::from_millis(250)));
         // Routed again: the interval.
         judge.set_standby(false);
         let (_, v) = step(&mut judge, &s, true).await;
@@ -850,5 +862,43 @@ mod tests {
         assert!(!v.pending);
         assert_eq!(v.settled.map(|x| x.cleared), Some(false));
         assert_eq!(v.report.map(|r| r.0), Some(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_check_of_a_master_still_up_is_followed_up_within_a_quarter_interval() {
+        let s = settings(ProbeKind::Zmtp);
+        let mut judge = settled_judge(&s);
+        let start = Instant::now();
+        let plan = judge.plan(s.kind, start);
+        tokio::time::advance(s.timeout).await;
+        let v = judge.judge(
+            &s,
+            &plan,
+            round(false).map(|r| Round { mute: false, ..r }),
+            start,
+            Instant::now(),
+            0.5,
+        );
+        assert_eq!(v.report, None, "fall=2: not down yet");
+        assert_eq!(
+            v.next,
+            Some(Instant::now() + s.interval.mul_f64(FAILING_INTER))
+        );
+        let start = Instant::now() + s.interval.mul_f64(FAILING_INTER);
+        tokio::time::advance(s.interval.mul_f64(FAILING_INTER)).await;
+        let plan = judge.plan(s.kind, start);
+        let v = judge.judge(
+            &s,
+            &plan,
+            round(false).map(|r| Round { mute: false, ..r }),
+            start,
+            Instant::now(),
+            0.5,
+        );
+        assert_eq!(
+            v.report.map(|r| r.0),
+            Some(false),
+            "down at the second failed check"
+        );
     }
 }
