@@ -173,12 +173,14 @@ impl PingLine {
         transport: Transport,
         addrs: &[IpAddr],
         ret_port: u16,
+        handshake: Duration,
         limit: Duration,
     ) -> Result<(), ProbeError> {
         if self.transport.is_some_and(|t| t != transport) {
             self.close(); // a reload changed the transport
         }
-        match timeout(limit, self.exchange(transport, addrs, ret_port, limit)).await {
+        let exchange = self.exchange(transport, addrs, ret_port, handshake.min(limit));
+        match timeout(limit, exchange).await {
             Ok(Ok(())) => {
                 if !self.owed {
                     self.close();
@@ -230,11 +232,21 @@ impl PingLine {
         let stream = match &mut self.stream {
             Some(stream) => stream,
             None => {
-                let mut stream = connect(addrs, ret_port, limit).await?;
-                if transport == Transport::Zeromq {
-                    // As a REQ peer: what comes after READY is replies.
-                    self.buf = greet(&mut stream, Port::Ret, SocketType::Req).await?;
-                }
+                // Connect and handshake within `limit` (the probe timeout): a
+                // frozen master fails here, however long a reply may take.
+                let opened = timeout(limit, async {
+                    let mut stream = connect(addrs, ret_port, limit).await?;
+                    let buf = if transport == Transport::Zeromq {
+                        // As a REQ peer: what comes after READY is replies.
+                        greet(&mut stream, Port::Ret, SocketType::Req).await?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok::<_, ProbeError>((stream, buf))
+                })
+                .await;
+                let (stream, buf) = opened.map_err(|_| ProbeError::Timeout)??;
+                self.buf = buf;
                 self.transport = Some(transport);
                 self.stream.insert(stream)
             }
@@ -506,7 +518,7 @@ mod tests {
         let mut line = PingLine::default();
         let limit = Duration::from_millis(150);
         for _ in 0..2 {
-            let r = line.ping(Transport::Tcp, &addrs, port, limit).await;
+            let r = line.ping(Transport::Tcp, &addrs, port, limit, limit).await;
             assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
         }
         assert_eq!(
@@ -515,13 +527,25 @@ mod tests {
             "the second round sent no ping while the first was unanswered"
         );
         // The late reply arrives while this round waits: the master is alive.
-        line.ping(Transport::Tcp, &addrs, port, Duration::from_secs(2))
-            .await
-            .expect("a late reply proves the master alive");
+        line.ping(
+            Transport::Tcp,
+            &addrs,
+            port,
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("a late reply proves the master alive");
         assert!(line.stream.is_none(), "nothing owed: closed");
-        line.ping(Transport::Tcp, &addrs, port, Duration::from_secs(2))
-            .await
-            .expect("answered");
+        line.ping(
+            Transport::Tcp,
+            &addrs,
+            port,
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("answered");
         assert_eq!(seen.get(|s| &s.pings), 2);
         assert_eq!(
             seen.get(|s| &s.conns),
@@ -542,14 +566,26 @@ mod tests {
         let addrs = [IpAddr::from(Ipv4Addr::LOCALHOST)];
         let mut line = PingLine::default();
         let r = line
-            .ping(Transport::Tcp, &addrs, port, Duration::from_millis(100))
+            .ping(
+                Transport::Tcp,
+                &addrs,
+                port,
+                Duration::from_millis(100),
+                Duration::from_millis(100),
+            )
             .await;
         assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
         // The reply comes while no round runs; it says nothing about now.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        line.ping(Transport::Tcp, &addrs, port, Duration::from_secs(2))
-            .await
-            .expect("answered");
+        line.ping(
+            Transport::Tcp,
+            &addrs,
+            port,
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("answered");
         assert_eq!(seen.get(|s| &s.pings), 2, "a fresh ping for this round");
         assert_eq!(seen.get(|s| &s.conns), 1, "on the kept connection");
         assert_eq!(seen.get(|s| &s.lost), 0);
@@ -564,15 +600,27 @@ mod tests {
         let addrs = [IpAddr::from(Ipv4Addr::LOCALHOST)];
         let mut line = PingLine::default();
         let r = line
-            .ping(Transport::Tcp, &addrs, port, Duration::from_millis(200))
+            .ping(
+                Transport::Tcp,
+                &addrs,
+                port,
+                Duration::from_millis(200),
+                Duration::from_millis(200),
+            )
             .await;
         assert!(matches!(r, Err(ProbeError::Unanswered)), "{r:?}");
         let (port, seen) = slow_master(Duration::ZERO).await;
         let mut line = PingLine::default();
         for _ in 0..3 {
-            line.ping(Transport::Tcp, &addrs, port, Duration::from_secs(2))
-                .await
-                .expect("answered");
+            line.ping(
+                Transport::Tcp,
+                &addrs,
+                port,
+                Duration::from_secs(2),
+                Duration::from_secs(2),
+            )
+            .await
+            .expect("answered");
             assert!(line.stream.is_none(), "nothing owed: closed");
         }
         assert_eq!(seen.get(|s| &s.conns), 3);

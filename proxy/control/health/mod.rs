@@ -393,6 +393,7 @@ impl Watch {
                     settings.kind.transport(),
                     &current,
                     master.ret_port,
+                    settings.timeout,
                     ping_limit,
                 )
                 .await
