@@ -163,6 +163,14 @@ impl Track {
         self.unmovable
     }
 
+    /// A followed minion stream has introduced itself: its ZMTP greeting
+    /// and READY have passed, or it is no ZMTP stream at all (Salt's tcp
+    /// transport), whose first bytes are its first request. Until then, at
+    /// the session cap, it may give its slot to a newcomer (`data::admit`).
+    pub fn introduced(&self) -> bool {
+        self.handshaken() || self.unmovable().is_some()
+    }
+
     /// Greeting and READY have passed and the stream can be followed.
     pub fn handshaken(&self) -> bool {
         self.ready && self.unmovable.is_none()

@@ -470,10 +470,7 @@ impl<'a> Pump<'a> {
                 if track.data_seen() != data {
                     activity.touch(self.slot);
                 }
-                if let Some(newcomer) = self
-                    .newcomer
-                    .filter(|_| crate::data::forward::introduced(track))
-                {
+                if let Some(newcomer) = self.newcomer.filter(|_| track.introduced()) {
                     newcomer.spoke();
                 }
                 if track.messages() != messages {

@@ -294,7 +294,7 @@ impl Forwarder {
                     Some(t) => {
                         let before = t.up.messages();
                         t.up.feed(&early);
-                        if introduced(&t.up) {
+                        if t.up.introduced() {
                             newcomer.spoke();
                         }
                         t.up.messages() != before
@@ -461,14 +461,6 @@ impl Forwarder {
             self.metrics.session_moved(port, MoveHow::Reset);
         }
     }
-}
-
-/// A followed minion stream has introduced itself: its ZMTP greeting and
-/// READY have passed, or it is no ZMTP stream at all (Salt's tcp
-/// transport), whose first bytes are its first request. Until then, at the
-/// session cap, it may give its slot to a newcomer (`data::admit`).
-pub fn introduced(up: &crate::data::track::Track) -> bool {
-    up.handshaken() || up.unmovable().is_some()
 }
 
 /// Reads what the minion has sent so far, without waiting: one poll of the
