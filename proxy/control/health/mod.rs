@@ -54,20 +54,19 @@
 //! probes and what its result means is [`judge`]'s (pure, unit-tested on
 //! virtual time), when a ret port may be pinged [`gate`]'s.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::master::{Host, MasterId, MasterSpec, Port};
+use crate::config::master::{Host, MasterSpec, Port};
 use crate::config::settings::{HealthSettings, Tunables};
 use crate::config::{ProbeKind, Transport, CONFIRM_PING_TIMEOUT, PING_AFTER_OPEN};
-use crate::control::answers::Answers;
-use crate::control::evidence::{PingOutcome, PortsEvidence};
+use crate::control::evidence::PingOutcome;
 use crate::control::liveness::Liveness;
 use crate::control::resolve::Addresses;
 use crate::limits::Op;
@@ -75,8 +74,11 @@ use crate::metrics::{CheckResult, Evidence as EvidenceKind, Metrics, SuspicionOu
 use crate::zmtp::probe::{self, ProbeError};
 
 mod gate;
+mod handle;
 mod judge;
 pub mod verify;
+
+pub use handle::{HealthHandle, Transition};
 
 use gate::Opening;
 use judge::{Check, Heard, Judge, Round, Settled, Suspicion};
@@ -85,114 +87,6 @@ use judge::{Check, Heard, Judge, Round, Settled, Suspicion};
 /// round probes instead (sessions claim within microseconds unless each
 /// is inside a message).
 const CLAIM_BOUND: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// A health transition, sent to the supervisor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transition {
-    /// The plane the master id belongs to (a reload starts a new one).
-    pub generation: u64,
-    pub master: MasterId,
-    pub up: bool,
-    /// Why (the failing probe's error, or "probes ok").
-    pub detail: String,
-}
-
-/// What the admin API shows about a master's last probe.
-#[derive(Clone, Debug, Default)]
-pub struct ProbeStatus {
-    pub up: Option<bool>,
-    pub last_probe: Option<SystemTime>,
-    pub last_result: Option<String>,
-}
-
-/// Shared between a master's health task and the forwarders.
-#[derive(Debug, Default)]
-pub struct HealthHandle {
-    wake: Notify,
-    suspect: AtomicBool,
-    /// A session was cut, or every master is re-probed: the next round
-    /// probes (see `Judge::must_probe`).
-    lost: AtomicBool,
-    status: Mutex<ProbeStatus>,
-    /// The request clocks of this master's ret sessions (transport tcp).
-    pub answers: Answers,
-    /// What this master's live sessions say about it, per port.
-    pub evidence: PortsEvidence,
-    /// The route sends minions here (active, or lingering after a switch):
-    /// checked every interval; otherwise a standby, probed lazily.
-    routed: AtomicBool,
-    /// When a check last found the master up.
-    last_ok: Mutex<Option<Instant>>,
-    /// Why a probe right before a switch to it failed (`verify`).
-    verify_failed: Mutex<Option<String>>,
-}
-
-// === impl HealthHandle ===
-
-impl HealthHandle {
-    /// A live session to this master was cut: probe now.
-    /// A handle that starts from an earlier one's state (a reload).
-    pub fn with_status(status: ProbeStatus) -> Self {
-        HealthHandle {
-            status: Mutex::new(status),
-            ..Default::default()
-        }
-    }
-
-    /// Whether the route sends minions to this master; becoming routed
-    /// wakes its health task (a standby's next round may be far off).
-    pub fn set_routed(&self, routed: bool) {
-        if !self.routed.swap(routed, Ordering::Relaxed) && routed {
-            self.wake.notify_one();
-        }
-    }
-
-    pub fn is_routed(&self) -> bool {
-        self.routed.load(Ordering::Relaxed)
-    }
-
-    /// A check found the master up at `at`.
-    fn note_ok(&self, at: Instant) {
-        if let Ok(mut last) = self.last_ok.lock() {
-            *last = Some(last.map_or(at, |l| l.max(at)));
-        }
-    }
-
-    /// When a check last found the master up.
-    pub fn last_ok(&self) -> Option<Instant> {
-        self.last_ok.lock().ok().and_then(|l| *l)
-    }
-
-    fn take_verify_failure(&self) -> Option<String> {
-        self.verify_failed.lock().ok().and_then(|mut s| s.take())
-    }
-
-    /// A probe right before a switch to this master failed: its health task
-    /// calls it down at once.
-    pub fn fail_verification(&self, why: String) {
-        if let Ok(mut slot) = self.verify_failed.lock() {
-            *slot = Some(why);
-        }
-        self.wake.notify_one();
-    }
-
-    /// A live session to this master was cut (or every master is to be
-    /// re-probed): probe now, whatever the sessions said before.
-    pub fn reprobe(&self) {
-        self.lost.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-
-    /// A connect to this master failed: count a failed check and probe now.
-    pub fn suspect(&self) {
-        self.suspect.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-
-    pub fn status(&self) -> ProbeStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
 
 /// One master's health task: what it probes, what it reads, where it reports.
 pub struct Watch {
