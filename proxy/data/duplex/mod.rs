@@ -23,6 +23,7 @@
 //! This module is the policy: when a session ends, drains or moves. The
 //! byte moving is [`copy`]'s.
 
+mod buffer;
 mod copy;
 #[cfg(test)]
 mod tests;
@@ -43,7 +44,7 @@ use crate::control::sessions::{SessionTokens, SwitchGate};
 use crate::data::admit::Newcomer;
 use crate::data::track::Tracks;
 
-pub use copy::Carry;
+pub use buffer::Carry;
 use copy::{Activity, Copy, Out, Pump, Side, Stop};
 
 /// Quiet time after which a draining session counts as idle. Long enough for

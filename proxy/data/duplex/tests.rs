@@ -1,7 +1,7 @@
 //! The session policy against real loopback sockets: half-close, reset,
 //! drain, moves at boundaries, graceful switches.
 
-use super::copy::CHUNK;
+use super::buffer::CHUNK;
 use super::*;
 use crate::control::evidence::Evidence;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
