@@ -17,8 +17,8 @@
 //!    `MasterId`, `MasterSpec`, `Port`, `Host`) and the live tunables
 //!    (`settings`). Beside it, `clock.rs`: wall-clock time as Unix time
 //!    (metrics, `/status`, the jitter seed).
-//! 2. `metrics.rs`, `limits.rs`: the Prometheus families every layer
-//!    updates, and the resource budgets (open files → a reserve and the
+//! 2. `metrics/` (the families; `labels`: one enum per label), `limits.rs`:
+//!    the Prometheus families every layer updates, and the resource budgets (open files → a reserve and the
 //!    session cap) with the sidecar's own exhaustion (EMFILE, ...), which is
 //!    counted and never blamed on a master.
 //! 3. `net.rs`: connecting to a master (timeouts, socket options, RST on
@@ -27,9 +27,12 @@
 //!    [`probe`] of one port, and `saltreq`, the little of Salt's tcp framing
 //!    the `ping` probe needs.
 //! 5. `control/`: which master is up and which is active: `select/` (the
-//!    pure policy, [`select`]; `order`: preference, shuffle, jitter seed),
-//!    [`hysteresis`], `health/` (one probe task per master; `judge` and
-//!    `gate` are its pure core), `answers` (ret requests left unanswered),
+//!    pure policy, [`select`]; `words`: its events and actions; `order`:
+//!    preference, shuffle, jitter seed), [`hysteresis`], `health/` (one
+//!    probe task per master; `judge` and `gate` are its pure core, `handle`
+//!    what it shares, `verify` the check right before a switch), `evidence`
+//!    (what the minion's live sessions say of a master: heard, ZMTP PING),
+//!    `answers` (ret requests left unanswered),
 //!    `resolve` (DNS), `srv` (the masters of an SRV record), `masters` (the
 //!    plane: everything kept per master), `sessions` (the per-master reset
 //!    and drain tokens), `supervisor` (drives `select` and carries out its
@@ -37,11 +40,11 @@
 //!    for the systemd watchdog).
 //! 6. `data/`: the minion's sessions: `forward/` (accept, connect to the
 //!    route's master, move a session on a switch, and `notice`: make a ZeroMQ
-//!    minion notice a switch or every master down, for Salt's events), `admit` (who gets a slot
-//!    when the session cap is full), `duplex/` (one session: `copy`, the
-//!    two-way copy, and the policy of when it ends), `track` (the frame
-//!    boundaries of a relayed ZMTP session) and `rejoin` (opening it on
-//!    another master).
+//!    minion notice a switch or every master down, for Salt's events),
+//!    `admit` (who gets a slot when the session cap is full), `duplex/` (one
+//!    session: `copy`, the two-way copy, its `buffer`s, and the policy of
+//!    when it ends), `track` (the frame boundaries of a relayed ZMTP
+//!    session) and `rejoin` (opening it on another master).
 //! 7. `ops/`: [`app`] (the wiring), `reload` (a pure diff, then commands
 //!    down), `admin/` (the HTTP routes: the read-only endpoints, the admin
 //!    `commands`, the `report` of `/readyz` and `/status`), `listen` (serving them on TCP and
