@@ -33,7 +33,7 @@ pub enum Event {
     /// Whether any minion session is open (the supervisor sends it when that
     /// changes, before the event that follows the change).
     Minion(Minion),
-    /// Time passed (the supervisor calls this at [`Selector::next_deadline`]).
+    /// Time passed (the supervisor calls this at [`Selector::next_deadline`](super::Selector::next_deadline)).
     Tick,
 }
 
