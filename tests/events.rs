@@ -176,7 +176,14 @@ async fn with_every_master_down_the_publish_connection_is_closed_and_refused_and
         "the close and the refusal are counted"
     );
     let held = tokio::spawn(async move {
-        let mut c = ZmtpClient::connect(addr(net, 1, 4506), SocketType::Dealer, T).await?;
+        // Held: its handshake completes only once a master is back (started
+        // below, then up after `rise` probes), so not within `T`.
+        let mut c = ZmtpClient::connect(
+            addr(net, 1, 4506),
+            SocketType::Dealer,
+            Duration::from_secs(30),
+        )
+        .await?;
         c.request(b"held", Duration::from_secs(30)).await
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
