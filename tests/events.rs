@@ -22,9 +22,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use salt_sidecar::api::MinionNotice;
 use salt_sidecar::standin::{StandinError, ZmtpClient};
 use salt_sidecar::zmtp::SocketType;
-use support::{addr, sample, scrape, until_answered_by, Log, Sidecar, Yaml};
+use support::{addr, sample, scrape, status, until_answered_by, Log, Sidecar, Yaml};
 
 const T: Duration = Duration::from_secs(2);
 
@@ -247,11 +248,17 @@ async fn after_a_switch_the_moved_publish_session_closes_when_quiet_and_a_reconn
         .await
         .starts_with("A:tick"));
 
+    assert_eq!(status(admin).minion_notice, None, "nothing to notice yet");
     a.kill();
     // No publication missed: B's first tick comes on the moved session.
     let tick = next_tick(&mut sub, Duration::from_secs(10)).await;
     assert!(tick.starts_with("B:tick"), "{tick}");
     let ticked = Instant::now();
+    assert_eq!(
+        status(admin).minion_notice,
+        Some(MinionNotice::Closing),
+        "/status says the moved session is to be closed"
+    );
     assert!(req
         .request(b"moved", T)
         .await
@@ -279,6 +286,11 @@ async fn after_a_switch_the_moved_publish_session_closes_when_quiet_and_a_reconn
         asked(admin, "switch") >= 2.0,
         "the close and the refusal are counted"
     );
+    assert_eq!(
+        status(admin).minion_notice,
+        Some(MinionNotice::Refusing),
+        "/status says the minion's publish connections are refused"
+    );
     sidecar
         .log
         .wait_for_async(&["so the minion's alive check sees it"], T)
@@ -303,6 +315,7 @@ async fn after_a_switch_the_moved_publish_session_closes_when_quiet_and_a_reconn
             T,
         )
         .await;
+    assert_eq!(status(admin).minion_notice, None, "noticed");
     sidecar.assert_no_panic();
 }
 

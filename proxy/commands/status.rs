@@ -19,8 +19,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
 
 pub use crate::ops::api::{
-    HealthState, LastResourceError, MasterStatus, ResourceStatus, SessionCounts, SrvStatus,
-    StatusReport,
+    HealthState, LastResourceError, MasterStatus, MinionNotice, ResourceStatus, SessionCounts,
+    SrvStatus, StatusReport,
 };
 
 /// Largest answer the client reads (a Prometheus query answer, a `/status`).
@@ -248,6 +248,14 @@ pub fn render_table(report: &StatusReport, admin: &AdminAddr) -> String {
     out
 }
 
+/// The `minion:` line while the minion is noticing a switch (`salt_events`).
+fn notice_line(n: MinionNotice) -> &'static str {
+    match n {
+        MinionNotice::Closing => "noticing the switch: its moved publish session is closed at its first quiet moment",
+        MinionNotice::Refusing => "noticing the switch: its publish connections are refused until it signs in again (it hears no publication)",
+    }
+}
+
 /// The `srv:` line: the record, and how fresh its answer is.
 fn srv_line(s: &SrvStatus) -> String {
     let mut line = match (s.last_refresh_age_seconds, s.ttl_seconds) {
@@ -303,6 +311,9 @@ fn summary(report: &StatusReport, admin: &AdminAddr) -> String {
     );
     if let Some(srv) = &report.srv {
         let _ = writeln!(out, "srv:         {}", srv_line(srv));
+    }
+    if let Some(n) = report.minion_notice {
+        let _ = writeln!(out, "minion:      {}", notice_line(n));
     }
     if let Some(r) = &report.resources {
         let _ = writeln!(
@@ -495,6 +506,7 @@ mod tests {
                     age_seconds: 65.0,
                 }),
             }),
+            minion_notice: None,
         }
     }
 
@@ -537,6 +549,19 @@ mod tests {
         assert!(
             a.contains("0.4s ago: publish port 4505: connection refused"),
             "{a}"
+        );
+    }
+
+    #[test]
+    fn while_the_minion_notices_a_switch_the_table_says_so() {
+        let addr = AdminAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 9464)));
+        assert!(!render_table(&report(), &addr).contains("minion:"));
+        let mut r = report();
+        r.minion_notice = Some(MinionNotice::Refusing);
+        let t = render_table(&r, &addr);
+        assert!(
+            t.contains("minion:      noticing the switch: its publish connections are refused until it signs in again"),
+            "{t}"
         );
     }
 

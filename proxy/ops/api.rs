@@ -32,6 +32,23 @@ pub struct StatusReport {
     /// The sidecar's own budget and exhaustion (absent from older sidecars).
     #[serde(default)]
     pub resources: Option<ResourceStatus>,
+    /// Where the minion is in noticing the last switch (`salt_events`):
+    /// `None` once it has (or with nothing to notice).
+    #[serde(default)]
+    pub minion_notice: Option<MinionNotice>,
+}
+
+/// Where the minion is in noticing a switch (`sidecar.salt_events`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MinionNotice {
+    /// Its publish session, moved at the switch, is to be closed at its
+    /// first quiet moment (2 s without a publication): a job published now
+    /// may meet the close.
+    Closing,
+    /// Its publish connections are refused until it signs in again (one
+    /// alive interval + 2 s at most): it hears no publication.
+    Refusing,
 }
 
 /// The SRV record the masters come from, and how fresh its answer is.

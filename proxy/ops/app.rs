@@ -28,7 +28,7 @@ use crate::control::masters::{Plane, PlaneBuilder};
 use crate::control::select::{jitter_seed, preference_order, Reason, Selector};
 use crate::control::srv;
 use crate::control::supervisor::{Command, Snapshot, Supervisor};
-use crate::data::forward::Forwarder;
+use crate::data::forward::{Forwarder, Notice};
 use crate::limits::{self, Budget};
 use crate::metrics::Metrics;
 use crate::ops::admin::{self, Admin};
@@ -209,6 +209,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         answers
     });
     let sessions = Arc::new(Semaphore::new(budget.max_sessions));
+    let notice = Arc::new(Notice::default());
     let admin = Arc::new(Admin {
         minion_id: config.minion_id.clone(),
         metrics: metrics.clone(),
@@ -219,6 +220,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         socket: sc.admin_socket.path.clone(),
         max_sessions: budget.max_sessions,
         sessions: sessions.clone(),
+        notice: notice.clone(),
     });
     let endpoint = listen::Endpoint {
         router: admin::router(admin),
@@ -240,7 +242,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         sessions,
         max_sessions: budget.max_sessions,
         newcomers: Default::default(),
-        notice: Default::default(),
+        notice: notice.clone(),
     });
     for (listener, port) in [
         (listeners.publish, Port::Publish),

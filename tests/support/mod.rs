@@ -470,15 +470,28 @@ pub fn skip(line: &str) {
 /// `GET /metrics` from the admin endpoint at `admin` (plain HTTP/1.0): the
 /// whole response, headers included.
 pub fn scrape(admin: SocketAddr) -> String {
+    get(admin, "/metrics")
+}
+
+/// `GET path` from the admin endpoint at `admin` (plain HTTP/1.0): the
+/// whole response, headers included.
+pub fn get(admin: SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(admin).expect("admin endpoint");
     s.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .expect("request");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("response");
     out
+}
+
+/// `/status` from the admin endpoint at `admin`, parsed.
+pub fn status(admin: SocketAddr) -> salt_sidecar::api::StatusReport {
+    let text = get(admin, "/status");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("/status: {e}: {text}"))
 }
 
 /// Every series of `family` in a Prometheus text exposition: its labels and

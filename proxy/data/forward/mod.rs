@@ -66,7 +66,7 @@ mod moving;
 mod notice;
 mod upstream;
 
-pub use notice::Notice;
+pub use notice::{Notice, Phase};
 
 use moving::{minion_closed, MoveError};
 use upstream::Opening;
@@ -91,8 +91,9 @@ pub struct Forwarder {
     /// Connections that have not spoken yet: at the cap, the oldest of them
     /// gives its slot to a newcomer.
     pub newcomers: Newcomers,
-    /// The publish connections refused after a switch (`salt_events`).
-    pub notice: Notice,
+    /// The publish connections refused after a switch (`salt_events`);
+    /// shared with `/status`.
+    pub notice: Arc<Notice>,
 }
 
 /// How long a newcomer waits for the slot of the connection it evicted.
@@ -264,6 +265,7 @@ impl Forwarder {
         // A publish session moved to another master, to be closed at its
         // first quiet moment so that the minion notices (`salt_events`).
         let mut leaving = false;
+        let mut closing = None;
         loop {
             let (plane, master, mut upstream, tokens) = next;
             let label = plane.label(master);
@@ -402,6 +404,9 @@ impl Forwarder {
                     leaving = port == Port::Publish
                         && self.tunables.borrow().shows_switches()
                         && upstream.0.label(upstream.1) != label;
+                    if leaving && closing.is_none() {
+                        closing = Some(self.notice.closing());
+                    }
                     debug!(port = port.as_str(), %peer, from = label, to = upstream.0.label(upstream.1), cause = cause.as_str(), "session moved to the new master");
                     last_move = Some(Instant::now());
                     next = upstream;

@@ -25,9 +25,12 @@
 //!   one alive interval and [`MARGIN`], whichever comes first.
 //!
 //! Holds one small state behind a lock, touched once per window and per
-//! refused connection, never per byte. Logs one line when a window opens
-//! and one when it ends.
+//! refused connection, never per byte, and a count of the moved publish
+//! sessions waiting for their quiet moment. `/status` shows both as the
+//! minion's [`Phase`]. Logs one line when a window opens and one when it
+//! ends.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -43,6 +46,30 @@ pub const MARGIN: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct Notice {
     window: Mutex<Option<Window>>,
+    /// Publish sessions moved at a switch, to be closed at their first
+    /// quiet moment.
+    closing: AtomicUsize,
+}
+
+/// Where the minion is in noticing a switch (`/status` `minion_notice`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// A publish session moved at a switch waits for its first quiet
+    /// moment to be closed: a publication now may meet the close.
+    Closing,
+    /// Its publish connections are refused until it signs in again: it
+    /// hears no publication.
+    Refusing,
+}
+
+/// Counts one moved publish session as closing while it lives.
+#[derive(Debug)]
+pub struct Closing<'a>(&'a Notice);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.0.closing.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +115,29 @@ impl Notice {
                     "publish session closed after a switch so the minion's alive check sees it: its publish connections are refused until it signs in again"
                 );
             }
+        }
+    }
+
+    /// A publish session moved at a switch is to be closed at its first
+    /// quiet moment: counted until the guard drops.
+    pub fn closing(&self) -> Closing<'_> {
+        self.closing.fetch_add(1, Ordering::Relaxed);
+        Closing(self)
+    }
+
+    /// Where the minion is in noticing a switch, at `now` (a window that
+    /// has passed counts as none, without closing it: a read).
+    pub fn phase(&self, now: Instant) -> Option<Phase> {
+        let refusing = self
+            .window
+            .lock()
+            .is_ok_and(|w| w.is_some_and(|open| now < open.until));
+        if refusing {
+            Some(Phase::Refusing)
+        } else if self.closing.load(Ordering::Relaxed) > 0 {
+            Some(Phase::Closing)
+        } else {
+            None
         }
     }
 
@@ -173,6 +223,19 @@ mod tests {
         assert_eq!(n.ret_closed(before, t0 + 3 * S), Some(Ended::Reacted));
         assert!(!n.refusing(t0 + 3 * S));
         assert_eq!(n.ret_closed(before, t0 + 4 * S), None, "no window");
+    }
+
+    #[test]
+    fn the_phase_says_closing_then_refusing_then_nothing() {
+        let n = Notice::default();
+        let t0 = Instant::now();
+        assert_eq!(n.phase(t0), None);
+        let guard = n.closing();
+        assert_eq!(n.phase(t0), Some(Phase::Closing));
+        n.open(t0, 2 * S);
+        drop(guard);
+        assert_eq!(n.phase(t0 + S), Some(Phase::Refusing));
+        assert_eq!(n.phase(t0 + 2 * S), None, "passed");
     }
 
     #[test]

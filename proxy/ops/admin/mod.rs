@@ -35,6 +35,7 @@ use crate::config::master::MasterId;
 use crate::control::masters::Plane;
 use crate::control::srv::SrvState;
 use crate::control::supervisor::{Command, Snapshot};
+use crate::data::forward::Notice;
 use crate::metrics::Metrics;
 use crate::ops::reload::Reloader;
 
@@ -55,6 +56,8 @@ pub struct Admin {
     /// The session cap in force and its permits (shown by `/status`).
     pub max_sessions: usize,
     pub sessions: Arc<tokio::sync::Semaphore>,
+    /// Where the minion is in noticing a switch (`salt_events`).
+    pub notice: Arc<Notice>,
 }
 
 /// A plain-text answer of one line.
@@ -241,6 +244,7 @@ mod testing {
             socket: PathBuf::from("/run/salt-sidecar/admin.sock"),
             max_sessions: 10,
             sessions: Arc::new(tokio::sync::Semaphore::new(10)),
+            notice: Default::default(),
         }
     }
 }

@@ -10,10 +10,11 @@ use crate::clock;
 use crate::config::master::Port;
 use crate::control::srv::SrvState;
 use crate::control::supervisor::Snapshot;
+use crate::data::forward::Phase;
 use crate::limits::LastError;
 use crate::ops::api::{
-    HealthState, LastResourceError, MasterStatus, ResourceStatus, SessionCounts, SrvStatus,
-    StatusReport,
+    HealthState, LastResourceError, MasterStatus, MinionNotice, ResourceStatus, SessionCounts,
+    SrvStatus, StatusReport,
 };
 
 /// `/readyz` says "not ready" for this long after the sidecar ran out of a
@@ -168,6 +169,13 @@ impl Admin {
             masters,
             srv: self.srv.as_ref().map(|rx| srv_status(&rx.borrow(), now)),
             resources: Some(self.resources()),
+            minion_notice: self
+                .notice
+                .phase(tokio::time::Instant::now())
+                .map(|p| match p {
+                    Phase::Closing => MinionNotice::Closing,
+                    Phase::Refusing => MinionNotice::Refusing,
+                }),
         }
     }
 }
