@@ -17,80 +17,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use salt_sidecar::api::MinionNotice;
 use salt_sidecar::standin::{StandinError, ZmtpClient};
 use salt_sidecar::zmtp::SocketType;
-use support::{addr, sample, scrape, status, until_answered_by, Log, Sidecar, Yaml};
+use support::py::zmq_master;
+use support::{addr, sample, scrape, status, until_answered_by, Sidecar, Yaml};
 
 const T: Duration = Duration::from_secs(2);
-
-fn python() -> PathBuf {
-    let venv = std::env::var("SALT_SIDECAR_VENV")
-        .unwrap_or_else(|_| "/var/cache/salt-sidecar/venv".into());
-    let py = PathBuf::from(venv).join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run ./scripts/test-deps (or ./scripts/test) first",
-        py.display()
-    );
-    py
-}
-
-/// A libzmq stand-in master (PUB + ROUTER) on 127.0.<net>.<host>, publishing
-/// `NAME:tick N` every `tick` seconds; killed by PID on drop.
-struct ZmqMaster {
-    child: Child,
-}
-
-impl ZmqMaster {
-    fn start(name: &str, net: u8, host: u8, tick: f64) -> ZmqMaster {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/zmq_master.py");
-        let mut child = Command::new(python())
-            .arg(script)
-            .args(["--name", name])
-            .args(["--publish", &addr(net, host, 4505).to_string()])
-            .args(["--ret", &addr(net, host, 4506).to_string()])
-            .args(["--tick", &tick.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn zmq_master.py");
-        let out = Log::default();
-        let sink = out.clone();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.push(line);
-            }
-        });
-        let master = ZmqMaster { child };
-        out.wait_for(&["ready"], Duration::from_secs(20));
-        master
-    }
-
-    /// SIGKILL, as a crash; returns once the process is gone.
-    fn kill(mut self) {
-        let status = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ZmqMaster {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `salt_sidecar_minion_reconnects_asked_total{port="publish",reason}`.
 fn asked(admin: std::net::SocketAddr, reason: &str) -> f64 {
@@ -136,7 +71,7 @@ async fn next_tick(sub: &mut ZmtpClient, limit: Duration) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_every_master_down_the_publish_connection_is_closed_and_refused_and_ret_is_held() {
     let net = 230;
-    let a = ZmqMaster::start("A", net, 2, 0.2);
+    let mut a = zmq_master("A", net, 2, 0.2);
     let sidecar = Sidecar::start(
         &Yaml::new("127.0.230.1", &["127.0.230.2"])
             .minion("master_alive_interval: 1\nrandom_reauth_delay: 0")
@@ -147,7 +82,7 @@ async fn with_every_master_down_the_publish_connection_is_closed_and_refused_and
     let (mut sub, _) = until_subscribed(net, Duration::from_secs(5)).await;
     assert!(next_tick(&mut sub, T).await.starts_with("A:tick"));
 
-    a.kill();
+    a.sigkill();
     sidecar
         .log
         .wait_for_async(
@@ -196,7 +131,7 @@ async fn with_every_master_down_the_publish_connection_is_closed_and_refused_and
     // A master is back: the held request is served, and publish sessions
     // are accepted again (Salt's alive check finds one: `__master_connected`,
     // or the sign-in of a 3006+ minion's new publish channel).
-    let _a = ZmqMaster::start("A", net, 2, 0.2);
+    let mut _a = zmq_master("A", net, 2, 0.2);
     let reply = tokio::time::timeout(Duration::from_secs(10), held)
         .await
         .expect("served in time")
@@ -219,8 +154,8 @@ async fn after_a_switch_the_moved_publish_session_closes_when_quiet_and_a_reconn
 ) {
     let net = 231;
     // Ticks every 3 s: the publish session is quiet for 2 s after each.
-    let a = ZmqMaster::start("A", net, 2, 3.0);
-    let _b = ZmqMaster::start("B", net, 3, 3.0);
+    let mut a = zmq_master("A", net, 2, 3.0);
+    let mut _b = zmq_master("B", net, 3, 3.0);
     let sidecar = Sidecar::start(
         &Yaml::new("127.0.231.1", &["127.0.231.2", "127.0.231.3"])
             // The window's longest: one alive interval (5 s) + 2 s; the
@@ -249,7 +184,7 @@ async fn after_a_switch_the_moved_publish_session_closes_when_quiet_and_a_reconn
         .starts_with("A:tick"));
 
     assert_eq!(status(admin).minion_notice, None, "nothing to notice yet");
-    a.kill();
+    a.sigkill();
     // No publication missed: B's first tick comes on the moved session.
     let tick = next_tick(&mut sub, Duration::from_secs(10)).await;
     assert!(tick.starts_with("B:tick"), "{tick}");
@@ -326,8 +261,8 @@ async fn after_a_switch_the_moved_publish_session_closes_when_quiet_and_a_reconn
 #[tokio::test(flavor = "multi_thread")]
 async fn a_window_ends_by_itself_and_salt_events_false_keeps_the_switch_hidden() {
     let net = 232;
-    let a = ZmqMaster::start("A", net, 2, 3.0);
-    let _b = ZmqMaster::start("B", net, 3, 3.0);
+    let mut a = zmq_master("A", net, 2, 3.0);
+    let mut _b = zmq_master("B", net, 3, 3.0);
     let sidecar = Sidecar::start(
         &Yaml::new("127.0.232.1", &["127.0.232.2", "127.0.232.3"])
             .minion("master_alive_interval: 1\nrandom_reauth_delay: 0")
@@ -342,7 +277,7 @@ async fn a_window_ends_by_itself_and_salt_events_false_keeps_the_switch_hidden()
     assert!(next_tick(&mut sub, Duration::from_secs(5))
         .await
         .starts_with("A:tick"));
-    a.kill();
+    a.sigkill();
     assert!(next_tick(&mut sub, Duration::from_secs(10))
         .await
         .starts_with("B:tick"));
@@ -368,7 +303,7 @@ async fn a_window_ends_by_itself_and_salt_events_false_keeps_the_switch_hidden()
     drop(sidecar);
 
     // The same switch with `salt_events: false`: hidden.
-    let a2 = ZmqMaster::start("A", net, 2, 3.0);
+    let mut a2 = zmq_master("A", net, 2, 3.0);
     let hidden = Sidecar::start(
         &Yaml::new("127.0.232.1", &["127.0.232.2", "127.0.232.3"])
             .minion("master_alive_interval: 1\nrandom_reauth_delay: 0")
@@ -384,7 +319,7 @@ async fn a_window_ends_by_itself_and_salt_events_false_keeps_the_switch_hidden()
     assert!(next_tick(&mut sub, Duration::from_secs(5))
         .await
         .starts_with("A:tick"));
-    a2.kill();
+    a2.sigkill();
     for _ in 0..3 {
         let tick = next_tick(&mut sub, Duration::from_secs(10)).await;
         assert!(

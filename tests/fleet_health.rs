@@ -18,81 +18,27 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use salt_sidecar::zmtp::{encode_message, encode_ready, greeting_null, SocketType};
-use support::{Log, Sidecar};
+use support::py::{Py, ZmqMaster};
+use support::Sidecar;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-fn python() -> PathBuf {
-    let venv = std::env::var("SALT_SIDECAR_VENV")
-        .unwrap_or_else(|_| "/var/cache/salt-sidecar/venv".into());
-    let py = PathBuf::from(venv).join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run ./scripts/test-deps (or ./scripts/test) first",
-        py.display()
-    );
-    py
-}
 
 /// A pyzmq master (`zmq_master.py`) on `ip`:4505/4506 that publishes
 /// nothing (a tick an hour): its sessions are quiet unless asked. Killed by
 /// PID on drop (and continued first if stopped).
-struct PyMaster {
-    child: Child,
-}
-
-impl PyMaster {
-    fn start(name: &str, ip: &str) -> PyMaster {
-        let mut child = Command::new(python())
-            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/zmq_master.py"))
-            .args(["--name", name, "--tick", "3600"])
-            .args([
-                "--publish",
-                &format!("{ip}:4505"),
-                "--ret",
-                &format!("{ip}:4506"),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn zmq_master.py");
-        let out = Log::default();
-        let sink = out.clone();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.push(line);
-            }
-        });
-        out.wait_for(&["ready"], Duration::from_secs(20));
-        PyMaster { child }
+fn quiet_master(name: &str, ip: &str) -> Py {
+    ZmqMaster {
+        publish: format!("{ip}:4505").parse().expect("addr"),
+        ret: format!("{ip}:4506").parse().expect("addr"),
+        ..ZmqMaster::on(name, 0, 0, 3600.0)
     }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {sig}");
-    }
-}
-
-impl Drop for PyMaster {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    .start()
 }
 
 /// A TCP relay in front of a master: what the master is sent passes
@@ -231,8 +177,8 @@ fn yaml(net: u8, masters: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_session_spares_its_master_every_probe_connection() {
     let net = 160;
-    let _a = PyMaster::start("A", "127.0.160.12");
-    let _b = PyMaster::start("B", "127.0.160.13");
+    let _a = quiet_master("A", "127.0.160.12");
+    let _b = quiet_master("B", "127.0.160.13");
     let relay_a = Relay::start(support::addr(net, 2, 4505), support::addr(net, 12, 4505)).await;
     let relay_a_ret = Relay::start(support::addr(net, 2, 4506), support::addr(net, 12, 4506)).await;
     let relay_b = Relay::start(support::addr(net, 3, 4505), support::addr(net, 13, 4505)).await;
@@ -330,8 +276,8 @@ async fn an_idle_session_spares_its_master_every_probe_connection() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_master_with_an_idle_session_is_failed_over_within_3_s() {
     let net = 161;
-    let a = PyMaster::start("A", "127.0.161.2");
-    let _b = PyMaster::start("B", "127.0.161.3");
+    let a = quiet_master("A", "127.0.161.2");
+    let _b = quiet_master("B", "127.0.161.3");
     let sidecar = Sidecar::start(&yaml(net, &["127.0.161.2", "127.0.161.3"]));
     sidecar
         .log

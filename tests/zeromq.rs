@@ -6,105 +6,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use salt_sidecar::config::ProbeKind;
 use salt_sidecar::master::Port;
 use salt_sidecar::probe::{self, ProbeError};
+use support::py::{zmq_master, Py, ZmqMaster};
 use support::{config, Log, Sidecar};
-
-fn python() -> PathBuf {
-    let venv = std::env::var("SALT_SIDECAR_VENV")
-        .unwrap_or_else(|_| "/var/cache/salt-sidecar/venv".into());
-    let py = PathBuf::from(venv).join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run ./scripts/test-deps (or ./scripts/test) first",
-        py.display()
-    );
-    py
-}
-
-fn helper(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/helpers")
-        .join(name)
-}
-
-/// A Python helper process; its stdout lines are collected; killed by PID on drop.
-struct Py {
-    child: Child,
-    out: Log,
-}
-
-impl Py {
-    fn spawn(script: &str, args: &[String]) -> Py {
-        let mut child = Command::new(python())
-            .arg(helper(script))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn python helper");
-        let out = Log::default();
-        let sink = out.clone();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.push(line);
-            }
-        });
-        Py { child, out }
-    }
-
-    /// A ZeroMQ stand-in master on 127.0.<net>.<host>:4505/4506.
-    fn master(name: &str, net: u8, host: u8) -> Py {
-        Self::master_on(
-            name,
-            &format!("127.0.{net}.{host}:4505"),
-            &format!("127.0.{net}.{host}:4506"),
-        )
-    }
-
-    fn master_on(name: &str, publish: &str, ret: &str) -> Py {
-        let p = Py::spawn(
-            "zmq_master.py",
-            &[
-                "--name",
-                name,
-                "--publish",
-                publish,
-                "--ret",
-                ret,
-                "--tick",
-                "0.1",
-            ]
-            .map(String::from),
-        );
-        p.out.wait_for(&["ready"], Duration::from_secs(20));
-        p
-    }
-
-    fn sigkill(&mut self) {
-        let status = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Py {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Seconds (unix time) of the first minion event matching all `parts`, after `after`.
 fn first_event_after(log: &Log, parts: &[&str], after: f64) -> Option<f64> {
@@ -133,7 +41,7 @@ fn unix_now() -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_zmtp_probe_accepts_real_pub_and_router_and_rejects_swapped_ports() {
-    let _m = Py::master("A", 20, 2);
+    let _m = zmq_master("A", 20, 2, 0.1);
     let addrs = ["127.0.20.2".parse().unwrap()];
     let t = Duration::from_secs(2);
     probe::probe(ProbeKind::Zmtp, &addrs, 4505, Port::Publish, t)
@@ -143,7 +51,12 @@ async fn the_zmtp_probe_accepts_real_pub_and_router_and_rejects_swapped_ports() 
         .await
         .expect("ROUTER on the ret port");
     // A master whose ports are swapped (ROUTER on 4505, PUB on 4506) is not healthy.
-    let _s = Py::master_on("S", "127.0.20.3:4506", "127.0.20.3:4505");
+    let _s = ZmqMaster {
+        publish: "127.0.20.3:4506".parse().expect("addr"),
+        ret: "127.0.20.3:4505".parse().expect("addr"),
+        ..ZmqMaster::on("S", 20, 3, 0.1)
+    }
+    .start();
     let swapped = ["127.0.20.3".parse().unwrap()];
     let e = probe::probe(ProbeKind::Zmtp, &swapped, 4505, Port::Publish, t)
         .await
@@ -158,8 +71,8 @@ async fn the_zmtp_probe_accepts_real_pub_and_router_and_rejects_swapped_ports() 
 #[test]
 fn a_zeromq_minion_survives_a_master_sigkill_and_fails_back() {
     let net = 21;
-    let mut a = Py::master("A", net, 2);
-    let _b = Py::master("B", net, 3);
+    let mut a = zmq_master("A", net, 2, 0.1);
+    let _b = zmq_master("B", net, 3, 0.1);
     let interval = 1.0;
     let sidecar = Sidecar::start(&config(
         net,
@@ -222,7 +135,7 @@ fn a_zeromq_minion_survives_a_master_sigkill_and_fails_back() {
     let before = minion.out.count(&replies_from_a);
     let restarted = unix_now();
     let started = Instant::now();
-    let _a2 = Py::master("A", net, 2);
+    let _a2 = zmq_master("A", net, 2, 0.1);
     sidecar.log.wait_for(
         &["switched master", "reason=\"failback\""],
         Duration::from_secs(15),
@@ -304,7 +217,7 @@ fn a_three_minute_outage_holds_flat_descriptors_and_a_returning_master_serves_at
     assert_eq!(minion.out.count(&["\"event\": \"reply\""]), 0);
 
     let back = unix_now();
-    let _a = Py::master("A", net, 2);
+    let _a = zmq_master("A", net, 2, 0.1);
     let ready = unix_now();
     minion.out.wait_for(
         &["\"event\": \"reply\"", "\"from\": \"A\""],
@@ -382,8 +295,8 @@ struct Lived {
 /// A is SIGKILLed; once the minion has replies and publications from B, A
 /// comes back and the sidecar fails back to it.
 fn kill_a_then_fail_back(net: u8, sidecar_yaml: &str) -> (Lived, Sidecar, Vec<Py>) {
-    let mut a = Py::master("A", net, 2);
-    let b = Py::master("B", net, 3);
+    let mut a = zmq_master("A", net, 2, 0.1);
+    let b = zmq_master("B", net, 3, 0.1);
     let sidecar = Sidecar::start(sidecar_yaml);
     let minion = Py::spawn(
         "zmq_minion.py",
@@ -427,7 +340,7 @@ fn kill_a_then_fail_back(net: u8, sidecar_yaml: &str) -> (Lived, Sidecar, Vec<Py
         minion.out.count(&reply("\"from\": \"A\"")),
         minion.out.count(&tick("\"from\": \"A\"")),
     );
-    let a2 = Py::master("A", net, 2);
+    let a2 = zmq_master("A", net, 2, 0.1);
     sidecar.log.wait_for(
         &["switched master", "reason=\"failback\""],
         Duration::from_secs(15),

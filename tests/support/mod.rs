@@ -8,6 +8,7 @@
 pub mod cmd;
 pub mod dns;
 pub mod netns;
+pub mod py;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
