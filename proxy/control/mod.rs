@@ -13,6 +13,8 @@
 //!   tcp), which the copy loop stamps and `health` scans.
 //! - `evidence`: when each master was last heard on a live session, and
 //!   the ZMTP PINGs `health` asks those sessions to carry.
+//! - `pace`: when to let a minion's sign-in through to a new master, by
+//!   how fast it answers (pure; `data::forward` asks).
 //! - `liveness`: the supervisor's and health tasks' ticks, which the
 //!   systemd watchdog reads.
 //!
@@ -25,6 +27,7 @@ pub mod health;
 pub mod hysteresis;
 pub mod liveness;
 pub mod masters;
+pub mod pace;
 pub mod resolve;
 pub mod route;
 pub mod select;

@@ -21,8 +21,13 @@ pub struct Route {
     /// Masters to try, in order, when the active one refuses or times out.
     /// Empty while pinned, and while no master is up.
     pub fallbacks: Vec<MasterId>,
-    /// New upstream connections wait until then (reconnect jitter).
+    /// New upstream connections wait until then (reconnect jitter), unless
+    /// they are paced sign-ins (`reauth_by`).
     pub connect_after: Instant,
+    /// A sign-in paced by the new master's answers (ZeroMQ ret
+    /// connections, `control::pace`) goes by then at the latest:
+    /// `random_reauth_delay` after the switch.
+    pub reauth_by: Instant,
     /// A graceful switch is under way from this master, which is still up:
     /// new connections go to it, first and without the jitter, until the
     /// sessions the switch asked to move have all moved. A legacy minion
@@ -37,6 +42,7 @@ impl PartialEq for Route {
             && self.active == other.active
             && self.fallbacks == other.fallbacks
             && self.connect_after == other.connect_after
+            && self.reauth_by == other.reauth_by
             && self.linger == other.linger
     }
 }

@@ -152,6 +152,7 @@ impl Supervisor {
             active: selector.active(),
             fallbacks: selector.fallbacks(),
             connect_after: selector.connect_after(),
+            reauth_by: selector.reauth_by(),
             linger,
         }
     }

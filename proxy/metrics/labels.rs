@@ -162,6 +162,51 @@ impl NoticeReason {
     }
 }
 
+/// How a sign-in after a switch was let through (the `outcome` label of
+/// `sign_ins_paced_total`; `control::pace`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaceOutcome {
+    /// The new master answered the first ask in time.
+    AtOnce,
+    /// After one or more slow answers.
+    Paced,
+    /// `random_reauth_delay` after the switch, whatever the answers.
+    Bound,
+}
+
+impl PaceOutcome {
+    pub const ALL: [PaceOutcome; 3] = [PaceOutcome::AtOnce, PaceOutcome::Paced, PaceOutcome::Bound];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaceOutcome::AtOnce => "at_once",
+            PaceOutcome::Paced => "paced",
+            PaceOutcome::Bound => "bound",
+        }
+    }
+}
+
+/// How one pacing ask was answered (the `result` label of
+/// `sign_in_pace_asks_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaceAsk {
+    Fast,
+    Slow,
+    Unanswered,
+}
+
+impl PaceAsk {
+    pub const ALL: [PaceAsk; 3] = [PaceAsk::Fast, PaceAsk::Slow, PaceAsk::Unanswered];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaceAsk::Fast => "fast",
+            PaceAsk::Slow => "slow",
+            PaceAsk::Unanswered => "unanswered",
+        }
+    }
+}
+
 /// How a passive suspicion of a master ended (the `outcome` label of
 /// `passive_suspicions_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

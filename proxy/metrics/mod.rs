@@ -12,8 +12,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::master::{MasterSpec, Port};
@@ -47,6 +47,9 @@ pub struct Metrics {
     pub bytes_total: IntCounterVec,
     pub session_moves_total: IntCounterVec,
     pub minion_reconnects_asked_total: IntCounterVec,
+    pub sign_ins_paced_total: IntCounterVec,
+    pub sign_in_pace_asks_total: IntCounterVec,
+    pub sign_in_pace_wait_seconds: Histogram,
     pub passive_suspicions_total: IntCounterVec,
     pub pings_deferred_total: IntCounterVec,
     pub upstream_connect_duration_seconds: HistogramVec,
@@ -70,6 +73,9 @@ pub struct SessionCounters {
     pub to_minion: IntCounter,
     pub active: IntGauge,
 }
+
+/// Pacing waits: from "at once" to a long `random_reauth_delay`.
+const PACE_BUCKETS: &[f64] = &[0.05, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -187,6 +193,34 @@ impl Metrics {
                  by reason (all_down: no master is up; switch: a moved session's master changed).",
                 &["port", "reason"],
             )?,
+            sign_ins_paced_total: counter(
+                "sign_ins_paced_total",
+                "After a switch, how the minion's first sign-in (a new ret connection) was let \
+                 through to the new master (ZeroMQ; control::pace): at_once (the master answered \
+                 the sidecar's ping within 0.5 s), paced (after slower answers), bound \
+                 (random_reauth_delay after the switch, whatever the answers).",
+                &["master", "outcome"],
+            )?,
+            sign_in_pace_asks_total: counter(
+                "sign_in_pace_asks_total",
+                "Clear Salt pings the sidecar sent a new master to pace a sign-in (each one a \
+                 connection and a worker's answer at the master), by result: fast (within \
+                 0.5 s), slow, unanswered (within 2 s, or refused).",
+                &["master", "result"],
+            )?,
+            sign_in_pace_wait_seconds: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "sign_in_pace_wait_seconds",
+                        "How long the minion's first sign-in after a switch waited for the \
+                         pacing (about 0 with a master that keeps up; at most \
+                         random_reauth_delay).",
+                    )
+                    .buckets(PACE_BUCKETS.to_vec()),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
             passive_suspicions_total: counter(
                 "passive_suspicions_total",
                 "Masters suspected hung because a minion's ret request went unanswered past \
@@ -260,6 +294,16 @@ impl Metrics {
             for how in MoveHow::ALL {
                 self.session_moves_total
                     .with_label_values(&[port.as_str(), how.as_str()]);
+            }
+        }
+        for m in masters {
+            for outcome in PaceOutcome::ALL {
+                self.sign_ins_paced_total
+                    .with_label_values(&[m.label.as_str(), outcome.as_str()]);
+            }
+            for result in PaceAsk::ALL {
+                self.sign_in_pace_asks_total
+                    .with_label_values(&[m.label.as_str(), result.as_str()]);
             }
         }
         for reason in NoticeReason::ALL {

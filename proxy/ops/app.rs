@@ -243,6 +243,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         max_sessions: budget.max_sessions,
         newcomers: Default::default(),
         notice: notice.clone(),
+        pacer: Default::default(),
     });
     for (listener, port) in [
         (listeners.publish, Port::Publish),

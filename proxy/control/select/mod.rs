@@ -63,6 +63,9 @@ pub struct Selector {
     decided: bool,
     started: Instant,
     connect_after: Instant,
+    /// `random_reauth_delay` after the last switch that spreads
+    /// reconnects: a paced sign-in goes by then at the latest.
+    reauth_by: Instant,
     recycle: Option<Recycle>,
     /// The reason for the next switch, if set (a reload).
     next_reason: Option<Reason>,
@@ -86,6 +89,7 @@ impl Selector {
             decided: false,
             started: now,
             connect_after: now,
+            reauth_by: now,
             recycle: None,
             next_reason: None,
             rng: fastrand::Rng::with_seed(seed),
@@ -116,6 +120,7 @@ impl Selector {
             decided: prev.decided,
             started: prev.started,
             connect_after: prev.connect_after,
+            reauth_by: prev.reauth_by,
             rng: prev.rng.clone(),
         };
         for (old, h) in prev.health.iter().enumerate() {
@@ -182,6 +187,12 @@ impl Selector {
 
     pub fn connect_after(&self) -> Instant {
         self.connect_after
+    }
+
+    /// The bound of a paced sign-in: `random_reauth_delay` after the last
+    /// switch that spreads reconnects (`now` for one that does not).
+    pub fn reauth_by(&self) -> Instant {
+        self.reauth_by
     }
 
     /// Masters a new connection may try after the active one, in order: the
@@ -405,11 +416,15 @@ impl Selector {
         // see. (Out of "all down" it stays: connections held meanwhile are
         // not sessions yet, and a fleet of them must not arrive at once.)
         let idle_move = self.minion == Minion::Idle && from.is_some();
-        self.connect_after = if reason == Reason::Initial || to.is_none() || idle_move {
-            now
-        } else {
-            now + self.jitter(self.policy.reauth_delay)
-        };
+        (self.connect_after, self.reauth_by) =
+            if reason == Reason::Initial || to.is_none() || idle_move {
+                (now, now)
+            } else {
+                (
+                    now + self.jitter(self.policy.reauth_delay),
+                    now + self.policy.reauth_delay,
+                )
+            };
         self.active = to;
         actions.push(Action::Switch {
             from,

@@ -64,9 +64,11 @@ use crate::net;
 
 mod moving;
 mod notice;
+mod pace;
 mod upstream;
 
 pub use notice::{Notice, Phase};
+pub use pace::Pacer;
 
 use moving::{minion_closed, MoveError};
 use upstream::Opening;
@@ -94,6 +96,8 @@ pub struct Forwarder {
     /// The publish connections refused after a switch (`salt_events`);
     /// shared with `/status`.
     pub notice: Arc<Notice>,
+    /// The gate a minion's sign-in passes after a switch (`pace`).
+    pub pacer: Pacer,
 }
 
 /// How long a newcomer waits for the slot of the connection it evicted.

@@ -1,6 +1,7 @@
 //! Connecting a session to a master: the route's candidates in order, the
-//! reconnect jitter for new connections (never for moves), a lingering
-//! graceful switch, and what a failed connect tells health.
+//! pacing of sign-ins or the reconnect jitter for new connections (never
+//! for moves), a lingering graceful switch, and what a failed connect tells
+//! health.
 
 use std::time::Duration;
 
@@ -66,10 +67,11 @@ impl Forwarder {
                     "holding the minion connection until a master is up"
                 );
             }
-            let (after, linger, candidates, plane) =
+            let (after, reauth_by, linger, candidates, plane) =
                 match route.wait_for(|r| r.active.is_some()).await {
                     Ok(r) => (
                         r.connect_after,
+                        r.reauth_by,
                         r.linger,
                         r.candidates().collect::<Vec<MasterId>>(),
                         r.plane.clone(),
@@ -85,14 +87,25 @@ impl Forwarder {
                     Attempt::Failed | Attempt::Exhausted => {}
                 }
             }
-            // Reconnect jitter after a switch, for new connections only;
-            // a route that changed meanwhile (another switch, an idle
-            // sidecar going back to its first master) is read again.
-            if opening == Opening::New && after > Instant::now() {
-                tokio::time::sleep_until(after).await;
-                if route.has_changed().unwrap_or(false) {
-                    continue;
+            // After a switch, for new connections only: a ZeroMQ sign-in
+            // is paced by the new master's answers (`pace`), a tcp one
+            // waits the reconnect jitter; a route that changed meanwhile
+            // (another switch, an idle sidecar going back to its first
+            // master) is read again.
+            match (opening, self.paced(port), candidates.first()) {
+                (Opening::New, Some(true), Some(&m)) if reauth_by > Instant::now() => {
+                    tokio::select! {
+                        () = self.pace(&plane, m, reauth_by) => {}
+                        _ = route.changed() => continue,
+                    }
                 }
+                (Opening::New, None, _) if after > Instant::now() => {
+                    tokio::time::sleep_until(after).await;
+                    if route.has_changed().unwrap_or(false) {
+                        continue;
+                    }
+                }
+                _ => {}
             }
             let mut exhausted = false;
             for m in candidates {

@@ -224,6 +224,7 @@ mod testing {
             active: None,
             fallbacks: Vec::new(),
             connect_after: tokio::time::Instant::now(),
+            reauth_by: tokio::time::Instant::now(),
             linger: None,
         })
         .1;
