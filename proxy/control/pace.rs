@@ -9,20 +9,23 @@
 //! master — a sign-in that waits in the master's queue longer than the
 //! minion's `auth_timeout` (5 s) is sent again, and the queue collapses.
 //!
-//! Instead a sidecar asks the new master one clear Salt `ping` on its ret
-//! port (answered by a worker, so it waits in the same queue a sign-in
+//! Instead a sidecar asks the new master clear Salt `ping`s on its ret
+//! port (answered by a worker, so each waits in the same queue a sign-in
 //! would) before it lets its minion's sign-in through:
 //!
-//! * answered within [`TARGET`]: the master keeps up; the sign-in goes now;
-//! * slower, or not at all: wait — in proportion to how slow, doubling with
-//!   each slow answer, randomised so that sidecars spread — and ask again;
-//! * R after the switch the sign-in goes whatever the answer
-//!   (`random_reauth_delay` is the bound, not the wait).
-//!
-//! Before the first ask a sidecar waits a random moment in
-//! [`FIRST_SPREAD`], so that a fleet's asks do not all find the queue empty
-//! at the same instant: the first few sign-ins go, the asks behind them
-//! see the queue they make.
+//! * **The first ask measures the crowd.** A fleet's sidecars ask at the
+//!   same moment, so the first answer takes longer the more of them ask
+//!   (each ping is a connection and a worker's answer): a lone sidecar hears
+//!   back in milliseconds, one of 500 in tenths of a second. The sidecar
+//!   waits a random part of [`SPREAD`] times that before it asks again, so a
+//!   fleet spreads in proportion to its size (a sign-in costs the master
+//!   some tens of pings), and a lone minion waits a few milliseconds.
+//! * **Later asks check the queue.** Answered within [`TARGET`]: the master
+//!   keeps up; the sign-in goes now. Slower, or not at all: wait as long as
+//!   the answer took, doubling with each slow answer, randomised so that
+//!   sidecars spread, and ask again.
+//! * `random_reauth_delay` after the switch the sign-in goes whatever the
+//!   answers (the bound, not the wait).
 //!
 //! Pure: durations in, decisions out; the caller owns the clock and the rng.
 
@@ -36,13 +39,14 @@ pub const TARGET: Duration = Duration::from_millis(500);
 /// The longest a ping is waited for: slower is "slow", however slow.
 pub const ASK_LIMIT: Duration = Duration::from_secs(2);
 
-/// A random moment in `[0, FIRST_SPREAD]` before the first ask.
-pub const FIRST_SPREAD: Duration = Duration::from_millis(250);
+/// After the first ask, a sidecar waits a random part of this many times
+/// the answer's time: about what a sign-in costs the master in pings.
+pub const SPREAD: u32 = 40;
 
 /// The wait after a slow answer is at least this, ...
 const WAIT_FLOOR: Duration = Duration::from_millis(250);
 
-/// ... and at most this.
+/// ... and any wait at most this.
 const WAIT_CAP: Duration = Duration::from_secs(8);
 
 /// What a sidecar does after asking the new master.
@@ -62,25 +66,44 @@ pub struct Answer {
     pub took: Duration,
 }
 
-/// The first ask's delay, from a uniform draw `u` in `[0, 1]`.
-pub fn first_wait(u: f64) -> Duration {
-    FIRST_SPREAD.mul_f64(u.clamp(0.0, 1.0))
+/// One sign-in's pacing: how many asks so far, how many of them slow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pace {
+    asked: u32,
+    slow: u32,
 }
 
-/// After the `slow_before`+1-th ask answered `a`, with `u` a uniform draw
-/// in `[0, 1]`: go, or how long to wait before the next ask.
-pub fn after_ask(a: Answer, slow_before: u32, u: f64) -> Next {
-    if a.answered && a.took <= TARGET {
-        return Next::Go;
+impl Pace {
+    /// After an ask answered `a`, with `u` a uniform draw in `[0, 1]`: go,
+    /// or how long to wait before the next ask.
+    pub fn next(&mut self, a: Answer, u: f64) -> Next {
+        let u = u.clamp(0.0, 1.0);
+        let first = self.asked == 0;
+        self.asked = self.asked.saturating_add(1);
+        let fast = a.answered && a.took <= TARGET;
+        if fast && first {
+            // Spread in proportion to the crowd the answer's time shows.
+            return Next::Wait(a.took.saturating_mul(SPREAD).mul_f64(u).min(WAIT_CAP));
+        }
+        if fast {
+            return Next::Go;
+        }
+        // As long as the master took (its queue), at least the floor,
+        // doubled for each slow answer before, times 0.5..1.5.
+        let grown = a
+            .took
+            .max(WAIT_FLOOR)
+            .checked_mul(1u32 << self.slow.min(5))
+            .unwrap_or(WAIT_CAP)
+            .min(WAIT_CAP);
+        self.slow = self.slow.saturating_add(1);
+        Next::Wait(grown.mul_f64(0.5 + u).min(WAIT_CAP))
     }
-    // As long as the master took (its queue), at least the floor, doubled
-    // for each slow answer before, times 0.5..1.5 so that sidecars spread.
-    let base = a.took.max(WAIT_FLOOR);
-    let grown = base
-        .checked_mul(1u32 << slow_before.min(5))
-        .unwrap_or(WAIT_CAP)
-        .min(WAIT_CAP);
-    Next::Wait(grown.mul_f64(0.5 + u.clamp(0.0, 1.0)).min(WAIT_CAP))
+
+    /// Whether any answer was slow (the outcome `paced` against `at_once`).
+    pub fn was_slow(&self) -> bool {
+        self.slow > 0
+    }
 }
 
 #[cfg(test)]
@@ -97,18 +120,36 @@ mod tests {
     }
 
     #[test]
-    fn a_master_that_keeps_up_gets_the_sign_in_at_once() {
-        assert_eq!(after_ask(answer(3), 0, 0.7), Next::Go);
-        assert_eq!(after_ask(answer(500), 4, 0.7), Next::Go, "at the target");
+    fn a_lone_sidecar_waits_milliseconds_then_goes() {
+        let mut p = Pace::default();
+        // A master that answers in 5 ms: a wait of at most 200 ms ...
+        assert_eq!(p.next(answer(5), 1.0), Next::Wait(200 * MS));
+        // ... and the next answer in time lets the sign-in through.
+        assert_eq!(p.next(answer(5), 0.3), Next::Go);
+        assert!(!p.was_slow());
+    }
+
+    #[test]
+    fn a_crowd_spreads_in_proportion_to_the_first_answers_time() {
+        // One of many: the first ping waited 150 ms behind the others'.
+        let mut p = Pace::default();
+        assert_eq!(p.next(answer(150), 0.5), Next::Wait(3000 * MS));
+        assert_eq!(
+            Pace::default().next(answer(150), 0.0),
+            Next::Wait(Duration::ZERO)
+        );
+        assert_eq!(Pace::default().next(answer(400), 1.0), Next::Wait(WAIT_CAP));
     }
 
     #[test]
     fn a_slow_master_is_asked_again_later_in_proportion_and_doubling() {
-        assert_eq!(after_ask(answer(800), 0, 0.5), Next::Wait(800 * MS));
-        assert_eq!(after_ask(answer(800), 1, 0.5), Next::Wait(1600 * MS));
-        assert_eq!(after_ask(answer(800), 2, 0.0), Next::Wait(1600 * MS));
-        assert_eq!(after_ask(answer(800), 2, 1.0), Next::Wait(4800 * MS));
-        assert_eq!(after_ask(answer(1900), 9, 1.0), Next::Wait(WAIT_CAP));
+        let mut p = Pace::default();
+        assert_eq!(p.next(answer(800), 0.5), Next::Wait(800 * MS));
+        assert_eq!(p.next(answer(800), 0.5), Next::Wait(1600 * MS));
+        assert_eq!(p.next(answer(800), 0.0), Next::Wait(1600 * MS));
+        assert_eq!(p.next(answer(800), 1.0), Next::Wait(WAIT_CAP));
+        assert_eq!(p.next(answer(100), 0.5), Next::Go, "it keeps up again");
+        assert!(p.was_slow());
     }
 
     #[test]
@@ -117,18 +158,11 @@ mod tests {
             answered: false,
             took: MS,
         };
-        assert_eq!(after_ask(refused, 0, 0.5), Next::Wait(WAIT_FLOOR));
+        assert_eq!(Pace::default().next(refused, 0.5), Next::Wait(WAIT_FLOOR));
         let timed_out = Answer {
             answered: false,
             took: ASK_LIMIT,
         };
-        assert_eq!(after_ask(timed_out, 0, 0.5), Next::Wait(ASK_LIMIT));
-    }
-
-    #[test]
-    fn the_first_ask_is_spread_over_a_quarter_second() {
-        assert_eq!(first_wait(0.0), Duration::ZERO);
-        assert_eq!(first_wait(1.0), FIRST_SPREAD);
-        assert_eq!(first_wait(7.0), FIRST_SPREAD, "clamped");
+        assert_eq!(Pace::default().next(timed_out, 0.5), Next::Wait(ASK_LIMIT));
     }
 }

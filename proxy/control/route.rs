@@ -25,8 +25,8 @@ pub struct Route {
     /// they are paced sign-ins (`reauth_by`).
     pub connect_after: Instant,
     /// A sign-in paced by the new master's answers (ZeroMQ ret
-    /// connections, `control::pace`) goes by then at the latest:
-    /// `random_reauth_delay` after the switch.
+    /// connections, `control::pace`) goes by then at the latest: a random
+    /// instant in the second half of `random_reauth_delay` after the switch.
     pub reauth_by: Instant,
     /// A graceful switch is under way from this master, which is still up:
     /// new connections go to it, first and without the jitter, until the

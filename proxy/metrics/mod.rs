@@ -196,9 +196,9 @@ impl Metrics {
             sign_ins_paced_total: counter(
                 "sign_ins_paced_total",
                 "After a switch, how the minion's first sign-in (a new ret connection) was let \
-                 through to the new master (ZeroMQ; control::pace): at_once (the master answered \
-                 the sidecar's ping within 0.5 s), paced (after slower answers), bound \
-                 (random_reauth_delay after the switch, whatever the answers).",
+                 through to the new master (ZeroMQ; control::pace): at_once (every ping the sidecar \
+                 asked was answered within 0.5 s), paced (after slower answers), bound \
+                 (R/2..R after the switch, R = random_reauth_delay, whatever the answers).",
                 &["master", "outcome"],
             )?,
             sign_in_pace_asks_total: counter(

@@ -63,8 +63,9 @@ pub struct Selector {
     decided: bool,
     started: Instant,
     connect_after: Instant,
-    /// `random_reauth_delay` after the last switch that spreads
-    /// reconnects: a paced sign-in goes by then at the latest.
+    /// A random instant in the second half of `random_reauth_delay` after
+    /// the last switch that spreads reconnects: a paced sign-in goes by
+    /// then at the latest.
     reauth_by: Instant,
     recycle: Option<Recycle>,
     /// The reason for the next switch, if set (a reload).
@@ -189,8 +190,9 @@ impl Selector {
         self.connect_after
     }
 
-    /// The bound of a paced sign-in: `random_reauth_delay` after the last
-    /// switch that spreads reconnects (`now` for one that does not).
+    /// The bound of a paced sign-in: a random instant in `[R/2, R]` after
+    /// the last switch that spreads reconnects (R = `random_reauth_delay`;
+    /// the switch itself for one that does not).
     pub fn reauth_by(&self) -> Instant {
         self.reauth_by
     }
@@ -420,9 +422,13 @@ impl Selector {
             if reason == Reason::Initial || to.is_none() || idle_move {
                 (now, now)
             } else {
+                // The bound of a paced sign-in: within the second half
+                // of R, so that a fleet's sign-ins that reach it do not
+                // all go in the same instant.
+                let half = self.policy.reauth_delay / 2;
                 (
                     now + self.jitter(self.policy.reauth_delay),
-                    now + self.policy.reauth_delay,
+                    now + half + self.jitter(self.policy.reauth_delay - half),
                 )
             };
         self.active = to;

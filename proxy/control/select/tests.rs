@@ -101,8 +101,8 @@ fn failover_goes_to_the_next_up_master_and_resets_sessions() {
     assert_eq!(fate(&acts), Some(SessionFate::Reset));
     // Reconnect jitter: within [0, random_reauth_delay].
     assert!(sel.connect_after() >= t1 && sel.connect_after() <= t1 + secs(10));
-    // A paced sign-in's bound: random_reauth_delay after the switch.
-    assert_eq!(sel.reauth_by(), t1 + secs(10));
+    // A paced sign-in's bound: in the second half of random_reauth_delay.
+    assert!(sel.reauth_by() >= t1 + secs(5) && sel.reauth_by() <= t1 + secs(10));
 }
 
 #[test]

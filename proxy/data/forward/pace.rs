@@ -4,10 +4,13 @@
 //! (`random_reauth_delay` after the switch). `control::pace` decides; this
 //! module asks, waits, counts and logs.
 //!
-//! One asker at a time per sidecar: other new connections wait for its
-//! verdict, and once the gate is open for a switch every new connection
+//! One gate per switch, shared by the sidecar's new connections: one ask at
+//! a time; a sign-in the minion sends again (its `auth_timeout`) carries on
+//! where the last left off; once open, every new connection of the switch
 //! goes at once (a minion signs in once; its later connections are
 //! returns). One log line per switch that paced anything.
+
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::time::{sleep_until, Instant};
@@ -17,15 +20,28 @@ use super::Forwarder;
 use crate::config::master::{MasterId, Port};
 use crate::config::Transport;
 use crate::control::masters::Plane;
-use crate::control::pace::{self, Answer, Next};
+use crate::control::pace::{self, Answer, Next, Pace};
 use crate::metrics::{PaceAsk, PaceOutcome};
 use crate::zmtp::probe::PingLine;
 
-/// The gate of the last switch.
+/// The gate of the last switch, shared by the sidecar's connections: the
+/// minion's sign-in that times out (its `auth_timeout`, 5 s) comes again on
+/// a new connection, which carries on where the last one left off.
 #[derive(Debug, Default)]
 pub struct Pacer {
-    /// The bound (`Route::reauth_by`) of the switch whose gate is open.
-    opened: Mutex<Option<Instant>>,
+    gate: Mutex<Gate>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    /// The bound (`Route::reauth_by`) of the switch this is about.
+    by: Option<Instant>,
+    pace: Pace,
+    /// When to ask next (none yet: at once).
+    next_ask: Option<Instant>,
+    /// Opened with this outcome: every new connection of the switch goes.
+    open: Option<PaceOutcome>,
+    started: Option<Instant>,
 }
 
 impl Forwarder {
@@ -45,14 +61,51 @@ impl Forwarder {
     /// Returns once a sign-in may go to `m`, the new master of the switch
     /// whose bound is `by`.
     pub(super) async fn pace(&self, plane: &Plane, m: MasterId, by: Instant) {
-        let mut opened = self.pacer.opened.lock().await;
-        if *opened == Some(by) || Instant::now() >= by {
-            return;
+        loop {
+            let mut gate = self.pacer.gate.lock().await;
+            if gate.by != Some(by) {
+                *gate = Gate {
+                    by: Some(by),
+                    started: Some(Instant::now()),
+                    ..Gate::default()
+                };
+            }
+            if gate.open.is_some() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= by {
+                self.opened(&mut gate, plane, m, PaceOutcome::Bound);
+                return;
+            }
+            if let Some(at) = gate.next_ask.filter(|at| *at > now) {
+                // Not the time to ask: let go of the gate meanwhile.
+                drop(gate);
+                sleep_until(at.min(by)).await;
+                continue;
+            }
+            // Asked under the gate: one ask at a time.
+            let answer = self.ask(plane, m, (by - now).min(pace::ASK_LIMIT)).await;
+            let u = fastrand::f64();
+            match gate.pace.next(answer, u) {
+                Next::Go => {
+                    let outcome = if gate.pace.was_slow() {
+                        PaceOutcome::Paced
+                    } else {
+                        PaceOutcome::AtOnce
+                    };
+                    self.opened(&mut gate, plane, m, outcome);
+                    return;
+                }
+                Next::Wait(d) => gate.next_ask = Some(Instant::now() + d),
+            }
         }
-        let started = Instant::now();
-        let outcome = self.until_answered(plane, m, by).await;
-        *opened = Some(by);
-        let waited = started.elapsed();
+    }
+
+    /// The gate opens for the rest of the switch: counted and logged once.
+    fn opened(&self, gate: &mut Gate, plane: &Plane, m: MasterId, outcome: PaceOutcome) {
+        gate.open = Some(outcome);
+        let waited = gate.started.map(|t| t.elapsed()).unwrap_or_default();
         let label = plane.label(m);
         self.metrics
             .sign_ins_paced_total
@@ -69,30 +122,9 @@ impl Forwarder {
         );
     }
 
-    async fn until_answered(&self, plane: &Plane, m: MasterId, by: Instant) -> PaceOutcome {
-        let mut rng = fastrand::Rng::new();
-        sleep_until((Instant::now() + pace::first_wait(rng.f64())).min(by)).await;
-        let mut slow = 0u32;
-        loop {
-            let now = Instant::now();
-            if now >= by {
-                return PaceOutcome::Bound;
-            }
-            let answer = self.ask(plane, m, (by - now).min(pace::ASK_LIMIT)).await;
-            match pace::after_ask(answer, slow, rng.f64()) {
-                Next::Go if slow == 0 => return PaceOutcome::AtOnce,
-                Next::Go => return PaceOutcome::Paced,
-                Next::Wait(d) => {
-                    slow += 1;
-                    sleep_until((Instant::now() + d).min(by)).await;
-                }
-            }
-        }
-    }
-
     /// One clear `ping` to `m`'s ret port on a fresh connection, within
     /// `limit`.
-    async fn ask(&self, plane: &Plane, m: MasterId, limit: std::time::Duration) -> Answer {
+    async fn ask(&self, plane: &Plane, m: MasterId, limit: Duration) -> Answer {
         let addrs = plane
             .addrs
             .get(m.index())
