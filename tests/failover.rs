@@ -278,7 +278,7 @@ async fn moved_sessions_never_wait_for_the_reconnect_jitter() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let names = ["A", "B", "C"];
-    let mut masters = vec![
+    let mut masters = [
         Some(master("A", net, 2).await),
         Some(master("B", net, 3).await),
         Some(master("C", net, 4).await),
