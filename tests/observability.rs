@@ -40,6 +40,11 @@ const FAMILIES: &[(&str, &str)] = &[
     ("salt_sidecar_session_moves_total", "counter"),
     // Issue 23: minion connections closed or refused so Salt's events fire.
     ("salt_sidecar_minion_reconnects_asked_total", "counter"),
+    // Issue 22.3: how sign-ins after a switch were paced, what the asks
+    // cost the new master, how long the first sign-in waited.
+    ("salt_sidecar_sign_ins_paced_total", "counter"),
+    ("salt_sidecar_sign_in_pace_asks_total", "counter"),
+    ("salt_sidecar_sign_in_pace_wait_seconds", "histogram"),
     (
         "salt_sidecar_upstream_connect_duration_seconds",
         "histogram",
