@@ -25,6 +25,7 @@
 
 mod buffer;
 mod copy;
+mod pump;
 #[cfg(test)]
 mod tests;
 

@@ -26,12 +26,14 @@ use crate::zmtp::{
 pub const MAX_READY: usize = 1024;
 /// Longest subscription topic kept.
 pub const MAX_TOPIC: usize = 1024;
-/// Most distinct subscriptions kept (a Salt minion has one to three).
-pub const MAX_TOPICS: usize = 64;
 
-const SUBSCRIBE: &[u8] = b"SUBSCRIBE";
 const CANCEL: &[u8] = b"CANCEL";
 const READY: &[u8] = b"READY";
+
+mod subscriptions;
+
+use subscriptions::SUBSCRIBE;
+pub use subscriptions::{SubForm, Subscriptions};
 
 /// Which peer's bytes a [`Track`] follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,23 +59,6 @@ enum Keep {
     Skip,
     /// Into `scratch`, then interpreted at the frame's end.
     Capture,
-}
-
-/// The form in which a SUB sent its subscriptions (and in which they are
-/// replayed): ZMTP 3.0 messages or ZMTP 3.1 commands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SubForm {
-    Message,
-    Command,
-}
-
-/// The distinct topics a SUB is subscribed to. libzmq's XSUB sends a CANCEL
-/// only when its own count of a topic drops to zero, and on reconnect sends
-/// each topic once: this set is what it would send.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Subscriptions {
-    topics: Vec<Vec<u8>>,
-    form: Option<SubForm>,
 }
 
 /// Follows one direction of a ZMTP 3 stream. See the module doc.
@@ -468,65 +453,9 @@ fn command_parts(body: &[u8]) -> Option<(&[u8], &[u8])> {
     rest.split_at_checked(usize::from(len))
 }
 
-// === impl Subscriptions ===
-
-impl Subscriptions {
-    /// Adds or cancels `topic`; false if the set is full.
-    fn apply(&mut self, add: bool, topic: &[u8], form: SubForm) -> bool {
-        self.form = Some(form);
-        let at = self.topics.iter().position(|t| t.as_slice() == topic);
-        match (add, at) {
-            (true, Some(_)) => true,
-            (true, None) if self.topics.len() >= MAX_TOPICS => false,
-            (true, None) => {
-                self.topics.push(topic.to_vec());
-                true
-            }
-            (false, Some(i)) => {
-                self.topics.swap_remove(i);
-                true
-            }
-            (false, None) => true,
-        }
-    }
-
-    /// The topics, in no particular order.
-    #[cfg(test)]
-    pub fn topics(&self) -> impl Iterator<Item = &[u8]> {
-        self.topics.iter().map(Vec::as_slice)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.topics.is_empty()
-    }
-
-    /// The frames that subscribe a new peer to every topic, in the form the
-    /// minion used (ZMTP 3.0 messages unless it sent commands).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut body = Vec::new();
-        for topic in &self.topics {
-            body.clear();
-            let flags = match self.form {
-                Some(SubForm::Command) => {
-                    body.push(SUBSCRIBE.len() as u8);
-                    body.extend_from_slice(SUBSCRIBE);
-                    FLAG_COMMAND
-                }
-                _ => {
-                    body.push(1);
-                    0
-                }
-            };
-            body.extend_from_slice(topic);
-            crate::zmtp::push_frame(&mut out, flags, &body);
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::subscriptions::MAX_TOPICS;
     use super::*;
     use crate::zmtp::{encode_message, encode_ready, greeting_null};
 
