@@ -8,7 +8,8 @@
 //! master's EOF is held for the policy to decide. A [`Stop`] parks the copy:
 //! at the next message boundary of each side (as the session's [`Track`]s
 //! say), or at once (the minion's unsent bytes kept as a [`Carry`]).
-//! Activity is stamped per direction ([`Activity`]); the request clock of a
+//! Activity is stamped per direction ([`Activity`], with the pump's other
+//! words: [`Side`], [`Stop`]); the request clock of a
 //! watched ret session is stamped per read. Never logs.
 //!
 //! Cost per burst is what the benchmark (`scripts/bench`) measures: one
@@ -19,59 +20,14 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
-use tokio::time::Instant;
 
 use super::buffer::Carry;
 use super::pump::Flow;
-pub(super) use super::pump::Pump;
+pub(super) use super::pump::{Activity, Pump, Side, Stop};
 use crate::data::track::Track;
-
-/// Last activity per direction, in µs since the session started (plus one;
-/// µs, not ms: a request and the answer before it can fall in one ms).
-pub(super) struct Activity {
-    start: Instant,
-    pub(super) to_master_us: AtomicU64,
-    pub(super) to_minion_us: AtomicU64,
-}
-
-// === impl Activity ===
-
-impl Activity {
-    pub(super) fn new() -> Self {
-        Activity {
-            start: Instant::now(),
-            to_master_us: AtomicU64::new(0),
-            to_minion_us: AtomicU64::new(0),
-        }
-    }
-
-    /// Now, in µs since the start plus one: 0 in a slot means "never".
-    pub(super) fn now_us(&self) -> u64 {
-        self.start.elapsed().as_micros() as u64 + 1
-    }
-
-    pub(super) fn touch(&self, slot: &AtomicU64) {
-        slot.store(self.now_us(), Ordering::Relaxed);
-    }
-
-    /// µs of the last bytes towards the master and towards the minion.
-    pub(super) fn last(&self) -> (u64, u64) {
-        (
-            self.to_master_us.load(Ordering::Relaxed),
-            self.to_minion_us.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// Which side an I/O error came from.
-pub(super) enum Side {
-    Minion(io::Error),
-    Master(io::Error),
-}
 
 /// How the copy stopped.
 pub(super) enum Out {
@@ -85,17 +41,6 @@ pub(super) enum Out {
     /// One side has closed its write half (passed on) and the other has
     /// not yet: reported once, the copy goes on.
     HalfClosed,
-}
-
-/// Whether, and how, the copy is to stop for a move.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Stop {
-    No,
-    /// Read each side only up to its next message boundary, then stop.
-    AtBoundary,
-    /// Send nothing more to the master and read nothing more from it; pass
-    /// on to the minion what was already read.
-    Now,
 }
 
 /// Both directions of one session, polled as one future (no task or future

@@ -7,19 +7,73 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::time::Instant;
 
 use super::buffer::{pool, CHUNK};
-use super::copy::{Activity, Side, Stop};
 use crate::control::answers::AnswerClock;
 use crate::control::evidence::{Evidence, PING};
 use crate::data::admit::Newcomer;
 use crate::data::track::Track;
+
+/// Last activity per direction, in µs since the session started (plus one;
+/// µs, not ms: a request and the answer before it can fall in one ms).
+pub(super) struct Activity {
+    start: Instant,
+    pub(super) to_master_us: AtomicU64,
+    pub(super) to_minion_us: AtomicU64,
+}
+
+// === impl Activity ===
+
+impl Activity {
+    pub(super) fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            to_master_us: AtomicU64::new(0),
+            to_minion_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Now, in µs since the start plus one: 0 in a slot means "never".
+    pub(super) fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64 + 1
+    }
+
+    pub(super) fn touch(&self, slot: &AtomicU64) {
+        slot.store(self.now_us(), Ordering::Relaxed);
+    }
+
+    /// µs of the last bytes towards the master and towards the minion.
+    pub(super) fn last(&self) -> (u64, u64) {
+        (
+            self.to_master_us.load(Ordering::Relaxed),
+            self.to_minion_us.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Which side an I/O error came from.
+pub(super) enum Side {
+    Minion(io::Error),
+    Master(io::Error),
+}
+
+/// Whether, and how, the copy is to stop for a move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stop {
+    No,
+    /// Read each side only up to its next message boundary, then stop.
+    AtBoundary,
+    /// Send nothing more to the master and read nothing more from it; pass
+    /// on to the minion what was already read.
+    Now,
+}
 
 /// An error of one direction: reading its source or writing its sink.
 pub(super) enum Fault {
