@@ -7,8 +7,9 @@
 //!   DNS, listeners, the admin endpoints) and a cap on minion sessions, so a
 //!   local flood is refused at accept and can never starve the probes;
 //! - [`Resource::of`] recognises the errors that mean *we* ran out (EMFILE,
-//!   ENFILE, ENOBUFS, ENOMEM): health and forwarding never count them as a
-//!   master's failure;
+//!   ENFILE, ENOBUFS, ENOMEM), and [`Blame`] says once, for every layer, who
+//!   an error is to be blamed on: health and forwarding never count the
+//!   sidecar's own as a master's failure;
 //! - [`ResourceErrors`] counts them (`resource_errors_total{op,kind}`) and
 //!   refused connections (`connections_refused_total{listener,reason}`), logs
 //!   one line per burst, and remembers the last one for `/readyz` and
@@ -93,6 +94,31 @@ impl Resource {
     }
 }
 
+/// Who an error is to be blamed on, said once for every layer (as
+/// pingora's `ErrorSource`): what the error may change follows from it. A
+/// master's counts against its health (the session it cut is moved, or
+/// reset); a minion's ends its session and nothing else; the sidecar's own
+/// — it ran out of descriptors, buffers or memory ([`Resource`]) — is
+/// counted in `resource_errors_total` and changes no master's health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    Minion,
+    Master,
+    Sidecar,
+}
+
+impl Blame {
+    /// An I/O error `e` on `peer`'s socket: the sidecar's own when it means
+    /// the sidecar ran out, else `peer`'s.
+    pub fn io(peer: Blame, e: &io::Error) -> Blame {
+        if Resource::of(e).is_some() {
+            Blame::Sidecar
+        } else {
+            peer
+        }
+    }
+}
+
 /// What the sidecar was doing when it ran out (the `op` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -104,10 +130,12 @@ pub enum Op {
     Probe,
     /// Accepting an admin connection (TCP or Unix socket).
     Admin,
+    /// Forwarding a minion session's bytes (reading or writing either side).
+    Forward,
 }
 
 impl Op {
-    pub const ALL: [Op; 4] = [Op::Accept, Op::Connect, Op::Probe, Op::Admin];
+    pub const ALL: [Op; 5] = [Op::Accept, Op::Connect, Op::Probe, Op::Admin, Op::Forward];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -115,6 +143,7 @@ impl Op {
             Op::Connect => "connect",
             Op::Probe => "probe",
             Op::Admin => "admin",
+            Op::Forward => "forward",
         }
     }
 }
@@ -416,5 +445,15 @@ mod tests {
         let (last, n, refused_n) = r.summary();
         assert_eq!((last.map(|l| l.op), n, refused_n), (Some(Op::Probe), 5, 1));
         assert_eq!(refused.with_label_values(&["publish", "over_cap"]).get(), 1);
+    }
+
+    #[test]
+    fn the_sidecars_own_exhaustion_is_blamed_on_the_sidecar() {
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(Blame::io(Blame::Master, &emfile), Blame::Sidecar);
+        assert_eq!(Blame::io(Blame::Minion, &emfile), Blame::Sidecar);
+        assert_eq!(Blame::io(Blame::Master, &reset), Blame::Master);
+        assert_eq!(Blame::io(Blame::Minion, &reset), Blame::Minion);
     }
 }

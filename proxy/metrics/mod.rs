@@ -265,7 +265,7 @@ impl Metrics {
                 counter(
                     "resource_errors_total",
                     "The sidecar's own exhaustion (never a master's fault), by operation \
-                     (accept, connect, probe, admin) and kind (emfile, enfile, enobufs, enomem).",
+                     (accept, connect, probe, admin, forward) and kind (emfile, enfile, enobufs, enomem).",
                     &["op", "kind"],
                 )?,
                 counter(

@@ -26,7 +26,7 @@ use tokio::time::timeout;
 
 use crate::config::master::Port;
 use crate::config::{ProbeKind, Transport};
-use crate::limits::Resource;
+use crate::limits::{Blame, Resource};
 use crate::metrics::{CheckResult, ConnectErrorKind};
 use crate::net::{self, ConnectError};
 use crate::zmtp::saltreq;
@@ -78,10 +78,19 @@ impl ProbeError {
         }
     }
 
-    /// The sidecar's own exhaustion, not the master's failure.
-    pub fn exhausted(&self) -> Option<(Resource, &std::io::Error)> {
+    /// Who is to blame: the sidecar for its own exhaustion (no verdict on
+    /// the master), the master for anything else.
+    pub fn blame(&self) -> Blame {
         match self {
-            ProbeError::Exhausted(r, e) => Some((*r, e)),
+            ProbeError::Exhausted(..) => Blame::Sidecar,
+            _ => Blame::Master,
+        }
+    }
+
+    /// The sidecar's own error, to count in `resource_errors_total`.
+    pub fn own_error(&self) -> Option<&std::io::Error> {
+        match self {
+            ProbeError::Exhausted(_, e) => Some(e),
             _ => None,
         }
     }

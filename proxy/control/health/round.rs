@@ -91,9 +91,9 @@ impl Watch {
         // The sidecar's own exhaustion is no verdict on the master: counted
         // as a resource error, no check recorded, tried again soon.
         let mut exhausted = false;
-        for (_, e) in [&publish, &ret]
+        for e in [&publish, &ret]
             .into_iter()
-            .filter_map(|r| r.as_ref().err().and_then(ProbeError::exhausted))
+            .filter_map(|r| r.as_ref().err().and_then(ProbeError::own_error))
         {
             self.metrics.resources.check(Op::Probe, e);
             exhausted = true;

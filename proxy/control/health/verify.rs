@@ -25,6 +25,7 @@ use crate::config::ProbeKind;
 use crate::control::masters::Plane;
 use crate::control::route::Route;
 use crate::control::select::{Action, Event, Selector};
+use crate::limits::Blame;
 use crate::metrics::{CheckResult, Evidence, Metrics};
 use crate::zmtp::probe::{self, ProbeError};
 
@@ -141,12 +142,7 @@ async fn verify_one(
     );
     let label = spec.label.as_str();
     for (port, result) in [(Port::Publish, &publish), (Port::Ret, &ret)] {
-        if result
-            .as_ref()
-            .err()
-            .and_then(ProbeError::exhausted)
-            .is_some()
-        {
+        if result.as_ref().err().map(ProbeError::blame) == Some(Blame::Sidecar) {
             continue;
         }
         let ok = result.is_ok();
@@ -169,7 +165,7 @@ async fn verify_one(
     }
     match (publish, ret) {
         // The sidecar's own exhaustion says nothing of the master.
-        (Err(e), _) | (_, Err(e)) if e.exhausted().is_some() => Ok(()),
+        (Err(e), _) | (_, Err(e)) if e.blame() == Blame::Sidecar => Ok(()),
         (Err(e), _) => Err(format!("publish port {}: {e}", spec.publish_port)),
         (_, Err(e)) => Err(format!("ret port {}: {e}", spec.ret_port)),
         (Ok(()), Ok(())) => Ok(()),

@@ -9,7 +9,7 @@
 //! at the next message boundary of each side (as the session's [`Track`]s
 //! say), or at once (the minion's unsent bytes kept as a [`Carry`]).
 //! Activity is stamped per direction ([`Activity`], with the pump's other
-//! words: [`Side`], [`Stop`]); the request clock of a
+//! word, [`Stop`]); the request clock of a
 //! watched ret session is stamped per read. Never logs.
 //!
 //! Cost per burst is what the benchmark (`scripts/bench`) measures: one
@@ -26,14 +26,16 @@ use tokio::io::AsyncWrite;
 
 use super::buffer::Carry;
 use super::pump::Flow;
-pub(super) use super::pump::{Activity, Pump, Side, Stop};
+pub(super) use super::pump::{Activity, Pump, Stop};
 use crate::data::track::Track;
+use crate::limits::Blame;
 
 /// How the copy stopped.
 pub(super) enum Out {
     /// Both directions passed their EOF on.
     Closed,
-    Failed(Side),
+    /// An I/O error, and who is to blame for it.
+    Failed(Blame, io::Error),
     /// The master closed its side of a followed session: not passed on yet.
     MasterEof,
     /// Both directions stopped as asked ([`Stop`]).
@@ -145,13 +147,15 @@ impl Future for Copy<'_> {
             .poll_copy(cx, activity, this.down.done, up_stop, true)
         {
             Poll::Ready(Err(f)) => {
-                return Poll::Ready(Out::Failed(f.side(Side::Minion, Side::Master)))
+                let (blame, e) = f.blame(Blame::Minion, Blame::Master);
+                return Poll::Ready(Out::Failed(blame, e));
             }
             Poll::Ready(Ok(_)) | Poll::Pending => {}
         }
         match this.down.poll_copy(cx, activity, this.up.done, stop, false) {
             Poll::Ready(Err(f)) => {
-                return Poll::Ready(Out::Failed(f.side(Side::Master, Side::Minion)))
+                let (blame, e) = f.blame(Blame::Master, Blame::Minion);
+                return Poll::Ready(Out::Failed(blame, e));
             }
             Poll::Ready(Ok(Flow::HeldEof)) => {
                 // A followed session's master closed: move it if it can be
@@ -164,7 +168,7 @@ impl Future for Copy<'_> {
                 if !this.up.done {
                     if let Poll::Ready(Err(e)) = Pin::new(&mut this.down.to).poll_shutdown(cx) {
                         if e.kind() != io::ErrorKind::NotConnected {
-                            return Poll::Ready(Out::Failed(Side::Minion(e)));
+                            return Poll::Ready(Out::Failed(Blame::io(Blame::Minion, &e), e));
                         }
                     }
                 }

@@ -45,8 +45,9 @@ use crate::control::sessions::{SessionTokens, SwitchGate};
 use crate::data::admit::Newcomer;
 use crate::data::track::Tracks;
 
+use crate::limits::Blame;
 pub use buffer::Carry;
-use copy::{Activity, Copy, Out, Pump, Side, Stop};
+use copy::{Activity, Copy, Out, Pump, Stop};
 
 /// Quiet time after which a draining session counts as idle. Long enough for
 /// a real minion to receive a job published just before, run it and send its
@@ -77,6 +78,9 @@ pub enum End {
     MinionError(io::Error),
     /// The master's side failed: worth a re-probe.
     MasterError(io::Error),
+    /// The sidecar itself ran out (descriptors, buffers, memory) on either
+    /// side: the session ends, no master is blamed.
+    SidecarError(io::Error),
     /// A switch away from this master (failover): close with RST.
     Reset,
     /// One side closed its write half and the other did not follow within
@@ -338,7 +342,8 @@ impl Copy<'_> {
         self.stop = Stop::Now;
         match tokio::time::timeout(FLUSH_LIMIT, &mut *self).await {
             Ok(Out::Parked) if self.movable() => self.take_move(cause),
-            Ok(Out::Failed(Side::Minion(e))) => End::MinionError(e),
+            Ok(Out::Failed(Blame::Minion, e)) => End::MinionError(e),
+            Ok(Out::Failed(Blame::Sidecar, e)) => End::SidecarError(e),
             _ => otherwise,
         }
     }
@@ -427,12 +432,13 @@ impl Copy<'_> {
         match out {
             Out::Closed | Out::Parked => End::Closed,
             Out::HalfClosed => self.half_closed(ctl, reset).await,
-            Out::Failed(Side::Minion(e)) => End::MinionError(e),
+            Out::Failed(Blame::Minion, e) => End::MinionError(e),
+            Out::Failed(Blame::Sidecar, e) => End::SidecarError(e),
             // The minion had closed its side: a master that resets now (a
             // stand-in or a busy master often does) ends a session the
             // minion left, not one the master cut.
-            Out::Failed(Side::Master(_)) if self.up.done => End::Closed,
-            Out::Failed(Side::Master(e)) => self.stop_now(Cause::Lost, End::MasterError(e)).await,
+            Out::Failed(Blame::Master, _) if self.up.done => End::Closed,
+            Out::Failed(Blame::Master, e) => self.stop_now(Cause::Lost, End::MasterError(e)).await,
             Out::MasterEof => {
                 let eof = || io::Error::from(io::ErrorKind::UnexpectedEof);
                 self.stop_now(Cause::Lost, End::MasterError(eof())).await

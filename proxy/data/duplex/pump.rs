@@ -20,6 +20,7 @@ use crate::control::answers::AnswerClock;
 use crate::control::evidence::{Evidence, PING};
 use crate::data::admit::Newcomer;
 use crate::data::track::Track;
+use crate::limits::Blame;
 
 /// Last activity per direction, in µs since the session started (plus one;
 /// µs, not ms: a request and the answer before it can fall in one ms).
@@ -58,12 +59,6 @@ impl Activity {
     }
 }
 
-/// Which side an I/O error came from.
-pub(super) enum Side {
-    Minion(io::Error),
-    Master(io::Error),
-}
-
 /// Whether, and how, the copy is to stop for a move.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Stop {
@@ -82,11 +77,12 @@ pub(super) enum Fault {
 }
 
 impl Fault {
-    /// Attributes the error to a side: `reader` owns the source socket.
-    pub(super) fn side(self, reader: fn(io::Error) -> Side, writer: fn(io::Error) -> Side) -> Side {
+    /// Who is to blame: `reader` owns the source socket, `writer` the
+    /// sink; the sidecar when the error says it ran out.
+    pub(super) fn blame(self, reader: Blame, writer: Blame) -> (Blame, io::Error) {
         match self {
-            Fault::Read(e) => reader(e),
-            Fault::Write(e) => writer(e),
+            Fault::Read(e) => (Blame::io(reader, &e), e),
+            Fault::Write(e) => (Blame::io(writer, &e), e),
         }
     }
 }

@@ -461,6 +461,13 @@ impl Forwarder {
                 net::reset_on_close(upstream);
                 false
             }
+            End::SidecarError(e) => {
+                // Our own shortage: counted, never the master's failure.
+                self.metrics.resources.check(Op::Forward, e);
+                net::reset_on_close(minion);
+                net::reset_on_close(upstream);
+                true
+            }
             End::Drained => !shutdown.is_cancelled(),
             // Neither side is waiting for anything: a plain close.
             End::HalfOpen => false,
