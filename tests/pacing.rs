@@ -78,8 +78,10 @@ async fn a_lone_minions_sign_in_goes_at_once_to_a_new_master_that_keeps_up() {
         .await;
     let (reply, took) = sign_in(net, killed, Duration::from_secs(12)).await;
     assert!(reply.starts_with("B:"), "{reply}");
+    // Typically ~0.3 s; the bound leaves room for a loaded CI machine
+    // (the blind jitter drew 0-10 s: past this bound three times in four).
     assert!(
-        took <= Duration::from_millis(1500),
+        took <= Duration::from_millis(2500),
         "the sign-in through B came {took:?} after the crash (random_reauth_delay 10 is the bound, not the wait)"
     );
     assert_eq!(paced(admin, "127.0.24.3", "at_once"), 1.0);

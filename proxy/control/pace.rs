@@ -19,7 +19,8 @@
 //!   back in milliseconds, one of 500 in tenths of a second. The sidecar
 //!   waits a random part of [`SPREAD`] times that before it asks again, so a
 //!   fleet spreads in proportion to its size (a sign-in costs the master
-//!   some tens of pings), and a lone minion waits a few milliseconds.
+//!   some tens of pings), at most [`SPREAD_CAP`], and a lone minion waits a
+//!   few milliseconds.
 //! * **Later asks check the queue.** Answered within [`TARGET`]: the master
 //!   keeps up; the sign-in goes now. Slower, or not at all: wait as long as
 //!   the answer took, doubling with each slow answer, randomised so that
@@ -40,8 +41,13 @@ pub const TARGET: Duration = Duration::from_millis(500);
 pub const ASK_LIMIT: Duration = Duration::from_secs(2);
 
 /// After the first ask, a sidecar waits a random part of this many times
-/// the answer's time: about what a sign-in costs the master in pings.
+/// the answer's time: about what a sign-in costs the master in pings, ...
 pub const SPREAD: u32 = 40;
+
+/// ... and at most this: on a busy host the answer's time grows with the
+/// host's load, not only with the crowd, and a lone minion must not wait
+/// for it (seen: 2.1 s after a crash under a CI run's load, uncapped).
+pub const SPREAD_CAP: Duration = Duration::from_millis(500);
 
 /// The wait after a slow answer is at least this, ...
 const WAIT_FLOOR: Duration = Duration::from_millis(250);
@@ -83,7 +89,7 @@ impl Pace {
         let fast = a.answered && a.took <= TARGET;
         if fast && first {
             // Spread in proportion to the crowd the answer's time shows.
-            return Next::Wait(a.took.saturating_mul(SPREAD).mul_f64(u).min(WAIT_CAP));
+            return Next::Wait(a.took.saturating_mul(SPREAD).min(SPREAD_CAP).mul_f64(u));
         }
         if fast {
             return Next::Go;
@@ -131,14 +137,18 @@ mod tests {
 
     #[test]
     fn a_crowd_spreads_in_proportion_to_the_first_answers_time() {
-        // One of many: the first ping waited 150 ms behind the others'.
+        // One of many: the first ping waited 10 ms behind the others'.
         let mut p = Pace::default();
-        assert_eq!(p.next(answer(150), 0.5), Next::Wait(3000 * MS));
+        assert_eq!(p.next(answer(10), 0.5), Next::Wait(200 * MS));
         assert_eq!(
-            Pace::default().next(answer(150), 0.0),
+            Pace::default().next(answer(10), 0.0),
             Next::Wait(Duration::ZERO)
         );
-        assert_eq!(Pace::default().next(answer(400), 1.0), Next::Wait(WAIT_CAP));
+        // A slower first answer (a crowd, or a loaded host): at most the cap.
+        assert_eq!(
+            Pace::default().next(answer(150), 1.0),
+            Next::Wait(SPREAD_CAP)
+        );
     }
 
     #[test]
