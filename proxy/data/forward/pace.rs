@@ -1,8 +1,9 @@
 //! Pacing the minion's sign-in after a switch (ZeroMQ ret connections):
-//! the sidecar asks the new master a clear Salt `ping` and lets the new
-//! connection through once the master answers in time, or at the bound
-//! (`random_reauth_delay` after the switch). `control::pace` decides; this
-//! module asks, waits, counts and logs.
+//! the sidecar asks the new master clear Salt `ping`s and lets the new
+//! connection through once the master answers in time, or at the bound (a
+//! random instant in the second half of `random_reauth_delay` after the
+//! switch: `Route::reauth_by`). `control::pace` decides; this module asks,
+//! waits, counts and logs.
 //!
 //! One gate per switch, shared by the sidecar's new connections: one ask at
 //! a time; a sign-in the minion sends again (its `auth_timeout`) carries on
