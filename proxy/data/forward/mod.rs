@@ -462,11 +462,12 @@ impl Forwarder {
                 false
             }
             End::SidecarError(e) => {
-                // Our own shortage: counted, never the master's failure.
+                // Our own shortage: counted as such, never the master's
+                // failure, and no switch's doing (not a moved-or-reset).
                 self.metrics.resources.check(Op::Forward, e);
                 net::reset_on_close(minion);
                 net::reset_on_close(upstream);
-                true
+                false
             }
             End::Drained => !shutdown.is_cancelled(),
             // Neither side is waiting for anything: a plain close.
