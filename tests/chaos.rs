@@ -231,7 +231,10 @@ impl AbLab {
             let b = support::master("B", net, 3).await;
             let sidecar = Sidecar::start(&yaml);
             let ret = sidecar_addr(net, 4506);
-            until_answered_by(ret, "A", Duration::from_secs(10)).await;
+            // Set-up, not a measured bound: the sidecar's start, two probe
+            // rounds of A across the namespace's veth, a first answer. A
+            // clean-clone CI run's lanes once took longer than 10 s here.
+            until_answered_by(ret, "A", Duration::from_secs(30)).await;
             body(Front { sidecar, b, ret }).await;
         });
     }
