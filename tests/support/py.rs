@@ -3,7 +3,6 @@
 //! lines are collected and which is killed by PID on drop, and the pyzmq
 //! stand-in master (`zmq_master.py`: real libzmq PUB + ROUTER sockets).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -50,14 +49,7 @@ impl Py {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {script}: {e}"));
-        let out = Log::default();
-        let sink = out.clone();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.push(line);
-            }
-        });
+        let out = super::stdout_log(&mut child, "(python helper's stdout closed)");
         Py { child, out }
     }
 
