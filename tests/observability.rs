@@ -44,6 +44,7 @@ const FAMILIES: &[(&str, &str)] = &[
     // cost the new master, how long the first sign-in waited.
     ("salt_sidecar_sign_ins_paced_total", "counter"),
     ("salt_sidecar_sign_in_pace_asks_total", "counter"),
+    ("salt_sidecar_sign_ins_held_stale_total", "counter"),
     ("salt_sidecar_sign_in_pace_wait_seconds", "histogram"),
     (
         "salt_sidecar_upstream_connect_duration_seconds",

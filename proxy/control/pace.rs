@@ -25,17 +25,29 @@
 //!   keeps up; the sign-in goes now. Slower, or not at all: wait as long as
 //!   the answer took, doubling with each slow answer, randomised so that
 //!   sidecars spread, and ask again.
-//! * `random_reauth_delay` after the switch the sign-in goes whatever the
-//!   answers (the bound, not the wait).
+//! * **`random_reauth_delay` (R) bounds the wait for a master that keeps
+//!   up**, not for one that drowns: from a random instant in the second half
+//!   of R after the switch, an answer within [`LATE_TARGET`] is enough; a
+//!   sign-in let into a queue longer than the minion's `auth_timeout` is
+//!   only work the master does for nothing, and the minion sends it again
+//!   anyway. [`HOLD_PAST_BOUND`] after that instant the sign-in goes
+//!   whatever the answers (a master that answers nothing is health's
+//!   business: it fails over).
+//! * **Only a sign-in the master can still answer in time is sent**
+//!   ([`fresh`]): one the minion has waited on so long that, with the
+//!   master's queue, it would give up first, is held until the minion sends
+//!   it again (a new connection, which goes at once).
 //!
 //! Pure: durations in, decisions out; the caller owns the clock and the rng.
 
 use std::time::Duration;
 
 /// A master that answers a ping within this keeps up with its sign-ins: a
-/// sign-in let through now waits about as long, far below Salt's
-/// `auth_timeout` (5 s).
-pub const TARGET: Duration = Duration::from_millis(500);
+/// sign-in let through now waits about as long, well below Salt's
+/// `auth_timeout` (5 s), with room for the others let through meanwhile.
+/// (0.5 s held a fleet of 500 back for nothing: 18-21 s until all were
+/// answered against 12-14 s, with no more sign-ins wasted; docs/fleet.md.)
+pub const TARGET: Duration = Duration::from_millis(1500);
 
 /// The longest a ping is waited for: slower is "slow", however slow.
 pub const ASK_LIMIT: Duration = Duration::from_secs(2);
@@ -49,11 +61,41 @@ pub const SPREAD: u32 = 40;
 /// for it (seen: 2.1 s after a crash under a CI run's load, uncapped).
 pub const SPREAD_CAP: Duration = Duration::from_millis(500);
 
+/// Past the bound (`Route::reauth_by`) any answer is enough (whether the
+/// sign-in can still be answered in time is [`fresh`]'s to say).
+pub const LATE_TARGET: Duration = ASK_LIMIT;
+
+/// This long past the bound a sign-in goes whatever the answers.
+pub const HOLD_PAST_BOUND: Duration = Duration::from_secs(60);
+
+/// Salt's `auth_timeout` (its default): a minion sends a sign-in that has
+/// no answer after this long again, on a new connection.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a sign-in needs of [`AUTH_TIMEOUT`] besides the master's queue:
+/// the master's own work on it (tens of milliseconds, seconds on a
+/// master that drowns: then its queue says so) and the way back.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
+/// A held sign-in the minion does not give up on (a return, on a master
+/// whose key the minion still holds) is sent this long after it came,
+/// fresh or not.
+pub const SEND_STALE_AFTER: Duration = Duration::from_secs(12);
+
+/// Whether a sign-in the minion sent `held` ago can still be answered
+/// before the minion gives up on it, with the master's queue `queue` long
+/// (the last ask's answer time): otherwise it is held until the minion
+/// sends it again.
+pub fn fresh(held: Duration, queue: Duration) -> bool {
+    held.saturating_add(queue).saturating_add(ANSWER_MARGIN) <= AUTH_TIMEOUT
+}
+
 /// The wait after a slow answer is at least this, ...
 const WAIT_FLOOR: Duration = Duration::from_millis(250);
 
-/// ... and any wait at most this.
-const WAIT_CAP: Duration = Duration::from_secs(8);
+/// ... and any wait at most this: a minion sends a sign-in again every
+/// `auth_timeout` (5 s), and a longer wait only meets older attempts.
+const WAIT_CAP: Duration = Duration::from_secs(4);
 
 /// What a sidecar does after asking the new master.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,17 +119,22 @@ pub struct Answer {
 pub struct Pace {
     asked: u32,
     slow: u32,
+    /// The last answer's time: the master's queue, as far as it is known.
+    last: Duration,
 }
 
 impl Pace {
-    /// After an ask answered `a`, with `u` a uniform draw in `[0, 1]`: go,
-    /// or how long to wait before the next ask.
-    pub fn next(&mut self, a: Answer, u: f64) -> Next {
+    /// After an ask answered `a`, with `u` a uniform draw in `[0, 1]`,
+    /// `late` once past the bound: go, or how long to wait before the next
+    /// ask.
+    pub fn next(&mut self, a: Answer, u: f64, late: bool) -> Next {
         let u = u.clamp(0.0, 1.0);
         let first = self.asked == 0;
         self.asked = self.asked.saturating_add(1);
-        let fast = a.answered && a.took <= TARGET;
-        if fast && first {
+        self.last = a.took;
+        let target = if late { LATE_TARGET } else { TARGET };
+        let fast = a.answered && a.took <= target;
+        if fast && first && !late {
             // Spread in proportion to the crowd the answer's time shows.
             return Next::Wait(a.took.saturating_mul(SPREAD).min(SPREAD_CAP).mul_f64(u));
         }
@@ -110,6 +157,11 @@ impl Pace {
     pub fn was_slow(&self) -> bool {
         self.slow > 0
     }
+
+    /// The master's queue as the last answer showed it (zero before any).
+    pub fn queue(&self) -> Duration {
+        self.last
+    }
 }
 
 #[cfg(test)]
@@ -129,9 +181,9 @@ mod tests {
     fn a_lone_sidecar_waits_milliseconds_then_goes() {
         let mut p = Pace::default();
         // A master that answers in 5 ms: a wait of at most 200 ms ...
-        assert_eq!(p.next(answer(5), 1.0), Next::Wait(200 * MS));
+        assert_eq!(p.next(answer(5), 1.0, false), Next::Wait(200 * MS));
         // ... and the next answer in time lets the sign-in through.
-        assert_eq!(p.next(answer(5), 0.3), Next::Go);
+        assert_eq!(p.next(answer(5), 0.3, false), Next::Go);
         assert!(!p.was_slow());
     }
 
@@ -139,14 +191,14 @@ mod tests {
     fn a_crowd_spreads_in_proportion_to_the_first_answers_time() {
         // One of many: the first ping waited 10 ms behind the others'.
         let mut p = Pace::default();
-        assert_eq!(p.next(answer(10), 0.5), Next::Wait(200 * MS));
+        assert_eq!(p.next(answer(10), 0.5, false), Next::Wait(200 * MS));
         assert_eq!(
-            Pace::default().next(answer(10), 0.0),
+            Pace::default().next(answer(10), 0.0, false),
             Next::Wait(Duration::ZERO)
         );
         // A slower first answer (a crowd, or a loaded host): at most the cap.
         assert_eq!(
-            Pace::default().next(answer(150), 1.0),
+            Pace::default().next(answer(150), 1.0, false),
             Next::Wait(SPREAD_CAP)
         );
     }
@@ -154,11 +206,17 @@ mod tests {
     #[test]
     fn a_slow_master_is_asked_again_later_in_proportion_and_doubling() {
         let mut p = Pace::default();
-        assert_eq!(p.next(answer(800), 0.5), Next::Wait(800 * MS));
-        assert_eq!(p.next(answer(800), 0.5), Next::Wait(1600 * MS));
-        assert_eq!(p.next(answer(800), 0.0), Next::Wait(1600 * MS));
-        assert_eq!(p.next(answer(800), 1.0), Next::Wait(WAIT_CAP));
-        assert_eq!(p.next(answer(100), 0.5), Next::Go, "it keeps up again");
+        assert_eq!(p.next(answer(1600), 0.5, false), Next::Wait(1600 * MS));
+        assert_eq!(p.next(answer(1600), 0.5, false), Next::Wait(3200 * MS));
+        // Doubled again past the cap, randomised below it ...
+        assert_eq!(p.next(answer(1600), 0.0, false), Next::Wait(2000 * MS));
+        // ... and never above it.
+        assert_eq!(p.next(answer(1600), 1.0, false), Next::Wait(WAIT_CAP));
+        assert_eq!(
+            p.next(answer(100), 0.5, false),
+            Next::Go,
+            "it keeps up again"
+        );
         assert!(p.was_slow());
     }
 
@@ -168,11 +226,51 @@ mod tests {
             answered: false,
             took: MS,
         };
-        assert_eq!(Pace::default().next(refused, 0.5), Next::Wait(WAIT_FLOOR));
+        assert_eq!(
+            Pace::default().next(refused, 0.5, false),
+            Next::Wait(WAIT_FLOOR)
+        );
         let timed_out = Answer {
             answered: false,
             took: ASK_LIMIT,
         };
-        assert_eq!(Pace::default().next(timed_out, 0.5), Next::Wait(ASK_LIMIT));
+        assert_eq!(
+            Pace::default().next(timed_out, 0.5, false),
+            Next::Wait(ASK_LIMIT)
+        );
+    }
+
+    #[test]
+    fn past_the_bound_a_slower_answer_is_enough_and_no_spread_is_drawn() {
+        let mut p = Pace::default();
+        // Before the bound 1.6 s is slow; past it, within LATE_TARGET.
+        assert_eq!(p.next(answer(1600), 0.5, false), Next::Wait(1600 * MS));
+        assert_eq!(p.next(answer(1600), 0.5, true), Next::Go);
+        // A first ask past the bound: no crowd spread, it goes.
+        assert_eq!(Pace::default().next(answer(10), 1.0, true), Next::Go);
+        assert_eq!(Pace::default().next(answer(1900), 0.5, true), Next::Go);
+        // A master that drowns (no answer within ASK_LIMIT) is asked again.
+        let unanswered = Answer {
+            answered: false,
+            took: ASK_LIMIT,
+        };
+        assert!(matches!(
+            Pace::default().next(unanswered, 0.5, true),
+            Next::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn a_sign_in_is_fresh_while_the_master_can_answer_it_before_the_minion_gives_up() {
+        let s = Duration::from_secs;
+        assert!(fresh(Duration::ZERO, Duration::ZERO));
+        assert!(fresh(s(3), 500 * MS), "3.5 s of 5, a second to spare");
+        assert!(!fresh(s(4), 500 * MS), "the minion gives up first");
+        assert!(!fresh(s(1), s(4)), "a long queue");
+        assert!(!fresh(Duration::MAX, Duration::MAX), "no overflow");
+        let mut p = Pace::default();
+        assert_eq!(p.queue(), Duration::ZERO);
+        let _ = p.next(answer(300), 0.5, false);
+        assert_eq!(p.queue(), 300 * MS);
     }
 }

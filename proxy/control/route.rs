@@ -28,6 +28,10 @@ pub struct Route {
     /// connections, `control::pace`) goes by then at the latest: a random
     /// instant in the second half of `random_reauth_delay` after the switch.
     pub reauth_by: Instant,
+    /// New sign-ins are paced until then: past `reauth_by` a slower answer
+    /// lets one through, and at this instant it goes whatever the answers
+    /// (`control::pace`). In the past: no pacing (no spread switch).
+    pub pace_until: Instant,
     /// A graceful switch is under way from this master, which is still up:
     /// new connections go to it, first and without the jitter, until the
     /// sessions the switch asked to move have all moved. A legacy minion
@@ -43,6 +47,7 @@ impl PartialEq for Route {
             && self.fallbacks == other.fallbacks
             && self.connect_after == other.connect_after
             && self.reauth_by == other.reauth_by
+            && self.pace_until == other.pace_until
             && self.linger == other.linger
     }
 }

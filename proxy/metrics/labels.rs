@@ -168,19 +168,28 @@ impl NoticeReason {
 pub enum PaceOutcome {
     /// The new master answered the first ask in time.
     AtOnce,
-    /// After one or more slow answers.
+    /// After one or more slow answers, before the bound.
     Paced,
-    /// `random_reauth_delay` after the switch, whatever the answers.
+    /// Past the bound (R/2..R after the switch), at the first answer
+    /// (within `pace::LATE_TARGET`): the master was still behind at R.
+    Late,
+    /// `pace::HOLD_PAST_BOUND` past the bound, whatever the answers.
     Bound,
 }
 
 impl PaceOutcome {
-    pub const ALL: [PaceOutcome; 3] = [PaceOutcome::AtOnce, PaceOutcome::Paced, PaceOutcome::Bound];
+    pub const ALL: [PaceOutcome; 4] = [
+        PaceOutcome::AtOnce,
+        PaceOutcome::Paced,
+        PaceOutcome::Late,
+        PaceOutcome::Bound,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             PaceOutcome::AtOnce => "at_once",
             PaceOutcome::Paced => "paced",
+            PaceOutcome::Late => "late",
             PaceOutcome::Bound => "bound",
         }
     }

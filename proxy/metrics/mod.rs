@@ -49,6 +49,7 @@ pub struct Metrics {
     pub minion_reconnects_asked_total: IntCounterVec,
     pub sign_ins_paced_total: IntCounterVec,
     pub sign_in_pace_asks_total: IntCounterVec,
+    pub sign_ins_held_stale_total: IntCounterVec,
     pub sign_in_pace_wait_seconds: Histogram,
     pub passive_suspicions_total: IntCounterVec,
     pub pings_deferred_total: IntCounterVec,
@@ -197,24 +198,33 @@ impl Metrics {
                 "sign_ins_paced_total",
                 "After a switch, how the minion's first sign-in (a new ret connection) was let \
                  through to the new master (ZeroMQ; control::pace): at_once (every ping the sidecar \
-                 asked was answered within 0.5 s), paced (after slower answers), bound \
-                 (R/2..R after the switch, R = random_reauth_delay, whatever the answers).",
+                 asked was answered within 1.5 s), paced (after slower answers), late (past the \
+                 bound, R/2..R after the switch with R = random_reauth_delay, at the first answer \
+                 within 2 s: the master was still behind), bound (60 s past it, whatever the answers).",
                 &["master", "outcome"],
             )?,
             sign_in_pace_asks_total: counter(
                 "sign_in_pace_asks_total",
                 "Clear Salt pings the sidecar sent a new master to pace a sign-in (each one a \
                  connection and a worker's answer at the master), by result: fast (within \
-                 0.5 s), slow, unanswered (within 2 s, or refused).",
+                 1.5 s), slow, unanswered (within 2 s, or refused).",
                 &["master", "result"],
+            )?,
+            sign_ins_held_stale_total: counter(
+                "sign_ins_held_stale_total",
+                "Sign-ins (new ret connections after a switch) not sent to the new master when \
+                 the pacing let them go, because the minion would give up on them (its \
+                 auth_timeout, 5 s) before the master answered: held until the minion sent them \
+                 again on a new connection (which goes at once), or sent 12 s after they came.",
+                &["master"],
             )?,
             sign_in_pace_wait_seconds: {
                 let h = Histogram::with_opts(
                     HistogramOpts::new(
                         "sign_in_pace_wait_seconds",
                         "How long the minion's first sign-in after a switch waited for the \
-                         pacing (about 0 with a master that keeps up; at most \
-                         random_reauth_delay).",
+                         pacing (about 0 with a master that keeps up; past random_reauth_delay \
+                         only while the master is still behind).",
                     )
                     .buckets(PACE_BUCKETS.to_vec()),
                 )?;
@@ -301,6 +311,8 @@ impl Metrics {
                 self.sign_ins_paced_total
                     .with_label_values(&[m.label.as_str(), outcome.as_str()]);
             }
+            self.sign_ins_held_stale_total
+                .with_label_values(&[m.label.as_str()]);
             for result in PaceAsk::ALL {
                 self.sign_in_pace_asks_total
                     .with_label_values(&[m.label.as_str(), result.as_str()]);

@@ -8,7 +8,9 @@ but speaks a trivial protocol so tests can tell which master answered:
   * PUB: publishes b"NAME:tick N" (N = 1, 2, ...) every --tick seconds.
   * --answer-delay S: each request is answered S seconds after the previous answer (or its
     arrival), one after another: a master whose one worker is busy S seconds per request.
-Prints exactly one line "ready" on stdout once both sockets are bound. SIGTERM/SIGINT exit
+  * --log-requests: prints "request PAYLOAD" (the last frame, as text) for each request it
+    receives, before answering it (a test counts what reached the master).
+Prints one line "ready" on stdout once both sockets are bound. SIGTERM/SIGINT exit
 cleanly (status 0); tests SIGKILL it to simulate a crashed master.
 
 Usage (run with the test venv, see scripts/test-deps):
@@ -29,6 +31,8 @@ def main():
     ap.add_argument("--publish", required=True, help="HOST:PORT to bind the PUB socket")
     ap.add_argument("--ret", required=True, help="HOST:PORT to bind the ROUTER socket")
     ap.add_argument("--tick", type=float, default=0.1, help="seconds between ticks")
+    ap.add_argument("--log-requests", action="store_true",
+                    help='print "request PAYLOAD" for each request received')
     ap.add_argument("--answer-delay", type=float, default=0.0,
                     help="seconds of 'work' per request, one request after another")
     args = ap.parse_args()
@@ -82,6 +86,8 @@ def main():
                 break
             if len(frames) < 2:  # identity only: nothing to answer
                 continue
+            if args.log_requests:
+                print("request " + frames[-1].decode("latin-1"), flush=True)
             answer = [*frames[:-1], name + b":" + frames[-1]]
             if args.answer_delay > 0:
                 busy_until = max(busy_until, time.monotonic()) + args.answer_delay

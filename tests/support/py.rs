@@ -96,6 +96,8 @@ pub struct ZmqMaster<'a> {
     /// Seconds each request waits before its answer, one after another (a
     /// master whose one worker is busy that long per request).
     pub answer_delay: f64,
+    /// Prints `request PAYLOAD` for each request it receives (`Py::out`).
+    pub log_requests: bool,
 }
 
 impl<'a> ZmqMaster<'a> {
@@ -108,26 +110,28 @@ impl<'a> ZmqMaster<'a> {
             ret: addr(net, host, 4506),
             tick,
             answer_delay: 0.0,
+            log_requests: false,
         }
     }
 
     /// Started; returns once both sockets are bound.
     pub fn start(&self) -> Py {
-        let p = Py::spawn(
-            "zmq_master.py",
-            &[
-                "--name".to_string(),
-                self.name.to_string(),
-                "--publish".to_string(),
-                self.publish.to_string(),
-                "--ret".to_string(),
-                self.ret.to_string(),
-                "--tick".to_string(),
-                self.tick.to_string(),
-                "--answer-delay".to_string(),
-                self.answer_delay.to_string(),
-            ],
-        );
+        let mut args = vec![
+            "--name".to_string(),
+            self.name.to_string(),
+            "--publish".to_string(),
+            self.publish.to_string(),
+            "--ret".to_string(),
+            self.ret.to_string(),
+            "--tick".to_string(),
+            self.tick.to_string(),
+            "--answer-delay".to_string(),
+            self.answer_delay.to_string(),
+        ];
+        if self.log_requests {
+            args.push("--log-requests".to_string());
+        }
+        let p = Py::spawn("zmq_master.py", &args);
         p.out.wait_for(&["ready"], Duration::from_secs(20));
         p
     }

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use crate::config::master::MasterId;
 pub use crate::config::settings::Policy;
+use crate::control::pace;
 
 mod order;
 mod words;
@@ -67,6 +68,9 @@ pub struct Selector {
     /// the last switch that spreads reconnects: a paced sign-in goes by
     /// then at the latest.
     reauth_by: Instant,
+    /// Sign-ins are paced until then (`reauth_by` plus
+    /// `pace::HOLD_PAST_BOUND` after a spread switch; else `now`).
+    pace_until: Instant,
     recycle: Option<Recycle>,
     /// The reason for the next switch, if set (a reload).
     next_reason: Option<Reason>,
@@ -91,6 +95,7 @@ impl Selector {
             started: now,
             connect_after: now,
             reauth_by: now,
+            pace_until: now,
             recycle: None,
             next_reason: None,
             rng: fastrand::Rng::with_seed(seed),
@@ -122,6 +127,7 @@ impl Selector {
             started: prev.started,
             connect_after: prev.connect_after,
             reauth_by: prev.reauth_by,
+            pace_until: prev.pace_until,
             rng: prev.rng.clone(),
         };
         for (old, h) in prev.health.iter().enumerate() {
@@ -195,6 +201,11 @@ impl Selector {
     /// the switch itself for one that does not).
     pub fn reauth_by(&self) -> Instant {
         self.reauth_by
+    }
+
+    /// Until when new sign-ins are paced (none: a past instant).
+    pub fn pace_until(&self) -> Instant {
+        self.pace_until
     }
 
     /// Masters a new connection may try after the active one, in order: the
@@ -418,18 +429,21 @@ impl Selector {
         // see. (Out of "all down" it stays: connections held meanwhile are
         // not sessions yet, and a fleet of them must not arrive at once.)
         let idle_move = self.minion == Minion::Idle && from.is_some();
-        (self.connect_after, self.reauth_by) =
+        (self.connect_after, self.reauth_by, self.pace_until) =
             if reason == Reason::Initial || to.is_none() || idle_move {
-                (now, now)
+                (now, now, now)
             } else {
                 // The bound of a paced sign-in: within the second half
                 // of R, so that a fleet's sign-ins that reach it do not
                 // all go in the same instant.
                 let half = self.policy.reauth_delay / 2;
-                (
-                    now + self.jitter(self.policy.reauth_delay),
-                    now + half + self.jitter(self.policy.reauth_delay - half),
-                )
+                let by = now + half + self.jitter(self.policy.reauth_delay - half);
+                let until = if by > now {
+                    by + pace::HOLD_PAST_BOUND
+                } else {
+                    now
+                };
+                (now + self.jitter(self.policy.reauth_delay), by, until)
             };
         self.active = to;
         actions.push(Action::Switch {

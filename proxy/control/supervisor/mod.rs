@@ -128,6 +128,7 @@ impl Supervisor {
             fallbacks: selector.fallbacks(),
             connect_after: selector.connect_after(),
             reauth_by: selector.reauth_by(),
+            pace_until: selector.pace_until(),
             linger,
         }
     }

@@ -233,7 +233,7 @@ impl Forwarder {
         // idle session keeps for its whole life.
         let opened = Instant::now();
         let mut early = Vec::new();
-        let connect = Box::pin(self.connect_upstream(port, Opening::New));
+        let connect = Box::pin(self.connect_upstream(port, Opening::New { since: opened }));
         let closed = Box::pin(minion_closed(&mut minion, &mut early));
         let Some(mut next) = (tokio::select! {
             biased;

@@ -1,9 +1,11 @@
 //! Pacing the minion's sign-in after a switch (ZeroMQ ret connections):
 //! the sidecar asks the new master clear Salt `ping`s and lets the new
-//! connection through once the master answers in time, or at the bound (a
-//! random instant in the second half of `random_reauth_delay` after the
-//! switch: `Route::reauth_by`). `control::pace` decides; this module asks,
-//! waits, counts and logs.
+//! connection through once the master answers in time (a slower answer
+//! past the bound, `Route::reauth_by`: a random instant in the second half
+//! of `random_reauth_delay` after the switch), or whatever the answers at
+//! `Route::pace_until`. A sign-in the minion is about to give up on is not
+//! sent (`control::pace::fresh`): the minion sends it again, and that one
+//! goes. `control::pace` decides; this module asks, waits, counts and logs.
 //!
 //! One gate per switch, shared by the sidecar's new connections: one ask at
 //! a time; a sign-in the minion sends again (its `auth_timeout`) carries on
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::time::{sleep_until, Instant};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::Forwarder;
 use crate::config::master::{MasterId, Port};
@@ -24,6 +26,16 @@ use crate::control::masters::Plane;
 use crate::control::pace::{self, Answer, Next, Pace};
 use crate::metrics::{PaceAsk, PaceOutcome};
 use crate::zmtp::probe::PingLine;
+
+/// What the pacing says of one sign-in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Pass {
+    /// Send it now.
+    Go,
+    /// Too late: its minion gives up on it before the master could answer;
+    /// hold it (the minion sends it again on a new connection).
+    Stale,
+}
 
 /// The gate of the last switch, shared by the sidecar's connections: the
 /// minion's sign-in that times out (its `auth_timeout`, 5 s) comes again on
@@ -40,6 +52,10 @@ struct Gate {
     pace: Pace,
     /// When to ask next (none yet: at once).
     next_ask: Option<Instant>,
+    /// When the last ask was sent: past the bound a sign-in that came
+    /// after it asks at once (each attempt of the minion gets an answer
+    /// while it is fresh, not only the ones the schedule happens to meet).
+    asked_at: Option<Instant>,
     /// Opened with this outcome: every new connection of the switch goes.
     open: Option<PaceOutcome>,
     started: Option<Instant>,
@@ -59,9 +75,17 @@ impl Forwarder {
             .then_some(port == Port::Ret)
     }
 
-    /// Returns once a sign-in may go to `m`, the new master of the switch
-    /// whose bound is `by`.
-    pub(super) async fn pace(&self, plane: &Plane, m: MasterId, by: Instant) {
+    /// Returns once the sign-in that came `since` may go to `m`, the new
+    /// master of the switch whose bound is `by` (paced until `until`):
+    /// [`Pass::Go`], or [`Pass::Stale`] when the minion would give up on it
+    /// before `m` answered (`pace::fresh`; the gate stays as it was).
+    pub(super) async fn pace(
+        &self,
+        plane: &Plane,
+        m: MasterId,
+        (by, until): (Instant, Instant),
+        since: Instant,
+    ) -> Pass {
         loop {
             let mut gate = self.pacer.gate.lock().await;
             if gate.by != Some(by) {
@@ -72,35 +96,67 @@ impl Forwarder {
                 };
             }
             if gate.open.is_some() {
-                return;
+                return self.pass(&gate, plane, m, since);
             }
             let now = Instant::now();
-            if now >= by {
+            if now >= until {
                 self.opened(&mut gate, plane, m, PaceOutcome::Bound);
-                return;
+                return Pass::Go;
             }
-            if let Some(at) = gate.next_ask.filter(|at| *at > now) {
-                // Not the time to ask: let go of the gate meanwhile.
+            let unasked = now >= by && gate.asked_at.is_none_or(|t| t < since);
+            if let Some(at) = gate.next_ask.filter(|at| *at > now && !unasked) {
+                // Not the time to ask: let go of the gate meanwhile
+                // (and wake at the bound, where the rule changes).
                 drop(gate);
-                sleep_until(at.min(by)).await;
+                let wake = if now < by { at.min(by) } else { at };
+                sleep_until(wake.min(until)).await;
                 continue;
             }
             // Asked under the gate: one ask at a time.
-            let answer = self.ask(plane, m, (by - now).min(pace::ASK_LIMIT)).await;
-            let u = fastrand::f64();
-            match gate.pace.next(answer, u) {
+            gate.asked_at = Some(now);
+            let answer = self.ask(plane, m, (until - now).min(pace::ASK_LIMIT)).await;
+            let late = Instant::now() >= by;
+            match gate.pace.next(answer, fastrand::f64(), late) {
                 Next::Go => {
-                    let outcome = if gate.pace.was_slow() {
-                        PaceOutcome::Paced
-                    } else {
-                        PaceOutcome::AtOnce
+                    let pass = self.pass(&gate, plane, m, since);
+                    if pass == Pass::Stale {
+                        // The minion sends it again shortly, on a new
+                        // connection: that one asks at once.
+                        gate.next_ask = None;
+                        return pass;
+                    }
+                    let outcome = match (late, gate.pace.was_slow()) {
+                        (true, _) => PaceOutcome::Late,
+                        (false, true) => PaceOutcome::Paced,
+                        (false, false) => PaceOutcome::AtOnce,
                     };
                     self.opened(&mut gate, plane, m, outcome);
-                    return;
+                    return pass;
                 }
                 Next::Wait(d) => gate.next_ask = Some(Instant::now() + d),
             }
         }
+    }
+
+    /// Whether the sign-in that came `since` can still be answered by `m`
+    /// before its minion gives up, with the master's queue as the gate
+    /// last saw it; a stale one is counted.
+    fn pass(&self, gate: &Gate, plane: &Plane, m: MasterId, since: Instant) -> Pass {
+        let queue = gate.pace.queue();
+        if pace::fresh(since.elapsed(), queue) {
+            return Pass::Go;
+        }
+        self.metrics
+            .sign_ins_held_stale_total
+            .with_label_values(&[plane.label(m)])
+            .inc();
+        debug!(
+            master = plane.label(m),
+            held_ms = since.elapsed().as_millis() as u64,
+            queue_ms = queue.as_millis() as u64,
+            "sign-in held: the minion would give up on it before the master answered"
+        );
+        Pass::Stale
     }
 
     /// The gate opens for the rest of the switch: counted and logged once.

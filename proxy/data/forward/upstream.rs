@@ -9,9 +9,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::pace::Pass;
 use super::{Forwarder, Upstream};
 use crate::config::master::{MasterId, Port};
 use crate::control::masters::Plane;
+use crate::control::pace;
 use crate::control::sessions::SessionTokens;
 use crate::limits::Op;
 use crate::net::{self, ConnectError};
@@ -23,9 +25,10 @@ const EXHAUSTED_RETRY: Duration = Duration::from_millis(500);
 /// What a connection to a master is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Opening {
-    /// A new minion connection: it may go to the master a graceful switch
-    /// is leaving, while that switch waits ([`Route::linger`]).
-    New,
+    /// A new minion connection, accepted at `since`: it may go to the
+    /// master a graceful switch is leaving, while that switch waits
+    /// ([`Route::linger`]); after a switch it is paced (a sign-in).
+    New { since: Instant },
     /// A session moving away from its master: never back to the one it
     /// leaves, and never delayed by the reconnect jitter: the minion keeps
     /// its connection and hears nothing meanwhile (a PUB queues nothing for
@@ -67,11 +70,11 @@ impl Forwarder {
                     "holding the minion connection until a master is up"
                 );
             }
-            let (after, reauth_by, linger, candidates, plane) =
+            let (after, (reauth_by, pace_until), linger, candidates, plane) =
                 match route.wait_for(|r| r.active.is_some()).await {
                     Ok(r) => (
                         r.connect_after,
-                        r.reauth_by,
+                        (r.reauth_by, r.pace_until),
                         r.linger,
                         r.candidates().collect::<Vec<MasterId>>(),
                         r.plane.clone(),
@@ -81,7 +84,7 @@ impl Forwarder {
             // A graceful switch still waiting for its sessions to move: to
             // the master it is leaving, at once (the jitter spreads minions
             // over the new master; this one is still serving them).
-            if let (Some(m), Opening::New) = (linger, opening) {
+            if let (Some(m), Opening::New { .. }) = (linger, opening) {
                 match self.try_master(&plane, m, port).await {
                     Attempt::Connected(stream, tokens) => return Some((plane, m, stream, tokens)),
                     Attempt::Failed | Attempt::Exhausted => {}
@@ -93,13 +96,23 @@ impl Forwarder {
             // (another switch, an idle sidecar going back to its first
             // master) is read again.
             match (opening, self.paced(port), candidates.first()) {
-                (Opening::New, Some(true), Some(&m)) if reauth_by > Instant::now() => {
+                (Opening::New { since }, Some(true), Some(&m)) if pace_until > Instant::now() => {
                     tokio::select! {
-                        () = self.pace(&plane, m, reauth_by) => {}
+                        pass = self.pace(&plane, m, (reauth_by, pace_until), since) => {
+                            if pass == Pass::Stale {
+                                // Held: the minion gives up on it and sends
+                                // it again (the caller drops this one when
+                                // it closes); sent late if it does not.
+                                tokio::select! {
+                                    () = tokio::time::sleep_until(since + pace::SEND_STALE_AFTER) => {}
+                                    _ = route.changed() => continue,
+                                }
+                            }
+                        }
                         _ = route.changed() => continue,
                     }
                 }
-                (Opening::New, None, _) if after > Instant::now() => {
+                (Opening::New { .. }, None, _) if after > Instant::now() => {
                     tokio::time::sleep_until(after).await;
                     if route.has_changed().unwrap_or(false) {
                         continue;

@@ -225,6 +225,7 @@ mod testing {
             fallbacks: Vec::new(),
             connect_after: tokio::time::Instant::now(),
             reauth_by: tokio::time::Instant::now(),
+            pace_until: tokio::time::Instant::now(),
             linger: None,
         })
         .1;
