@@ -211,6 +211,12 @@ impl Forwarder {
             .sign_in_pace_asks_total
             .with_label_values(&[spec.label.as_str(), result.as_str()])
             .inc();
+        debug!(
+            master = spec.label.as_str(),
+            result = result.as_str(),
+            took_ms = took.as_millis() as u64,
+            "sign-in pacing: asked the new master"
+        );
         Answer { answered, took }
     }
 }
