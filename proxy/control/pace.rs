@@ -45,8 +45,9 @@ use std::time::Duration;
 /// A master that answers a ping within this keeps up with its sign-ins: a
 /// sign-in let through now waits about as long, well below Salt's
 /// `auth_timeout` (5 s), with room for the others let through meanwhile.
-/// (0.5 s held a fleet of 500 back for nothing: 18-21 s until all were
-/// answered against 12-14 s, with no more sign-ins wasted; docs/fleet.md.)
+/// (0.5 s held a fleet of 500 back for nothing in the fleet lab: 18.6 and
+/// 20.9 s until all were answered against 13.2 and 13.9 s at 1.5 s, with no
+/// more sign-ins answered too late; 2026-12-07, 2 AMD EPYC cores.)
 pub const TARGET: Duration = Duration::from_millis(1500);
 
 /// The longest a ping is waited for: slower is "slow", however slow.
