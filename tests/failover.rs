@@ -924,3 +924,78 @@ async fn an_idle_sidecar_follows_the_list_and_an_open_session_keeps_its_master()
     assert_eq!(ask(ret).await.as_deref(), Some("A"));
     sidecar.assert_no_panic();
 }
+
+/// A minion starting at an idle sidecar has the masters it prefers checked
+/// first, as a native failover minion tries its list in order when it
+/// starts: A, back a moment before the minion (and long before the
+/// sidecar's next probe of it, `master_alive_interval: 30`), gets the
+/// minion's first connection. Seen in Salt's own multimaster scenario: a
+/// minion restarted while its sidecar still sat on the master that had come
+/// back first signed in there, and its start event went to the wrong
+/// master. A preferred master that refuses costs the minion nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_minion_starting_at_an_idle_sidecar_goes_to_the_first_master_back() {
+    let net = 26;
+    let (a_label, b_label) = ("127.0.26.2", "127.0.26.3");
+    let _b = master("B", net, 3).await;
+    let sidecar = Sidecar::start(
+        &Yaml::new("127.0.26.1", &[a_label, b_label])
+            .minion("master_alive_interval: 30\nmaster_failback: false\nrandom_reauth_delay: 0")
+            .build(),
+    );
+    let (ret, admin) = (addr(net, 1, 4506), addr(net, 1, 9464));
+    until_active(admin, b_label, Duration::from_secs(10)).await;
+    let idle = ["minion idle"];
+    sidecar.log.wait_for(&idle, T);
+    let on_demand = |result: &str| {
+        support::sample(
+            &support::scrape(admin),
+            "salt_sidecar_health_evidence_total",
+            &[
+                ("master", a_label),
+                ("port", "ret"),
+                ("kind", "on_demand"),
+                ("result", result),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+
+    // A minion starts while A is down: A is checked (it refuses at once),
+    // and the minion goes to B without waiting.
+    let asked = Instant::now();
+    assert_eq!(ask(ret).await.as_deref(), Some("B"));
+    let took = asked.elapsed();
+    eprintln!("start with A down: answered by B in {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(
+        on_demand("failed"),
+        1.0,
+        "A checked once, when the minion started"
+    );
+    sidecar.log.wait_for(&["minion connected"], T);
+
+    // The minion goes away; A comes back; the minion starts again: A.
+    let seen = sidecar.log.count(&idle);
+    sidecar
+        .log
+        .wait_for_more(&idle, seen, Duration::from_secs(5));
+    let a = master("A", net, 2).await;
+    assert_eq!(
+        ask(ret).await.as_deref(),
+        Some("A"),
+        "the starting minion goes to A, which its sidecar had not seen back"
+    );
+    assert_eq!(on_demand("ok"), 1.0);
+    sidecar
+        .log
+        .wait_for(&["a minion is starting", a_label, "up at once"], T);
+    assert_eq!(active_master(admin).as_deref(), Some(a_label));
+    assert_eq!(
+        sidecar.log.count(&["master is down", a_label]),
+        1,
+        "A's start-up probe only"
+    );
+    drop(a);
+    sidecar.assert_no_panic();
+}

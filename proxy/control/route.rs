@@ -38,6 +38,15 @@ pub struct Route {
     /// (Salt < 3007) sends a job's return on a new connection from the
     /// job's own process; this sends it to the master that published the job.
     pub linger: Option<MasterId>,
+    /// No minion session is open (the selector's [`Minion::Idle`]): a new
+    /// minion connection is a minion starting, and waits until the
+    /// supervisor has checked the masters ranked before the active one
+    /// ([`OpenSessions::arrive`]), as a native failover minion tries its
+    /// list in order when it starts.
+    ///
+    /// [`Minion::Idle`]: crate::control::select::Minion::Idle
+    /// [`OpenSessions::arrive`]: crate::control::sessions::OpenSessions::arrive
+    pub idle: bool,
 }
 
 impl PartialEq for Route {
@@ -49,6 +58,7 @@ impl PartialEq for Route {
             && self.reauth_by == other.reauth_by
             && self.pace_until == other.pace_until
             && self.linger == other.linger
+            && self.idle == other.idle
     }
 }
 

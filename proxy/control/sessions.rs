@@ -12,7 +12,9 @@
 //! a session is counted from the moment it takes its tokens until it drops
 //! them (a moving session keeps its old master's tokens until it holds the
 //! new master's), so the supervisor can tell the selector whether a switch
-//! would disrupt anything.
+//! would disrupt anything, and carries the data path's word that a minion
+//! connection arrived while none was open ([`OpenSessions::arrive`]): the
+//! minion (re)starts, and the supervisor checks the masters it prefers first.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,9 @@ pub struct OpenSessions {
     count: AtomicUsize,
     /// Holds a permit when nobody waits, so no change between two looks is lost.
     changed: Notify,
+    /// A minion connection arrived while the sidecar was idle (one permit
+    /// for any number of them).
+    arrived: Notify,
 }
 
 impl OpenSessions {
@@ -56,6 +61,18 @@ impl OpenSessions {
     /// last call (at once if it did meanwhile; spurious wake-ups are allowed).
     pub async fn changed(&self) {
         self.changed.notified().await;
+    }
+
+    /// A minion connection arrived while the route said the sidecar was
+    /// idle: the minion is starting (or restarting). Wakes the supervisor.
+    pub fn arrive(&self) {
+        self.arrived.notify_one();
+    }
+
+    /// Resolves once [`arrive`](OpenSessions::arrive) was called since the
+    /// last call (at once if it was meanwhile).
+    pub async fn arrived(&self) {
+        self.arrived.notified().await;
     }
 }
 

@@ -454,6 +454,7 @@ fn supervisor(
         linger: None,
         last_busy: None,
         was_open: false,
+        arrival: None,
     }
 }
 

@@ -53,6 +53,11 @@ pub struct HealthHandle {
     pub(super) last_ok: Mutex<Option<Instant>>,
     /// Why a probe right before a switch to it failed (`verify`).
     pub(super) verify_failed: Mutex<Option<String>>,
+    /// A probe at a minion's start found it answering (`verify`).
+    pub(super) verify_passed: AtomicBool,
+    /// Confirmed hung (a minion request went unanswered); set by the
+    /// health task after each round.
+    pub(super) hung: AtomicBool,
 }
 
 // === impl HealthHandle ===
@@ -102,6 +107,23 @@ impl HealthHandle {
             *slot = Some(why);
         }
         self.wake.notify_one();
+    }
+
+    /// A probe when a minion started found this master answering: its
+    /// health task calls it up at once (the supervisor already did).
+    pub fn pass_verification(&self) {
+        self.verify_passed.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    pub(super) fn take_verify_pass(&self) -> bool {
+        self.verify_passed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether the master is confirmed hung (its handshakes may pass; its
+    /// answers do not).
+    pub fn is_hung(&self) -> bool {
+        self.hung.load(Ordering::Relaxed)
     }
 
     /// A live session to this master was cut (or every master is to be

@@ -269,6 +269,18 @@ impl Judge {
         self.hyst.force(false)
     }
 
+    /// A probe when a minion started found the master answering: up at
+    /// once (`rise` not waited for). Returns the new state if it flipped.
+    pub fn verify_passed(&mut self) -> Option<bool> {
+        self.hyst.force(true)
+    }
+
+    /// Confirmed hung: a minion request went unanswered and the master has
+    /// not answered since.
+    pub fn is_hung(&self) -> bool {
+        self.hung
+    }
+
     /// A reload changed the thresholds.
     pub fn set_thresholds(&mut self, settings: &HealthSettings) {
         self.hyst.set_thresholds(settings.rise, settings.fall);
@@ -845,6 +857,20 @@ mod tests {
         assert_eq!(v.report, None);
         let (_, v) = step(&mut judge, &s, true).await;
         assert_eq!(v.report.map(|r| r.0), Some(true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_answering_when_a_minion_starts_is_up_at_once() {
+        let s = settings(ProbeKind::Zmtp);
+        let mut judge = settled_judge(&s);
+        assert_eq!(judge.verify_failed(), Some(false));
+        // One good round: not up yet (rise = 2) ...
+        let (_, v) = step(&mut judge, &s, true).await;
+        assert_eq!(v.report, None);
+        // ... but a check when a minion starts is enough.
+        assert_eq!(judge.verify_passed(), Some(true), "rise not waited for");
+        assert_eq!(judge.verify_passed(), None, "already up");
+        assert!(!judge.is_hung());
     }
 
     #[tokio::test(start_paused = true)]

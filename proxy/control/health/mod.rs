@@ -142,6 +142,13 @@ impl Watch {
                     self.report(up, why).await;
                 }
             }
+            if self.handle.take_verify_pass() {
+                self.handle.note_ok(Instant::now());
+                if let Some(up) = judge.verify_passed() {
+                    self.report(up, "answered when a minion started".into())
+                        .await;
+                }
+            }
             judge.set_standby(!self.handle.is_routed());
             // Rounds run on the interval (jittered, see `Judge::judge`), or
             // at once when woken or when DNS changes the addresses (a literal
@@ -217,6 +224,7 @@ impl Watch {
             if let Some((up, why)) = verdict.report {
                 self.report(up, why).await;
             }
+            self.handle.hung.store(judge.is_hung(), Ordering::Relaxed);
             let next = verdict.next.unwrap_or(start + settings.interval);
             self.liveness.tick_health(Instant::now());
             tokio::select! {

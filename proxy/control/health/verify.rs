@@ -13,6 +13,14 @@
 //! master's failover to a standby checked every interval waits for nothing
 //! (nor does one to a master its handle never checked: a plane carried
 //! over a reload, whose first round comes at once).
+//!
+//! The same check runs when a minion starts ([`at_arrival`]): a minion
+//! connection arriving at an idle sidecar first has the masters ranked
+//! before the active one that are not up checked (not those confirmed
+//! hung: their handshakes pass), and one that answers is up at once. A
+//! native failover minion tries its list in order when it starts; without
+//! this a master back a probe or two before the minion (the health task's
+//! `rise`) would lose it to a worse one until the next failover.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +32,7 @@ use crate::config::settings::Tunables;
 use crate::config::ProbeKind;
 use crate::control::masters::Plane;
 use crate::control::route::Route;
-use crate::control::select::{Action, Event, Selector};
+use crate::control::select::{Action, Event, Health, Minion, Selector};
 use crate::limits::Blame;
 use crate::metrics::{CheckResult, Evidence, Metrics};
 use crate::zmtp::probe::{self, ProbeError};
@@ -56,6 +64,68 @@ pub fn stale_candidates(
     );
     out.retain(|m| !fresh(*m));
     out
+}
+
+/// The masters to check for a minion arriving at an idle sidecar: those
+/// ranked before the active one (all of them while none is), not up and
+/// not drained, best first; none while pinned or not idle. Pure.
+pub fn arrival_candidates(selector: &Selector) -> Vec<MasterId> {
+    if selector.pinned().is_some() || selector.minion() != Minion::Idle {
+        return Vec::new();
+    }
+    selector
+        .order()
+        .iter()
+        .copied()
+        .take_while(|m| Some(*m) != selector.active())
+        .filter(|m| !matches!(selector.health(*m), Health::Up { .. }) && !selector.is_drained(*m))
+        .collect()
+}
+
+/// Checks the [`arrival_candidates`] not confirmed hung, in parallel within
+/// `connect_timeout`; returns those that answered, best first (their health
+/// tasks were told: up at once). The caller feeds their `Up` to the
+/// selector.
+pub async fn at_arrival(
+    selector: &Selector,
+    plane: &Arc<Plane>,
+    tunables: &Tunables,
+    metrics: &Metrics,
+) -> Vec<MasterId> {
+    let candidates: Vec<MasterId> = arrival_candidates(selector)
+        .into_iter()
+        .filter(|m| plane.health.get(m.index()).is_some_and(|h| !h.is_hung()))
+        .collect();
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    let checks = candidates.iter().map(|m| {
+        verify_one(
+            plane,
+            *m,
+            tunables.health.kind,
+            tunables.connect_timeout,
+            metrics,
+        )
+    });
+    let results = futures_join_all(checks).await;
+    let mut answered = Vec::new();
+    for (m, result) in candidates.into_iter().zip(results) {
+        let label = plane.label(m);
+        match result {
+            Ok(()) => {
+                tracing::info!(master = label, "a minion is starting: a master ranked before the active one answers; up at once");
+                if let Some(h) = plane.health.get(m.index()) {
+                    h.pass_verification();
+                }
+                answered.push(m);
+            }
+            Err(why) => {
+                tracing::debug!(master = label, why = %why, "a minion is starting: a master ranked before the active one does not answer");
+            }
+        }
+    }
+    answered
 }
 
 /// Marks each master of `route`'s plane routed or not (the active one, and
@@ -228,6 +298,49 @@ mod tests {
         }
         assert_eq!(s.active(), Some(A));
         s
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_starting_minion_has_the_masters_ranked_before_the_active_one_checked() {
+        let now = Instant::now();
+        let mut s = Selector::new(vec![A, B, C], policy(), 1, now);
+        s.on_event(Event::Minion(Minion::Idle), now);
+        s.on_event(Event::Down(A), now);
+        assert!(s.active().is_none());
+        assert_eq!(
+            arrival_candidates(&s),
+            vec![A, B, C],
+            "none up: every master, in order"
+        );
+        s.on_event(Event::Up(B), now);
+        s.on_event(Event::Up(C), now);
+        assert_eq!(s.active(), Some(B));
+        assert_eq!(arrival_candidates(&s), vec![A], "not C: it ranks after B");
+
+        let mut drained = s.clone();
+        drained.on_event(Event::Drain(A), now);
+        assert!(
+            arrival_candidates(&drained).is_empty(),
+            "a drained master is not taken"
+        );
+        let mut pinned = s.clone();
+        pinned.on_event(Event::Pin(C), now);
+        assert!(
+            arrival_candidates(&pinned).is_empty(),
+            "pinned: nothing to choose"
+        );
+        let mut busy = s.clone();
+        busy.on_event(Event::Minion(Minion::Connected), now);
+        assert!(
+            arrival_candidates(&busy).is_empty(),
+            "not a start: a session is open"
+        );
+        let mut first = on_a();
+        first.on_event(Event::Minion(Minion::Idle), now);
+        assert!(
+            arrival_candidates(&first).is_empty(),
+            "on the first master already"
+        );
     }
 
     #[tokio::test(start_paused = true)]

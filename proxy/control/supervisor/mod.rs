@@ -19,6 +19,15 @@
 //! session is open ([`OpenSessions`]): right before every event, and when
 //! the last session closes (or the first opens), so an idle sidecar moves
 //! to the first healthy master at once.
+//!
+//! **Arrival.** A minion connection that arrives while the sidecar is idle
+//! is a minion starting; a native failover minion then tries its list in
+//! order. So the connection waits ([`Route::idle`]) while the supervisor
+//! checks, at once and in parallel, the masters ranked before the active
+//! one that are not up ([`verify::at_arrival`]): one that answers is up
+//! and taken (an idle move, no delay), instead of the minion settling on a
+//! worse master until the next failover because the better one came back
+//! a probe or two before the minion did.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -26,7 +35,7 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::clock;
 use crate::config::master::MasterId;
@@ -93,6 +102,10 @@ pub struct Supervisor {
     pub last_busy: Option<Instant>,
     /// A session was open at the last look.
     pub was_open: bool,
+    /// When a minion connection last arrived while the sidecar was idle
+    /// (and was let through): busy for [`IDLE_AFTER`] from then, as its
+    /// session opens.
+    pub arrival: Option<Instant>,
 }
 
 /// How long no minion session may have been open before the sidecar counts
@@ -130,6 +143,7 @@ impl Supervisor {
             reauth_by: selector.reauth_by(),
             pace_until: selector.pace_until(),
             linger,
+            idle: selector.minion() == Minion::Idle,
         }
     }
 
@@ -171,6 +185,10 @@ impl Supervisor {
                 _ = alive.tick() => continue,
                 // `handle` reads the count itself, before the event.
                 _ = open.changed() => Event::Tick,
+                _ = open.arrived() => {
+                    self.arrive().await;
+                    continue;
+                }
                 _ = lingered(self.linger.clone()) => {
                     self.end_linger("moved");
                     Event::Tick
@@ -272,13 +290,32 @@ impl Supervisor {
     }
 
     /// When the sidecar becomes idle if no session opens meanwhile:
-    /// [`IDLE_AFTER`] after one was last seen open; `None` once idle, or
-    /// while one is open (the count's change wakes the loop).
+    /// [`IDLE_AFTER`] after one was last seen open (or after a minion
+    /// connection arrived); `None` once idle, or while one is open (the
+    /// count's change wakes the loop).
     fn idle_at(&self) -> Option<Instant> {
         if self.plane.sessions.open().any() || self.selector.minion() == Minion::Idle {
             return None;
         }
-        self.last_busy.map(|t| t + IDLE_AFTER)
+        self.last_busy.max(self.arrival).map(|t| t + IDLE_AFTER)
+    }
+
+    /// A minion connection arrived while the sidecar was idle (see the
+    /// module doc): the better-ranked masters that are not up are checked
+    /// first; those that answer are up, and the idle selector moves to the
+    /// best at once. Then the sidecar counts as busy, which lets the
+    /// connection (and any other waiting) through.
+    async fn arrive(&mut self) {
+        if self.selector.minion() == Minion::Idle {
+            let tunables = self.tunables.borrow().clone();
+            let answered =
+                verify::at_arrival(&self.selector, &self.plane, &tunables, &self.metrics).await;
+            for m in answered {
+                self.handle(Event::Up(m), Instant::now());
+            }
+        }
+        self.arrival = Some(Instant::now());
+        self.handle(Event::Tick, Instant::now());
     }
 
     /// Feeds one event and applies what the selector decides.
@@ -300,14 +337,21 @@ impl Supervisor {
             self.last_busy = Some(now);
         }
         self.was_open = open;
+        let arrived = self.arrival.is_some_and(|t| now < t + IDLE_AFTER);
         let minion = match self.idle_at() {
             Some(at) if now < at => Minion::Connected,
-            _ if self.plane.sessions.open().any() => Minion::Connected,
+            _ if self.plane.sessions.open().any() || arrived => Minion::Connected,
             _ => Minion::Idle,
         };
         let mut actions = Vec::new();
         if minion != self.selector.minion() {
-            debug!(?minion, "minion sessions");
+            match minion {
+                Minion::Idle => info!(
+                    "minion idle: no session open for {} s; its next connection is a start (the masters it prefers are checked first)",
+                    IDLE_AFTER.as_secs()
+                ),
+                Minion::Connected => info!("minion connected: a session is open or opening"),
+            }
             actions = self.selector.on_event(Event::Minion(minion), now);
         }
         actions.extend(self.selector.on_event(event, now));
@@ -565,6 +609,7 @@ mod tests {
             linger: None,
             last_busy: None,
             was_open: false,
+            arrival: None,
         };
         tokio::spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
         Harness {

@@ -143,7 +143,8 @@ impl Forwarder {
     /// last saw it; a stale one is counted.
     fn pass(&self, gate: &Gate, plane: &Plane, m: MasterId, since: Instant) -> Pass {
         let queue = gate.pace.queue();
-        if pace::fresh(since.elapsed(), queue) {
+        let held = since.elapsed();
+        if pace::fresh(held, queue) {
             return Pass::Go;
         }
         self.metrics
@@ -152,7 +153,7 @@ impl Forwarder {
             .inc();
         debug!(
             master = plane.label(m),
-            held_ms = since.elapsed().as_millis() as u64,
+            held_ms = held.as_millis() as u64,
             queue_ms = queue.as_millis() as u64,
             "sign-in held: the minion would give up on it before the master answered"
         );

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -14,6 +15,7 @@ use super::{Forwarder, Upstream};
 use crate::config::master::{MasterId, Port};
 use crate::control::masters::Plane;
 use crate::control::pace;
+use crate::control::route::Route;
 use crate::control::sessions::SessionTokens;
 use crate::limits::Op;
 use crate::net::{self, ConnectError};
@@ -21,6 +23,10 @@ use crate::net::{self, ConnectError};
 /// How long to wait before retrying a connect that failed for the
 /// sidecar's own exhaustion (EMFILE, ...).
 const EXHAUSTED_RETRY: Duration = Duration::from_millis(500);
+
+/// How much longer than its checks a minion's first connection waits for
+/// the supervisor's word at an idle sidecar (see `arrive`).
+const ARRIVAL_SLACK: Duration = Duration::from_secs(1);
 
 /// What a connection to a master is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +63,9 @@ impl Forwarder {
         // ~20 times a second, and each retry would become connects to masters
         // that are trying to recover.
         let mut route = self.route.clone();
+        if let Opening::New { .. } = opening {
+            self.arrive(&mut route).await;
+        }
         loop {
             if route.borrow().active.is_none() && self.refuses(port).is_some() {
                 // `salt_events`: a publish connection is not held while
@@ -144,6 +153,28 @@ impl Forwarder {
                 "no master reachable; holding the minion connection until the route changes"
             );
             route.changed().await.ok()?;
+        }
+    }
+
+    /// A new minion connection while the sidecar is idle: the minion is
+    /// starting. The supervisor first checks the masters ranked before the
+    /// active one (`Route::idle`); this waits for it, at most
+    /// `connect_timeout` (its checks' limit) and [`ARRIVAL_SLACK`].
+    async fn arrive(&self, route: &mut watch::Receiver<Route>) {
+        let plane = {
+            let r = route.borrow_and_update();
+            if !r.idle {
+                return;
+            }
+            r.plane.clone()
+        };
+        plane.sessions.open().arrive();
+        let limit = self.tunables.borrow().connect_timeout + ARRIVAL_SLACK;
+        if tokio::time::timeout(limit, route.wait_for(|r| !r.idle))
+            .await
+            .is_err()
+        {
+            debug!("a minion connection arrived at an idle sidecar; the supervisor did not answer in time: going on");
         }
     }
 

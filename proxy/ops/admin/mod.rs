@@ -227,6 +227,7 @@ mod testing {
             reauth_by: tokio::time::Instant::now(),
             pace_until: tokio::time::Instant::now(),
             linger: None,
+            idle: false,
         })
         .1;
         let reloader = Arc::new(Reloader::new(
