@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use salt_sidecar::config::WARM_UP;
 use salt_sidecar::standin::ZmtpClient;
 use salt_sidecar::zmtp::{self, saltreq, SocketType};
-use support::{addr, master, sample, scrape, until_answered_by, Sidecar, Yaml};
+use support::{addr, ask, master, sample, scrape, until_answered_by, Sidecar, Yaml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -271,7 +271,8 @@ enum Age {
 /// unanswered ZMTP `ping`, and the minion's next request on the same
 /// (moved) session is answered by B. Asked in A's first seconds, the
 /// unanswered ping is asked again each round until A has been up for
-/// `WARM_UP`: left then, not before, and within that + 3 s.
+/// `WARM_UP`: left then, not before, and within that + 3 s. A minion that
+/// then restarts (mute A) is not sent back to A.
 async fn a_sick_master_is_left(net: u8, sick: Sick, age: Age) {
     let Front {
         sidecar,
@@ -345,6 +346,20 @@ async fn a_sick_master_is_left(net: u8, sick: Sick, age: Age) {
                 .await
                 .expect("answered on the moved session");
             assert_eq!(reply, b"B:job 2");
+            // The minion restarts. A, still mute, passes a check of its
+            // handshakes; confirmed hung, it is not one a starting
+            // minion's checks may call up (it would be sent back to A).
+            let idle = sidecar.log.count(&["minion idle"]);
+            drop(minion);
+            sidecar
+                .log
+                .wait_for_more(&["minion idle"], idle, Duration::from_secs(5));
+            assert_eq!(ask(ret).await.as_deref(), Some("B"), "the restarted minion");
+            assert_eq!(
+                sidecar.log.count(&["a minion is starting", &a_label]),
+                0,
+                "A was not called up"
+            );
         }
         // Inside A's huge message: the session is reset; the minion's
         // reconnect is answered by B at once.
