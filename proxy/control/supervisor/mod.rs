@@ -347,7 +347,7 @@ impl Supervisor {
         if minion != self.selector.minion() {
             match minion {
                 Minion::Idle => info!(
-                    "minion idle: no session open for {} s; its next connection is a start (the masters it prefers are checked first)",
+                    "minion idle: no session for {} s; its next connection is a start (the masters it prefers are checked first)",
                     IDLE_AFTER.as_secs()
                 ),
                 Minion::Connected => info!("minion connected: a session is open or opening"),
