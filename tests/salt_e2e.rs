@@ -698,3 +698,38 @@ fn salt_3000_9_failover() {
 fn salt_2019_2_8_failover() {
     matrix("2019.2.8", Support::Legacy, &["sidecar_zeromq_crash:2"]);
 }
+
+/// The crash_stream verdict (`crash_verdict` in tests/salt/scenarios.py) on
+/// the case a CI run met: A logged "Got return" 6 ms before its SIGKILL and
+/// never stored it; Salt sent the return again and B stored it. Stored
+/// once: lost to the crash and returned elsewhere, not duplicated. Two
+/// arrivals at B, or a copy in both caches, still are.
+#[test]
+fn a_return_the_crash_took_and_salt_sent_again_is_not_a_duplicate() {
+    let check = r#"
+import scenarios as sc
+kill = 1000.0
+job = {"i": 19, "jid": "1", "master": "A", "t_pub": 49.9, "t_ret": None,
+       "cache_issuer": False, "cache_other": ["B"], "ret_events": {}}
+minion = {"run": {"1": [kill - 0.07]}, "sent": {"1": [kill - 0.018]}}
+def verdict(job, got_a, got_b):
+    logs = {"A": {"got": {"1": got_a}}, "B": {"got": {"1": got_b}}}
+    return sc.crash_verdict({"jobs": [job]}, 50.0, kill, "A", minion, logs)
+v = verdict(job, [kill - 0.006], [kill + 7.9])
+print(v["duplicated"], v["lost_to_the_crash"], v["crash_returned_elsewhere"], v["lost"],
+      verdict(job, [kill - 0.006], [kill + 7.9, kill + 8.0])["duplicated"],
+      verdict(dict(job, cache_issuer=True), [kill - 0.006], [kill + 7.9])["duplicated"])
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(check)
+        .current_dir(Path::new(MANIFEST).join("tests/salt"))
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0 1 1 0 1 1");
+}

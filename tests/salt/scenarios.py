@@ -686,7 +686,10 @@ def crash_verdict(js: Dict[str, Any], t_kill: float, kill_unix: float, dead: str
       lost                in no cache.
     duplicated: the minion ran the job more than once, or the masters got its return more
     than once (their logs' "Got return" lines, the return events on their buses, or both
-    caches). Per job that is not plainly returned to its issuer: times relative to the kill
+    caches). Not a "Got return" of the dead master's own job before the kill that never
+    reached its cache: the crash took it between the log line and the cache (seen 6 ms
+    before a kill), the minion's request went unanswered, and Salt sent the return again,
+    to the master it then had; stored once, it is crash_returned_elsewhere. Per job that is not plainly returned to its issuer: times relative to the kill
     (minion ran it, sent its return, each master got it)."""
     jobs = js.get("jobs", [])
     out: Dict[str, Any] = {"issued": len(jobs), "by_master": {}, "returned_to_issuer": 0, "lost_to_the_crash": 0,
@@ -704,8 +707,13 @@ def crash_verdict(js: Dict[str, Any], t_kill: float, kill_unix: float, dead: str
         out["by_master"][j["master"]] = out["by_master"].get(j["master"], 0) + 1
         runs = minion_log["run"].get(jid, [])
         got = {n: lg["got"].get(jid, []) for n, lg in master_logs.items()}
+        if j["master"] == dead and not j.get("cache_issuer"):
+            # got by the dead master before the kill, never stored: the crash took it
+            got_counted = dict(got, **{dead: [t for t in got.get(dead, []) if t >= kill_unix]})
+        else:
+            got_counted = got
         events = j.get("ret_events") or {}
-        dup = (len(runs) > 1 or sum(len(v) for v in got.values()) > 1 or sum(events.values()) > 1
+        dup = (len(runs) > 1 or sum(len(v) for v in got_counted.values()) > 1 or sum(events.values()) > 1
                or (bool(j.get("cache_issuer")) and bool(j.get("cache_other"))))
         out["duplicated"] += dup
         sent = minion_log["sent"].get(jid, [])
