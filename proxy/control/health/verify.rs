@@ -99,18 +99,8 @@ pub async fn at_arrival(
     if candidates.is_empty() {
         return Vec::new();
     }
-    let checks = candidates.iter().map(|m| {
-        verify_one(
-            plane,
-            *m,
-            tunables.health.kind,
-            tunables.connect_timeout,
-            metrics,
-        )
-    });
-    let results = futures_join_all(checks).await;
     let mut answered = Vec::new();
-    for (m, result) in candidates.into_iter().zip(results) {
+    for (m, result) in check_all(plane, candidates, tunables, metrics).await {
         let label = plane.label(m);
         match result {
             Ok(()) => {
@@ -163,12 +153,8 @@ pub async fn before_switch(
     if stale.is_empty() {
         return Vec::new();
     }
-    let checks = stale
-        .iter()
-        .map(|m| verify_one(plane, *m, settings.kind, tunables.connect_timeout, metrics));
-    let results = futures_join_all(checks).await;
     let mut failed = Vec::new();
-    for (m, result) in stale.into_iter().zip(results) {
+    for (m, result) in check_all(plane, stale, tunables, metrics).await {
         let label = plane.label(m);
         match result {
             Ok(()) => {
@@ -184,6 +170,27 @@ pub async fn before_switch(
         }
     }
     failed
+}
+
+/// Checks `masters` at once, in parallel, each within `connect_timeout`
+/// (see [`verify_one`]); each with its result, in the order given.
+async fn check_all(
+    plane: &Plane,
+    masters: Vec<MasterId>,
+    tunables: &Tunables,
+    metrics: &Metrics,
+) -> Vec<(MasterId, Result<(), String>)> {
+    let checks = masters.iter().map(|m| {
+        verify_one(
+            plane,
+            *m,
+            tunables.health.kind,
+            tunables.connect_timeout,
+            metrics,
+        )
+    });
+    let results = futures_join_all(checks).await;
+    masters.into_iter().zip(results).collect()
 }
 
 /// Probes both ports of master `m` within `limit`; counts each port as an
