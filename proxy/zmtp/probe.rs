@@ -122,12 +122,19 @@ pub async fn probe(
 
 /// Connects to a master for a probe: the sidecar's own exhaustion is told
 /// apart from the master's failure.
+///
+/// With `TCP_NODELAY`: a probe writes its READY and, for a `ping`, its
+/// request right after it, and the master's libzmq answers READY with
+/// nothing, so with Nagle's algorithm the request waited for the master's
+/// delayed acknowledgement of READY (40 ms on Linux): every clear `ping`
+/// to a real Salt master took 45-50 ms instead of a few, which the sign-in
+/// pacing read as a crowd (fleet lab, 2026-12-07).
 async fn connect(
     addrs: &[IpAddr],
     tcp_port: u16,
     limit: Duration,
 ) -> Result<TcpStream, ProbeError> {
-    net::connect(addrs, tcp_port, limit)
+    let stream = net::connect(addrs, tcp_port, limit)
         .await
         .map_err(|e| match e.exhaustion() {
             Some(r) => match e {
@@ -135,7 +142,9 @@ async fn connect(
                 other => ProbeError::Connect(other),
             },
             None => ProbeError::Connect(e),
-        })
+        })?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Rounds an unanswered ping is waited for on its kept connection before
@@ -475,6 +484,20 @@ mod tests {
         fn get(&self, what: fn(&Seen) -> &AtomicUsize) -> usize {
             what(self).load(Ordering::SeqCst)
         }
+    }
+
+    #[tokio::test]
+    async fn probe_connections_send_without_waiting_for_acknowledgements() {
+        // A probe writes READY and then its request: with Nagle's algorithm
+        // the request would wait for the master's delayed ACK (40 ms).
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let stream = connect(&[Ipv4Addr::LOCALHOST.into()], port, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        assert!(stream.nodelay().expect("nodelay"), "TCP_NODELAY is set");
     }
 
     /// A ret port that answers each ping after `delay` on the connection it
