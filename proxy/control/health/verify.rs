@@ -82,6 +82,19 @@ pub fn arrival_candidates(selector: &Selector) -> Vec<MasterId> {
         .collect()
 }
 
+/// Whether a start check with probes of `kind` can call a master up: not
+/// with `ping` (the tcp transport's default), which the check can only
+/// replace by a connect (a second request in flight can wedge a 3008 tcp
+/// master, see `zmtp::probe::PingLine`): a master whose port is open but
+/// that answers no `ping` yet (3008 loading its modules) would be called up
+/// on the connect, then down again on the next unanswered ping, resetting
+/// the minion's sessions (seen in CI: a 3008 tcp minion that never answered
+/// afterwards). The starting minion then waits for the health task, as
+/// before the start check. Pure.
+pub fn start_check_applies(kind: ProbeKind) -> bool {
+    kind != ProbeKind::Ping
+}
+
 /// Checks the [`arrival_candidates`] not confirmed hung, in parallel within
 /// `connect_timeout`; returns those that answered, best first (their health
 /// tasks were told: up at once). The caller feeds their `Up` to the
@@ -92,6 +105,9 @@ pub async fn at_arrival(
     tunables: &Tunables,
     metrics: &Metrics,
 ) -> Vec<MasterId> {
+    if !start_check_applies(tunables.health.kind) {
+        return Vec::new();
+    }
     let candidates: Vec<MasterId> = arrival_candidates(selector)
         .into_iter()
         .filter(|m| plane.health.get(m.index()).is_some_and(|h| !h.is_hung()))
@@ -305,6 +321,19 @@ mod tests {
         }
         assert_eq!(s.active(), Some(A));
         s
+    }
+
+    #[test]
+    fn a_start_check_calls_masters_up_only_with_a_check_as_strong_as_health() {
+        assert!(
+            start_check_applies(ProbeKind::Zmtp),
+            "a handshake, as health"
+        );
+        assert!(start_check_applies(ProbeKind::Tcp), "a connect, as health");
+        assert!(
+            !start_check_applies(ProbeKind::Ping),
+            "a connect is not a ping answered"
+        );
     }
 
     #[tokio::test(start_paused = true)]
