@@ -56,6 +56,8 @@ struct Gate {
     /// after it asks at once (each attempt of the minion gets an answer
     /// while it is fresh, not only the ones the schedule happens to meet).
     asked_at: Option<Instant>,
+    /// Opens at this instant without another ask (`Next::GoAfter`).
+    go_at: Option<Instant>,
     /// Opened with this outcome: every new connection of the switch goes.
     open: Option<PaceOutcome>,
     started: Option<Instant>,
@@ -103,6 +105,21 @@ impl Forwarder {
                 self.opened(&mut gate, plane, m, PaceOutcome::Bound);
                 return Pass::Go;
             }
+            if let Some(at) = gate.go_at {
+                if now < at {
+                    drop(gate);
+                    sleep_until(at.min(until)).await;
+                    continue;
+                }
+                let pass = self.pass(&gate, plane, m, since);
+                if pass == Pass::Go {
+                    self.opened(&mut gate, plane, m, PaceOutcome::AtOnce);
+                } else {
+                    gate.go_at = None;
+                    gate.next_ask = None;
+                }
+                return pass;
+            }
             let unasked = now >= by && gate.asked_at.is_none_or(|t| t < since);
             if let Some(at) = gate.next_ask.filter(|at| *at > now && !unasked) {
                 // Not the time to ask: let go of the gate meanwhile
@@ -134,6 +151,7 @@ impl Forwarder {
                     return pass;
                 }
                 Next::Wait(d) => gate.next_ask = Some(Instant::now() + d),
+                Next::GoAfter(d) => gate.go_at = Some(Instant::now() + d),
             }
         }
     }
