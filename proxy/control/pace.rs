@@ -227,7 +227,7 @@ mod tests {
     #[test]
     fn a_larger_crowd_spreads_and_asks_again_before_it_goes() {
         // 310 ms: the crowd's sign-ins take more than one cycle of the
-        // master; a random part of the cap, then another ask decides.
+        // master: a random part of SPREAD, then another ask decides.
         let mut p = Pace::default();
         assert_eq!(p.next(answer(310), 0.5, false), Next::Wait(SPREAD / 2));
         assert_eq!(
