@@ -83,6 +83,14 @@ impl AnswerClock {
         }
     }
 
+    /// When the oldest request reaches `bound`, if one is waiting and no
+    /// suspicion was raised for it yet.
+    fn due(&self, bound: Duration) -> Option<Instant> {
+        let asked = self.asked_us.load(Ordering::Relaxed);
+        (asked != 0 && self.suspected_us.load(Ordering::Relaxed) != asked)
+            .then(|| self.heard.at(asked) + bound)
+    }
+
     /// How long the oldest request has waited at `now`, if one is waiting
     /// and no suspicion was raised for it yet; marks it suspected when it
     /// has waited at least `bound`.
@@ -169,6 +177,17 @@ impl Answers {
             None => false,
         });
         worst
+    }
+
+    /// The earliest instant a request waiting now (and not suspected yet)
+    /// reaches `bound`; `None` while no request waits.
+    pub fn next_due(&self, bound: Duration) -> Option<Instant> {
+        let clocks = self.clocks.lock().ok()?;
+        clocks
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter_map(|clock| clock.due(bound))
+            .min()
     }
 
     /// Asks every session whose request has waited at least `bound` to

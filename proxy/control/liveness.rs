@@ -1,7 +1,8 @@
 //! Whether the control loop is making progress (for the systemd watchdog).
 //!
-//! The supervisor ticks on every turn of its loop (it wakes at least every
-//! [`SUPERVISOR_TICK`]); every health task ticks after each probe round.
+//! The supervisor ticks on every turn of its loop (with a watchdog it wakes
+//! at least every [`SUPERVISOR_TICK`]; without one nothing reads this, and
+//! an idle loop sleeps); every health task ticks after each probe round.
 //! [`Liveness::stalled`] says which of them has not ticked in time: the
 //! supervisor within the watchdog period, the health tasks within two alive
 //! intervals plus the probe timeout (they probe once per interval, however
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The supervisor's loop wakes at least this often to show it is alive.
+/// With a systemd watchdog, the supervisor's loop wakes at least this often
+/// to show it is alive.
 pub const SUPERVISOR_TICK: Duration = Duration::from_millis(250);
 
 /// The last tick of each part of the control loop.

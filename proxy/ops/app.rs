@@ -23,7 +23,7 @@ use crate::clock;
 use crate::config::master::Port;
 use crate::config::settings::{Policy, Tunables};
 use crate::config::Config;
-use crate::control::liveness::Liveness;
+use crate::control::liveness::{Liveness, SUPERVISOR_TICK};
 use crate::control::masters::{Plane, PlaneBuilder};
 use crate::control::select::{jitter_seed, preference_order, Reason, Selector};
 use crate::control::srv;
@@ -170,12 +170,13 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         liveness: liveness.clone(),
     };
     let plane = builder.build(0, config.masters(), None);
+    let watchdog = systemd::watchdog_period();
     let supervisor = supervisor(
         config,
         plane,
         policy,
         &metrics,
-        liveness.clone(),
+        (liveness.clone(), watchdog.map(|_| SUPERVISOR_TICK)),
         tunables_rx.clone(),
     );
     let (route_rx, snapshot_rx) = (
@@ -263,7 +264,7 @@ pub async fn start(config: &Config, token: CancellationToken) -> Result<Running,
         first_verdict,
         token.clone(),
     ));
-    if let Some(period) = systemd::watchdog_period() {
+    if let Some(period) = watchdog {
         info!(
             period_ms = period.as_millis() as u64,
             "systemd watchdog: fed while the control loop makes progress"
@@ -420,7 +421,7 @@ fn supervisor(
     plane: Arc<Plane>,
     policy: Policy,
     metrics: &Arc<Metrics>,
-    liveness: Arc<Liveness>,
+    (liveness, alive_tick): (Arc<Liveness>, Option<Duration>),
     tunables: watch::Receiver<Arc<Tunables>>,
 ) -> Supervisor {
     let order = preference_order(config);
@@ -450,6 +451,7 @@ fn supervisor(
         snapshot,
         metrics: metrics.clone(),
         liveness,
+        alive_tick,
         tunables,
         linger: None,
         last_busy: None,

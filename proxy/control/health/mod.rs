@@ -337,13 +337,15 @@ impl Mode {
 }
 
 /// Resolves when a request on one of `handle`'s ret sessions has waited
-/// longer than `bound` (with how long); never without a bound. Scans a few
-/// times per bound (an eighth of it apart, 50 ms to 1 s): detection comes at
-/// most that late. `scan_at` is when the next scan is due; it outlives this
+/// longer than `bound` (with how long); never without a bound. Scans when
+/// the oldest waiting request reaches the bound (found on time), and with
+/// none waiting one bound later (a request sent meanwhile reaches it no
+/// sooner): an idle session costs one wake-up per bound, not a scan every
+/// fraction of it. `scan_at` is when the next scan is due; it outlives this
 /// future, which the round loop drops and makes anew every round: were the
-/// schedule restarted each time, a round interval shorter than two steps
-/// would leave one scan per round (seen: bound 2 s, interval 1 s, detection
-/// up to 0.9 s late).
+/// schedule restarted each time, a round interval shorter than the bound
+/// would never scan (seen with fixed steps: bound 2 s, interval 1 s,
+/// detection up to 0.9 s late).
 async fn overdue(
     handle: &HealthHandle,
     bound: Option<std::time::Duration>,
@@ -352,14 +354,16 @@ async fn overdue(
     let Some(bound) = bound else {
         return std::future::pending().await;
     };
-    let step = (bound / 8).clamp(
-        std::time::Duration::from_millis(50),
-        std::time::Duration::from_secs(1),
-    );
     loop {
         tokio::time::sleep_until(*scan_at).await;
-        *scan_at = Instant::now() + step;
-        if let Some(waited) = handle.answers.overdue(bound) {
+        let found = handle.answers.overdue(bound);
+        let now = Instant::now();
+        *scan_at = handle
+            .answers
+            .next_due(bound)
+            .unwrap_or(now + bound)
+            .max(now + std::time::Duration::from_millis(1));
+        if let Some(waited) = found {
             return waited;
         }
     }
@@ -432,9 +436,34 @@ mod tests {
         asker.await.expect("asker");
         let waited = waited.expect("the request was found overdue");
         assert!(
-            waited >= bound && waited <= bound + Duration::from_millis(250),
-            "found {waited:?} after the request: at most one scan step (0.25 s) past the {bound:?} bound"
+            waited >= bound && waited <= bound + Duration::from_millis(5),
+            "found {waited:?} after the request: on time, at the {bound:?} bound"
         );
+    }
+
+    /// No request waiting: the next scan comes one bound later (a request
+    /// sent meanwhile reaches the bound no sooner), not every fraction of it.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_session_is_scanned_once_per_bound() {
+        let handle = HealthHandle::default();
+        let clock = handle.answers.clock();
+        let bound = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut scan_at = start;
+        let r = tokio::time::timeout(
+            Duration::from_millis(100),
+            overdue(&handle, Some(bound), &mut scan_at),
+        )
+        .await;
+        assert!(r.is_err(), "nothing waits");
+        assert_eq!(scan_at, start + bound, "next scan one bound later");
+        // A request sent now is found at its bound, not one bound after it.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        clock.asked();
+        let asked = Instant::now();
+        let waited = overdue(&handle, Some(bound), &mut scan_at).await;
+        assert_eq!(waited, bound);
+        assert_eq!(Instant::now(), asked + bound);
     }
 
     #[tokio::test(start_paused = true)]

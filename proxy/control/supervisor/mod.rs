@@ -30,7 +30,7 @@
 //! a probe or two before the minion did.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -41,7 +41,7 @@ use crate::clock;
 use crate::config::master::MasterId;
 use crate::config::settings::Tunables;
 use crate::control::health::{verify, Transition};
-use crate::control::liveness::{Liveness, SUPERVISOR_TICK};
+use crate::control::liveness::Liveness;
 use crate::control::masters::Plane;
 use crate::control::route::Route;
 use crate::control::select::{Action, Event, Minion, Policy, Reason, Selector, SessionFate};
@@ -93,6 +93,11 @@ pub struct Supervisor {
     pub metrics: Arc<Metrics>,
     /// Ticked on every turn of the loop (the systemd watchdog reads it).
     pub liveness: Arc<Liveness>,
+    /// How often the loop wakes to tick `liveness` when nothing happens:
+    /// only while a systemd watchdog reads it. Without one an idle sidecar
+    /// sleeps until an event or a deadline (a fleet's hosts: no wake-ups
+    /// for nothing).
+    pub alive_tick: Option<Duration>,
     /// Whether sessions move on a switch (for the switch's log line), and
     /// how long a graceful switch may take (the drain timeout).
     pub tunables: watch::Receiver<Arc<Tunables>>,
@@ -172,8 +177,11 @@ impl Supervisor {
         mut commands: mpsc::Receiver<Command>,
         token: CancellationToken,
     ) {
-        let mut alive = tokio::time::interval(SUPERVISOR_TICK);
-        alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut alive = self.alive_tick.map(|every| {
+            let mut alive = tokio::time::interval(every);
+            alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            alive
+        });
         let stall_at = test_stall_after().map(|d| Instant::now() + d);
         loop {
             self.liveness.tick_supervisor(Instant::now());
@@ -182,7 +190,7 @@ impl Supervisor {
             let open: Arc<OpenSessions> = self.plane.sessions.open().clone();
             let event = tokio::select! {
                 _ = token.cancelled() => return,
-                _ = alive.tick() => continue,
+                () = alive_ticked(alive.as_mut()) => continue,
                 // `handle` reads the count itself, before the event.
                 _ = open.changed() => Event::Tick,
                 _ = open.arrived() => {
@@ -488,6 +496,16 @@ fn transition_event(t: &Transition) -> Event {
     }
 }
 
+/// The next tick of the liveness interval; never without one.
+async fn alive_ticked(alive: Option<&mut tokio::time::Interval>) {
+    match alive {
+        Some(alive) => {
+            alive.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -586,6 +604,12 @@ mod tests {
 
     /// Starts a supervisor over masters on 192.0.2.1.., generation 0.
     fn start(n: u16) -> Harness {
+        start_watched(n, None).0
+    }
+
+    /// The same, with a liveness tick (a systemd watchdog reading it);
+    /// returns the liveness too.
+    fn start_watched(n: u16, alive_tick: Option<Duration>) -> (Harness, Arc<Liveness>) {
         let masters: Vec<MasterSpec> = (0..n).map(|i| spec(i, i as u8 + 1)).collect();
         let metrics =
             Metrics::new(&masters, &Reason::COUNTED.map(Reason::as_str)).expect("metrics");
@@ -597,6 +621,7 @@ mod tests {
         let (transitions, transitions_rx) = mpsc::channel(16);
         let (commands, commands_rx) = mpsc::channel(16);
         let token = CancellationToken::new();
+        let liveness = Arc::new(Liveness::new(Instant::now(), Duration::from_secs(1)));
         let supervisor = Supervisor {
             selector,
             plane: plane.clone(),
@@ -604,7 +629,8 @@ mod tests {
             route: route_tx,
             snapshot: snapshot_tx,
             metrics: metrics.clone(),
-            liveness: Arc::new(Liveness::new(Instant::now(), Duration::from_secs(1))),
+            liveness: liveness.clone(),
+            alive_tick,
             tunables: watch::channel(Arc::new(tunables())).1,
             linger: None,
             last_busy: None,
@@ -612,7 +638,7 @@ mod tests {
             arrival: None,
         };
         tokio::spawn(supervisor.run(transitions_rx, commands_rx, token.clone()));
-        Harness {
+        let harness = Harness {
             transitions,
             commands,
             route,
@@ -620,7 +646,41 @@ mod tests {
             metrics,
             plane,
             _stop: token.drop_guard(),
+        };
+        (harness, liveness)
+    }
+
+    /// An idle supervisor wakes for the watchdog only when one reads its
+    /// liveness: without one it sleeps until an event (a fleet's hosts).
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_supervisor_wakes_only_for_a_watchdog() {
+        let s = Duration::from_secs;
+        let (mut h, watched) = start_watched(2, Some(Duration::from_millis(250)));
+        h.health(0, MasterId(0), true).await;
+        h.active(Some(MasterId(0))).await;
+        let (mut u, unwatched) = start_watched(2, None);
+        u.health(0, MasterId(0), true).await;
+        u.active(Some(MasterId(0))).await;
+        // Health keeps ticking; only the supervisor's own wake-ups differ.
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            watched.tick_health(Instant::now());
+            unwatched.tick_health(Instant::now());
         }
+        assert_eq!(watched.stalled(Instant::now(), s(1)), None, "ticked");
+        assert_eq!(
+            unwatched.stalled(Instant::now(), s(1)),
+            Some("supervisor"),
+            "asleep: nothing happened for 10 s"
+        );
+        // An event wakes it, as before.
+        u.health(0, MasterId(1), true).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            unwatched.stalled(Instant::now(), s(1)),
+            None,
+            "woke for the event"
+        );
     }
 
     impl Harness {
