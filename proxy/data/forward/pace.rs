@@ -111,14 +111,7 @@ impl Forwarder {
                     sleep_until(at.min(until)).await;
                     continue;
                 }
-                let pass = self.pass(&gate, plane, m, since);
-                if pass == Pass::Go {
-                    self.opened(&mut gate, plane, m, PaceOutcome::AtOnce);
-                } else {
-                    gate.go_at = None;
-                    gate.next_ask = None;
-                }
-                return pass;
+                return self.let_through(&mut gate, plane, m, since, PaceOutcome::AtOnce);
             }
             let unasked = now >= by && gate.asked_at.is_none_or(|t| t < since);
             if let Some(at) = gate.next_ask.filter(|at| *at > now && !unasked) {
@@ -135,25 +128,39 @@ impl Forwarder {
             let late = Instant::now() >= by;
             match gate.pace.next(answer, fastrand::f64(), late) {
                 Next::Go => {
-                    let pass = self.pass(&gate, plane, m, since);
-                    if pass == Pass::Stale {
-                        // The minion sends it again shortly, on a new
-                        // connection: that one asks at once.
-                        gate.next_ask = None;
-                        return pass;
-                    }
                     let outcome = match (late, gate.pace.was_slow()) {
                         (true, _) => PaceOutcome::Late,
                         (false, true) => PaceOutcome::Paced,
                         (false, false) => PaceOutcome::AtOnce,
                     };
-                    self.opened(&mut gate, plane, m, outcome);
-                    return pass;
+                    return self.let_through(&mut gate, plane, m, since, outcome);
                 }
                 Next::Wait(d) => gate.next_ask = Some(Instant::now() + d),
                 Next::GoAfter(d) => gate.go_at = Some(Instant::now() + d),
             }
         }
+    }
+
+    /// The gate says go: the sign-in that came `since` goes and the gate
+    /// opens with `outcome`, unless it is stale ([`Forwarder::pass`]); then
+    /// the gate stays shut and the minion's next attempt (a new connection)
+    /// asks at once.
+    fn let_through(
+        &self,
+        gate: &mut Gate,
+        plane: &Plane,
+        m: MasterId,
+        since: Instant,
+        outcome: PaceOutcome,
+    ) -> Pass {
+        let pass = self.pass(gate, plane, m, since);
+        if pass == Pass::Go {
+            self.opened(gate, plane, m, outcome);
+        } else {
+            gate.go_at = None;
+            gate.next_ask = None;
+        }
+        pass
     }
 
     /// Whether the sign-in that came `since` can still be answered by `m`
